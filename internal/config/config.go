@@ -1,0 +1,390 @@
+// Package config defines the YAML configuration of authz-proxy, its defaults,
+// and strict loading: unknown fields, dangling references and out-of-range
+// values are errors that name the file, the line and the field.
+//
+// It checks the shape of a configuration. Compiling keys and rules into a
+// policy is the job of package policy, which reports its errors through
+// Config.Errorf so that they carry the same positions.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is one whole configuration file.
+type Config struct {
+	Listen          Listen        `yaml:"listen"`
+	Metrics         *Metrics      `yaml:"metrics"`
+	Upstreams       []Upstream    `yaml:"upstreams"`
+	DefaultUpstream string        `yaml:"defaultUpstream"`
+	Audit           Audit         `yaml:"audit"`
+	Environments    []Environment `yaml:"environments"`
+	Cache           Cache         `yaml:"cache"`
+	Attestors       []Attestor    `yaml:"attestors"`
+	Policy          Policy        `yaml:"policy"`
+
+	// File is the path the configuration was read from.
+	File string `yaml:"-"`
+	// Generation identifies this configuration's content, including the key
+	// files it names. Verdicts cached under one generation are not used under
+	// another.
+	Generation string `yaml:"-"`
+
+	root *yaml.Node
+	dir  string
+}
+
+// Listen is the proxy's own listener.
+type Listen struct {
+	// Addr is host:port; default 127.0.0.1:5000.
+	Addr string `yaml:"addr"`
+	TLS  *TLS   `yaml:"tls"`
+}
+
+// TLS serves the listener over TLS; with ClientCAFile, clients must present a
+// certificate issued by one of those CAs (mTLS).
+type TLS struct {
+	CertFile     string `yaml:"certFile"`
+	KeyFile      string `yaml:"keyFile"`
+	ClientCAFile string `yaml:"clientCAFile"`
+}
+
+// Metrics is the optional metrics listener.
+type Metrics struct {
+	Addr string `yaml:"addr"`
+}
+
+// Upstream is a registry that images are pulled from.
+type Upstream struct {
+	// Name is how clients (?ns= or the first path segment) and policies
+	// (image patterns) address this upstream, e.g. docker.io.
+	Name string `yaml:"name"`
+	// URL is the registry's base URL: scheme and host, no path.
+	URL  string `yaml:"url"`
+	Auth *Auth  `yaml:"auth"`
+	// Insecure allows plain http and unverified TLS. For tests and labs.
+	Insecure bool `yaml:"insecure"`
+}
+
+// Auth is the proxy's own credential for an upstream.
+type Auth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"passwordFile"`
+	PasswordEnv  string `yaml:"passwordEnv"`
+}
+
+// Audit configures the decision log.
+type Audit struct {
+	// File, if set, receives every decision record as a JSON line, besides
+	// standard output.
+	File string `yaml:"file"`
+}
+
+// Environment groups clients for per-environment rules.
+type Environment struct {
+	Name    string      `yaml:"name"`
+	Clients []ClientSel `yaml:"clients"`
+}
+
+// ClientSel selects clients by certificate name or source address range.
+type ClientSel struct {
+	CN   string `yaml:"cn"`
+	CIDR string `yaml:"cidr"`
+}
+
+// Cache bounds the verdict cache.
+type Cache struct {
+	// MaxEntries defaults to 10000.
+	MaxEntries int `yaml:"maxEntries"`
+	// AllowTTL defaults to 10m.
+	AllowTTL time.Duration `yaml:"allowTTL"`
+	// DenyTTL defaults to 30s.
+	DenyTTL time.Duration `yaml:"denyTTL"`
+}
+
+// Attestor is a party whose signatures vouch for images.
+type Attestor struct {
+	Name       string      `yaml:"name"`
+	PublicKeys []PublicKey `yaml:"publicKeys"`
+	Keyless    *Keyless    `yaml:"keyless"`
+	// RequireTlog demands a verified transparency-log proof.
+	RequireTlog bool `yaml:"requireTlog"`
+}
+
+// PublicKey is a PEM public key, inline or in a file.
+type PublicKey struct {
+	File string `yaml:"file"`
+	PEM  string `yaml:"pem"`
+}
+
+// Keyless is a Sigstore keyless identity.
+type Keyless struct {
+	Issuer          string `yaml:"issuer"`
+	Subject         string `yaml:"subject"`
+	SubjectRegexp   string `yaml:"subjectRegexp"`
+	TrustedRootFile string `yaml:"trustedRootFile"`
+	RequireTlog     bool   `yaml:"requireTlog"`
+}
+
+// Enforcement modes.
+const (
+	Enforce = "enforce"
+	DryRun  = "dryrun"
+)
+
+// Rule actions.
+const (
+	ActionAllow  = "allow"
+	ActionDeny   = "deny"
+	ActionVerify = "verify"
+)
+
+// Policy says what each image needs.
+type Policy struct {
+	// Enforcement is the default for every rule: enforce (default) or dryrun.
+	Enforcement string       `yaml:"enforcement"`
+	Allowlist   []string     `yaml:"allowlist"`
+	Breakglass  []Breakglass `yaml:"breakglass"`
+	Rules       []Rule       `yaml:"rules"`
+	// Default applies to images that no rule matches; its action defaults to
+	// deny.
+	Default Rule `yaml:"default"`
+}
+
+// Breakglass is a temporary, audited exception.
+type Breakglass struct {
+	Image   string    `yaml:"image"`
+	Expires time.Time `yaml:"expires"`
+	Reason  string    `yaml:"reason"`
+}
+
+// Rule is one policy rule; the first rule whose images match decides.
+type Rule struct {
+	Name         string        `yaml:"name"`
+	Images       []string      `yaml:"images"`
+	Environments []string      `yaml:"environments"`
+	Enforcement  string        `yaml:"enforcement"`
+	Action       string        `yaml:"action"`
+	Require      []Requirement `yaml:"require"`
+}
+
+// Requirement is one thing a rule demands; all of a rule's must hold.
+type Requirement struct {
+	Signature   *SignatureRequirement   `yaml:"signature"`
+	Attestation *AttestationRequirement `yaml:"attestation"`
+}
+
+// SignatureRequirement is met by valid signatures over the image digest from
+// at least Threshold distinct listed attestors.
+type SignatureRequirement struct {
+	Attestors []string `yaml:"attestors"`
+	// Threshold defaults to 1.
+	Threshold int `yaml:"threshold"`
+}
+
+// AttestationRequirement is met by verified in-toto attestations.
+type AttestationRequirement struct {
+	PredicateType string   `yaml:"predicateType"`
+	Attestors     []string `yaml:"attestors"`
+	Threshold     int      `yaml:"threshold"`
+	Condition     string   `yaml:"condition"`
+}
+
+// Load reads, decodes strictly, defaults and validates the file at path.
+// Every problem found is reported, one per line, each as
+// "file:line: field: what is wrong".
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// Parse is Load for bytes already read; path names them in errors and is the
+// base for relative file names inside.
+func Parse(path string, data []byte) (*Config, error) {
+	c := &Config{File: path, dir: filepath.Dir(path)}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty", path)
+		}
+		return nil, decodeError(path, err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, decodeError(path, err)
+	}
+	c.root = &root
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	gen, err := c.generation(data)
+	if err != nil {
+		return nil, err
+	}
+	c.Generation = gen
+	return c, nil
+}
+
+// decodeError rewrites yaml.v3's messages into "file:line: message" lines.
+func decodeError(path string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		lines := make([]string, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			lines = append(lines, path+":"+yamlLine.ReplaceAllString(tidy(e), "$1: "))
+		}
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	return fmt.Errorf("%s:%s", path, yamlLine.ReplaceAllString(msg, "$1: "))
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.\w+`)
+
+// tidy says "unknown field" the way a config author reads it, not in Go
+// type names.
+func tidy(e string) string {
+	return unknownField.ReplaceAllString(e, `unknown field "$1" (see config.example.yaml for the schema)`)
+}
+
+// Path resolves a file name from the configuration: relative names are
+// relative to the configuration file's folder.
+func (c *Config) Path(name string) string {
+	if name == "" || filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(c.dir, name)
+}
+
+// Errorf returns an error positioned at the field that path names, for
+// example Errorf([]any{"attestors", 0, "publicKeys", 1}, "bad key: %v", err)
+// gives "config.yaml:12: attestors[0].publicKeys[1]: bad key: ...".
+func (c *Config) Errorf(path []any, format string, args ...any) error {
+	return fmt.Errorf("%s:%d: %s: %s", c.File, c.line(path), fieldName(path), fmt.Sprintf(format, args...))
+}
+
+func fieldName(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		default:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			fmt.Fprint(&b, p)
+		}
+	}
+	return b.String()
+}
+
+// line finds the line of the deepest node along path that exists.
+func (c *Config) line(path []any) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	n := c.root.Content[0]
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == p {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
+				next = n.Content[p]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		if n.Kind != yaml.MappingNode {
+			line = n.Line
+		}
+	}
+	return line
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen.Addr == "" {
+		c.Listen.Addr = "127.0.0.1:5000"
+	}
+	if c.Cache.MaxEntries == 0 {
+		c.Cache.MaxEntries = 10000
+	}
+	if c.Cache.AllowTTL == 0 {
+		c.Cache.AllowTTL = 10 * time.Minute
+	}
+	if c.Cache.DenyTTL == 0 {
+		c.Cache.DenyTTL = 30 * time.Second
+	}
+	if c.Policy.Enforcement == "" {
+		c.Policy.Enforcement = Enforce
+	}
+	if c.Policy.Default.Action == "" && len(c.Policy.Default.Require) == 0 {
+		c.Policy.Default.Action = ActionDeny
+	}
+	for i := range c.Policy.Rules {
+		setRuleDefaults(&c.Policy.Rules[i])
+	}
+	setRuleDefaults(&c.Policy.Default)
+}
+
+func setRuleDefaults(r *Rule) {
+	if r.Action == "" && len(r.Require) > 0 {
+		r.Action = ActionVerify
+	}
+	for _, req := range r.Require {
+		if req.Signature != nil && req.Signature.Threshold == 0 {
+			req.Signature.Threshold = 1
+		}
+	}
+}
+
+// generation hashes the configuration and every file it names whose content
+// changes verdicts.
+func (c *Config) generation(data []byte) (string, error) {
+	h := sha256.New()
+	h.Write(data)
+	for i, a := range c.Attestors {
+		for j, k := range a.PublicKeys {
+			if k.File == "" {
+				continue
+			}
+			b, err := os.ReadFile(c.Path(k.File))
+			if err != nil {
+				return "", c.Errorf([]any{"attestors", i, "publicKeys", j, "file"}, "%v", err)
+			}
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}

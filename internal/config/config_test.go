@@ -1,0 +1,161 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/config"
+)
+
+const validYAML = `listen:
+  addr: 127.0.0.1:5000
+upstreams:
+  - name: docker.io
+    url: https://registry-1.docker.io
+  - name: lab
+    url: http://127.0.0.1:5001
+    insecure: true
+defaultUpstream: docker.io
+attestors:
+  - name: ci
+    publicKeys:
+      - file: ci.pub
+  - name: release
+    publicKeys:
+      - pem: |
+          -----BEGIN PUBLIC KEY-----
+          AAAA
+          -----END PUBLIC KEY-----
+policy:
+  allowlist: [docker.io/library/busybox]
+  rules:
+    - name: acme
+      images: ["lab/acme/**"]
+      require:
+        - signature:
+            attestors: [ci, release]
+            threshold: 2
+    - name: official
+      images: ["docker.io/library/*"]
+      action: allow
+`
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadAppliesDefaults(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key bytes")
+	c, err := config.Load(write(t, dir, "config.yaml", validYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cache.MaxEntries != 10000 || c.Cache.AllowTTL != 10*time.Minute || c.Cache.DenyTTL != 30*time.Second {
+		t.Errorf("cache defaults = %+v", c.Cache)
+	}
+	if c.Policy.Enforcement != config.Enforce || c.Policy.Default.Action != config.ActionDeny {
+		t.Errorf("policy defaults: enforcement %q, default action %q", c.Policy.Enforcement, c.Policy.Default.Action)
+	}
+	if got := c.Policy.Rules[0].Action; got != config.ActionVerify {
+		t.Errorf("a rule with require has action %q, want verify", got)
+	}
+	if got := c.Path("ci.pub"); got != filepath.Join(dir, "ci.pub") {
+		t.Errorf("Path is not relative to the config file: %s", got)
+	}
+	if len(c.Generation) != 16 {
+		t.Errorf("Generation = %q", c.Generation)
+	}
+}
+
+func TestGenerationChangesWithKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key one")
+	path := write(t, dir, "config.yaml", validYAML)
+	a, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "ci.pub", "key two")
+	b, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Generation == b.Generation {
+		t.Error("replacing a key file kept the policy generation: old verdicts would be reused")
+	}
+}
+
+func TestLoadRejectsBrokenConfigs(t *testing.T) {
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		wantErr string
+	}{
+		{"unknown field names its line", func(s string) string {
+			return strings.Replace(s, "  addr: 127.0.0.1:5000", "  addr: 127.0.0.1:5000\n  adress: x", 1)
+		}, `config.yaml:3: unknown field "adress"`},
+		{"unknown attestor names rule, field and line", func(s string) string {
+			return strings.Replace(s, "[ci, release]", "[ci, relase]", 1)
+		}, `config.yaml:27: policy.rules[0].require[0].signature.attestors[1]: unknown attestor "relase"`},
+		{"threshold above the attestor count", func(s string) string {
+			return strings.Replace(s, "threshold: 2", "threshold: 3", 1)
+		}, "config.yaml:28: policy.rules[0].require[0].signature.threshold: 3: want 1 to 2"},
+		{"bad glob", func(s string) string {
+			return strings.Replace(s, `"lab/acme/**"`, `"lab/acme/a**"`, 1)
+		}, "config.yaml:24: policy.rules[0].images[0]: pattern \"lab/acme/a**\": ** must be a whole path segment"},
+		{"plain http without insecure", func(s string) string {
+			return strings.Replace(s, "    insecure: true\n", "", 1)
+		}, "upstreams[1].url: \"http://127.0.0.1:5001\" is plain http: set insecure: true"},
+		{"default upstream that does not exist", func(s string) string {
+			return strings.Replace(s, "defaultUpstream: docker.io", "defaultUpstream: quay.io", 1)
+		}, `config.yaml:9: defaultUpstream: "quay.io" names no upstream`},
+		{"missing key file", func(s string) string {
+			return strings.Replace(s, "file: ci.pub", "file: nope.pub", 1)
+		}, "attestors[0].publicKeys[0].file: open"},
+		{"bad enforcement", func(s string) string {
+			return strings.Replace(s, "policy:\n", "policy:\n  enforcement: audit\n", 1)
+		}, `policy.enforcement: "audit": want enforce or dryrun`},
+		{"bad duration", func(s string) string {
+			return s + "cache:\n  allowTTL: ten minutes\n"
+		}, "config.yaml:33: cannot unmarshal !!str `ten min...` into time.Duration"},
+		{"keyless is not silently ignored", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x", 1)
+		}, "attestors[0].keyless: keyless is not supported yet"},
+		{"attestation requirement is not silently ignored", func(s string) string {
+			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            predicateType: x\n            attestors: [ci]", 1)
+		}, "policy.rules[0].require[0].attestation: the attestation requirement is not supported yet"},
+		{"allow with require", func(s string) string {
+			return strings.Replace(s, "      require:", "      action: allow\n      require:", 1)
+		}, "policy.rules[0].require: action allow takes no require"},
+		{"rule without name", func(s string) string {
+			return strings.Replace(s, "    - name: official\n", "    - name: \"\"\n", 1)
+		}, "policy.rules[1]: name is required"},
+		{"url with a path", func(s string) string {
+			return strings.Replace(s, "https://registry-1.docker.io", "https://registry-1.docker.io/v2", 1)
+		}, "give only scheme and host"},
+		{"not yaml", func(string) string { return "listen: [" }, "config.yaml:1: did not find expected node content"},
+		{"empty", func(string) string { return "" }, "config.yaml: the file is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, "ci.pub", "key")
+			_, err := config.Load(write(t, dir, "config.yaml", tt.edit(validYAML)))
+			if err == nil {
+				t.Fatal("Load accepted a broken config")
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
+			}
+		})
+	}
+}
