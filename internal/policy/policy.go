@@ -1,0 +1,289 @@
+// Package policy compiles the configured policy once and judges one image
+// digest at a time: the allowlist, then the first matching rule (or the
+// default), then that rule's requirements against verified evidence. A
+// denial is a Verdict with reasons; an error means "could not decide".
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/pattern"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+)
+
+// Source finds the signatures stored for a digest. *upstream.Client is one.
+type Source interface {
+	Signatures(ctx context.Context, repo, digest string) (*upstream.Evidence, error)
+}
+
+var _ Source = (*upstream.Client)(nil)
+
+// Subject is the manifest being judged.
+type Subject struct {
+	Upstream   string
+	Repository string
+	// Tag is the tag asked for, "" when asked by digest.
+	Tag       string
+	Digest    string
+	MediaType string
+	// IsIndex is true for image indexes and manifest lists.
+	IsIndex bool
+}
+
+// Image is "<upstream>/<repository>".
+func (s Subject) Image() string { return s.Upstream + "/" + s.Repository }
+
+// Verdict is the policy's answer for one digest.
+type Verdict struct {
+	// Allowed is true when the policy is satisfied.
+	Allowed bool
+	// Rule names what decided: a rule's name, "allowlist" or "default".
+	Rule        string
+	Enforcement string
+	Reasons     []string
+	VerifiedBy  []audit.Verification
+}
+
+// Decision is the decision-log name of v: allow, deny, or dryrun-deny for a
+// denial under a dryrun rule (the image is let through).
+func (v Verdict) Decision() string {
+	switch {
+	case v.Allowed:
+		return audit.Allow
+	case v.Enforcement == config.DryRun:
+		return audit.DryRunDeny
+	default:
+		return audit.Deny
+	}
+}
+
+// Serve reports whether the image may be served: allowed, or denied under a
+// dryrun rule.
+func (v Verdict) Serve() bool { return v.Allowed || v.Enforcement == config.DryRun }
+
+// Policy is a compiled policy. It is immutable and safe for concurrent use.
+type Policy struct {
+	// Generation is the configuration generation this policy came from.
+	Generation string
+	allowlist  []pattern.Pattern
+	rules      []*rule
+	fallback   *rule
+}
+
+type rule struct {
+	name        string
+	images      []pattern.Pattern
+	enforcement string
+	action      string
+	signatures  []signatureRequirement
+}
+
+type signatureRequirement struct {
+	attestors []*attestor
+	threshold int
+}
+
+type attestor struct {
+	name string
+	keys []*verify.PublicKey
+}
+
+// Compile turns a loaded configuration into a Policy: it parses every key and
+// pattern once. Errors carry the configuration's file, line and field.
+func Compile(c *config.Config) (*Policy, error) {
+	var errs []error
+	attestors := map[string]*attestor{}
+	for i, a := range c.Attestors {
+		at := &attestor{name: a.Name}
+		for j, k := range a.PublicKeys {
+			path := []any{"attestors", i, "publicKeys", j}
+			data := []byte(k.PEM)
+			if k.File != "" {
+				path = append(path, "file")
+				b, err := os.ReadFile(c.Path(k.File))
+				if err != nil {
+					errs = append(errs, c.Errorf(path, "%v", err))
+					continue
+				}
+				data = b
+			}
+			key, err := verify.ParsePublicKey(data)
+			if err != nil {
+				errs = append(errs, c.Errorf(path, "%v", err))
+				continue
+			}
+			at.keys = append(at.keys, key)
+		}
+		attestors[a.Name] = at
+	}
+	p := &Policy{Generation: c.Generation}
+	for _, a := range c.Policy.Allowlist {
+		pat, err := pattern.Parse(a)
+		if err != nil {
+			return nil, err // config validation has already reported it
+		}
+		p.allowlist = append(p.allowlist, pat)
+	}
+	compileRule := func(r config.Rule) *rule {
+		cr := &rule{name: r.Name, action: r.Action, enforcement: r.Enforcement}
+		if cr.enforcement == "" {
+			cr.enforcement = c.Policy.Enforcement
+		}
+		for _, img := range r.Images {
+			pat, err := pattern.Parse(img)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			cr.images = append(cr.images, pat)
+		}
+		for _, req := range r.Require {
+			if s := req.Signature; s != nil {
+				sr := signatureRequirement{threshold: s.Threshold}
+				for _, name := range s.Attestors {
+					sr.attestors = append(sr.attestors, attestors[name])
+				}
+				cr.signatures = append(cr.signatures, sr)
+			}
+		}
+		return cr
+	}
+	for _, r := range c.Policy.Rules {
+		p.rules = append(p.rules, compileRule(r))
+	}
+	p.fallback = compileRule(c.Policy.Default)
+	p.fallback.name = "default"
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Evaluate judges s. Signatures are read from src only when the deciding
+// rule requires them.
+func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, error) {
+	img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
+	for _, a := range p.allowlist {
+		if a.Match(img) {
+			return Verdict{Allowed: true, Rule: "allowlist", Enforcement: config.Enforce,
+				Reasons: []string{"allowlisted by " + a.String()}}, nil
+		}
+	}
+	r := p.match(img)
+	v := Verdict{Rule: r.name, Enforcement: r.enforcement}
+	switch r.action {
+	case config.ActionAllow:
+		v.Allowed = true
+		v.Reasons = []string{fmt.Sprintf("rule %q allows every image it matches", r.name)}
+		return v, nil
+	case config.ActionDeny:
+		v.Reasons = []string{fmt.Sprintf("rule %q denies every image it matches", r.name)}
+		return v, nil
+	}
+	ev, err := src.Signatures(ctx, s.Repository, s.Digest)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("reading signatures of %s@%s: %w", s.Image(), s.Digest, err)
+	}
+	v.Allowed = true
+	for _, req := range r.signatures {
+		by, reasons := req.check(ev, s)
+		v.VerifiedBy = append(v.VerifiedBy, by...)
+		if reasons != nil {
+			v.Allowed = false
+			v.Reasons = append(v.Reasons, reasons...)
+		}
+	}
+	if v.Allowed {
+		for _, b := range v.VerifiedBy {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("signed by attestor %s (key %s, %s)", b.Attestor, short(b.KeyID), b.Source))
+		}
+	} else {
+		v.Reasons = append(v.Reasons, ev.Problems...)
+	}
+	return v, nil
+}
+
+func (p *Policy) match(img pattern.Image) *rule {
+	for _, r := range p.rules {
+		for _, pat := range r.images {
+			if pat.Match(img) {
+				return r
+			}
+		}
+	}
+	return p.fallback
+}
+
+// check verifies every signature against every listed attestor's keys. It
+// returns the attestors that verified and, when fewer than the threshold
+// did, the reasons, the closest miss first.
+func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit.Verification, []string) {
+	var by []audit.Verification
+	var otherDigest []string
+	for _, a := range req.attestors {
+	next:
+		for _, sig := range ev.Signatures {
+			for _, k := range a.keys {
+				err := verify.SimpleSigningSignature(k, sig.Payload, sig.Signature, s.Digest)
+				switch {
+				case err == nil:
+					by = append(by, audit.Verification{Attestor: a.name, KeyID: k.ID, Source: sig.Source})
+					break next
+				case errors.Is(err, verify.ErrDigestMismatch):
+					otherDigest = append(otherDigest, fmt.Sprintf("a signature by attestor %s (%s) is not for %s: %v (a signature does not carry over to another digest)", a.name, sig.Source, s.Digest, err))
+				case errors.Is(err, verify.ErrMalformedPayload):
+					otherDigest = append(otherDigest, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.Source, err))
+				}
+			}
+		}
+	}
+	if len(by) >= req.threshold {
+		return by, nil
+	}
+	names := make([]string, len(req.attestors))
+	for i, a := range req.attestors {
+		names[i] = a.name
+	}
+	var reasons []string
+	switch {
+	case len(ev.Signatures) == 0:
+		r := fmt.Sprintf("no signature found for %s (looked in the sha256-<hex>.sig tag and the referrers); need one from attestor %s", s.Digest, orList(names))
+		if !s.IsIndex {
+			r += "; if this is a platform image of a multi-arch index, pull the index through the proxy first or sign it with cosign sign --recursive"
+		}
+		reasons = append(reasons, r)
+	case len(by) == 0:
+		reasons = append(reasons, otherDigest...)
+		reasons = append(reasons, fmt.Sprintf("%d signature(s) found, none verifies with a key of attestor %s", len(ev.Signatures), orList(names)))
+	default:
+		var missing []string
+		for _, n := range names {
+			if !slices.ContainsFunc(by, func(b audit.Verification) bool { return b.Attestor == n }) {
+				missing = append(missing, n)
+			}
+		}
+		reasons = append(reasons, fmt.Sprintf("signed by %d of the %d attestors required; missing: %s", len(by), req.threshold, strings.Join(missing, ", ")))
+	}
+	return by, reasons
+}
+
+func orList(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+func short(id string) string {
+	if len(id) > 19 {
+		return id[:19]
+	}
+	return id
+}

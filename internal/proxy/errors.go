@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+)
+
+// httpError is an error with the HTTP status and OCI error code it is
+// rendered as. Handlers return errors; ServeHTTP renders them, here only.
+type httpError struct {
+	status     int
+	err        errcode.Error
+	retryAfter string
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+
+func errorf(status int, code errcode.ErrorCode, format string, args ...any) *httpError {
+	return &httpError{status: status, err: code.WithMessage(fmt.Sprintf(format, args...))}
+}
+
+// classify maps an error from upstream or policy onto what the client sees.
+// notFound is the code for an upstream 404. Anything not known to be the
+// client's or the upstream content's fault is 503: the proxy could not
+// verify, and fails closed.
+func classify(err error, notFound errcode.ErrorCode) *httpError {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he
+	}
+	var ue *upstream.Error
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		return errorf(http.StatusNotFound, notFound, "%v", err)
+	case errors.As(err, &ue) && ue.Status == http.StatusTooManyRequests:
+		e := errorf(http.StatusTooManyRequests, errcode.ErrorCodeTooManyRequests, "%v", err)
+		e.retryAfter = ue.RetryAfter
+		return e
+	case errors.Is(err, upstream.ErrManifestTooLarge), errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, upstream.ErrInvalidManifest):
+		return errorf(http.StatusBadGateway, errcode.ErrorCodeManifestInvalid, "refusing what the upstream sent: %v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "could not verify in time, failing closed: %v", err)
+	default:
+		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "could not verify, failing closed: %v", err)
+	}
+}
+
+// writeError renders e as an OCI error response.
+func writeError(w http.ResponseWriter, r *http.Request, e *httpError) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.retryAfter != "" {
+		h.Set("Retry-After", e.retryAfter)
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(e.status)
+		return
+	}
+	body, _ := json.Marshal(errcode.Errors{e.err})
+	h.Set("Content-Length", fmt.Sprint(len(body)+1))
+	w.WriteHeader(e.status)
+	_, _ = w.Write(append(body, '\n'))
+}

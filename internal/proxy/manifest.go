@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+)
+
+// artifactTag matches the tags cosign and the referrers fallback use for
+// signature artifacts.
+var artifactTag = regexp.MustCompile(`^sha256-[a-f0-9]{64}(\.sig|\.att|\.sbom)?$`)
+
+// manifest serves GET and HEAD of /v2/<name>/manifests/<reference>: fetch
+// once, judge the digest of those bytes, serve those bytes or refuse.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+	start := time.Now()
+	rec := audit.Record{
+		Image:     rt.upstream + "/" + rt.repo,
+		Reference: rt.ref,
+		Upstream:  rt.upstream,
+		Client:    clientOf(r),
+	}
+	key := cache.Key{Generation: s.policy.Generation, Upstream: rt.upstream, Repository: rt.repo}
+	// A digest with a cached denial is refused without asking the upstream.
+	if isDigest(rt.ref) {
+		key.Digest = rt.ref
+		if v, ok := s.verdicts.Get(key); ok && !v.Serve() {
+			rec.Digest, rec.Cached = rt.ref, true
+			return s.refuse(w, r, rec, v, start)
+		}
+	}
+	m, err := up.Manifest(r.Context(), rt.repo, rt.ref)
+	if err != nil {
+		he := classify(err, errcode.ErrorCodeManifestUnknown)
+		if he.status != http.StatusNotFound {
+			rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
+			s.audit.Write(r.Context(), rec)
+		}
+		return he
+	}
+	rec.Digest, rec.MediaType = m.Digest, m.MediaType
+	if isArtifact(rt.ref, m) {
+		rec.Decision, rec.Rule, rec.Duration = audit.Allow, "(signature artifact)", time.Since(start)
+		rec.Reasons = []string{"signature artifact with no runnable layer: served without policy"}
+		s.audit.Write(r.Context(), rec)
+		send(w, r, m)
+		return nil
+	}
+	key.Digest = m.Digest
+	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex()}
+	if !isDigest(rt.ref) {
+		subj.Tag = rt.ref
+	}
+	v, cached, err := s.verdicts.Do(r.Context(), key, s.timeout, func(ctx context.Context) (policy.Verdict, time.Duration, error) {
+		v, err := s.policy.Evaluate(ctx, up, subj)
+		if v.Allowed {
+			return v, s.allowTTL, err
+		}
+		return v, s.denyTTL, err
+	})
+	if err != nil {
+		he := classify(err, errcode.ErrorCodeManifestUnknown)
+		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
+		s.audit.Write(r.Context(), rec)
+		return he
+	}
+	rec.Cached = cached
+	if !v.Serve() {
+		return s.refuse(w, r, rec, v, start)
+	}
+	if v.Allowed && m.IsIndex() {
+		s.inherit(key, m, v)
+	}
+	fill(&rec, v, start)
+	s.audit.Write(r.Context(), rec)
+	send(w, r, m)
+	return nil
+}
+
+// inherit lets the children of an allowed index pass: a runtime fetches
+// them by digest right after the index.
+func (s *Server) inherit(key cache.Key, index *upstream.Manifest, v policy.Verdict) {
+	child := policy.Verdict{
+		Allowed:     true,
+		Rule:        v.Rule,
+		Enforcement: v.Enforcement,
+		Reasons:     []string{fmt.Sprintf("listed in allowed index %s", index.Digest)},
+		VerifiedBy:  v.VerifiedBy,
+	}
+	for _, d := range index.Manifests {
+		key.Digest = d.Digest
+		s.verdicts.Add(key, child, s.allowTTL)
+	}
+}
+
+// isArtifact reports whether m is a signature artifact, served without
+// policy so that cosign and podman can verify through the proxy: asked for
+// by an artifact tag or a referrer (it has a subject), and with no layer a
+// runtime would run.
+func isArtifact(ref string, m *upstream.Manifest) bool {
+	return (artifactTag.MatchString(ref) || m.Subject != nil) && !m.Runnable()
+}
+
+func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
+	rec.Decision = v.Decision()
+	rec.Rule, rec.Enforcement = v.Rule, v.Enforcement
+	rec.Reasons, rec.VerifiedBy = v.Reasons, v.VerifiedBy
+	rec.Duration = time.Since(start)
+}
+
+// refuse answers 403 DENIED with the reasons, and logs the denial.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, v policy.Verdict, start time.Time) error {
+	fill(&rec, v, start)
+	s.audit.Write(r.Context(), rec)
+	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
+	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]any{
+		"image":   rec.Image,
+		"digest":  rec.Digest,
+		"rule":    v.Rule,
+		"reasons": v.Reasons,
+	})}
+}
+
+// send writes the verified manifest bytes. Past the status line, a write
+// error can only be the client's hang-up.
+func send(w http.ResponseWriter, r *http.Request, m *upstream.Manifest) {
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Docker-Content-Digest", m.Digest)
+	h.Set("Content-Length", strconv.Itoa(len(m.Raw)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(m.Raw)
+	}
+}

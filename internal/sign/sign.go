@@ -1,0 +1,192 @@
+// Package sign writes cosign key-based image signatures into a registry, in
+// the layouts cosign writes: the `sha256-<hex>.sig` tag scheme and OCI 1.1
+// referrers (with the `sha256-<hex>` referrers-tag fallback). The demo uses
+// it to make its sample images; tests use it to make real signatures.
+package sign
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sigstore/sigstore/pkg/signature"
+)
+
+// Media types and annotations of cosign signatures.
+const (
+	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
+	SignatureArtifactType  = "application/vnd.dev.cosign.artifact.sig.v1+json"
+)
+
+// Payload returns the simple-signing payload cosign signs for the image
+// digest in repository dockerRef.
+func Payload(dockerRef, digest string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"critical": map[string]any{
+			"identity": map[string]string{"docker-reference": dockerRef},
+			"image":    map[string]string{"docker-manifest-digest": digest},
+			"type":     "cosign container image signature",
+		},
+		"optional": nil,
+	})
+	return b
+}
+
+// Signature is one signed payload, as it is stored in a signature layer.
+type Signature struct {
+	Payload []byte
+	// Sig is the raw signature (the annotation holds it base64-encoded).
+	Sig []byte
+}
+
+// New signs the simple-signing payload for digest in repo with s.
+func New(s signature.Signer, repo name.Repository, digest string) (Signature, error) {
+	payload := Payload(repo.Name(), digest)
+	sig, err := s.SignMessage(bytes.NewReader(payload))
+	if err != nil {
+		return Signature{}, err
+	}
+	return Signature{Payload: payload, Sig: sig}, nil
+}
+
+// NewSigner loads a signer for priv with the hash cosign uses (SHA-256;
+// Ed25519 signs the message itself).
+func NewSigner(priv crypto.PrivateKey) (signature.Signer, error) {
+	return signature.LoadSigner(priv, crypto.SHA256)
+}
+
+// AttachTag stores sigs at <repo>:sha256-<hex>.sig, adding them as layers to
+// the signatures already there, as `cosign sign` does.
+func AttachTag(ctx context.Context, repo name.Repository, digest string, sigs []Signature, opts ...remote.Option) error {
+	opts = append(opts, remote.WithContext(ctx))
+	tag := repo.Tag(strings.Replace(digest, ":", "-", 1) + ".sig")
+	base := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
+	if existing, err := remote.Image(tag, opts...); err == nil {
+		base = existing
+	} else if !isNotFound(err) {
+		return err
+	}
+	img := base
+	for _, s := range sigs {
+		var err error
+		img, err = mutate.Append(img, mutate.Addendum{
+			Layer:       static.NewLayer(s.Payload, SimpleSigningMediaType),
+			Annotations: map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return remote.Write(tag, img, opts...)
+}
+
+// AttachReferrer stores s as an OCI 1.1 referrer of subject, the way
+// `cosign sign --registry-referrers-mode=oci-1-1` does. With fallbackTag it
+// also records the referrer in the `sha256-<hex>` index, for registries
+// without the referrers API.
+func AttachReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, s Signature, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	opts = append(opts, remote.WithContext(ctx))
+	layer := static.NewLayer(s.Payload, SimpleSigningMediaType)
+	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
+	for _, l := range []v1.Layer{layer, emptyConfig} {
+		if err := remote.WriteLayer(repo, l, opts...); err != nil {
+			return v1.Hash{}, err
+		}
+	}
+	layerDigest, _ := layer.Digest()
+	configDigest, _ := emptyConfig.Digest()
+	manifest := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2},
+		Layers: []v1.Descriptor{{
+			MediaType:   SimpleSigningMediaType,
+			Digest:      layerDigest,
+			Size:        int64(len(s.Payload)),
+			Annotations: map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)},
+		}},
+		Subject: &subject,
+	}
+	raw, err := json.Marshal(struct {
+		v1.Manifest
+		ArtifactType string `json:"artifactType"`
+	}{manifest, SignatureArtifactType})
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, size, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.Put(repo.Digest(d.String()), RawManifest{Raw: raw, Type: types.OCIManifestSchema1}, opts...); err != nil {
+		return v1.Hash{}, err
+	}
+	if !fallbackTag {
+		return d, nil
+	}
+	tag := repo.Tag(strings.Replace(subject.Digest.String(), ":", "-", 1))
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	if existing, err := remote.Index(tag, opts...); err == nil {
+		idx = existing
+	} else if !isNotFound(err) {
+		return v1.Hash{}, err
+	}
+	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+		Add: RawManifest{Raw: raw, Type: types.OCIManifestSchema1},
+		Descriptor: v1.Descriptor{
+			MediaType: types.OCIManifestSchema1, Digest: d, Size: size, ArtifactType: SignatureArtifactType,
+		},
+	})
+	return d, remote.WriteIndex(tag, idx, opts...)
+}
+
+// RawManifest is a manifest pushed exactly as given.
+type RawManifest struct {
+	Raw  []byte
+	Type types.MediaType
+}
+
+// RawManifest implements remote.Taggable.
+func (r RawManifest) RawManifest() ([]byte, error) { return r.Raw, nil }
+
+// MediaType implements remote's media type lookup.
+func (r RawManifest) MediaType() (types.MediaType, error) { return r.Type, nil }
+
+// Digest is the SHA-256 of the raw bytes.
+func (r RawManifest) Digest() (v1.Hash, error) {
+	h, _, err := v1.SHA256(bytes.NewReader(r.Raw))
+	return h, err
+}
+
+// Size is the length of the raw bytes.
+func (r RawManifest) Size() (int64, error) { return int64(len(r.Raw)), nil }
+
+func isNotFound(err error) bool {
+	var te *transport.Error
+	return errors.As(err, &te) && te.StatusCode == http.StatusNotFound
+}
+
+// Describe returns the descriptor of the manifest at ref, for use as a
+// referrer's subject.
+func Describe(ctx context.Context, ref name.Reference, opts ...remote.Option) (v1.Descriptor, error) {
+	d, err := remote.Head(ref, append(opts, remote.WithContext(ctx))...)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("describe %s: %w", ref, err)
+	}
+	return *d, nil
+}

@@ -1,0 +1,234 @@
+// Package upstream is authz-proxy's client for the registries it fronts: one
+// Client per configured upstream, with pooled connections and the token
+// handshake of the distribution spec. It fetches a manifest once and hashes
+// the bytes it got, streams blobs, and finds the signatures stored for a
+// digest. It makes no policy decisions.
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Name is the upstream's configured name, used in messages.
+	Name string
+	// URL is scheme://host[:port].
+	URL string
+	// Insecure allows plain http and unverified TLS.
+	Insecure bool
+	// Username and Password, when Username is set, are the proxy's own
+	// credential, offered through the registry's Basic or Bearer challenge.
+	Username, Password string
+	// Limits bound what is read from this upstream; zero fields take the
+	// defaults.
+	Limits Limits
+}
+
+// Limits bound the work and memory one upstream can cause.
+type Limits struct {
+	// MaxManifestSize is the largest manifest read; default 4 MiB.
+	MaxManifestSize int64
+	// MaxSignatures is the most signature layers read per digest; default 32.
+	MaxSignatures int
+	// MaxPayloadSize is the largest signature payload read; default 128 KiB.
+	MaxPayloadSize int64
+	// ResponseTimeout bounds the wait for response headers; default 30s.
+	ResponseTimeout time.Duration
+}
+
+func (l *Limits) setDefaults() {
+	if l.MaxManifestSize == 0 {
+		l.MaxManifestSize = 4 << 20
+	}
+	if l.MaxSignatures == 0 {
+		l.MaxSignatures = 32
+	}
+	if l.MaxPayloadSize == 0 {
+		l.MaxPayloadSize = 128 << 10
+	}
+	if l.ResponseTimeout == 0 {
+		l.ResponseTimeout = 30 * time.Second
+	}
+}
+
+// Client talks to one upstream registry.
+type Client struct {
+	name   string
+	base   *url.URL
+	reg    name.Registry
+	auth   authn.Authenticator
+	inner  http.RoundTripper
+	limits Limits
+
+	// repos holds one authenticated transport per repository: registry
+	// tokens are scoped to a repository, and reusing the transport reuses
+	// its token.
+	repos  *lru.Cache[string, http.RoundTripper]
+	flight singleflight.Group
+}
+
+// New returns a Client for one upstream.
+func New(o Options) (*Client, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return nil, err
+	}
+	var regOpts []name.Option
+	if o.Insecure {
+		regOpts = append(regOpts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, regOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", o.Name, err)
+	}
+	o.Limits.setDefaults()
+	var auth authn.Authenticator = authn.Anonymous
+	if o.Username != "" {
+		auth = &authn.Basic{Username: o.Username, Password: o.Password}
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	inner := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64, // the default of 2 starves a proxy under load
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: o.Limits.ResponseTimeout,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
+	}
+	repos, _ := lru.New[string, http.RoundTripper](1024)
+	return &Client{
+		name:   o.Name,
+		base:   &url.URL{Scheme: u.Scheme, Host: u.Host},
+		reg:    reg,
+		auth:   auth,
+		inner:  inner,
+		limits: o.Limits,
+		repos:  repos,
+	}, nil
+}
+
+// Name is the upstream's configured name.
+func (c *Client) Name() string { return c.name }
+
+// Limits returns the limits in force.
+func (c *Client) Limits() Limits { return c.limits }
+
+// transport returns the authenticated transport for repo, doing the token
+// handshake once per repository for all concurrent callers.
+func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper, error) {
+	if rt, ok := c.repos.Get(repo); ok {
+		return rt, nil
+	}
+	v, err, _ := c.flight.Do(repo, func() (any, error) {
+		r, err := name.NewRepository(c.reg.RegistryStr() + "/" + repo)
+		if err != nil {
+			return nil, err
+		}
+		rt, err := transport.NewWithContext(ctx, c.reg, c.auth, c.inner, []string{r.Scope(transport.PullScope)})
+		if err != nil {
+			return nil, err
+		}
+		c.repos.Add(repo, rt)
+		return rt, nil
+	})
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: "authenticate", Err: err}
+	}
+	return v.(http.RoundTripper), nil
+}
+
+// Do sends method to /v2/<repo>/<suffix> on the upstream with the given
+// query and headers, authenticated for repo, following the upstream's
+// redirects (blob stores and CDNs). The caller closes the body. A response
+// of any status is returned as is; an error means no response was had.
+func (c *Client) Do(ctx context.Context, method, repo, suffix, rawQuery string, header http.Header) (*http.Response, error) {
+	rt, err := c.transport(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	u := *c.base
+	u.Path = "/v2/" + repo + "/" + suffix
+	u.RawQuery = rawQuery
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	client := &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: method + " " + suffix, Err: err}
+	}
+	return resp, nil
+}
+
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("more than 5 redirects")
+	}
+	if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
+		return fmt.Errorf("redirect to a %s URL", req.URL.Scheme)
+	}
+	return nil
+}
+
+// Error is a failure to get an answer from an upstream, or an answer that is
+// neither success nor "not found". It means "could not verify", never "denied".
+type Error struct {
+	Upstream string
+	Op       string
+	// Status is the upstream's HTTP status, 0 when there was no response.
+	Status int
+	// RetryAfter is the upstream's Retry-After header on a 429.
+	RetryAfter string
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("upstream %s: %s: HTTP %d: %v", e.Upstream, e.Op, e.Status, e.Err)
+	}
+	return fmt.Sprintf("upstream %s: %s: %v", e.Upstream, e.Op, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrNotFound is wrapped by errors for manifests and blobs the upstream does
+// not have.
+var ErrNotFound = errors.New("not found")
+
+// statusError turns a non-success response into an error, reading a little
+// of the body for the message.
+func (c *Client) statusError(op string, resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	var err error = errors.New(strings.TrimSpace(string(msg)))
+	if len(msg) == 0 {
+		err = errors.New(http.StatusText(resp.StatusCode))
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		err = ErrNotFound
+	}
+	return &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Err: err}
+}

@@ -1,0 +1,169 @@
+// Package verify does the cryptography of authz-proxy and nothing else: it
+// parses attestor public keys and checks cosign signatures over
+// simple-signing payloads. It never touches the network; callers hand it the
+// bytes they fetched.
+package verify
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+)
+
+// Errors that say why a signature does not count. Each is wrapped with
+// detail; classify with errors.Is.
+var (
+	// ErrBadSignature: the signature does not verify under the key.
+	ErrBadSignature = errors.New("signature does not verify")
+	// ErrDigestMismatch: a valid signature, but over another image.
+	ErrDigestMismatch = errors.New("signed payload is for another digest")
+	// ErrMalformedPayload: the signed payload is not a cosign simple-signing
+	// payload.
+	ErrMalformedPayload = errors.New("malformed signed payload")
+)
+
+// MaxPayloadSize bounds the simple-signing payloads this package will parse.
+// cosign's are a few hundred bytes.
+const MaxPayloadSize = 128 << 10
+
+// PublicKey is one parsed attestor key, ready to verify.
+type PublicKey struct {
+	// ID is "sha256:" and the hex SHA-256 of the key's DER encoding, as
+	// shown in decision logs.
+	ID        string
+	verifiers []signature.Verifier
+}
+
+// ParsePublicKey parses one PEM public key: ECDSA P-256/384/521, RSA of at
+// least 2048 bits, or Ed25519.
+func ParsePublicKey(pemBytes []byte) (*PublicKey, error) {
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(bytes.TrimSpace(pemBytes))
+	if err != nil {
+		return nil, fmt.Errorf("not a PEM public key: %w", err)
+	}
+	if err := cryptoutils.ValidatePubKey(pub); err != nil {
+		return nil, fmt.Errorf("unsupported key: %w", err)
+	}
+	// cosign hashes with SHA-256 whatever the key; sigstore's default
+	// for larger curves is stronger. Either is accepted.
+	var hashes []crypto.Hash
+	var candidates []signature.Verifier
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			hashes = []crypto.Hash{crypto.SHA256}
+		case elliptic.P384():
+			hashes = []crypto.Hash{crypto.SHA256, crypto.SHA384}
+		case elliptic.P521():
+			hashes = []crypto.Hash{crypto.SHA256, crypto.SHA512}
+		default:
+			return nil, fmt.Errorf("unsupported ECDSA curve %s", k.Curve.Params().Name)
+		}
+	case *rsa.PublicKey:
+		hashes = []crypto.Hash{crypto.SHA256}
+	case ed25519.PublicKey:
+		pure, err := signature.LoadED25519Verifier(k)
+		if err != nil {
+			return nil, err
+		}
+		ph, err := signature.LoadED25519phVerifier(k)
+		if err != nil {
+			return nil, err
+		}
+		candidates = []signature.Verifier{pure, ph}
+	default:
+		return nil, fmt.Errorf("unsupported key type %T", pub)
+	}
+	for _, h := range hashes {
+		v, err := signature.LoadVerifier(pub, h)
+		if err != nil {
+			return nil, err
+		}
+		candidates = append(candidates, v)
+	}
+	der, err := cryptoutils.MarshalPublicKeyToDER(pub)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return &PublicKey{ID: "sha256:" + hex.EncodeToString(sum[:]), verifiers: candidates}, nil
+}
+
+// Verify checks sig over message.
+func (k *PublicKey) Verify(sig, message []byte) error {
+	for _, v := range k.verifiers {
+		if v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(message)) == nil {
+			return nil
+		}
+	}
+	return ErrBadSignature
+}
+
+// SimpleSigningType is the critical.type of every cosign image signature.
+const SimpleSigningType = "cosign container image signature"
+
+// SimpleSigning is the payload that cosign signs for an image ("simple
+// signing" format, media type application/vnd.dev.cosign.simplesigning.v1+json).
+type SimpleSigning struct {
+	Critical struct {
+		Identity struct {
+			DockerReference string `json:"docker-reference"`
+		} `json:"identity"`
+		Image struct {
+			DockerManifestDigest string `json:"docker-manifest-digest"`
+		} `json:"image"`
+		Type string `json:"type"`
+	} `json:"critical"`
+	Optional map[string]any `json:"optional"`
+}
+
+// ParseSimpleSigning decodes a simple-signing payload.
+func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
+	if len(payload) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
+	}
+	var s SimpleSigning
+	if err := json.Unmarshal(payload, &s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedPayload, err)
+	}
+	if s.Critical.Type != SimpleSigningType {
+		return nil, fmt.Errorf("%w: type %q, want %q", ErrMalformedPayload, s.Critical.Type, SimpleSigningType)
+	}
+	if s.Critical.Image.DockerManifestDigest == "" {
+		return nil, fmt.Errorf("%w: no critical.image.docker-manifest-digest", ErrMalformedPayload)
+	}
+	return &s, nil
+}
+
+// SimpleSigningSignature checks that sig is key's signature over payload and
+// that payload is a cosign image signature for digest. The signature is
+// checked first, so an error that wraps ErrDigestMismatch means a genuine
+// signature of key that was made for another image.
+func SimpleSigningSignature(key *PublicKey, payload, sig []byte, digest string) error {
+	if len(payload) > MaxPayloadSize {
+		return fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
+	}
+	if err := key.Verify(sig, payload); err != nil {
+		return err
+	}
+	s, err := ParseSimpleSigning(payload)
+	if err != nil {
+		return err
+	}
+	if got := s.Critical.Image.DockerManifestDigest; got != digest {
+		return fmt.Errorf("%w: signed %s", ErrDigestMismatch, got)
+	}
+	return nil
+}
