@@ -226,7 +226,8 @@ func (p *Policy) match(img pattern.Image) *rule {
 // did, the reasons, the closest miss first.
 func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit.Verification, []string) {
 	var by []audit.Verification
-	var otherDigest []string
+	var unusable []string // genuine signatures that still do not count
+	var mismatch *verify.DigestMismatchError
 	for _, a := range req.attestors {
 	next:
 		for _, sig := range ev.Signatures {
@@ -236,10 +237,10 @@ func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit
 				case err == nil:
 					by = append(by, audit.Verification{Attestor: a.name, KeyID: k.ID, Source: sig.Source})
 					break next
-				case errors.Is(err, verify.ErrDigestMismatch):
-					otherDigest = append(otherDigest, fmt.Sprintf("a signature by attestor %s (%s) is not for %s: %v (a signature does not carry over to another digest)", a.name, sig.Source, s.Digest, err))
+				case errors.As(err, &mismatch):
+					unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
 				case errors.Is(err, verify.ErrMalformedPayload):
-					otherDigest = append(otherDigest, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.Source, err))
+					unusable = append(unusable, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.Source, err))
 				}
 			}
 		}
@@ -254,13 +255,14 @@ func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit
 	var reasons []string
 	switch {
 	case len(ev.Signatures) == 0:
-		r := fmt.Sprintf("no signature found for %s (looked in the sha256-<hex>.sig tag and the referrers); need one from attestor %s", s.Digest, orList(names))
+		r := fmt.Sprintf("no cosign signature found (.sig tag or referrers); need one from attestor %s", orList(names))
 		if !s.IsIndex {
-			r += "; if this is a platform image of a multi-arch index, pull the index through the proxy first or sign it with cosign sign --recursive"
+			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
 		}
 		reasons = append(reasons, r)
+	case len(by) == 0 && len(unusable) > 0:
+		reasons = append(reasons, unusable...)
 	case len(by) == 0:
-		reasons = append(reasons, otherDigest...)
 		reasons = append(reasons, fmt.Sprintf("%d signature(s) found, none verifies with a key of attestor %s", len(ev.Signatures), orList(names)))
 	default:
 		var missing []string

@@ -20,6 +20,7 @@ const (
 	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
 	SignatureArtifactType  = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	emptyJSON              = "application/vnd.oci.empty.v1+json"
 )
 
 // Signature is one cosign signature layer found for a digest: the payload
@@ -98,7 +99,11 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 	}
 	var out []sourced
 	for _, d := range index.Manifests {
-		if d.ArtifactType != SignatureArtifactType && d.ArtifactType != "" {
+		switch d.ArtifactType {
+		case SignatureArtifactType, "", emptyJSON:
+			// emptyJSON: some registries take the artifact type from
+			// the config, which is empty for cosign's referrers.
+		default:
 			continue // attestations, SBOMs, bundles: not signatures
 		}
 		if len(out) == c.limits.MaxSignatures {

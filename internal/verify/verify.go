@@ -26,12 +26,20 @@ import (
 var (
 	// ErrBadSignature: the signature does not verify under the key.
 	ErrBadSignature = errors.New("signature does not verify")
-	// ErrDigestMismatch: a valid signature, but over another image.
-	ErrDigestMismatch = errors.New("signed payload is for another digest")
 	// ErrMalformedPayload: the signed payload is not a cosign simple-signing
 	// payload.
 	ErrMalformedPayload = errors.New("malformed signed payload")
 )
+
+// DigestMismatchError is a genuine signature over another image's digest.
+type DigestMismatchError struct {
+	// Signed is the digest the payload names.
+	Signed string
+}
+
+func (e *DigestMismatchError) Error() string {
+	return "signed payload is for another digest: " + e.Signed
+}
 
 // MaxPayloadSize bounds the simple-signing payloads this package will parse.
 // cosign's are a few hundred bytes.
@@ -149,8 +157,8 @@ func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 
 // SimpleSigningSignature checks that sig is key's signature over payload and
 // that payload is a cosign image signature for digest. The signature is
-// checked first, so an error that wraps ErrDigestMismatch means a genuine
-// signature of key that was made for another image.
+// checked first, so a *DigestMismatchError means a genuine signature of key
+// that was made for another image.
 func SimpleSigningSignature(key *PublicKey, payload, sig []byte, digest string) error {
 	if len(payload) > MaxPayloadSize {
 		return fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
@@ -163,7 +171,7 @@ func SimpleSigningSignature(key *PublicKey, payload, sig []byte, digest string) 
 		return err
 	}
 	if got := s.Critical.Image.DockerManifestDigest; got != digest {
-		return fmt.Errorf("%w: signed %s", ErrDigestMismatch, got)
+		return &DigestMismatchError{Signed: got}
 	}
 	return nil
 }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+)
+
+// checkResult is one image's outcome, in the decision log's terms.
+type checkResult struct {
+	Image       string               `json:"image"`
+	Reference   string               `json:"reference"`
+	Digest      string               `json:"digest,omitempty"`
+	MediaType   string               `json:"mediaType,omitempty"`
+	Decision    string               `json:"decision"`
+	Rule        string               `json:"rule,omitempty"`
+	Enforcement string               `json:"enforcement,omitempty"`
+	Reasons     []string             `json:"reasons"`
+	VerifiedBy  []audit.Verification `json:"verifiedBy"`
+}
+
+func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("check", stderr)
+	path := fs.String("config", "", "configuration file")
+	output := fs.String("output", "text", "text or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usageErr("check: --output %q: want text or json", *output)
+	}
+	if fs.NArg() == 0 {
+		return usageErr("check: name at least one IMAGE, e.g. docker.io/library/nginx:1.27")
+	}
+	l, err := load(*path)
+	if err != nil {
+		return err
+	}
+	var results []checkResult
+	denied, failed := false, false
+	for _, arg := range fs.Args() {
+		r := l.check(ctx, arg)
+		switch r.Decision {
+		case audit.Deny:
+			denied = true
+		case audit.Error:
+			failed = true
+		}
+		results = append(results, r)
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMAGE\tDIGEST\tDECISION\tRULE\tREASON")
+		for _, r := range results {
+			fmt.Fprintf(tw, "%s:%s\t%s\t%s\t%s\t%s\n", r.Image, r.Reference, shortDigest(r.Digest), r.Decision, r.Rule, strings.Join(r.Reasons, "; "))
+		}
+		tw.Flush()
+	}
+	switch {
+	case failed:
+		return &exitError{code: 2}
+	case denied:
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+// check judges one IMAGE argument by reading its upstream directly.
+func (l *loaded) check(ctx context.Context, arg string) checkResult {
+	up, repo, ref, err := l.parseImage(arg)
+	r := checkResult{Image: up + "/" + repo, Reference: ref, Reasons: []string{}, VerifiedBy: []audit.Verification{}}
+	if err != nil {
+		r.Image, r.Decision, r.Reasons = arg, audit.Error, []string{err.Error()}
+		return r
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	client := l.byName[up]
+	m, err := client.Manifest(ctx, repo, ref)
+	if err != nil {
+		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
+		return r
+	}
+	r.Digest, r.MediaType = m.Digest, m.MediaType
+	subj := policy.Subject{Upstream: up, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex()}
+	if !strings.Contains(ref, ":") {
+		subj.Tag = ref
+	}
+	v, err := l.policy.Evaluate(ctx, client, subj)
+	if err != nil {
+		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
+		return r
+	}
+	r.Decision, r.Rule, r.Enforcement = v.Decision(), v.Rule, v.Enforcement
+	r.Reasons = append(r.Reasons, v.Reasons...)
+	r.VerifiedBy = append(r.VerifiedBy, v.VerifiedBy...)
+	return r
+}
+
+// parseImage splits "<upstream>/<repository>[:tag|@digest]"; the upstream
+// may be left out when the configuration has a defaultUpstream. The tag
+// defaults to latest.
+func (l *loaded) parseImage(arg string) (up, repo, ref string, err error) {
+	name := arg
+	if i := strings.LastIndex(name, "@"); i >= 0 {
+		name, ref = name[:i], name[i+1:]
+	} else if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name, ref = name[:i], name[i+1:]
+	}
+	if ref == "" {
+		ref = "latest"
+	}
+	first, rest, ok := strings.Cut(name, "/")
+	switch {
+	case ok && l.byName[first] != nil:
+		up, repo = first, rest
+	case l.cfg.DefaultUpstream != "":
+		up, repo = l.cfg.DefaultUpstream, name
+	default:
+		return "", "", "", errors.New("names no configured upstream: write <upstream>/<repository>[:tag|@digest]")
+	}
+	return up, repo, ref, nil
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/authz-proxy/authz-proxy/internal/demo"
+)
+
+func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("demo", stderr)
+	keep := fs.Bool("keep", false, "keep serving after the tour, for trying crane and skopeo by hand")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	lab, err := demo.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("demo: starting the sample registry: %w", err)
+	}
+	defer lab.Close()
+	l, err := load(lab.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	var decisions bytes.Buffer
+	out := io.Writer(&decisions)
+	if *keep {
+		out = stdout
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- serve(sctx, l, ln, out, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+
+	fmt.Fprintf(stdout, "Upstream registry (in process): %s, with sample images under lab/\n", lab.Upstream)
+	fmt.Fprintf(stdout, "Proxy: http://%s, policy: %s\n\n", addr, lab.ConfigPath)
+	lab.Tour(ctx, addr, stdout)
+	if !*keep {
+		stop()
+		err := <-done // the server has stopped writing decisions
+		fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision):\n%s", decisions.String())
+		return err
+	}
+	fmt.Fprintf(stdout, `
+The proxy keeps serving until you press Ctrl-C. Try, from another shell:
+  crane manifest --insecure %[1]s/lab/demo/app:signed
+  crane manifest --insecure %[1]s/lab/demo/app:unsigned
+  skopeo inspect --tls-verify=false docker://%[1]s/lab/demo/multiarch:v1
+Decisions follow as JSON lines:
+`, addr)
+	return <-done
+}

@@ -1,0 +1,102 @@
+// Command authz-proxy is an OCI registry pull-through proxy that enforces
+// signature policy at pull time. This package parses flags and wires the
+// internal packages together; it holds no logic of its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `authz-proxy: an OCI pull-through proxy that enforces signature policy
+
+Usage:
+  authz-proxy serve    --config FILE        run the proxy
+  authz-proxy demo     [--keep]             self-contained tour, no network needed
+  authz-proxy check    --config FILE [--output text|json] IMAGE...
+                                            judge images without serving;
+                                            exit 0 all allowed, 1 any denied, 2 error
+  authz-proxy validate --config FILE        load and check a configuration
+  authz-proxy version
+`
+
+// exitError carries an exit code through run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// usageErr is a bad command line: exit 2.
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		code := 2
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if ee == nil || ee.err != nil {
+			fmt.Fprintln(os.Stderr, "authz-proxy:", err)
+		}
+		os.Exit(code)
+	}
+}
+
+// run executes one command line. Errors other than *exitError exit 2.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 2, err: errors.New("no command given")}
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return demoCmd(ctx, args[1:], stdout, stderr)
+	case "check":
+		return checkCmd(ctx, args[1:], stdout, stderr)
+	case "validate":
+		return validateCmd(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "authz-proxy", versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageErr("unknown command %q", args[0])
+	}
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

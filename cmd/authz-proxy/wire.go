@@ -1,0 +1,103 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+// loaded is a configuration with its policy compiled and its upstream
+// clients built.
+type loaded struct {
+	cfg       *config.Config
+	policy    *policy.Policy
+	upstreams []*upstream.Client
+	byName    map[string]*upstream.Client
+}
+
+// load reads, validates and compiles the configuration at path.
+func load(path string) (*loaded, error) {
+	if path == "" {
+		return nil, usageErr("--config FILE is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}}
+	for i, u := range cfg.Upstreams {
+		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure}
+		if a := u.Auth; a != nil {
+			o.Username = a.Username
+			if a.PasswordFile != "" {
+				b, err := os.ReadFile(cfg.Path(a.PasswordFile))
+				if err != nil {
+					return nil, cfg.Errorf([]any{"upstreams", i, "auth", "passwordFile"}, "%v", err)
+				}
+				o.Password = strings.TrimRight(string(b), "\r\n")
+			} else {
+				o.Password = os.Getenv(a.PasswordEnv)
+			}
+		}
+		c, err := upstream.New(o)
+		if err != nil {
+			return nil, cfg.Errorf([]any{"upstreams", i}, "%v", err)
+		}
+		l.upstreams = append(l.upstreams, c)
+		l.byName[u.Name] = c
+	}
+	return l, nil
+}
+
+// flags returns a FlagSet that reports errors as usage errors, not exits.
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return &exitError{code: 0, err: nil}
+		}
+		return usageErr("%s: %v", fs.Name(), err)
+	}
+	return nil
+}
+
+func validateCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flags("validate", stderr)
+	path := fs.String("config", "", "configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("validate: unexpected argument %q", fs.Arg(0))
+	}
+	l, err := load(*path)
+	if err != nil {
+		return err
+	}
+	c := l.cfg
+	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d attestor(s), %d rule(s), %d allowlist entr%s\n",
+		c.File, c.Generation, len(c.Upstreams), len(c.Attestors), len(c.Policy.Rules), len(c.Policy.Allowlist), plural(len(c.Policy.Allowlist), "y", "ies"))
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
