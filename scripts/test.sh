@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, vet, unit and integration
+# tests with the race detector, brief fuzzing, and the end-to-end suite
+# against the real registry, cosign, crane and skopeo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+go vet -tags e2e ./e2e/...
+
+echo "== go test -race"
+go test -race -count=1 ./...
+
+echo "== fuzz (10s each)"
+for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' internal | sed 's/^func //'); do
+  pkg=$(grep -rlE "^func $target\(" --include='*_test.go' internal | xargs dirname | head -1)
+  go test -run='^$' -fuzz="^$target\$" -fuzztime=10s "./$pkg"
+done
+
+echo "== end to end"
+AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh)
+export AUTHZ_E2E_TOOLS
+go test -tags e2e -count=1 -v -timeout 20m ./e2e/...

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the pinned tools the end-to-end suite drives, once per machine:
+# the distribution registry (the upstream), the cosign v2 CLI, crane, and
+# skopeo from Debian. Prints the folder that holds the Go-built tools.
+# Reuses earlier builds when their versions match (CI machines are reused).
+set -euo pipefail
+
+REGISTRY_VERSION=v3.1.2
+CRANE_VERSION=v0.22.1
+COSIGN_VERSION=v2.6.5
+
+tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
+mkdir -p "$tools/bin"
+
+install() { # install NAME MODULE@VERSION
+  local stamp="$tools/bin/.$1.version"
+  if [ -x "$tools/bin/$1" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$2" ]; then
+    return
+  fi
+  echo "tools: building $2 (a few minutes, once)" >&2
+  (cd /tmp && GOBIN="$tools/bin" GOFLAGS= go install "$2")
+  echo "$2" > "$stamp"
+}
+
+install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION >&2
+install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
+install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
+
+if ! command -v skopeo >/dev/null 2>&1; then
+  echo "tools: installing skopeo from Debian" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq skopeo >&2
+fi
+
+echo "$tools/bin"
