@@ -1,0 +1,350 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+// env is one upstream registry (go-containerregistry's, in process), keys
+// for the attestors ci and release plus one of nobody, and a proxy in front
+// with the policy under test.
+type env struct {
+	t        *testing.T
+	upstream *httptest.Server
+	// front, when set, sees every upstream request first (fault injection,
+	// counting).
+	front     atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+	dir       string
+	keys      map[string]signature.Signer
+	proxy     *httptest.Server
+	decisions *syncBuffer
+	requests  sync.Map // path -> *atomic.Int64, upstream requests seen
+}
+
+// policyYAML is the policy of most tests: lab/signed/** needs ci,
+// lab/two/** needs ci and release, lab/tools/** is allowlisted.
+const policyYAML = `
+attestors:
+  - name: ci
+    publicKeys: [{file: ci.pub}]
+  - name: release
+    publicKeys: [{file: release.pub}]
+policy:
+  allowlist: ["lab/tools/**"]
+  rules:
+    - name: two-person
+      images: ["lab/two/**"]
+      require:
+        - signature: {attestors: [ci, release], threshold: 2}
+    - name: dry
+      images: ["lab/dry/**"]
+      enforcement: dryrun
+      require:
+        - signature: {attestors: [ci]}
+    - name: open
+      images: ["lab/open/**"]
+      action: allow
+    - name: signed
+      images: ["lab/**"]
+      require:
+        - signature: {attestors: [ci]}
+`
+
+type envOption func(*envConfig)
+
+type envConfig struct {
+	referrers   bool
+	policy      string
+	upstreamURL string
+}
+
+func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
+func withPolicy(p string) envOption  { return func(c *envConfig) { c.policy = p } }
+func withUpstreamURL(u string) envOption {
+	return func(c *envConfig) { c.upstreamURL = u }
+}
+
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	ec := envConfig{referrers: true, policy: policyYAML}
+	for _, o := range opts {
+		o(&ec)
+	}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}}
+	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := e.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		if f := e.front.Load(); f != nil && (*f)(w, r) {
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(e.upstream.Close)
+	for _, k := range []string{"ci", "release", "nobody"} {
+		e.keys[k] = newKey(t, filepath.Join(e.dir, k+".pub"))
+	}
+	if ec.upstreamURL == "" {
+		ec.upstreamURL = e.upstream.URL
+	}
+	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", ec.upstreamURL, ec.upstreamURL) + ec.policy
+	cfgPath := filepath.Join(e.dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ups []*upstream.Client
+	for _, u := range cfg.Upstreams {
+		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{ResponseTimeout: 5 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ups = append(ups, c)
+	}
+	al, err := audit.New(e.decisions, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := proxy.New(proxy.Options{
+		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
+		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: 10 * time.Second, Audit: al,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = httptest.NewServer(h)
+	t.Cleanup(e.proxy.Close)
+	return e
+}
+
+func newKey(t *testing.T, pubPath string) signature.Signer {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubPath, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// host is the upstream's host:port; repositories are pushed there directly.
+func (e *env) host() string { return strings.TrimPrefix(e.upstream.URL, "http://") }
+
+// proxyHost is the proxy's host:port.
+func (e *env) proxyHost() string { return strings.TrimPrefix(e.proxy.URL, "http://") }
+
+// push writes a random image to repo:tag upstream and returns its digest.
+func (e *env) push(repoTag string) v1.Hash {
+	e.t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.write(repoTag, img)
+}
+
+func (e *env) write(repoTag string, img v1.Image) v1.Hash {
+	e.t.Helper()
+	ref, err := name.ParseReference(e.host()+"/"+repoTag, name.Insecure)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		e.t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+func (e *env) repo(repo string) name.Repository {
+	e.t.Helper()
+	r, err := name.NewRepository(e.host()+"/"+repo, name.Insecure)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// signTag signs digest with key's payload naming signedDigest, stored in the
+// .sig tag of digest.
+func (e *env) signTag(repo, key string, digest, signedDigest v1.Hash) {
+	e.t.Helper()
+	sig, err := sign.New(e.keys[key], e.repo(repo), signedDigest.String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := sign.AttachTag(context.Background(), e.repo(repo), digest.String(), []sign.Signature{sig}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// signReferrer signs digest with key and stores it as an OCI 1.1 referrer.
+func (e *env) signReferrer(repo, key string, digest v1.Hash, fallbackTag bool) {
+	e.t.Helper()
+	r := e.repo(repo)
+	desc, err := sign.Describe(context.Background(), r.Digest(digest.String()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sig, err := sign.New(e.keys[key], r, digest.String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := sign.AttachReferrer(context.Background(), r, desc, sig, fallbackTag); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// get sends method to the proxy.
+func (e *env) get(method, path string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.proxy.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// ociError is the body of an OCI error response.
+type ociError struct {
+	Errors []struct {
+		Code    string          `json:"code"`
+		Message string          `json:"message"`
+		Detail  json.RawMessage `json:"detail"`
+	} `json:"errors"`
+}
+
+// expectError asserts the response's status and OCI error code, and returns
+// the message.
+func expectError(t *testing.T, resp *http.Response, status int, code string) string {
+	t.Helper()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d; body: %s", resp.StatusCode, status, body)
+	}
+	var oe ociError
+	if err := json.Unmarshal(body, &oe); err != nil || len(oe.Errors) == 0 {
+		t.Fatalf("body is not an OCI error: %s", body)
+	}
+	if oe.Errors[0].Code != code {
+		t.Fatalf("code %s, want %s; message: %s", oe.Errors[0].Code, code, oe.Errors[0].Message)
+	}
+	return oe.Errors[0].Message
+}
+
+// record is a decision-log line.
+type record struct {
+	Decision   string               `json:"decision"`
+	Image      string               `json:"image"`
+	Reference  string               `json:"reference"`
+	Digest     string               `json:"digest"`
+	Rule       string               `json:"rule"`
+	Reasons    []string             `json:"reasons"`
+	VerifiedBy []audit.Verification `json:"verifiedBy"`
+	Cached     bool                 `json:"cached"`
+}
+
+// lastDecision returns the newest decision-log record for digest.
+func (e *env) lastDecision(digest string) record {
+	e.t.Helper()
+	var last *record
+	sc := bufio.NewScanner(strings.NewReader(e.decisions.String()))
+	for sc.Scan() {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			e.t.Fatalf("decision log line is not JSON: %s", sc.Text())
+		}
+		if r.Digest == digest {
+			last = &r
+		}
+	}
+	if last == nil {
+		e.t.Fatalf("no decision logged for %s; log:\n%s", digest, e.decisions.String())
+	}
+	return *last
+}
+
+// count is the number of upstream requests seen for method and path.
+func (e *env) count(method, path string) int64 {
+	n, ok := e.requests.Load(method + " " + path)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
