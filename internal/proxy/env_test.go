@@ -86,9 +86,14 @@ policy:
 type envOption func(*envConfig)
 
 type envConfig struct {
-	referrers   bool
-	policy      string
-	upstreamURL string
+	referrers          bool
+	policy             string
+	upstreamURL        string
+	username, password string
+}
+
+func withCredentials(user, pass string) envOption {
+	return func(c *envConfig) { c.username, c.password = user, pass }
 }
 
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
@@ -135,7 +140,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
-		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{ResponseTimeout: 5 * time.Second}})
+		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: upstream.Limits{ResponseTimeout: 5 * time.Second}})
 		if err != nil {
 			t.Fatal(err)
 		}
