@@ -62,7 +62,7 @@ type images struct {
 	trojanOCI   v1.Hash // e2e/trojan:sha256-<trojanBase hex>.sig, runnable OCI image with a subject
 	trojanDock  v1.Hash // e2e/trojan2:sha256-<trojanBase hex>.sig, runnable Docker image with a subject
 	tool        v1.Hash // tools/debug:latest, unsigned but allowlisted
-	fresh       v1.Hash // e2e/fresh:v1, unsigned, pulled by no test before the write tests
+	misc        v1.Hash // misc/app:v1, unsigned, matched by no rule
 	tarball     string  // an image tarball for crane push
 }
 

@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func FuzzParseRoute(f *testing.F) {
+	for _, s := range []string{
+		"/v2/", "/v2/lab/library/nginx/manifests/latest", "/v2/library/nginx/manifests/sha256:" + strings.Repeat("a", 64) + "?ns=lab",
+		"/v2/a/manifests/b/blobs/sha256:" + strings.Repeat("0", 64), "/v2/lab/x/tags/list?n=1", "/v2/x/referrers/sha256:" + strings.Repeat("1", 64),
+		"/v2/../../etc/passwd/manifests/x", "/v2/lab//manifests/x?ns=",
+	} {
+		f.Add(s)
+	}
+	upstreams := func(n string) bool { return n == "lab" || n == "docker.io" }
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		rt, err := parseRoute(&http.Request{Method: http.MethodGet, URL: u}, upstreams, "docker.io")
+		if err != nil {
+			if _, ok := err.(*httpError); !ok {
+				t.Fatalf("error is not an httpError: %v", err)
+			}
+			return
+		}
+		if rt.kind == kindBase {
+			return
+		}
+		if !upstreams(rt.upstream) {
+			t.Fatalf("routed %q to unconfigured upstream %q", target, rt.upstream)
+		}
+		if !repoRE.MatchString(rt.repo) || strings.Contains(rt.repo, "..") {
+			t.Fatalf("routed %q to invalid repository %q", target, rt.repo)
+		}
+		if (rt.kind == kindBlob || rt.kind == kindReferrers) && !digestRE.MatchString(rt.ref) {
+			t.Fatalf("routed %q with invalid digest %q", target, rt.ref)
+		}
+	})
+}
