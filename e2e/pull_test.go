@@ -193,12 +193,15 @@ func TestSignatureArtifactsAreReadableThroughTheProxy(t *testing.T) {
 			"--allow-http-registry", "--trusted-root", lab.trustedRoot, ref)
 		mustSucceed(t, "cosign verify "+ref, out, err)
 		wantContains(t, "cosign verify", out, "The signatures were verified against the specified public key")
+		wantOffline(t, out)
 	})
 	t.Run("cosign verify, referrers fallback tag", func(t *testing.T) {
 		ref := proxyRef(at("e2e/referrer", lab.img.referrer))
 		out, err := lab.tool(t.Context(), []string{"COSIGN_EXPERIMENTAL=1"}, "cosign", "verify", "--key", lab.ciPub, "--insecure-ignore-tlog",
 			"--allow-http-registry", "--trusted-root", lab.trustedRoot, "--experimental-oci11", ref)
 		mustSucceed(t, "cosign verify --experimental-oci11 "+ref, out, err)
+		wantContains(t, "cosign verify", out, "The signatures were verified against the specified public key")
+		wantOffline(t, out)
 	})
 	t.Run("crane manifest of the .sig tag", func(t *testing.T) {
 		p := lab.main
@@ -219,6 +222,14 @@ func TestSignatureArtifactsAreReadableThroughTheProxy(t *testing.T) {
 	})
 }
 
+// wantOffline asserts cosign did not try to reach the Sigstore TUF CDN.
+func wantOffline(t *testing.T, out string) {
+	t.Helper()
+	if strings.Contains(out, "TUF") || strings.Contains(out, "sigstore.dev") {
+		t.Errorf("cosign tried to reach the network:\n%s", out)
+	}
+}
+
 func TestRunnableImageUnderSignatureTagIsJudged(t *testing.T) {
 	tag := sigTag(lab.img.trojanBase)
 	for _, c := range []struct {
@@ -228,6 +239,13 @@ func TestRunnableImageUnderSignatureTagIsJudged(t *testing.T) {
 		{"OCI image with subject", "e2e/trojan", lab.img.trojanOCI},
 		{"Docker image with subject", "e2e/trojan2", lab.img.trojanDock},
 	} {
+		// Sanity: upstream, it is a runnable image with a subject under
+		// a cosign signature tag.
+		m, err := crane(t, "manifest", "--insecure", lab.reg+"/"+c.repo+":"+tag)
+		mustSucceed(t, "crane manifest of the upstream", m, err)
+		if !strings.Contains(m, `"subject"`) || !strings.Contains(m, "tar.gzip") && !strings.Contains(m, "tar+gzip") {
+			t.Fatalf("%s:%s upstream is not a runnable image with a subject:\n%s", c.repo, tag, m)
+		}
 		t.Run(c.name+" by .sig tag", func(t *testing.T) {
 			d := wantDenied(t, c.repo+":"+tag, "lab/"+c.repo, c.digest, tag)
 			checkDecision(t, d, "deny", "lab/"+c.repo, "e2e")
