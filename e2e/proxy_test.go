@@ -46,6 +46,9 @@ func TestDryrunLetsUnsignedImageThroughAndLogsIt(t *testing.T) {
 	if err := compareAudit(p); err != nil {
 		t.Errorf("dryrun proxy audit file: %v", err)
 	}
+	if n, err := countDecisions(p); err != nil || n < 2 {
+		t.Errorf("dryrun proxy logged %d decisions (%v), want at least 2:\n%s", n, err, p.stdout.String())
+	}
 }
 
 func TestUpstreamDownIsUnavailable(t *testing.T) {
@@ -110,8 +113,8 @@ func TestHeadAgreesWithGet(t *testing.T) {
 		{"denied by digest", "e2e/app/manifests/" + lab.img.unsigned.String(), 403, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			// GET first, then HEAD, then HEAD on a verdict not yet cached
-			// is covered by the HEAD-first order below.
+			// Both orders: whichever comes second may be answered from
+			// the verdict cache, and must not differ for it.
 			for _, order := range [][2]string{{"GET", "HEAD"}, {"HEAD", "GET"}} {
 				rs := map[string]response{}
 				for _, m := range order {
@@ -146,6 +149,19 @@ func TestHeadAgreesWithGet(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMissingManifestAndBlobAreUnknown(t *testing.T) {
+	p := lab.main
+	u := p.url() + "/v2/lab/e2e/app/manifests/no-such-tag"
+	wantOCIError(t, "GET "+u, getManifest(t, "GET", u), 404, "MANIFEST_UNKNOWN")
+	missing := "sha256:" + strings.Repeat("0", 64)
+	b := p.url() + "/v2/lab/e2e/app/blobs/" + missing
+	wantOCIError(t, "GET "+b, request(t, "GET", b, nil, nil), 404, "BLOB_UNKNOWN")
+	ref := p.addr + "/lab/e2e/app:no-such-tag"
+	out, err := crane(t, "pull", "--insecure", ref, filepath.Join(t.TempDir(), "image.tar"))
+	out = mustFail(t, "crane pull "+ref, out, err)
+	wantContains(t, "crane pull "+ref, out, "MANIFEST_UNKNOWN")
 }
 
 func TestWritesAreRefused(t *testing.T) {
