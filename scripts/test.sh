@@ -15,6 +15,13 @@ echo "== go vet"
 go vet ./...
 go vet -tags e2e ./e2e/...
 
+echo "== static build (as the Dockerfile does)"
+CGO_ENABLED=0 go build -trimpath -o /tmp/authz-proxy-static ./cmd/authz-proxy
+if ldd /tmp/authz-proxy-static >/dev/null 2>&1; then
+  echo "the binary is dynamically linked; the distroless/static image could not run it"; exit 1
+fi
+/tmp/authz-proxy-static version
+
 echo "== go test -race"
 go test -race -count=1 ./...
 
