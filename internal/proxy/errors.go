@@ -58,12 +58,11 @@ func writeError(w http.ResponseWriter, r *http.Request, e *httpError) {
 	if e.retryAfter != "" {
 		h.Set("Retry-After", e.retryAfter)
 	}
-	if r.Method == http.MethodHead {
-		w.WriteHeader(e.status)
-		return
-	}
 	body, _ := json.Marshal(errcode.Errors{e.err})
-	h.Set("Content-Length", fmt.Sprint(len(body)+1))
+	body = append(body, '\n')
+	h.Set("Content-Length", fmt.Sprint(len(body))) // on HEAD too: HEAD answers as GET would
 	w.WriteHeader(e.status)
-	_, _ = w.Write(append(body, '\n'))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
 }

@@ -16,6 +16,14 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
+// verdict is what the cache keeps per digest: the policy's verdict, and the
+// media type of the manifest judged, so that a decision answered from the
+// cache is logged as fully as the first.
+type verdict struct {
+	policy.Verdict
+	mediaType string
+}
+
 // artifactTag matches the tags cosign and the referrers fallback use for
 // signature artifacts.
 var artifactTag = regexp.MustCompile(`^sha256-[a-f0-9]{64}(\.sig|\.att|\.sbom)?$`)
@@ -36,8 +44,8 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 	if isDigest(rt.ref) {
 		key.Digest = rt.ref
 		if v, ok := s.verdicts.Get(key); ok && !v.Serve() {
-			rec.Digest, rec.Cached = rt.ref, true
-			return s.refuse(w, r, rec, v, start)
+			rec.Digest, rec.MediaType, rec.Cached = rt.ref, v.mediaType, true
+			return s.refuse(w, r, rec, v.Verdict, start)
 		}
 	}
 	m, err := up.Manifest(r.Context(), rt.repo, rt.ref)
@@ -62,12 +70,13 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 	if !isDigest(rt.ref) {
 		subj.Tag = rt.ref
 	}
-	v, cached, err := s.verdicts.Do(r.Context(), key, s.timeout, func(ctx context.Context) (policy.Verdict, time.Duration, error) {
+	cv, cached, err := s.verdicts.Do(r.Context(), key, s.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
 		v, err := s.policy.Evaluate(ctx, up, subj)
+		ttl := s.denyTTL
 		if v.Allowed {
-			return v, s.allowTTL, err
+			ttl = s.allowTTL
 		}
-		return v, s.denyTTL, err
+		return verdict{v, m.MediaType}, ttl, err
 	})
 	if err != nil {
 		he := classify(err, errcode.ErrorCodeManifestUnknown)
@@ -76,6 +85,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 		return he
 	}
 	rec.Cached = cached
+	v := cv.Verdict
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
@@ -100,7 +110,7 @@ func (s *Server) inherit(key cache.Key, index *upstream.Manifest, v policy.Verdi
 	}
 	for _, d := range index.Manifests {
 		key.Digest = d.Digest
-		s.verdicts.Add(key, child, s.allowTTL)
+		s.verdicts.Add(key, verdict{child, d.MediaType}, s.allowTTL)
 	}
 }
 

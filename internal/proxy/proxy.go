@@ -42,7 +42,7 @@ type Server struct {
 	policy    *policy.Policy
 	upstreams map[string]*upstream.Client
 	def       string
-	verdicts  *cache.Cache[policy.Verdict]
+	verdicts  *cache.Cache[verdict]
 	allowTTL  time.Duration
 	denyTTL   time.Duration
 	timeout   time.Duration
@@ -66,7 +66,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	verdicts, err := cache.New[policy.Verdict](o.MaxEntries)
+	verdicts, err := cache.New[verdict](o.MaxEntries)
 	if err != nil {
 		return nil, err
 	}
