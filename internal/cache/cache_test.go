@@ -11,7 +11,9 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/cache"
 )
 
-func key(d string) cache.Key { return cache.Key{Generation: "g1", Upstream: "lab", Repository: "app", Digest: d} }
+func key(d string) cache.Key {
+	return cache.Key{Generation: "g1", Upstream: "lab", Repository: "app", Digest: d}
+}
 
 func TestConcurrentCallersComputeOnce(t *testing.T) {
 	c, _ := cache.New[string](10)
