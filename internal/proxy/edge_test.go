@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func TestRouting(t *testing.T) {
@@ -274,5 +277,46 @@ func TestUpstreamTokenAuthWithTheProxysCredentials(t *testing.T) {
 	}
 	if strings.Contains(e.decisions.String(), "s3cret") {
 		t.Error("the password appears in the decision log")
+	}
+}
+
+func TestBlobRedirectsAreFollowedByTheProxy(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	// A blob store elsewhere: the registry redirects blob reads to it.
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the proxy sent its upstream credentials to the blob store")
+		}
+		e.upstream.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer cdn.Close()
+	var redirected atomic.Int64
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/blobs/") && r.Host != strings.TrimPrefix(cdn.URL, "http://") {
+			redirected.Add(1)
+			http.Redirect(w, r, cdn.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			return true
+		}
+		return false
+	}
+	e.front.Store(&f)
+	ref, _ := name.ParseReference(e.proxyHost()+"/lab/signed/app:v1", name.Insecure)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatalf("layer through a redirecting upstream: %v", err)
+	}
+	if redirected.Load() == 0 {
+		t.Fatal("the upstream never redirected; the test tests nothing")
 	}
 }

@@ -140,6 +140,10 @@ func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper,
 		return rt, nil
 	}
 	v, err, _ := c.flight.Do(repo, func() (any, error) {
+		// Shared by every waiting caller: one caller hanging up must not
+		// fail the handshake for the others.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.limits.ResponseTimeout)
+		defer cancel()
 		r, err := name.NewRepository(c.reg.RegistryStr() + "/" + repo)
 		if err != nil {
 			return nil, err
