@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/authz-proxy/authz-proxy/internal/demo"
 )
@@ -31,31 +32,54 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	addr := ln.Addr().String()
-	var decisions bytes.Buffer
-	out := io.Writer(&decisions)
-	if *keep {
-		out = stdout
-	}
+	decisions := &heldWriter{}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- serve(sctx, l, ln, out, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- serve(sctx, l, ln, decisions, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 
 	fmt.Fprintf(stdout, "Upstream registry (in process): %s, with sample images under lab/\n", lab.Upstream)
 	fmt.Fprintf(stdout, "Proxy: http://%s, policy: %s\n\n", addr, lab.ConfigPath)
 	lab.Tour(ctx, addr, stdout)
+	fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision):\n")
 	if !*keep {
 		stop()
-		err := <-done // the server has stopped writing decisions
-		fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision):\n%s", decisions.String())
+		err := <-done
+		decisions.release(stdout)
 		return err
 	}
+	decisions.release(stdout)
 	fmt.Fprintf(stdout, `
 The proxy keeps serving until you press Ctrl-C. Try, from another shell:
   crane manifest --insecure %[1]s/lab/demo/app:signed
   crane manifest --insecure %[1]s/lab/demo/app:unsigned
   skopeo inspect --tls-verify=false docker://%[1]s/lab/demo/multiarch:v1
-Decisions follow as JSON lines:
+New decisions follow.
 `, addr)
 	return <-done
+}
+
+// heldWriter keeps what is written until release, then writes through: the
+// tour's table is printed whole before the decisions it caused.
+type heldWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	out io.Writer
+}
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.out != nil {
+		return h.out.Write(p)
+	}
+	return h.buf.Write(p)
+}
+
+func (h *heldWriter) release(out io.Writer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, _ = out.Write(h.buf.Bytes())
+	h.buf.Reset()
+	h.out = out
 }

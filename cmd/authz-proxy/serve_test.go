@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,23 +79,6 @@ func newPKI(t *testing.T, dir string) pki {
 	return p
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestServeOverMutualTLSRecordsTheClientIdentity(t *testing.T) {
 	lab, err := demo.Start(context.Background())
 	if err != nil {
@@ -125,7 +107,7 @@ policy:
 		t.Fatal(err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	decisions := &lockedBuffer{}
+	decisions := &heldWriter{}
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, l, ln, decisions, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 
@@ -158,7 +140,9 @@ policy:
 	if err := <-done; err != nil {
 		t.Fatalf("serve returned %v after a graceful stop", err)
 	}
-	if !strings.Contains(decisions.String(), `"identity":"node-1.prod"`) {
-		t.Errorf("the decision does not name the client certificate:\n%s", decisions.String())
+	var log bytes.Buffer
+	decisions.release(&log)
+	if !strings.Contains(log.String(), `"identity":"node-1.prod"`) {
+		t.Errorf("the decision does not name the client certificate:\n%s", log.String())
 	}
 }

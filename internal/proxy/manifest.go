@@ -134,11 +134,11 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record
 	fill(&rec, v, start)
 	s.audit.Write(r.Context(), rec)
 	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
-	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]any{
-		"image":   rec.Image,
-		"digest":  rec.Digest,
-		"rule":    v.Rule,
-		"reasons": v.Reasons,
+	// The reasons are in the message already; clients print both.
+	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{
+		"image":  rec.Image,
+		"digest": rec.Digest,
+		"rule":   v.Rule,
 	})}
 }
 
