@@ -148,7 +148,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 	case http.StatusNotFound:
 		return errorf(http.StatusNotFound, errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref, rt.upstream, rt.repo)
 	default:
-		return upstreamStatus(up, "blob "+rt.ref, resp)
+		return up.StatusError("blob "+rt.ref, resp)
 	}
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Docker-Content-Digest", "Etag", "Last-Modified")
 	w.WriteHeader(resp.StatusCode)
@@ -172,7 +172,7 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstrea
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		return upstreamStatus(up, suffix, resp)
+		return up.StatusError(suffix, resp)
 	}
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest", "OCI-Filters-Applied")
 	if link := resp.Header.Get("Link"); link != "" {
@@ -181,14 +181,6 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstrea
 	w.WriteHeader(resp.StatusCode)
 	_, err = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
 	return err
-}
-
-// upstreamStatus turns an unexpected upstream status into an error for the
-// client: 429 passes on, the rest is "could not verify".
-func upstreamStatus(up *upstream.Client, op string, resp *http.Response) error {
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return &upstream.Error{Upstream: up.Name(), Op: op, Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"),
-		Err: errors.New(strings.TrimSpace(string(msg)))}
 }
 
 func copyHeaders(dst, src http.Header, names ...string) {

@@ -223,9 +223,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // not have.
 var ErrNotFound = errors.New("not found")
 
-// statusError turns a non-success response into an error, reading a little
-// of the body for the message.
-func (c *Client) statusError(op string, resp *http.Response) error {
+// StatusError turns an unexpected response into an *Error, reading a little
+// of the body for the message; a 404 wraps ErrNotFound.
+func (c *Client) StatusError(op string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	var err error = errors.New(strings.TrimSpace(string(msg)))
 	if len(msg) == 0 {

@@ -152,7 +152,7 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*Manifest, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, c.statusError(op, resp)
+		return nil, c.StatusError(op, resp)
 	}
 	limit := c.limits.MaxManifestSize
 	if resp.ContentLength > limit {

@@ -148,7 +148,7 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 		// fallback tag scheme holds them, if anything does.
 		return c.optionalManifest(ctx, repo, fallbackTag)
 	default:
-		return nil, c.statusError(op, resp)
+		return nil, c.StatusError(op, resp)
 	}
 }
 
@@ -202,7 +202,7 @@ func (c *Client) payload(ctx context.Context, repo string, l Descriptor) ([]byte
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		err := c.statusError(op, resp)
+		err := c.StatusError(op, resp)
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Sprintf("signature payload %s is missing upstream", l.Digest), nil
 		}
