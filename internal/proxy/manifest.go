@@ -50,7 +50,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 			if !v.Serve() {
 				return s.refuse(w, r, rec, v.Verdict, start)
 			}
-			if m, ok := s.manifests.Get(bytesKey(key)); ok {
+			if m, ok := up.Cached(rt.repo, digest); ok {
 				s.serveVerified(w, r, rec, key, m, v.Verdict, start)
 				return nil
 			}
@@ -97,7 +97,6 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
-	s.manifests.Add(bytesKey(key), m)
 	s.serveVerified(w, r, rec, key, m, v, start)
 	return nil
 }
@@ -117,12 +116,6 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 		return "" // the GET path reports the error properly
 	}
 	return d
-}
-
-// bytesKey keys verified manifest bytes: they do not change with the policy.
-func bytesKey(k cache.Key) cache.Key {
-	k.Generation = ""
-	return k
 }
 
 // serveVerified sends manifest bytes that the verdict v lets through, after

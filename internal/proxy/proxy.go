@@ -31,10 +31,6 @@ type Options struct {
 	// MaxEntries, AllowTTL and DenyTTL size the verdict cache.
 	MaxEntries        int
 	AllowTTL, DenyTTL time.Duration
-	// ManifestCacheBytes bounds the memory of recently served manifests,
-	// kept so that a pull by digest with a cached verdict makes no upstream
-	// call; default 64 MiB.
-	ManifestCacheBytes int64
 	// VerifyTimeout bounds one verification; default 30s.
 	VerifyTimeout time.Duration
 	Audit         *audit.Log
@@ -47,7 +43,6 @@ type Server struct {
 	upstreams map[string]*upstream.Client
 	def       string
 	verdicts  *cache.Cache[verdict]
-	manifests *cache.Bounded[cache.Key, *upstream.Manifest]
 	allowTTL  time.Duration
 	denyTTL   time.Duration
 	timeout   time.Duration
@@ -65,9 +60,6 @@ func New(o Options) (*Server, error) {
 	if o.MaxEntries == 0 {
 		o.MaxEntries = 10000
 	}
-	if o.ManifestCacheBytes == 0 {
-		o.ManifestCacheBytes = 64 << 20
-	}
 	if o.VerifyTimeout == 0 {
 		o.VerifyTimeout = 30 * time.Second
 	}
@@ -83,7 +75,6 @@ func New(o Options) (*Server, error) {
 		upstreams: map[string]*upstream.Client{},
 		def:       o.DefaultUpstream,
 		verdicts:  verdicts,
-		manifests: cache.NewBounded[cache.Key](o.ManifestCacheBytes, func(m *upstream.Manifest) int64 { return int64(len(m.Raw)) + 256 }),
 		allowTTL:  o.AllowTTL,
 		denyTTL:   o.DenyTTL,
 		timeout:   o.VerifyTimeout,

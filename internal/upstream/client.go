@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -51,6 +52,11 @@ type Limits struct {
 	MaxPayloadSize int64
 	// ResponseTimeout bounds the wait for response headers; default 30s.
 	ResponseTimeout time.Duration
+	// ManifestCacheBytes bounds the memory of recently fetched manifests,
+	// kept by digest: a pull by digest with a cached verdict is then
+	// answered without an upstream call, and a manifest fetched again by
+	// tag is not parsed again. Default 64 MiB.
+	ManifestCacheBytes int64
 }
 
 func (l *Limits) setDefaults() {
@@ -66,6 +72,9 @@ func (l *Limits) setDefaults() {
 	if l.ResponseTimeout == 0 {
 		l.ResponseTimeout = 30 * time.Second
 	}
+	if l.ManifestCacheBytes == 0 {
+		l.ManifestCacheBytes = 64 << 20
+	}
 }
 
 // Client talks to one upstream registry.
@@ -80,8 +89,9 @@ type Client struct {
 	// repos holds one authenticated transport per repository: registry
 	// tokens are scoped to a repository, and reusing the transport reuses
 	// its token.
-	repos  *lru.Cache[string, http.RoundTripper]
-	flight singleflight.Group
+	repos     *lru.Cache[string, http.RoundTripper]
+	flight    singleflight.Group
+	manifests *cache.Bounded[string, *Manifest] // by "<repo>@<digest>"
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64
@@ -121,13 +131,14 @@ func New(o Options) (*Client, error) {
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
 	return &Client{
-		name:   o.Name,
-		base:   &url.URL{Scheme: u.Scheme, Host: u.Host},
-		reg:    reg,
-		auth:   auth,
-		inner:  inner,
-		limits: o.Limits,
-		repos:  repos,
+		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, func(m *Manifest) int64 { return int64(len(m.Raw)) + 512 }),
+		name:      o.Name,
+		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
+		reg:       reg,
+		auth:      auth,
+		inner:     inner,
+		limits:    o.Limits,
+		repos:     repos,
 	}, nil
 }
 
