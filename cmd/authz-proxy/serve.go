@@ -55,6 +55,7 @@ func serve(ctx context.Context, l *loaded, ln net.Listener, stdout io.Writer, lo
 		MaxEntries:      c.Cache.MaxEntries,
 		AllowTTL:        c.Cache.AllowTTL,
 		DenyTTL:         c.Cache.DenyTTL,
+		VerifyTimeout:   c.Limits.VerifyTimeout,
 		Audit:           auditLog,
 		Logger:          logger,
 	})

@@ -50,6 +50,8 @@ type Limits struct {
 	MaxSignatures int
 	// MaxPayloadSize is the largest signature payload read; default 128 KiB.
 	MaxPayloadSize int64
+	// DialTimeout bounds connecting; default 10s.
+	DialTimeout time.Duration
 	// ResponseTimeout bounds the wait for response headers; default 30s.
 	ResponseTimeout time.Duration
 	// ManifestCacheBytes bounds the memory of recently fetched manifests,
@@ -68,6 +70,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxPayloadSize == 0 {
 		l.MaxPayloadSize = 128 << 10
+	}
+	if l.DialTimeout == 0 {
+		l.DialTimeout = 10 * time.Second
 	}
 	if l.ResponseTimeout == 0 {
 		l.ResponseTimeout = 30 * time.Second
@@ -116,7 +121,7 @@ func New(o Options) (*Client, error) {
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
 	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: o.Limits.DialTimeout, KeepAlive: 30 * time.Second}
 	inner := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
