@@ -15,48 +15,8 @@ CONCURRENCY=${CONCURRENCY:-16}
 BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
 
-tools=$(bash scripts/tools.sh --bench)
-work=$(mktemp -d /tmp/authz-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 200); do curl -fso /dev/null "http://$1/v2/" && return 0; sleep 0.05; done; echo "$1 did not come up" >&2; exit 1; }
-
-echo "building..." >&2
-go build -o "$work/authz-proxy" ./cmd/authz-proxy
-go build -o "$work/minproxy" ./bench/minproxy
-go build -o "$work/seed" ./bench/seed
-
-REG=127.0.0.1:$(port); MIN=127.0.0.1:$(port); AUTHZ=127.0.0.1:$(port)
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/registry}, delete: {enabled: true}}
-http: {addr: $REG}
-YML
-"$tools/registry" serve "$work/registry.yml" >"$work/registry.log" 2>&1 & pids+=($!); REGPID=$!
-wait_up "$REG"
-
-echo "seeding the registry ($COLD signed images, a $BLOB_MIB MiB blob)..." >&2
-"$work/seed" -registry "$REG" -out "$work" -cold "$COLD" -blob-mib "$BLOB_MIB" 2>>"$work/seed.log"
-SIGNED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signed"])' "$work/seed.json")
-BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blob"])' "$work/seed.json")
-
-cat > "$work/config.yaml" <<YML
-listen: {addr: $AUTHZ}
-upstreams: [{name: lab, url: "http://$REG", insecure: true}]
-cache: {maxEntries: 100000, allowTTL: 1h, denyTTL: 1h}
-attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
-policy:
-  rules: [{name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}]
-YML
-"$work/minproxy" -listen "$MIN" -upstream "http://$REG" >"$work/minproxy.log" 2>&1 & pids+=($!); MINPID=$!
-"$work/authz-proxy" serve --config "$work/config.yaml" >/dev/null 2>"$work/authz.log" & pids+=($!); AUTHZPID=$!
-wait_up "$MIN"; wait_up "$AUTHZ"
-
-ACCEPT="Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 # base URL of the repository through each target
 declare -A BASE=([direct]="http://$REG/v2/bench/app" [minproxy]="http://$MIN/v2/bench/app" [authz-proxy]="http://$AUTHZ/v2/lab/bench/app")
 
@@ -68,7 +28,6 @@ attack() { # attack NAME TARGETFILE -> JSON report in $work/NAME.json, CPU ticks
     | "$tools/vegeta" report -type json > "$work/$1.json"
   echo $(( $(cputicks "$pid") - t0 )) > "$work/$1.cpu"
 }
-target() { printf '%s %s\n%s\n\n' "$1" "$2" "$ACCEPT"; }
 
 for t in direct minproxy authz-proxy; do
   curl -fso /dev/null -H "$ACCEPT" "${BASE[$t]}/manifests/v1"   # warm: verdict, bytes, connections

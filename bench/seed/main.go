@@ -1,5 +1,6 @@
-// Command seed fills a registry for bench/: one signed image, many signed
-// images for cold verifications, and one large blob. It signs in the layout
+// Command seed fills a registry for bench/: one signed image (bench/app:v1),
+// one unsigned (bench/app:unsigned), many signed images for cold
+// verifications, and one large blob. It signs in the layout
 // cosign writes, with a key it makes, and writes the public key and the
 // digests to -out.
 package main
@@ -52,6 +53,9 @@ func main() {
 	repo, err := name.NewRepository(*registry+"/bench/app", name.Insecure)
 	check(err)
 	signed := pushSigned(ctx, repo, repo.Tag("v1"), signer)
+	unsignedImg, err := random.Image(512, 1)
+	check(err)
+	check(remote.Write(repo.Tag("unsigned"), unsignedImg))
 
 	f, err := os.Create(filepath.Join(*out, "cold.txt"))
 	check(err)
