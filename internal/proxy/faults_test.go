@@ -161,6 +161,29 @@ func hostileSig(n int, layerSize int64) []byte {
 	return []byte(b.String())
 }
 
+// serveHostileSig answers the .sig tag of d with sig and counts the blob
+// requests, answering them with blob when it is set.
+func serveHostileSig(e *env, d v1.Hash, sig []byte, blob http.HandlerFunc) *atomic.Int64 {
+	var blobs atomic.Int64
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case strings.HasSuffix(r.URL.Path, tagOf(d)+".sig"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			_, _ = w.Write(sig)
+			return true
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			blobs.Add(1)
+			if blob != nil {
+				blob(w, r)
+				return true
+			}
+		}
+		return false
+	}
+	e.front.Store(&f)
+	return &blobs
+}
+
 func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -169,21 +192,7 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 		inReason   string
 	}{
 		{"a .sig manifest with 5,000 layers", func(e *env, d v1.Hash) *atomic.Int64 {
-			sig := hostileSig(5000, 100)
-			var blobs atomic.Int64
-			f := func(w http.ResponseWriter, r *http.Request) bool {
-				switch {
-				case strings.HasSuffix(r.URL.Path, tagOf(d)+".sig"):
-					w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-					_, _ = w.Write(sig)
-					return true
-				case strings.Contains(r.URL.Path, "/blobs/"):
-					blobs.Add(1)
-				}
-				return false
-			}
-			e.front.Store(&f)
-			return &blobs
+			return serveHostileSig(e, d, hostileSig(5000, 100), nil)
 		}, 32, "more than 32 signatures stored"},
 		{"a referrers index of 10,000 entries", func(e *env, d v1.Hash) *atomic.Int64 {
 			var b strings.Builder
@@ -212,45 +221,19 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 			return &manifests
 		}, 32, "more than 32 signature referrers"},
 		{"a signature layer of 100 MiB is not downloaded", func(e *env, d v1.Hash) *atomic.Int64 {
-			sig := hostileSig(1, 100<<20)
-			var blobs atomic.Int64
-			f := func(w http.ResponseWriter, r *http.Request) bool {
-				switch {
-				case strings.HasSuffix(r.URL.Path, tagOf(d)+".sig"):
-					_, _ = w.Write(sig)
-					return true
-				case strings.Contains(r.URL.Path, "/blobs/"):
-					blobs.Add(1)
-				}
-				return false
-			}
-			e.front.Store(&f)
-			return &blobs
+			return serveHostileSig(e, d, hostileSig(1, 100<<20), nil)
 		}, 0, "over the 131072-byte limit"},
 		{"a signature layer that claims 100 bytes and streams 100 MiB", func(e *env, d v1.Hash) *atomic.Int64 {
-			sig := hostileSig(1, 100)
-			var blobs atomic.Int64
-			f := func(w http.ResponseWriter, r *http.Request) bool {
-				switch {
-				case strings.HasSuffix(r.URL.Path, tagOf(d)+".sig"):
-					_, _ = w.Write(sig)
-					return true
-				case strings.Contains(r.URL.Path, "/blobs/"):
-					blobs.Add(1)
-					bw := bufio.NewWriter(w)
-					chunk := make([]byte, 1<<20)
-					for range 100 {
-						if _, err := bw.Write(chunk); err != nil {
-							break
-						}
+			return serveHostileSig(e, d, hostileSig(1, 100), func(w http.ResponseWriter, _ *http.Request) {
+				bw := bufio.NewWriter(w)
+				chunk := make([]byte, 1<<20)
+				for range 100 {
+					if _, err := bw.Write(chunk); err != nil {
+						break
 					}
-					bw.Flush()
-					return true
 				}
-				return false
-			}
-			e.front.Store(&f)
-			return &blobs
+				bw.Flush()
+			})
 		}, 1, "over the 131072-byte limit"},
 	}
 	for _, tt := range tests {
