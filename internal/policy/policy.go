@@ -97,7 +97,7 @@ func (v Verdict) Serve() bool { return v.Allowed || v.Enforcement == config.DryR
 // Policy is a compiled policy. It is immutable and safe for concurrent use.
 type Policy struct {
 	// Generation is the configuration generation this policy came from.
-	Generation string
+	Generation   string
 	allowlist    []pattern.Pattern
 	breakglass   []breakglass
 	environments []environment
