@@ -109,7 +109,9 @@ policy:
 	ctx, stop := context.WithCancel(context.Background())
 	decisions := &heldWriter{}
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, l, ln, decisions, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- serve(ctx, cfg, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
 
 	get := func(cert *tls.Certificate) (*http.Response, error) {
 		tc := &tls.Config{RootCAs: p.pool}
