@@ -28,7 +28,7 @@ Usage:
                                             judge images without serving;
                                             exit 0 all allowed, 1 any denied, 2 error
   authz-proxy validate --config FILE        load and check a configuration
-  authz-proxy replay   --config FILE --log DECISIONS.jsonl [--output text|json]
+  authz-proxy replay   --config FILE --log DECISIONS.jsonl [--output text|json] [--all]
                                             judge the digests of past pulls under the
                                             configuration, show the decisions that change;
                                             exit 0 none, 1 some change, 2 error
@@ -85,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkCmd(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return validateCmd(args[1:], stdout, stderr)
+	case "replay":
+		return replayCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "authz-proxy", versionString())
 		return nil
