@@ -281,7 +281,7 @@ func Summarize(l *Log, results []Result) Summary {
 }
 
 // Sort orders results for reading: changed ones first, newly refused
-// before the rest, then by image and digest.
+// before the rest, then by image, tag, digest and environment.
 func Sort(results []Result) {
 	rank := func(r Result) int {
 		switch {
@@ -298,10 +298,17 @@ func Sort(results []Result) {
 		if ra != rb {
 			return ra < rb
 		}
-		if results[a].Image != results[b].Image {
-			return results[a].Image < results[b].Image
+		x, y := results[a], results[b]
+		if x.Image != y.Image {
+			return x.Image < y.Image
 		}
-		return results[a].Digest < results[b].Digest
+		if x.Tag != y.Tag {
+			return x.Tag < y.Tag
+		}
+		if x.Digest != y.Digest {
+			return x.Digest < y.Digest
+		}
+		return x.Environment < y.Environment
 	})
 }
 
