@@ -391,7 +391,7 @@ func TestSIGHUPReopensTheAuditFileForLogrotate(t *testing.T) {
 	}
 	in.hup <- os.Interrupt
 	in.waitMetric("authz_proxy_config_last_reload_successful", nil, 1) // handled: the config is unchanged
-	in.waitLog("configuration unchanged") // the SIGHUP has been handled
+	in.waitLog("configuration unchanged")                              // the SIGHUP has been handled
 	if status, err := in.pull("/v2/lab/demo/app/manifests/unsigned"); err != nil || status != http.StatusForbidden {
 		t.Fatalf("%d %v", status, err)
 	}
