@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,10 +29,17 @@ const shutdownGrace = 15 * time.Second
 // defaultWatch is how often serve looks for a changed configuration.
 const defaultWatch = 5 * time.Second
 
+// serveFlags are serve's flags: the configuration file and how often to
+// look for changes.
+func serveFlags(stderr io.Writer) (fs *flag.FlagSet, path *string, watch *time.Duration) {
+	fs = flags("serve", stderr)
+	path = fs.String("config", "", "configuration file")
+	watch = fs.Duration("watch", defaultWatch, "how often to look for a changed configuration or named file and reload it (0: on SIGHUP only)")
+	return fs, path, watch
+}
+
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("serve", stderr)
-	path := fs.String("config", "", "configuration file")
-	watch := fs.Duration("watch", defaultWatch, "how often to look for a changed configuration or named file and reload it (0: on SIGHUP only)")
+	fs, path, watch := serveFlags(stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
