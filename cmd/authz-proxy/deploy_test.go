@@ -100,7 +100,7 @@ type container struct {
 	ReadinessProbe *probe `yaml:"readinessProbe"`
 	LivenessProbe  *probe `yaml:"livenessProbe"`
 	StartupProbe   *probe `yaml:"startupProbe"`
-	VolumeMounts []struct {
+	VolumeMounts   []struct {
 		Name      string `yaml:"name"`
 		MountPath string `yaml:"mountPath"`
 	} `yaml:"volumeMounts"`
