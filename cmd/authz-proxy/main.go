@@ -24,7 +24,7 @@ Usage:
                                             run the proxy; reload on SIGHUP and when
                                             the configuration or a file it names changes
   authz-proxy demo     [--keep]             self-contained tour, no network needed
-  authz-proxy check    --config FILE [--output text|json] IMAGE...
+  authz-proxy check    --config FILE [--output text|json] [--environment NAME] IMAGE...
                                             judge images without serving;
                                             exit 0 all allowed, 1 any denied, 2 error
   authz-proxy validate --config FILE        load and check a configuration
