@@ -158,3 +158,28 @@ func TestEvictionsAreCountedOnAddAndResize(t *testing.T) {
 		t.Error("shrinking evicted the most recently used entry")
 	}
 }
+
+func TestBoundedEvictsByTotalSize(t *testing.T) {
+	b := cache.NewBounded[string, []byte](10, func(v []byte) int64 { return int64(len(v)) })
+	b.Add("a", make([]byte, 4))
+	b.Add("b", make([]byte, 4))
+	b.Get("a")
+	b.Add("c", make([]byte, 4)) // 12 > 10: b, the least recently used, goes
+	if _, ok := b.Get("b"); ok {
+		t.Error("b should have been evicted")
+	}
+	if _, ok := b.Get("a"); !ok {
+		t.Error("a was used recently and should stay")
+	}
+	if got := b.Bytes(); got != 8 {
+		t.Errorf("Bytes = %d, want 8", got)
+	}
+	b.Add("huge", make([]byte, 11))
+	if _, ok := b.Get("huge"); ok || b.Bytes() != 8 {
+		t.Error("a value larger than the whole cache was kept")
+	}
+	b.Add("a", make([]byte, 2)) // replacing a value re-counts it
+	if got := b.Bytes(); got != 6 {
+		t.Errorf("after replacing a: Bytes = %d, want 6", got)
+	}
+}

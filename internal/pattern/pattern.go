@@ -13,6 +13,7 @@ import (
 // Pattern is a compiled image pattern. The zero value matches nothing.
 type Pattern struct {
 	text   string
+	prefix string // literal start of every name matched: a cheap first test
 	name   *regexp.Regexp
 	tag    *regexp.Regexp // nil: any tag, or none
 	digest string         // "": any digest
@@ -73,6 +74,7 @@ func Parse(text string) (Pattern, error) {
 		}
 	}
 	p.name = regexp.MustCompile("^" + globToRegexp(rest, true) + "$")
+	p.prefix, _ = p.name.LiteralPrefix()
 	return p, nil
 }
 
@@ -102,7 +104,7 @@ func globToRegexp(glob string, path bool) string {
 // Match reports whether img is matched: its name by the glob, and its tag and
 // digest where the pattern names them.
 func (p Pattern) Match(img Image) bool {
-	if p.name == nil || !p.name.MatchString(img.Name) {
+	if p.name == nil || !strings.HasPrefix(img.Name, p.prefix) || !p.name.MatchString(img.Name) {
 		return false
 	}
 	if p.tag != nil && (img.Tag == "" || !p.tag.MatchString(img.Tag)) {

@@ -43,7 +43,7 @@ import (
 // for the attestors ci and release plus one of nobody, and a proxy in front
 // with the policy under test.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	upstream *httptest.Server
 	// front, when set, sees every upstream request first (fault injection,
 	// counting).
@@ -106,7 +106,7 @@ func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	ec := envConfig{referrers: true, policy: policyYAML}
 	for _, o := range opts {
@@ -186,7 +186,7 @@ func (e *env) reload(policyText string) {
 	}
 }
 
-func newKey(t *testing.T, pubPath string) signature.Signer {
+func newKey(t testing.TB, pubPath string) signature.Signer {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -42,13 +42,22 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	rec.Client.Environment = env
 	key := cache.Key{Generation: st.policy.Generation, Environment: env, Upstream: rt.upstream, Repository: rt.repo}
-	// A digest with a cached denial is refused without asking the upstream.
-	if isDigest(rt.ref) {
-		key.Digest = rt.ref
-		if v, ok := s.verdicts.Get(key); ok && !v.Serve() {
-			s.metrics.Cache(true)
-			rec.Digest, rec.MediaType, rec.Cached = rt.ref, v.mediaType, true
-			return s.refuse(w, r, rec, v.Verdict, start)
+	// The cached path: a digest whose verdict is cached is answered without
+	// the policy, and, when its verified bytes are still held, without the
+	// upstream. A HEAD by tag costs one upstream HEAD to learn the digest.
+	if digest := s.knownDigest(r, up, rt); digest != "" {
+		key.Digest = digest
+		if v, ok := s.verdicts.Get(key); ok {
+			rec.Digest, rec.MediaType, rec.Cached = digest, v.mediaType, true
+			if !v.Serve() {
+				s.metrics.Cache(true)
+				return s.refuse(w, r, rec, v.Verdict, start)
+			}
+			if m, ok := s.manifests.Get(bytesKey(key)); ok {
+				s.metrics.Cache(true)
+				s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
+				return nil
+			}
 		}
 	}
 	fetched := time.Now()
@@ -95,13 +104,46 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
+	s.manifests.Add(bytesKey(key), m)
+	s.serveVerified(w, r, rec, st, key, m, v, start)
+	return nil
+}
+
+// knownDigest is the digest a request names: its reference when that is a
+// digest; for a HEAD by tag, the upstream's answer to a HEAD. "" when
+// unknown: the manifest is then fetched.
+func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) string {
+	if isDigest(rt.ref) {
+		return rt.ref
+	}
+	if r.Method != http.MethodHead {
+		return ""
+	}
+	start := time.Now()
+	d, err := up.Head(r.Context(), rt.repo, rt.ref)
+	s.upstreamDone(rt.upstream, "head", start, err)
+	if err != nil || !digestRE.MatchString(d) {
+		return "" // the GET path reports the error properly
+	}
+	return d
+}
+
+// bytesKey keys verified manifest bytes: they do not change with the policy
+// or the client.
+func bytesKey(k cache.Key) cache.Key {
+	k.Generation, k.Environment = "", ""
+	return k
+}
+
+// serveVerified sends manifest bytes that the verdict v lets through, after
+// passing the verdict on to an index's children, and logs the decision.
+func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, st *state, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) {
 	if v.Allowed && m.IsIndex() {
 		s.inherit(st, key, m, v)
 	}
 	fill(&rec, v, start)
 	s.record(r.Context(), rec)
 	send(w, r, m)
-	return nil
 }
 
 // ttl is how long v may be cached: allowTTL or denyTTL, and never past the

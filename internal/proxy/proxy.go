@@ -34,6 +34,10 @@ type Options struct {
 	// MaxEntries, AllowTTL and DenyTTL size the verdict cache.
 	MaxEntries        int
 	AllowTTL, DenyTTL time.Duration
+	// ManifestCacheBytes bounds the memory of recently served manifests,
+	// kept so that a pull by digest with a cached verdict makes no upstream
+	// call; default 64 MiB.
+	ManifestCacheBytes int64
 	// VerifyTimeout bounds one verification; default 30s.
 	VerifyTimeout time.Duration
 	Audit         *audit.Log
@@ -48,10 +52,13 @@ type Server struct {
 	// state is what a reload replaces; each request reads it once.
 	state    atomic.Pointer[state]
 	verdicts *cache.Cache[verdict]
-	timeout  time.Duration
-	audit    *audit.Log
-	log      *slog.Logger
-	metrics  *metrics.Metrics
+	// manifests holds verified manifest bytes; they do not change with the
+	// configuration.
+	manifests *cache.Bounded[cache.Key, *upstream.Manifest]
+	timeout   time.Duration
+	audit     *audit.Log
+	log       *slog.Logger
+	metrics   *metrics.Metrics
 }
 
 // state is one configuration's policy, upstreams and cache settings.
@@ -70,6 +77,9 @@ func New(o Options) (*Server, error) {
 	if o.Audit == nil {
 		return nil, errors.New("proxy: Audit is required")
 	}
+	if o.ManifestCacheBytes == 0 {
+		o.ManifestCacheBytes = 64 << 20
+	}
 	if o.VerifyTimeout == 0 {
 		o.VerifyTimeout = 30 * time.Second
 	}
@@ -85,11 +95,12 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		verdicts: verdicts,
-		timeout:  o.VerifyTimeout,
-		audit:    o.Audit,
-		log:      o.Logger,
-		metrics:  o.Metrics,
+		verdicts:  verdicts,
+		manifests: cache.NewBounded[cache.Key](o.ManifestCacheBytes, func(m *upstream.Manifest) int64 { return int64(len(m.Raw)) + 256 }),
+		timeout:   o.VerifyTimeout,
+		audit:     o.Audit,
+		log:       o.Logger,
+		metrics:   o.Metrics,
 	}
 	s.state.Store(st)
 	o.Metrics.WatchCache(verdicts.Len, verdicts.Evictions)

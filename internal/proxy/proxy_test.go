@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -302,5 +303,64 @@ func TestCachedDenialOfADigestMakesNoUpstreamCall(t *testing.T) {
 	}
 	if rec := e.lastDecision(d.String()); !rec.Cached {
 		t.Errorf("second decision not marked cached: %+v", rec)
+	}
+}
+
+func TestCachedVerdictsAnswerWithoutTheUpstream(t *testing.T) {
+	e := newEnv(t, withoutReferrersAPI())
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	byDigest := "/v2/lab/signed/app/manifests/" + d.String()
+	first := e.get(http.MethodGet, byDigest)
+	want, _ := io.ReadAll(first.Body)
+	upstreamManifest := "/v2/signed/app/manifests/" + d.String()
+	before := e.count(http.MethodGet, upstreamManifest)
+
+	again := e.get(http.MethodGet, byDigest)
+	got, _ := io.ReadAll(again.Body)
+	if again.StatusCode != 200 || !bytes.Equal(got, want) {
+		t.Fatalf("cached answer: %d, bytes equal %v", again.StatusCode, bytes.Equal(got, want))
+	}
+	if n := e.count(http.MethodGet, upstreamManifest) - before; n != 0 {
+		t.Errorf("a pull by digest with a cached verdict fetched the manifest %d more times", n)
+	}
+	if rec := e.lastDecision(d.String()); !rec.Cached || rec.Decision != "allow" {
+		t.Errorf("decision: %+v", rec)
+	}
+
+	// HEAD by tag: one upstream HEAD to learn the digest, nothing else.
+	headsBefore := e.count(http.MethodHead, "/v2/signed/app/manifests/v1")
+	getsBefore := e.count(http.MethodGet, "/v2/signed/app/manifests/v1")
+	head := e.get(http.MethodHead, "/v2/lab/signed/app/manifests/v1")
+	if head.StatusCode != 200 || head.Header.Get("Docker-Content-Digest") != d.String() || head.Header.Get("Content-Length") != fmt.Sprint(len(want)) {
+		t.Fatalf("HEAD by tag: %d %v", head.StatusCode, head.Header)
+	}
+	if h, g := e.count(http.MethodHead, "/v2/signed/app/manifests/v1")-headsBefore, e.count(http.MethodGet, "/v2/signed/app/manifests/v1")-getsBefore; h != 1 || g != 0 {
+		t.Errorf("HEAD by tag with a cached verdict made %d upstream HEADs and %d GETs, want 1 and 0", h, g)
+	}
+}
+
+func TestColdVerificationCostsAtMostThreeUpstreamRequests(t *testing.T) {
+	e := newEnv(t, withoutReferrersAPI())
+	warm := e.push("signed/app:warm") // learns that the upstream has no referrers API
+	e.signTag("signed/app", "ci", warm, warm)
+	e.get(http.MethodGet, "/v2/lab/signed/app/manifests/warm")
+
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	var total int64
+	count := func() int64 {
+		total = 0
+		e.requests.Range(func(_, v any) bool { total += v.(*atomic.Int64).Load(); return true })
+		return total
+	}
+	before := count()
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The manifest, then: the .sig tag, the referrers fallback tag, the
+	// signature payload.
+	if n := count() - before; n > 4 {
+		t.Errorf("a cold verification made %d upstream requests, want at most 1 + 3", n)
 	}
 }

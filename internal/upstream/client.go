@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -81,6 +82,9 @@ type Client struct {
 	// its token.
 	repos  *lru.Cache[string, http.RoundTripper]
 	flight singleflight.Group
+	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
+	// taken to have no referrers API and the fallback tag is read directly.
+	noReferrersAPIUntil atomic.Int64
 }
 
 // New returns a Client for one upstream.

@@ -174,3 +174,18 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*Manifest, err
 	}
 	return m, nil
 }
+
+// Head asks the upstream which digest repo:ref points at, without reading
+// the manifest. The answer is a lookup key for verified bytes the caller
+// already holds, never something served on its own.
+func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
+	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", http.Header{"Accept": {accept}})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", c.StatusError("manifest "+repo+":"+ref, resp)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), nil
+}

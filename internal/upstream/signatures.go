@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -22,6 +23,10 @@ const (
 	SignatureArtifactType  = "application/vnd.dev.cosign.artifact.sig.v1+json"
 	emptyJSON              = "application/vnd.oci.empty.v1+json"
 )
+
+// referrersRecheck is how long an upstream without the referrers API is
+// not asked again.
+const referrersRecheck = 10 * time.Minute
 
 // Signature is one cosign signature layer found for a digest: the payload
 // bytes (checked against the layer digest) and the signature from its
@@ -123,6 +128,9 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 // referrersIndex asks the referrers API, and the fallback tag where the
 // upstream has no such API.
 func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag string) (*Manifest, error) {
+	if time.Now().UnixNano() < c.noReferrersAPIUntil.Load() {
+		return c.optionalManifest(ctx, repo, fallbackTag)
+	}
 	op := "referrers " + repo + "@" + digest
 	resp, err := c.Do(ctx, http.MethodGet, repo, "referrers/"+digest, "", http.Header{"Accept": {OCIIndex}})
 	if err != nil {
@@ -145,7 +153,9 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 		return m, nil
 	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusOK:
 		// No referrers API (a 404, or a 200 that is not an index): the
-		// fallback tag scheme holds them, if anything does.
+		// fallback tag scheme holds them, if anything does. Remember it for
+		// a while, which saves a round trip on every cold verification.
+		c.noReferrersAPIUntil.Store(time.Now().Add(referrersRecheck).UnixNano())
 		return c.optionalManifest(ctx, repo, fallbackTag)
 	default:
 		return nil, c.StatusError(op, resp)

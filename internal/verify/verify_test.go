@@ -160,3 +160,18 @@ func FuzzParseSimpleSigning(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkSimpleSigningSignatureP256(b *testing.B) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, _ := signature.LoadSigner(priv, crypto.SHA256)
+	payload := sign.Payload("ghcr.io/acme/app", digest)
+	sig, _ := s.SignMessage(strings.NewReader(string(payload)))
+	pem, _ := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	key, _ := verify.ParsePublicKey(pem)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := verify.SimpleSigningSignature(key, payload, sig, digest); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

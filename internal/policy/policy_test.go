@@ -1,0 +1,118 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+func load(t testing.TB, yaml string, files map[string]string) (*config.Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config.Load(path)
+}
+
+const base = "upstreams: [{name: lab, url: 'http://127.0.0.1:1', insecure: true}]\n"
+
+func TestCompileReportsBadKeysWithTheirPosition(t *testing.T) {
+	c, err := load(t, base+`attestors:
+  - name: ci
+    publicKeys:
+      - file: garbage.pub
+policy:
+  rules: [{name: r, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
+`, map[string]string{"garbage.pub": "not a key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = policy.Compile(c)
+	if err == nil || !strings.Contains(err.Error(), "config.yaml:5: attestors[0].publicKeys[0].file: not a PEM public key") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// noSignatures is a Source for rules that must not read any.
+type noSignatures struct{}
+
+func (noSignatures) Signatures(context.Context, string, string) (*upstream.Evidence, error) {
+	return nil, fmt.Errorf("the policy read signatures for a rule that needs none")
+}
+
+func TestFirstMatchingRuleDecides(t *testing.T) {
+	c, err := load(t, base+`policy:
+  allowlist: [lab/tools/**, "lab/pinned@sha256:`+strings.Repeat("a", 64)+`"]
+  rules:
+    - {name: deny-legacy, images: ["lab/legacy/**"], action: deny}
+    - {name: everything, images: ["lab/**"], action: allow}
+    - {name: never-reached, images: ["lab/legacy/app"], action: allow}
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		repo, digest, wantRule string
+		allowed                bool
+	}{
+		{"legacy/app", "sha256:" + strings.Repeat("b", 64), "deny-legacy", false},
+		{"new/app", "sha256:" + strings.Repeat("b", 64), "everything", true},
+		{"tools/debug", "sha256:" + strings.Repeat("b", 64), "allowlist", true},
+		{"pinned", "sha256:" + strings.Repeat("a", 64), "allowlist", true},
+		{"pinned", "sha256:" + strings.Repeat("b", 64), "everything", true},
+	}
+	for _, tt := range tests {
+		v, err := p.Evaluate(context.Background(), noSignatures{}, policy.Subject{Upstream: "lab", Repository: tt.repo, Digest: tt.digest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Rule != tt.wantRule || v.Allowed != tt.allowed {
+			t.Errorf("%s@%s: rule %q allowed %v, want %q %v", tt.repo, tt.digest[:12], v.Rule, v.Allowed, tt.wantRule, tt.allowed)
+		}
+	}
+}
+
+// BenchmarkMatchOver1000Rules judges an image that only the last of 1,000
+// glob rules matches.
+func BenchmarkMatchOver1000Rules(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(base + "policy:\n  rules:\n")
+	for i := range 999 {
+		fmt.Fprintf(&sb, "    - {name: r%d, images: [\"lab/team%d/**\", \"lab/svc-%d-*\"], action: deny}\n", i, i, i)
+	}
+	sb.WriteString("    - {name: last, images: [\"lab/target/**\"], action: allow}\n")
+	c, err := load(b, sb.String(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := policy.Compile(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := policy.Subject{Upstream: "lab", Repository: "target/app", Digest: "sha256:" + strings.Repeat("c", 64)}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := p.Evaluate(context.Background(), noSignatures{}, s)
+		if err != nil || v.Rule != "last" {
+			b.Fatal(v, err)
+		}
+	}
+}

@@ -1,0 +1,58 @@
+package proxy_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// BenchmarkHandler measures the whole in-process handler on the paths a
+// runtime takes, against an in-process upstream registry. The cold path
+// verifies a new digest each iteration.
+func BenchmarkHandler(b *testing.B) {
+	e := newEnv(b, withoutReferrersAPI())
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	h := e.proxy.Config.Handler
+	serve := func(b *testing.B, method, path string) {
+		req := httptest.NewRequest(method, path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%s %s: %d %s", method, path, rec.Code, rec.Body)
+		}
+	}
+	serve(b, http.MethodGet, "/v2/lab/signed/app/manifests/v1") // warm the verdict
+
+	b.Run("GET by digest, cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(b, http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String())
+		}
+	})
+	b.Run("GET by tag, cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(b, http.MethodGet, "/v2/lab/signed/app/manifests/v1")
+		}
+	})
+	b.Run("HEAD by tag, cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(b, http.MethodHead, "/v2/lab/signed/app/manifests/v1")
+		}
+	})
+	b.Run("GET by digest, cold", func(b *testing.B) {
+		digests := make([]string, b.N)
+		for i := range digests {
+			d := e.push("signed/app:cold")
+			e.signTag("signed/app", "ci", d, d)
+			digests[i] = d.String()
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			serve(b, http.MethodGet, "/v2/lab/signed/app/manifests/"+digests[i])
+		}
+	})
+}
