@@ -15,6 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -625,5 +628,58 @@ func TestCheckJudgesAsAClientOfTheEnvironmentGiven(t *testing.T) {
 				t.Errorf("exit %d, want %d and %q:\n%s%s", code, tt.wantCode, tt.wantOut, out, errOut)
 			}
 		})
+	}
+}
+
+func TestShutdownTurnsUnreadyAndLetsInFlightPullsFinish(t *testing.T) {
+	lab := startLab(t)
+	// The upstream is the lab's registry behind a gate that holds one
+	// manifest request until released.
+	target, _ := url.Parse("http://" + lab.Upstream)
+	relay := httputil.NewSingleHostReverseProxy(target)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var armed atomic.Bool
+	armed.Store(true)
+	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/manifests/signed") && armed.CompareAndSwap(true, false) {
+			close(entered)
+			<-release
+		}
+		relay.ServeHTTP(w, r)
+	}))
+	defer gate.Close()
+	in := startServe(t, t.TempDir(), strings.Replace(labConfig(lab, signedPolicy), lab.Upstream, strings.TrimPrefix(gate.URL, "http://"), 1), 0)
+
+	pulled := make(chan int, 1)
+	go func() {
+		status, err := in.pull("/v2/lab/demo/app/manifests/signed")
+		if err != nil {
+			t.Errorf("the in-flight pull failed: %v", err)
+		}
+		pulled <- status
+	}()
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- in.stop() }() // SIGTERM
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := plainClient.Get("http://" + in.metricsAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz did not turn unready once shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if status := <-pulled; status != http.StatusOK {
+		t.Errorf("the pull in flight at shutdown got %d, want 200", status)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("serve returned %v after draining", err)
 	}
 }

@@ -150,11 +150,14 @@ type Judge struct {
 	Policy *policy.Policy
 	// Upstreams are the candidate configuration's clients, by name.
 	Upstreams map[string]*upstream.Client
-	// Concurrency bounds the pulls judged at once; default 4.
-	Concurrency int
-	// Timeout bounds the judging of one pull; default one minute.
-	Timeout time.Duration
 }
+
+// Bounds on the work of a replay: pulls judged at once, and the time one
+// pull may take.
+const (
+	concurrency = 4
+	timeout     = time.Minute
+)
 
 // Run judges every pull as the proxy would: an image index first, then
 // each platform image, which passes without its own signatures when an
@@ -163,7 +166,7 @@ type Judge struct {
 func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 	results := make([]Result, len(pulls))
 	manifests := make([]*upstream.Manifest, len(pulls))
-	j.each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
+	each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 		results[i].Pull = *p
 		up := j.Upstreams[p.Upstream]
 		if up == nil {
@@ -178,7 +181,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 		manifests[i] = m
 	})
 	judge := func(index bool) {
-		j.each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
+		each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 			m := manifests[i]
 			if m == nil || m.IsIndex() != index {
 				return
@@ -206,16 +209,9 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 
 // each runs fn for every pull, a bounded number at a time, each with its
 // own timeout.
-func (j *Judge) each(ctx context.Context, pulls []*Pull, fn func(ctx context.Context, i int, p *Pull)) {
-	limit, timeout := j.Concurrency, j.Timeout
-	if limit <= 0 {
-		limit = 4
-	}
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
+func each(ctx context.Context, pulls []*Pull, fn func(ctx context.Context, i int, p *Pull)) {
 	var g errgroup.Group
-	g.SetLimit(limit)
+	g.SetLimit(concurrency)
 	for i, p := range pulls {
 		g.Go(func() error {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
