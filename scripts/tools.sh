@@ -3,11 +3,13 @@
 # the distribution registry (the upstream), the cosign v2 CLI, crane, and
 # skopeo from Debian. Prints the folder that holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
+# With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
 
 REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
+VEGETA_VERSION=v12.13.0
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
@@ -25,6 +27,9 @@ install() { # install NAME MODULE@VERSION
 install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION >&2
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
+if [ "${1:-}" = --bench ]; then
+  install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
+fi
 
 if ! command -v skopeo >/dev/null 2>&1; then
   echo "tools: installing skopeo from Debian" >&2

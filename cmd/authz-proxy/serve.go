@@ -194,6 +194,7 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		MaxEntries:      c.Cache.MaxEntries,
 		AllowTTL:        c.Cache.AllowTTL,
 		DenyTTL:         c.Cache.DenyTTL,
+		VerifyTimeout:   c.Limits.VerifyTimeout,
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,

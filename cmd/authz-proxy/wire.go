@@ -45,7 +45,14 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	}
 	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}}
 	for i, u := range cfg.Upstreams {
-		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure}
+		lim := cfg.Limits
+		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{
+			DialTimeout:        lim.DialTimeout,
+			ResponseTimeout:    lim.ResponseTimeout,
+			MaxSignatures:      lim.MaxSignatures,
+			MaxPayloadSize:     lim.MaxArtifactSize,
+			ManifestCacheBytes: lim.ManifestCacheBytes,
+		}}
 		if a := u.Auth; a != nil {
 			o.Username = a.Username
 			if a.PasswordFile != "" {

@@ -32,6 +32,7 @@ type Config struct {
 	Audit           Audit         `yaml:"audit"`
 	Environments    []Environment `yaml:"environments"`
 	Cache           Cache         `yaml:"cache"`
+	Limits          Limits        `yaml:"limits"`
 	Attestors       []Attestor    `yaml:"attestors"`
 	Policy          Policy        `yaml:"policy"`
 
@@ -125,6 +126,28 @@ type Cache struct {
 	AllowTTL time.Duration `yaml:"allowTTL"`
 	// DenyTTL defaults to 30s.
 	DenyTTL time.Duration `yaml:"denyTTL"`
+}
+
+// Limits bound the time and memory that upstreams and hostile artifacts can
+// cost. The defaults are safe; raise them only for a known reason.
+type Limits struct {
+	// DialTimeout bounds connecting to an upstream; default 10s.
+	DialTimeout time.Duration `yaml:"dialTimeout"`
+	// ResponseTimeout bounds the wait for an upstream's response headers;
+	// default 30s.
+	ResponseTimeout time.Duration `yaml:"responseTimeout"`
+	// VerifyTimeout bounds one whole verification, all its upstream calls
+	// included; past it the pull fails closed with 503. Default 30s.
+	VerifyTimeout time.Duration `yaml:"verifyTimeout"`
+	// MaxSignatures is the most signature layers read per digest (and
+	// referrer manifests followed); default 32.
+	MaxSignatures int `yaml:"maxSignatures"`
+	// MaxArtifactSize is the largest signature payload read, in bytes;
+	// default 131072 (128 KiB).
+	MaxArtifactSize int64 `yaml:"maxArtifactSize"`
+	// ManifestCacheBytes bounds the memory of recently fetched manifests;
+	// default 67108864 (64 MiB).
+	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
 }
 
 // Attestor is a party whose signatures vouch for images.
@@ -410,6 +433,25 @@ func (c *Config) setDefaults() {
 	}
 	if c.Cache.DenyTTL == 0 {
 		c.Cache.DenyTTL = 30 * time.Second
+	}
+	l := &c.Limits
+	if l.DialTimeout == 0 {
+		l.DialTimeout = 10 * time.Second
+	}
+	if l.ResponseTimeout == 0 {
+		l.ResponseTimeout = 30 * time.Second
+	}
+	if l.VerifyTimeout == 0 {
+		l.VerifyTimeout = 30 * time.Second
+	}
+	if l.MaxSignatures == 0 {
+		l.MaxSignatures = 32
+	}
+	if l.MaxArtifactSize == 0 {
+		l.MaxArtifactSize = 128 << 10
+	}
+	if l.ManifestCacheBytes == 0 {
+		l.ManifestCacheBytes = 64 << 20
 	}
 	if c.Policy.Enforcement == "" {
 		c.Policy.Enforcement = Enforce

@@ -44,6 +44,17 @@ func (c *Config) validate() error {
 	if c.Cache.AllowTTL < 0 || c.Cache.DenyTTL < 0 {
 		v.errorf(p("cache"), "TTLs must be positive durations such as 30s or 10m")
 	}
+	l := c.Limits
+	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout} {
+		if d < 0 {
+			v.errorf(p("limits", field), "must be a positive duration such as 10s")
+		}
+	}
+	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "manifestCacheBytes": l.ManifestCacheBytes} {
+		if n < 0 {
+			v.errorf(p("limits", field), "must be positive")
+		}
+	}
 	attestors := v.attestors()
 	v.policy(attestors, environments)
 	return errors.Join(v.errs...)

@@ -94,6 +94,13 @@ type envConfig struct {
 	policy             string
 	upstreamURL        string
 	username, password string
+	limits             upstream.Limits
+	verifyTimeout      time.Duration
+}
+
+// withLimits sets the upstream limits and the verification timeout.
+func withLimits(l upstream.Limits, verifyTimeout time.Duration) envOption {
+	return func(c *envConfig) { c.limits, c.verifyTimeout = l, verifyTimeout }
 }
 
 func withCredentials(user, pass string) envOption {
@@ -108,7 +115,7 @@ func withUpstreamURL(u string) envOption {
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	ec := envConfig{referrers: true, policy: policyYAML}
+	ec := envConfig{referrers: true, policy: policyYAML, limits: upstream.Limits{ResponseTimeout: 5 * time.Second}, verifyTimeout: 10 * time.Second}
 	for _, o := range opts {
 		o(&ec)
 	}
@@ -132,7 +139,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
-		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: upstream.Limits{ResponseTimeout: 5 * time.Second}})
+		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +152,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.upstreams, e.metrics = ups, metrics.New()
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
-		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: 10 * time.Second, Audit: al, Metrics: e.metrics,
+		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -53,7 +53,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 				s.metrics.Cache(true)
 				return s.refuse(w, r, rec, v.Verdict, start)
 			}
-			if m, ok := s.manifests.Get(bytesKey(key)); ok {
+			if m, ok := up.Cached(rt.repo, digest); ok {
 				s.metrics.Cache(true)
 				s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
 				return nil
@@ -84,7 +84,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if !isDigest(rt.ref) {
 		subj.Tag = rt.ref
 	}
-	cv, cached, err := s.verdicts.Do(r.Context(), key, s.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
+	cv, cached, err := s.verdicts.Do(r.Context(), key, st.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
 		judged := time.Now()
 		v, err := st.policy.Evaluate(ctx, timedSource{up, s, rt.upstream}, subj)
 		if err == nil {
@@ -104,7 +104,6 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
-	s.manifests.Add(bytesKey(key), m)
 	s.serveVerified(w, r, rec, st, key, m, v, start)
 	return nil
 }
@@ -126,13 +125,6 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 		return "" // the GET path reports the error properly
 	}
 	return d
-}
-
-// bytesKey keys verified manifest bytes: they do not change with the policy
-// or the client.
-func bytesKey(k cache.Key) cache.Key {
-	k.Generation, k.Environment = "", ""
-	return k
 }
 
 // serveVerified sends manifest bytes that the verdict v lets through, after

@@ -34,10 +34,6 @@ type Options struct {
 	// MaxEntries, AllowTTL and DenyTTL size the verdict cache.
 	MaxEntries        int
 	AllowTTL, DenyTTL time.Duration
-	// ManifestCacheBytes bounds the memory of recently served manifests,
-	// kept so that a pull by digest with a cached verdict makes no upstream
-	// call; default 64 MiB.
-	ManifestCacheBytes int64
 	// VerifyTimeout bounds one verification; default 30s.
 	VerifyTimeout time.Duration
 	Audit         *audit.Log
@@ -52,22 +48,20 @@ type Server struct {
 	// state is what a reload replaces; each request reads it once.
 	state    atomic.Pointer[state]
 	verdicts *cache.Cache[verdict]
-	// manifests holds verified manifest bytes; they do not change with the
-	// configuration.
-	manifests *cache.Bounded[cache.Key, *upstream.Manifest]
-	timeout   time.Duration
-	audit     *audit.Log
-	log       *slog.Logger
-	metrics   *metrics.Metrics
+	audit    *audit.Log
+	log      *slog.Logger
+	metrics  *metrics.Metrics
 }
 
-// state is one configuration's policy, upstreams and cache settings.
+// state is one configuration's policy, upstreams, cache settings and
+// verification timeout.
 type state struct {
 	policy    *policy.Policy
 	upstreams map[string]*upstream.Client
 	def       string
 	allowTTL  time.Duration
 	denyTTL   time.Duration
+	timeout   time.Duration
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -76,12 +70,6 @@ var _ http.Handler = (*Server)(nil)
 func New(o Options) (*Server, error) {
 	if o.Audit == nil {
 		return nil, errors.New("proxy: Audit is required")
-	}
-	if o.ManifestCacheBytes == 0 {
-		o.ManifestCacheBytes = 64 << 20
-	}
-	if o.VerifyTimeout == 0 {
-		o.VerifyTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -95,12 +83,10 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		verdicts:  verdicts,
-		manifests: cache.NewBounded[cache.Key](o.ManifestCacheBytes, func(m *upstream.Manifest) int64 { return int64(len(m.Raw)) + 256 }),
-		timeout:   o.VerifyTimeout,
-		audit:     o.Audit,
-		log:       o.Logger,
-		metrics:   o.Metrics,
+		verdicts: verdicts,
+		audit:    o.Audit,
+		log:      o.Logger,
+		metrics:  o.Metrics,
 	}
 	s.state.Store(st)
 	o.Metrics.WatchCache(verdicts.Len, verdicts.Evictions)
@@ -108,8 +94,9 @@ func New(o Options) (*Server, error) {
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
-// DefaultUpstream, MaxEntries, AllowTTL and DenyTTL replace the old ones
-// together (its other fields are ignored; those given to New stay).
+// DefaultUpstream, MaxEntries, AllowTTL, DenyTTL and VerifyTimeout replace
+// the old ones together (its other fields are ignored; those given to New
+// stay).
 // Requests in flight finish under the configuration they started with.
 // Verdicts cached under another policy generation are not used again; they
 // leave the cache as it fills.
@@ -133,6 +120,10 @@ func newState(o Options) (*state, error) {
 		def:       o.DefaultUpstream,
 		allowTTL:  o.AllowTTL,
 		denyTTL:   o.DenyTTL,
+		timeout:   o.VerifyTimeout,
+	}
+	if st.timeout == 0 {
+		st.timeout = 30 * time.Second
 	}
 	for _, u := range o.Upstreams {
 		st.upstreams[u.Name()] = u

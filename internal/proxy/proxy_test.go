@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -254,40 +253,6 @@ func TestSignatureArtifactsAreServedUnjudgedButRunnableImagesAreJudged(t *testin
 	sd := e.write("signed/app:"+tagOf(d)+".att", sneaky)
 	for _, ref := range []string{tagOf(d) + ".att", sd.String()} {
 		expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+ref), 403, "DENIED")
-	}
-}
-
-func TestConcurrentRequestsForOneDigestVerifyOnce(t *testing.T) {
-	e := newEnv(t)
-	d := e.push("signed/app:v1")
-	e.signTag("signed/app", "ci", d, d)
-	sigPath := "/v2/signed/app/manifests/" + tagOf(d) + ".sig"
-	before := e.count(http.MethodGet, sigPath) // signing read it too
-
-	var wg sync.WaitGroup
-	codes := make(chan int, 50)
-	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := http.Get(e.proxy.URL + "/v2/lab/signed/app/manifests/" + d.String())
-			if err != nil {
-				codes <- 0
-				return
-			}
-			resp.Body.Close()
-			codes <- resp.StatusCode
-		}()
-	}
-	wg.Wait()
-	close(codes)
-	for c := range codes {
-		if c != 200 {
-			t.Fatalf("a concurrent request got %d", c)
-		}
-	}
-	if n := e.count(http.MethodGet, sigPath) - before; n != 1 {
-		t.Errorf("the .sig manifest was fetched %d times for 50 concurrent requests, want 1", n)
 	}
 }
 

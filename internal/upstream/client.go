@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -49,8 +50,15 @@ type Limits struct {
 	MaxSignatures int
 	// MaxPayloadSize is the largest signature payload read; default 128 KiB.
 	MaxPayloadSize int64
+	// DialTimeout bounds connecting; default 10s.
+	DialTimeout time.Duration
 	// ResponseTimeout bounds the wait for response headers; default 30s.
 	ResponseTimeout time.Duration
+	// ManifestCacheBytes bounds the memory of recently fetched manifests,
+	// kept by digest: a pull by digest with a cached verdict is then
+	// answered without an upstream call, and a manifest fetched again by
+	// tag is not parsed again. Default 64 MiB.
+	ManifestCacheBytes int64
 }
 
 func (l *Limits) setDefaults() {
@@ -63,8 +71,14 @@ func (l *Limits) setDefaults() {
 	if l.MaxPayloadSize == 0 {
 		l.MaxPayloadSize = 128 << 10
 	}
+	if l.DialTimeout == 0 {
+		l.DialTimeout = 10 * time.Second
+	}
 	if l.ResponseTimeout == 0 {
 		l.ResponseTimeout = 30 * time.Second
+	}
+	if l.ManifestCacheBytes == 0 {
+		l.ManifestCacheBytes = 64 << 20
 	}
 }
 
@@ -80,8 +94,9 @@ type Client struct {
 	// repos holds one authenticated transport per repository: registry
 	// tokens are scoped to a repository, and reusing the transport reuses
 	// its token.
-	repos  *lru.Cache[string, http.RoundTripper]
-	flight singleflight.Group
+	repos     *lru.Cache[string, http.RoundTripper]
+	flight    singleflight.Group
+	manifests *cache.Bounded[string, *Manifest] // by "<repo>@<digest>"
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64
@@ -106,7 +121,7 @@ func New(o Options) (*Client, error) {
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
 	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: o.Limits.DialTimeout, KeepAlive: 30 * time.Second}
 	inner := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
@@ -121,13 +136,14 @@ func New(o Options) (*Client, error) {
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
 	return &Client{
-		name:   o.Name,
-		base:   &url.URL{Scheme: u.Scheme, Host: u.Host},
-		reg:    reg,
-		auth:   auth,
-		inner:  inner,
-		limits: o.Limits,
-		repos:  repos,
+		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, func(m *Manifest) int64 { return int64(len(m.Raw)) + 512 }),
+		name:      o.Name,
+		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
+		reg:       reg,
+		auth:      auth,
+		inner:     inner,
+		limits:    o.Limits,
+		repos:     repos,
 	}, nil
 }
 

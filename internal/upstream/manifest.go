@@ -77,11 +77,14 @@ func (m *Manifest) Runnable() bool {
 // ParseManifest derives a Manifest from raw bytes. contentType is the
 // upstream's Content-Type, used only where the bytes do not say their type.
 func ParseManifest(raw []byte, contentType, algorithm string) (*Manifest, error) {
-	h, err := hasher(algorithm)
+	digest, err := digestOf(raw, algorithm)
 	if err != nil {
 		return nil, err
 	}
-	h.Write(raw)
+	return parseManifest(raw, contentType, digest)
+}
+
+func parseManifest(raw []byte, contentType, digest string) (*Manifest, error) {
 	var body struct {
 		SchemaVersion int          `json:"schemaVersion"`
 		MediaType     string       `json:"mediaType"`
@@ -113,7 +116,7 @@ func ParseManifest(raw []byte, contentType, algorithm string) (*Manifest, error)
 	}
 	m := &Manifest{
 		Raw:          raw,
-		Digest:       algorithm + ":" + hex.EncodeToString(h.Sum(nil)),
+		Digest:       digest,
 		MediaType:    mt,
 		ArtifactType: body.ArtifactType,
 		Config:       body.Config,
@@ -127,14 +130,19 @@ func ParseManifest(raw []byte, contentType, algorithm string) (*Manifest, error)
 	return m, nil
 }
 
-func hasher(algorithm string) (hash.Hash, error) {
+// digestOf is "<algorithm>:<hex>" of raw.
+func digestOf(raw []byte, algorithm string) (string, error) {
+	var h hash.Hash
 	switch algorithm {
 	case "sha256":
-		return sha256.New(), nil
+		h = sha256.New()
 	case "sha512":
-		return sha512.New(), nil
+		h = sha512.New()
+	default:
+		return "", fmt.Errorf("%w: unsupported digest algorithm %q", ErrInvalidManifest, algorithm)
 	}
-	return nil, fmt.Errorf("unsupported digest algorithm %q", algorithm)
+	h.Write(raw)
+	return algorithm + ":" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Manifest fetches the manifest at repo:ref (a tag or a digest) once, reading
@@ -165,14 +173,29 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*Manifest, err
 	if int64(len(raw)) > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: over the %d-byte limit", ErrManifestTooLarge, limit)}
 	}
-	m, err := ParseManifest(raw, resp.Header.Get("Content-Type"), algorithm)
+	digest, err := digestOf(raw, algorithm)
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
 	}
-	if wantDigest != "" && m.Digest != wantDigest {
-		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: got %s", ErrDigestMismatch, m.Digest)}
+	if wantDigest != "" && digest != wantDigest {
+		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: got %s", ErrDigestMismatch, digest)}
 	}
+	// The same digest is the same bytes: parsed once.
+	if m, ok := c.Cached(repo, digest); ok {
+		return m, nil
+	}
+	m, err := parseManifest(raw, resp.Header.Get("Content-Type"), digest)
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
+	}
+	c.manifests.Add(repo+"@"+digest, m)
 	return m, nil
+}
+
+// Cached returns the manifest with digest in repo if it was fetched recently:
+// bytes that hash to digest, as fetched from this upstream.
+func (c *Client) Cached(repo, digest string) (*Manifest, bool) {
+	return c.manifests.Get(repo + "@" + digest)
 }
 
 // Head asks the upstream which digest repo:ref points at, without reading

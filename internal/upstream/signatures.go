@@ -57,29 +57,35 @@ func (c *Client) Signatures(ctx context.Context, repo, digest string) (*Evidence
 	var (
 		mu        sync.Mutex
 		manifests []sourced
+		problems  []string
 	)
-	add := func(s ...sourced) {
+	add := func(s []sourced, p []string) {
 		mu.Lock()
 		manifests = append(manifests, s...)
+		problems = append(problems, p...)
 		mu.Unlock()
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		m, err := c.optionalManifest(gctx, repo, tag+".sig")
 		if m != nil {
-			add(sourced{"tag " + tag + ".sig", m})
+			add([]sourced{{"tag " + tag + ".sig", m}}, nil)
 		}
 		return err
 	})
 	g.Go(func() error {
-		refs, err := c.referrers(gctx, repo, digest, tag)
-		add(refs...)
+		refs, problems, err := c.referrers(gctx, repo, digest, tag)
+		add(refs, problems)
 		return err
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return c.signatureLayers(ctx, repo, manifests)
+	ev, err := c.signatureLayers(ctx, repo, manifests)
+	if ev != nil {
+		ev.Problems = append(problems, ev.Problems...)
+	}
+	return ev, err
 }
 
 type sourced struct {
@@ -97,12 +103,13 @@ func (c *Client) optionalManifest(ctx context.Context, repo, ref string) (*Manif
 }
 
 // referrers returns the signature manifests that refer to digest.
-func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string) ([]sourced, error) {
+func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string) ([]sourced, []string, error) {
 	index, err := c.referrersIndex(ctx, repo, digest, fallbackTag)
 	if index == nil || err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []sourced
+	followed := 0
 	for _, d := range index.Manifests {
 		switch d.ArtifactType {
 		case SignatureArtifactType, "", emptyJSON:
@@ -111,18 +118,19 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 		default:
 			continue // attestations, SBOMs, bundles: not signatures
 		}
-		if len(out) == c.limits.MaxSignatures {
-			break
+		if followed == c.limits.MaxSignatures {
+			return out, []string{fmt.Sprintf("more than %d signature referrers: the rest were not read", c.limits.MaxSignatures)}, nil
 		}
+		followed++
 		m, err := c.optionalManifest(ctx, repo, d.Digest)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if m != nil && m.Subject != nil && m.Subject.Digest == digest {
 			out = append(out, sourced{"referrer " + d.Digest, m})
 		}
 	}
-	return out, nil
+	return out, nil, nil
 }
 
 // referrersIndex asks the referrers API, and the fallback tag where the
@@ -166,15 +174,17 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 // within the configured limits.
 func (c *Client) signatureLayers(ctx context.Context, repo string, manifests []sourced) (*Evidence, error) {
 	ev := &Evidence{}
+	read := 0 // layers looked at, usable or not: hostile artifacts cost bounded work
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
 			if l.MediaType != SimpleSigningMediaType {
 				continue
 			}
-			if len(ev.Signatures) == c.limits.MaxSignatures {
+			if read == c.limits.MaxSignatures {
 				ev.Problems = append(ev.Problems, fmt.Sprintf("more than %d signatures stored: the rest were not read", c.limits.MaxSignatures))
 				return ev, nil
 			}
+			read++
 			sig, err := base64.StdEncoding.DecodeString(l.Annotations[SignatureAnnotation])
 			if err != nil || len(sig) == 0 {
 				ev.Problems = append(ev.Problems, fmt.Sprintf("%s: layer %s has no valid %s annotation", s.source, l.Digest, SignatureAnnotation))
