@@ -12,7 +12,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/authz-proxy /usr/local/bin/authz-proxy
 USER nonroot:nonroot
-# The config must listen on 0.0.0.0:5000 (the default is 127.0.0.1:5000).
-EXPOSE 5000
+# The config must listen on 0.0.0.0:5000 (the default is 127.0.0.1:5000);
+# metrics.addr 0.0.0.0:9090 serves /metrics, /healthz and /readyz.
+EXPOSE 5000 9090
 ENTRYPOINT ["/usr/local/bin/authz-proxy"]
 CMD ["serve", "--config", "/etc/authz-proxy/config.yaml"]

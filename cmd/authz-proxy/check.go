@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 )
 
@@ -31,6 +33,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flags("check", stderr)
 	path := fs.String("config", "", "configuration file")
 	output := fs.String("output", "text", "text or json")
+	env := fs.String("environment", "", "judge as a client of this environment (default: of none)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,10 +47,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if *env != "" && !slices.ContainsFunc(l.cfg.Environments, func(e config.Environment) bool { return e.Name == *env }) {
+		return usageErr("check: --environment %q: %s defines no such environment", *env, l.cfg.File)
+	}
 	var results []checkResult
 	denied, failed := false, false
 	for _, arg := range fs.Args() {
-		r := l.check(ctx, arg)
+		r := l.check(ctx, arg, *env)
 		switch r.Decision {
 		case audit.Deny:
 			denied = true
@@ -79,8 +85,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// check judges one IMAGE argument by reading its upstream directly.
-func (l *loaded) check(ctx context.Context, arg string) checkResult {
+// check judges one IMAGE argument, for a client of environment env, by
+// reading its upstream directly.
+func (l *loaded) check(ctx context.Context, arg, env string) checkResult {
 	up, repo, ref, err := l.parseImage(arg)
 	r := checkResult{Image: up + "/" + repo, Reference: ref, Reasons: []string{}, VerifiedBy: []audit.Verification{}}
 	if err != nil {
@@ -96,7 +103,7 @@ func (l *loaded) check(ctx context.Context, arg string) checkResult {
 		return r
 	}
 	r.Digest, r.MediaType = m.Digest, m.MediaType
-	subj := policy.Subject{Upstream: up, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex()}
+	subj := policy.Subject{Upstream: up, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: env}
 	if !strings.Contains(ref, ":") {
 		subj.Tag = ref
 	}

@@ -36,7 +36,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- serve(sctx, l, ln, decisions, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- serve(sctx, lab.ConfigPath, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
 
 	fmt.Fprintf(stdout, "Upstream registry (in process): %s, with sample images under lab/\n", lab.Upstream)
 	fmt.Fprintf(stdout, "Proxy: http://%s, policy: %s\n\n", addr, lab.ConfigPath)

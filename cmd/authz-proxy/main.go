@@ -20,12 +20,18 @@ var version = ""
 const usage = `authz-proxy: an OCI pull-through proxy that enforces signature policy
 
 Usage:
-  authz-proxy serve    --config FILE        run the proxy
+  authz-proxy serve    --config FILE [--watch 5s]
+                                            run the proxy; reload on SIGHUP and when
+                                            the configuration or a file it names changes
   authz-proxy demo     [--keep]             self-contained tour, no network needed
-  authz-proxy check    --config FILE [--output text|json] IMAGE...
+  authz-proxy check    --config FILE [--output text|json] [--environment NAME] IMAGE...
                                             judge images without serving;
                                             exit 0 all allowed, 1 any denied, 2 error
   authz-proxy validate --config FILE        load and check a configuration
+  authz-proxy replay   --config FILE --log DECISIONS.jsonl [--output text|json] [--all]
+                                            judge the digests of past pulls under the
+                                            configuration, show the decisions that change;
+                                            exit 0 none, 1 some change, 2 error
   authz-proxy version
 `
 
@@ -79,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkCmd(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return validateCmd(args[1:], stdout, stderr)
+	case "replay":
+		return replayCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "authz-proxy", versionString())
 		return nil

@@ -5,16 +5,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 )
 
@@ -22,73 +26,156 @@ import (
 // SIGTERM.
 const shutdownGrace = 15 * time.Second
 
+// defaultWatch is how often serve looks for a changed configuration.
+const defaultWatch = 5 * time.Second
+
+// serveFlags are serve's flags: the configuration file and how often to
+// look for changes.
+func serveFlags(stderr io.Writer) (fs *flag.FlagSet, path *string, watch *time.Duration) {
+	fs = flags("serve", stderr)
+	path = fs.String("config", "", "configuration file")
+	watch = fs.Duration("watch", defaultWatch, "how often to look for a changed configuration or named file and reload it (0: on SIGHUP only)")
+	return fs, path, watch
+}
+
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flags("serve", stderr)
-	path := fs.String("config", "", "configuration file")
+	fs, path, watch := serveFlags(stderr)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *watch < 0 {
+		return usageErr("serve: --watch %s: want a positive duration, or 0", *watch)
 	}
 	l, err := load(*path)
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, nil))
-	ln, err := net.Listen("tcp", l.cfg.Listen.Addr)
-	if err != nil {
-		return err
+	env := serveEnv{watch: *watch, stdout: stdout, logger: slog.New(slog.NewJSONHandler(stderr, nil))}
+	if env.ln, err = net.Listen("tcp", l.cfg.Listen.Addr); err != nil {
+		return l.cfg.Errorf([]any{"listen", "addr"}, "%v", err)
 	}
-	return serve(ctx, l, ln, stdout, logger)
+	if m := l.cfg.Metrics; m != nil {
+		if env.metricsLn, err = net.Listen("tcp", m.Addr); err != nil {
+			env.ln.Close()
+			return l.cfg.Errorf([]any{"metrics", "addr"}, "%v", err)
+		}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	env.reload = hup
+	return serve(ctx, *path, l, env)
 }
 
-// serve runs the proxy on ln until ctx ends, then drains.
-func serve(ctx context.Context, l *loaded, ln net.Listener, stdout io.Writer, logger *slog.Logger) error {
-	auditLog, err := audit.New(stdout, l.cfg.Path(l.cfg.Audit.File))
+// serveEnv is what serve runs with besides its configuration.
+type serveEnv struct {
+	// ln is the proxy's listener; metricsLn, if not nil, serves /metrics,
+	// /healthz and /readyz.
+	ln, metricsLn net.Listener
+	// reload receives SIGHUP: reopen the audit file, reload the
+	// configuration.
+	reload <-chan os.Signal
+	// watch is how often to look for a changed configuration; 0: never.
+	watch  time.Duration
+	stdout io.Writer // the decision log
+	logger *slog.Logger
+}
+
+// serve runs the proxy configured by l (loaded from path) until ctx ends,
+// reloading on env.reload and on a change of the files it was loaded from,
+// then drains in-flight requests for at most shutdownGrace.
+func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
+	logger := env.logger
+	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File))
 	if err != nil {
 		return l.cfg.Errorf([]any{"audit", "file"}, "%v", err)
 	}
-	defer auditLog.Close()
-	c := l.cfg
-	handler, err := proxy.New(proxy.Options{
-		Policy:          l.policy,
-		Upstreams:       l.upstreams,
-		DefaultUpstream: c.DefaultUpstream,
-		MaxEntries:      c.Cache.MaxEntries,
-		AllowTTL:        c.Cache.AllowTTL,
-		DenyTTL:         c.Cache.DenyTTL,
-		VerifyTimeout:   c.Limits.VerifyTimeout,
-		Audit:           auditLog,
-		Logger:          logger,
-	})
+	defer func() {
+		if err := auditLog.Close(); err != nil {
+			logger.Error("closing the audit file", "err", err.Error())
+		}
+	}()
+	m := metrics.New()
+	handler, err := proxy.New(proxyOptions(l, auditLog, logger, m))
 	if err != nil {
 		return err
 	}
+	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, audit: auditLog, metrics: m, logger: logger}
+	r.tried = r.fingerprint
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	scheme, serveFn := "http", func() error { return srv.Serve(ln) }
-	if t := c.Listen.TLS; t != nil {
-		tc, err := tlsConfig(c, t)
+	scheme, serveFn := "http", func() error { return srv.Serve(env.ln) }
+	if l.cfg.Listen.TLS != nil {
+		tc, err := tlsConfig(l.cfg)
 		if err != nil {
 			return err
 		}
-		srv.TLSConfig = tc
-		scheme, serveFn = "https", func() error { return srv.ServeTLS(ln, "", "") }
+		r.tls.Store(tc)
+		// Each handshake takes the TLS settings in force: a reload renews
+		// the certificate and the client CAs without a restart.
+		srv.TLSConfig = &tls.Config{
+			MinVersion:         tls.VersionTLS12,
+			NextProtos:         tc.NextProtos,
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return r.tls.Load(), nil },
+		}
+		scheme, serveFn = "https", func() error { return srv.ServeTLS(env.ln, "", "") }
 	}
-	logger.Info("serving", "addr", scheme+"://"+ln.Addr().String(), "generation", c.Generation, "upstreams", len(l.upstreams), "rules", len(c.Policy.Rules))
+	var metricsSrv *http.Server
+	if env.metricsLn != nil {
+		metricsSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = metricsSrv.Serve(env.metricsLn) }()
+		logger.Info("metrics", "addr", "http://"+env.metricsLn.Addr().String()+"/metrics")
+	}
+	m.ConfigLoaded(l.cfg.Generation, false)
+	logWarnings(logger, l.cfg)
+	logger.Info("serving", "addr", scheme+"://"+env.ln.Addr().String(), "generation", l.cfg.Generation, "upstreams", len(l.upstreams), "rules", len(l.cfg.Policy.Rules), "watch", env.watch.String())
 	errc := make(chan error, 1)
 	go func() { errc <- serveFn() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	m.SetReady(true)
+
+	var tick <-chan time.Time
+	if env.watch > 0 {
+		t := time.NewTicker(env.watch)
+		defer t.Stop()
+		tick = t.C
 	}
+	for done := false; !done; {
+		select {
+		case err := <-errc:
+			m.SetReady(false)
+			if metricsSrv != nil {
+				_ = metricsSrv.Close()
+			}
+			return err
+		case <-env.reload:
+			if err := auditLog.Reopen(); err != nil {
+				logger.Error("reopening the audit file; decisions still go to the old one", "file", auditLog.Path(), "err", err.Error())
+			}
+			r.reload("SIGHUP")
+		case <-tick:
+			if fp := fingerprint(path); fp != r.tried && fp != r.fingerprint {
+				r.reload("file changed")
+			}
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	m.SetReady(false)
 	logger.Info("shutting down", "grace", shutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err = srv.Shutdown(sctx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
+	}
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
@@ -97,14 +184,38 @@ func serve(ctx context.Context, l *loaded, ln net.Listener, stdout io.Writer, lo
 	return nil
 }
 
+// proxyOptions are the proxy's options for configuration l.
+func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metrics) proxy.Options {
+	c := l.cfg
+	return proxy.Options{
+		Policy:          l.policy,
+		Upstreams:       l.upstreams,
+		DefaultUpstream: c.DefaultUpstream,
+		MaxEntries:      c.Cache.MaxEntries,
+		AllowTTL:        c.Cache.AllowTTL,
+		DenyTTL:         c.Cache.DenyTTL,
+		VerifyTimeout:   c.Limits.VerifyTimeout,
+		Audit:           a,
+		Logger:          logger,
+		Metrics:         m,
+	}
+}
+
+func logWarnings(logger *slog.Logger, c *config.Config) {
+	for _, w := range c.Warnings {
+		logger.Warn("configuration", "warning", w)
+	}
+}
+
 // tlsConfig builds the listener's TLS; with a client CA it requires and
 // verifies client certificates (mTLS).
-func tlsConfig(c *config.Config, t *config.TLS) (*tls.Config, error) {
+func tlsConfig(c *config.Config) (*tls.Config, error) {
+	t := c.Listen.TLS
 	cert, err := tls.LoadX509KeyPair(c.Path(t.CertFile), c.Path(t.KeyFile))
 	if err != nil {
 		return nil, c.Errorf([]any{"listen", "tls"}, "%v", err)
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	if t.ClientCAFile != "" {
 		pem, err := os.ReadFile(c.Path(t.ClientCAFile))
 		if err != nil {

@@ -32,6 +32,23 @@ type pki struct {
 	clientCA           string
 	client             tls.Certificate
 	untrustedClient    tls.Certificate
+	ca                 *x509.Certificate
+	caKey              *ecdsa.PrivateKey
+}
+
+// issue makes a client certificate signed by the CA, with the common name
+// and DNS subject alternative names given.
+func (p pki) issue(t *testing.T, cn string, dnsNames ...string) tls.Certificate {
+	t.Helper()
+	now := time.Now()
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	_, _, certPEM, keyPEM := newCert(t, &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dnsNames,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, p.ca, p.caKey)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
 
 func newCert(t *testing.T, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, []byte, []byte) {
@@ -62,7 +79,7 @@ func newPKI(t *testing.T, dir string) pki {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, caKey)
 	_, _, rogPEM, rogKey := newCert(t, &x509.Certificate{SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "intruder"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, nil, nil)
-	p := pki{pool: x509.NewCertPool(), serverCert: filepath.Join(dir, "server.crt"), server: filepath.Join(dir, "server.key"), clientCA: filepath.Join(dir, "ca.crt")}
+	p := pki{ca: ca, caKey: caKey, pool: x509.NewCertPool(), serverCert: filepath.Join(dir, "server.crt"), server: filepath.Join(dir, "server.key"), clientCA: filepath.Join(dir, "ca.crt")}
 	p.pool.AddCert(ca)
 	for path, b := range map[string][]byte{p.serverCert: srvPEM, p.server: srvKey, p.clientCA: caPEM} {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -109,7 +126,9 @@ policy:
 	ctx, stop := context.WithCancel(context.Background())
 	decisions := &heldWriter{}
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, l, ln, decisions, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- serve(ctx, cfg, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
 
 	get := func(cert *tls.Certificate) (*http.Response, error) {
 		tc := &tls.Config{RootCAs: p.pool}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
@@ -19,10 +20,18 @@ type loaded struct {
 	policy    *policy.Policy
 	upstreams []*upstream.Client
 	byName    map[string]*upstream.Client
+	// options are what each of upstreams was built from.
+	options []upstream.Options
 }
 
 // load reads, validates and compiles the configuration at path.
 func load(path string) (*loaded, error) {
+	return loadReusing(path, nil)
+}
+
+// loadReusing is load for a reload: an upstream whose options are the same
+// as in prev keeps prev's client, with its connections and tokens.
+func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if path == "" {
 		return nil, usageErr("--config FILE is required")
 	}
@@ -56,14 +65,30 @@ func load(path string) (*loaded, error) {
 				o.Password = os.Getenv(a.PasswordEnv)
 			}
 		}
-		c, err := upstream.New(o)
-		if err != nil {
-			return nil, cfg.Errorf([]any{"upstreams", i}, "%v", err)
+		c := prev.client(o)
+		if c == nil {
+			if c, err = upstream.New(o); err != nil {
+				return nil, cfg.Errorf([]any{"upstreams", i}, "%v", err)
+			}
 		}
 		l.upstreams = append(l.upstreams, c)
+		l.options = append(l.options, o)
 		l.byName[u.Name] = c
 	}
 	return l, nil
+}
+
+// client returns l's client built from options equal to o, or nil.
+func (l *loaded) client(o upstream.Options) *upstream.Client {
+	if l == nil {
+		return nil
+	}
+	for i, prev := range l.options {
+		if reflect.DeepEqual(prev, o) {
+			return l.upstreams[i]
+		}
+	}
+	return nil
 }
 
 // flags returns a FlagSet that reports errors as usage errors, not exits.
@@ -97,8 +122,12 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c := l.cfg
-	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d attestor(s), %d rule(s), %d allowlist entr%s\n",
-		c.File, c.Generation, len(c.Upstreams), len(c.Attestors), len(c.Policy.Rules), len(c.Policy.Allowlist), plural(len(c.Policy.Allowlist), "y", "ies"))
+	for _, w := range c.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d environment(s), %d attestor(s), %d rule(s), %d allowlist entr%s, %d breakglass entr%s\n",
+		c.File, c.Generation, len(c.Upstreams), len(c.Environments), len(c.Attestors), len(c.Policy.Rules),
+		len(c.Policy.Allowlist), plural(len(c.Policy.Allowlist), "y", "ies"), len(c.Policy.Breakglass), plural(len(c.Policy.Breakglass), "y", "ies"))
 	return nil
 }
 

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 )
@@ -51,5 +55,122 @@ func TestConcurrentDecisionsAreWholeJSONLinesInTheFile(t *testing.T) {
 	}
 	if n != 200 {
 		t.Errorf("%d lines, want 200", n)
+	}
+}
+
+// wholeLines returns the records in the file at path, failing on any line
+// that is not one complete JSON object.
+func wholeLines(t *testing.T, path string) []audit.Record {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var recs []audit.Record
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		r, err := audit.Parse(sc.Bytes())
+		if err != nil {
+			t.Fatalf("%s: a line is not a whole decision record (%v): %q", path, err, sc.Text())
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func TestReopenAfterLogrotateLosesAndSplitsNoRecord(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "decisions.jsonl")
+	l, err := audit.New(nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 40
+	var before, all sync.WaitGroup
+	rotating, reopened := make(chan struct{}), make(chan struct{})
+	write := func(n int) {
+		for range n {
+			l.Write(context.Background(), audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Reference: "v1"})
+		}
+	}
+	for range writers {
+		before.Add(1)
+		all.Add(1)
+		go func() {
+			defer all.Done()
+			write(each) // surely into the old file
+			before.Done()
+			<-rotating
+			write(each) // while the file is renamed and reopened
+			<-reopened
+			write(each) // surely into the new file
+		}()
+	}
+	before.Wait()
+	close(rotating)
+	if err := os.Rename(path, path+".1"); err != nil { // what logrotate does
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	close(reopened)
+	all.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, cur := wholeLines(t, path+".1"), wholeLines(t, path)
+	if len(old)+len(cur) != 3*writers*each {
+		t.Errorf("%d records in the rotated file and %d in the new one, want %d in all", len(old), len(cur), 3*writers*each)
+	}
+	if len(old) < writers*each || len(cur) < writers*each {
+		t.Errorf("rotated file has %d records, new file %d; want at least %d in each", len(old), len(cur), writers*each)
+	}
+}
+
+func TestRecordsAfterCloseGoToStdoutOnly(t *testing.T) {
+	var stdout strings.Builder
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, err := audit.New(&stdout, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write(context.Background(), audit.Record{Decision: audit.Allow, Image: "lab/app"})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.Write(context.Background(), audit.Record{Decision: audit.Deny, Image: "lab/late"})
+	if n := len(wholeLines(t, path)); n != 1 {
+		t.Errorf("the file has %d records, want the 1 written before Close", n)
+	}
+	if !strings.Contains(stdout.String(), "lab/late") {
+		t.Error("a record written after Close is missing from stdout")
+	}
+}
+
+func TestParseReadsBackWhatWriteWrote(t *testing.T) {
+	var buf strings.Builder
+	l, _ := audit.New(&buf, "")
+	want := audit.Record{
+		Decision: audit.Breakglass, Image: "lab/app", Reference: "v1", Digest: "sha256:abc", MediaType: "application/vnd.oci.image.manifest.v1+json",
+		Upstream: "lab", Rule: "breakglass", Enforcement: "enforce", Reasons: []string{"INC-1"},
+		VerifiedBy: []audit.Verification{{Attestor: "ci", KeyID: "sha256:k", Source: "tag"}}, Cached: true,
+		Client: audit.Client{Addr: "10.1.2.3:4567", Identity: "prod-cluster", Environment: "prod"}, Duration: 1500 * time.Microsecond,
+	}
+	l.Write(context.Background(), want)
+	got, err := audit.Parse([]byte(buf.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Time.IsZero() {
+		t.Error("time not read")
+	}
+	got.Time = time.Time{}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("read back\n%+v\nwant\n%+v", got, want)
+	}
+	if _, err := audit.Parse([]byte(`{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"serving"}`)); !errors.Is(err, audit.ErrNotDecision) {
+		t.Errorf("an operational line parsed as %v", err)
 	}
 }

@@ -6,6 +6,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -13,16 +14,18 @@ import (
 )
 
 // Key identifies one verdict. Generation is the policy's, so a new policy
-// never meets an old verdict.
+// never meets an old verdict; Environment is the client's, since rules may
+// apply to some environments only.
 type Key struct {
-	Generation string
-	Upstream   string
-	Repository string
-	Digest     string
+	Generation  string
+	Environment string
+	Upstream    string
+	Repository  string
+	Digest      string
 }
 
 func (k Key) String() string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%s", k.Generation, k.Upstream, k.Repository, k.Digest)
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", k.Generation, k.Environment, k.Upstream, k.Repository, k.Digest)
 }
 
 type entry[V any] struct {
@@ -32,9 +35,10 @@ type entry[V any] struct {
 
 // Cache is a verdict cache; safe for concurrent use.
 type Cache[V any] struct {
-	lru    *lru.Cache[Key, entry[V]]
-	flight singleflight.Group
-	now    func() time.Time
+	lru       *lru.Cache[Key, entry[V]]
+	flight    singleflight.Group
+	now       func() time.Time
+	evictions atomic.Uint64
 }
 
 // New returns a cache of at most maxEntries verdicts.
@@ -63,11 +67,22 @@ func (c *Cache[V]) Get(k Key) (V, bool) {
 
 // Add stores v under k for ttl.
 func (c *Cache[V]) Add(k Key, v V, ttl time.Duration) {
-	c.lru.Add(k, entry[V]{value: v, expires: c.now().Add(ttl)})
+	if c.lru.Add(k, entry[V]{value: v, expires: c.now().Add(ttl)}) {
+		c.evictions.Add(1)
+	}
 }
 
 // Len is the number of entries, expired ones included until they are seen.
 func (c *Cache[V]) Len() int { return c.lru.Len() }
+
+// Resize changes the most entries kept, evicting the least recently used
+// ones beyond it.
+func (c *Cache[V]) Resize(maxEntries int) {
+	c.evictions.Add(uint64(c.lru.Resize(maxEntries)))
+}
+
+// Evictions counts the entries evicted to make room since New.
+func (c *Cache[V]) Evictions() uint64 { return c.evictions.Load() }
 
 // Compute produces a value and how long it may be cached.
 type Compute[V any] func(ctx context.Context) (V, time.Duration, error)

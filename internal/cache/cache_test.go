@@ -131,6 +131,34 @@ func TestCallerThatGivesUpDoesNotCancelTheComputation(t *testing.T) {
 	t.Fatal("the computation was cancelled with its first caller")
 }
 
+func TestEnvironmentSeparatesVerdicts(t *testing.T) {
+	c, _ := cache.New[string](10)
+	c.Add(key("d"), "deny", time.Hour)
+	k := key("d")
+	k.Environment = "dev"
+	if _, ok := c.Get(k); ok {
+		t.Error("a verdict for clients of no environment was returned for clients of dev")
+	}
+}
+
+func TestEvictionsAreCountedOnAddAndResize(t *testing.T) {
+	c, _ := cache.New[int](3)
+	for i, d := range []string{"a", "b", "c", "d"} {
+		c.Add(key(d), i, time.Hour)
+	}
+	c.Add(key("d"), 9, time.Hour) // replacing an entry evicts nothing
+	if got := c.Evictions(); got != 1 {
+		t.Fatalf("after 4 adds into 3 places: %d evictions, want 1", got)
+	}
+	c.Resize(1)
+	if got, n := c.Evictions(), c.Len(); got != 3 || n != 1 {
+		t.Errorf("after shrinking to 1: %d evictions and %d entries, want 3 and 1", got, n)
+	}
+	if v, ok := c.Get(key("d")); !ok || v != 9 {
+		t.Error("shrinking evicted the most recently used entry")
+	}
+}
+
 func TestBoundedEvictsByTotalSize(t *testing.T) {
 	b := cache.NewBounded[string, []byte](10, func(v []byte) int64 { return int64(len(v)) })
 	b.Add("a", make([]byte, 4))

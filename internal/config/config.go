@@ -42,6 +42,10 @@ type Config struct {
 	// files it names. Verdicts cached under one generation are not used under
 	// another.
 	Generation string `yaml:"-"`
+	// Warnings are problems that do not stop the configuration from loading,
+	// each as "file:line: field: what": for example a breakglass entry that
+	// has expired and is ignored.
+	Warnings []string `yaml:"-"`
 
 	root *yaml.Node
 	dir  string
@@ -62,8 +66,10 @@ type TLS struct {
 	ClientCAFile string `yaml:"clientCAFile"`
 }
 
-// Metrics is the optional metrics listener.
+// Metrics is the optional metrics listener: /metrics (Prometheus),
+// /healthz and /readyz.
 type Metrics struct {
+	// Addr is host:port, e.g. 127.0.0.1:9090; required when metrics is set.
 	Addr string `yaml:"addr"`
 }
 
@@ -93,15 +99,22 @@ type Audit struct {
 	File string `yaml:"file"`
 }
 
-// Environment groups clients for per-environment rules.
+// Environment groups clients for per-environment rules. A client belongs to
+// the first environment, in the order listed, that one of whose selectors
+// matches it.
 type Environment struct {
 	Name    string      `yaml:"name"`
 	Clients []ClientSel `yaml:"clients"`
 }
 
-// ClientSel selects clients by certificate name or source address range.
+// ClientSel selects clients by certificate name or source address range;
+// exactly one of its fields is set.
 type ClientSel struct {
-	CN   string `yaml:"cn"`
+	// CN matches a verified mTLS client certificate whose subject common
+	// name, or one of whose DNS, URI or e-mail subject alternative names,
+	// equals it.
+	CN string `yaml:"cn"`
+	// CIDR matches the client's source address, e.g. 10.1.0.0/16.
 	CIDR string `yaml:"cidr"`
 }
 
@@ -186,11 +199,14 @@ type Policy struct {
 	Default Rule `yaml:"default"`
 }
 
-// Breakglass is a temporary, audited exception.
+// Breakglass is a temporary, audited exception: it allows the images its
+// pattern matches (a digest when it names one) until Expires, whatever the
+// rules say. All three fields are required.
 type Breakglass struct {
 	Image   string    `yaml:"image"`
 	Expires time.Time `yaml:"expires"`
-	Reason  string    `yaml:"reason"`
+	// Reason is written into every decision the entry makes.
+	Reason string `yaml:"reason"`
 }
 
 // Rule is one policy rule; the first rule whose images match decides.
@@ -223,6 +239,54 @@ type AttestationRequirement struct {
 	Attestors     []string `yaml:"attestors"`
 	Threshold     int      `yaml:"threshold"`
 	Condition     string   `yaml:"condition"`
+}
+
+// Files lists, resolved, every file the configuration reads: key, trusted
+// root, TLS and password files. A change to any of them is a change of
+// configuration.
+func (c *Config) Files() []string {
+	var files []string
+	add := func(name string) {
+		if name != "" {
+			files = append(files, c.Path(name))
+		}
+	}
+	if t := c.Listen.TLS; t != nil {
+		add(t.CertFile)
+		add(t.KeyFile)
+		add(t.ClientCAFile)
+	}
+	for _, u := range c.Upstreams {
+		if u.Auth != nil {
+			add(u.Auth.PasswordFile)
+		}
+	}
+	for _, a := range c.Attestors {
+		for _, k := range a.PublicKeys {
+			add(k.File)
+		}
+		if a.Keyless != nil {
+			add(a.Keyless.TrustedRootFile)
+		}
+	}
+	return files
+}
+
+// ReferencedFiles is Files for the configuration at path, read leniently: it
+// lists what a configuration names even when it would not load, so that a
+// watcher notices when a missing file appears. It returns nil when path
+// cannot be read or decoded at all.
+func ReferencedFiles(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	c := &Config{dir: filepath.Dir(path)}
+	var te *yaml.TypeError // fields of the wrong type: the rest is decoded
+	if err := yaml.Unmarshal(data, c); err != nil && !errors.As(err, &te) {
+		return nil
+	}
+	return c.Files()
 }
 
 // Load reads, decodes strictly, defaults and validates the file at path.
@@ -259,6 +323,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.Warnings = c.warnings(time.Now())
 	gen, err := c.generation(data)
 	if err != nil {
 		return nil, err

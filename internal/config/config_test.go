@@ -142,6 +142,39 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"url with a path", func(s string) string {
 			return strings.Replace(s, "https://registry-1.docker.io", "https://registry-1.docker.io/v2", 1)
 		}, "give only scheme and host"},
+		{"metrics without a port", func(s string) string {
+			return s + "metrics: {addr: localhost}\n"
+		}, "metrics.addr: want host:port"},
+		{"metrics on the proxy's own address", func(s string) string {
+			return s + "metrics: {addr: 127.0.0.1:5000}\n"
+		}, "metrics.addr: 127.0.0.1:5000 is listen.addr too"},
+		{"environment selector with both cn and cidr", func(s string) string {
+			return s + "environments: [{name: prod, clients: [{cn: a, cidr: 10.0.0.0/8}]}]\n"
+		}, "environments[0].clients[0]: set exactly one of cn and cidr"},
+		{"environment with a bad address range", func(s string) string {
+			return s + "environments: [{name: prod, clients: [{cidr: 10.0.0.0/33}]}]\n"
+		}, `environments[0].clients[0].cidr: "10.0.0.0/33": want an address range`},
+		{"certificate selector without client certificates", func(s string) string {
+			return s + "environments: [{name: prod, clients: [{cn: prod-cluster}]}]\n"
+		}, `environments[0].clients[0].cn: "prod-cluster" selects clients by their certificate, but listen.tls.clientCAFile is not set`},
+		{"environment named twice", func(s string) string {
+			return s + "environments: [{name: prod, clients: [{cidr: 10.0.0.0/8}]}, {name: prod, clients: [{cidr: 10.1.0.0/16}]}]\n"
+		}, `environments[1].name: "prod" is used twice`},
+		{"rule for an undefined environment", func(s string) string {
+			return strings.Replace(s, `      images: ["lab/acme/**"]`, `      images: ["lab/acme/**"]`+"\n      environments: [prod]", 1)
+		}, `config.yaml:25: policy.rules[0].environments[0]: unknown environment "prod"`},
+		{"default rule with environments", func(s string) string {
+			return s + "  default: {action: deny, environments: [prod]}\nenvironments: [{name: prod, clients: [{cidr: 10.0.0.0/8}]}]\n"
+		}, "policy.default.environments: the default rule applies to every client"},
+		{"breakglass without expiry", func(s string) string {
+			return strings.Replace(s, "policy:\n", "policy:\n  breakglass: [{image: lab/acme/app, reason: INC-1}]\n", 1)
+		}, "policy.breakglass[0]: expires is required"},
+		{"breakglass without reason", func(s string) string {
+			return strings.Replace(s, "policy:\n", "policy:\n  breakglass: [{image: lab/acme/app, expires: 2030-01-01T00:00:00Z}]\n", 1)
+		}, "policy.breakglass[0]: reason is required"},
+		{"breakglass with a bad image", func(s string) string {
+			return strings.Replace(s, "policy:\n", "policy:\n  breakglass: [{image: app@sha256:1, expires: 2030-01-01T00:00:00Z, reason: INC-1}]\n", 1)
+		}, "policy.breakglass[0].image: pattern"},
 		{"not yaml", func(string) string { return "listen: [" }, "config.yaml:1: did not find expected node content"},
 		{"empty", func(string) string { return "" }, "config.yaml: the file is empty"},
 	}
@@ -157,5 +190,65 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 				t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestOperationsSectionsLoad(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	for _, f := range []string{"server.crt", "server.key", "clients.crt"} {
+		write(t, dir, f, "x")
+	}
+	text := strings.Replace(validYAML, "  addr: 127.0.0.1:5000\n", "  addr: 127.0.0.1:5000\n  tls: {certFile: server.crt, keyFile: server.key, clientCAFile: clients.crt}\n", 1) +
+		"metrics: {addr: 127.0.0.1:9090}\n" +
+		"environments:\n  - name: prod\n    clients: [{cn: prod-cluster}, {cidr: 10.1.0.0/16}]\n  - name: dev\n    clients: [{cidr: '2001:db8::/32'}]\n"
+	text = strings.Replace(text, `      images: ["lab/acme/**"]`, `      images: ["lab/acme/**"]`+"\n      environments: [prod, dev]", 1)
+	text = strings.Replace(text, "policy:\n", "policy:\n  breakglass:\n    - {image: \"lab/acme/app@sha256:"+strings.Repeat("a", 64)+"\", expires: \"2999-01-01T00:00:00Z\", reason: INC-1}\n", 1)
+	c, err := config.Load(write(t, dir, "config.yaml", text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Metrics.Addr != "127.0.0.1:9090" || len(c.Environments) != 2 || c.Policy.Rules[0].Environments[1] != "dev" {
+		t.Errorf("loaded %+v %+v %+v", c.Metrics, c.Environments, c.Policy.Rules[0])
+	}
+	if b := c.Policy.Breakglass[0]; b.Reason != "INC-1" || b.Expires.Year() != 2999 {
+		t.Errorf("breakglass %+v", b)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings for a sound configuration: %v", c.Warnings)
+	}
+	want := []string{"server.crt", "server.key", "clients.crt", "ci.pub"}
+	for _, files := range [][]string{c.Files(), config.ReferencedFiles(c.File)} {
+		if len(files) != len(want) {
+			t.Fatalf("files %v, want %v", files, want)
+		}
+		for i, f := range files {
+			if f != filepath.Join(dir, want[i]) {
+				t.Errorf("file %d is %s, want %s in %s", i, f, want[i], dir)
+			}
+		}
+	}
+}
+
+func TestExpiredBreakglassIsAWarningNotAnError(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	text := strings.Replace(validYAML, "policy:\n", "policy:\n  breakglass:\n    - image: lab/acme/app\n      expires: 2020-01-01T00:00:00Z\n      reason: INC-1\n", 1)
+	c, err := config.Load(write(t, dir, "config.yaml", text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "config.yaml:23: policy.breakglass[0].expires: 2020-01-01T00:00:00Z has passed: this entry is ignored"
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], want) {
+		t.Errorf("warnings %q, want one containing %q", c.Warnings, want)
+	}
+}
+
+func TestReferencedFilesListsWhatABrokenConfigurationNames(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "config.yaml", "attestors: [{name: ci, publicKeys: [{file: missing.pub}]}]\nbogus: true\n")
+	files := config.ReferencedFiles(path)
+	if len(files) != 1 || files[0] != filepath.Join(dir, "missing.pub") {
+		t.Errorf("ReferencedFiles = %v", files)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -34,13 +35,9 @@ func p(path ...any) []any { return path }
 func (c *Config) validate() error {
 	v := &validator{c: c}
 	v.listen()
-	if c.Metrics != nil {
-		v.notYet(p("metrics"), "metrics")
-	}
+	v.metrics()
 	v.upstreams()
-	if len(c.Environments) > 0 {
-		v.notYet(p("environments"), "environments")
-	}
+	environments := v.environments()
 	if c.Cache.MaxEntries < 0 {
 		v.errorf(p("cache", "maxEntries"), "must be positive")
 	}
@@ -59,8 +56,63 @@ func (c *Config) validate() error {
 		}
 	}
 	attestors := v.attestors()
-	v.policy(attestors)
+	v.policy(attestors, environments)
 	return errors.Join(v.errs...)
+}
+
+func (v *validator) metrics() {
+	m := v.c.Metrics
+	if m == nil {
+		return
+	}
+	if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+		v.errorf(p("metrics", "addr"), "want host:port, e.g. 127.0.0.1:9090: %v", err)
+	} else if m.Addr == v.c.Listen.Addr {
+		v.errorf(p("metrics", "addr"), "%s is listen.addr too: give metrics a port of its own", m.Addr)
+	}
+}
+
+// environments checks the environments and returns their names.
+func (v *validator) environments() map[string]bool {
+	names := map[string]bool{}
+	mTLS := v.c.Listen.TLS != nil && v.c.Listen.TLS.ClientCAFile != ""
+	for i, e := range v.c.Environments {
+		switch {
+		case e.Name == "":
+			v.errorf(p("environments", i), "name is required")
+		case names[e.Name]:
+			v.errorf(p("environments", i, "name"), "%q is used twice", e.Name)
+		}
+		names[e.Name] = true
+		if len(e.Clients) == 0 {
+			v.errorf(p("environments", i), "clients is required: give at least one cn or cidr")
+		}
+		for j, sel := range e.Clients {
+			path := p("environments", i, "clients", j)
+			switch {
+			case (sel.CN == "") == (sel.CIDR == ""):
+				v.errorf(path, "set exactly one of cn and cidr")
+			case sel.CN != "" && !mTLS:
+				v.errorf(append(path, "cn"), "%q selects clients by their certificate, but listen.tls.clientCAFile is not set, so no client certificate is asked for", sel.CN)
+			case sel.CIDR != "":
+				if _, err := netip.ParsePrefix(sel.CIDR); err != nil {
+					v.errorf(append(path, "cidr"), "%q: want an address range such as 10.1.0.0/16 (one address: 10.1.2.3/32)", sel.CIDR)
+				}
+			}
+		}
+	}
+	return names
+}
+
+// warnings lists what loads but deserves a look, as of now.
+func (c *Config) warnings(now time.Time) []string {
+	var w []string
+	for i, b := range c.Policy.Breakglass {
+		if !b.Expires.IsZero() && !now.Before(b.Expires) {
+			w = append(w, c.Errorf(p("policy", "breakglass", i, "expires"), "%s has passed: this entry is ignored (remove it)", b.Expires.Format(time.RFC3339)).Error())
+		}
+	}
+	return w
 }
 
 func (v *validator) listen() {
@@ -171,7 +223,7 @@ func (v *validator) attestors() map[string]bool {
 	return names
 }
 
-func (v *validator) policy(attestors map[string]bool) {
+func (v *validator) policy(attestors, environments map[string]bool) {
 	pol := v.c.Policy
 	v.enforcement(p("policy", "enforcement"), pol.Enforcement)
 	for i, a := range pol.Allowlist {
@@ -179,8 +231,19 @@ func (v *validator) policy(attestors map[string]bool) {
 			v.errorf(p("policy", "allowlist", i), "%v", err)
 		}
 	}
-	if len(pol.Breakglass) > 0 {
-		v.notYet(p("policy", "breakglass"), "breakglass")
+	for i, b := range pol.Breakglass {
+		path := p("policy", "breakglass", i)
+		if b.Image == "" {
+			v.errorf(path, "image is required: <upstream>/<repository>[@digest]")
+		} else if _, err := pattern.Parse(b.Image); err != nil {
+			v.errorf(append(path, "image"), "%v", err)
+		}
+		if b.Expires.IsZero() {
+			v.errorf(path, "expires is required, e.g. %s: an exception must end", time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339))
+		}
+		if b.Reason == "" {
+			v.errorf(path, "reason is required (an incident or ticket): it is written into every decision the entry makes")
+		}
 	}
 	names := map[string]bool{}
 	for i, r := range pol.Rules {
@@ -200,10 +263,18 @@ func (v *validator) policy(attestors map[string]bool) {
 				v.errorf(append(path, "images", j), "%v", err)
 			}
 		}
+		for j, env := range r.Environments {
+			if !environments[env] {
+				v.errorf(append(path, "environments", j), "unknown environment %q (define it under environments)", env)
+			}
+		}
 		v.rule(path, r, attestors)
 	}
 	if len(pol.Default.Images) > 0 {
 		v.errorf(p("policy", "default", "images"), "the default rule applies to every image no rule matched; it takes no images")
+	}
+	if len(pol.Default.Environments) > 0 {
+		v.errorf(p("policy", "default", "environments"), "the default rule applies to every client; it takes no environments")
 	}
 	v.rule(p("policy", "default"), pol.Default, attestors)
 }
@@ -215,9 +286,6 @@ func (v *validator) enforcement(path []any, e string) {
 }
 
 func (v *validator) rule(path []any, r Rule, attestors map[string]bool) {
-	if len(r.Environments) > 0 {
-		v.notYet(append(path, "environments"), "environments")
-	}
 	v.enforcement(append(path, "enforcement"), r.Enforcement)
 	switch r.Action {
 	case ActionAllow, ActionDeny:

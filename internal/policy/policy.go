@@ -1,16 +1,20 @@
 // Package policy compiles the configured policy once and judges one image
-// digest at a time: the allowlist, then the first matching rule (or the
-// default), then that rule's requirements against verified evidence. A
-// denial is a Verdict with reasons; an error means "could not decide".
+// digest at a time: the allowlist, then an unexpired breakglass entry, then
+// the first rule that matches the image and applies to the client's
+// environment (or the default), then that rule's requirements against
+// verified evidence. A denial is a Verdict with reasons; an error means
+// "could not decide".
 package policy
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
@@ -36,6 +40,19 @@ type Subject struct {
 	MediaType string
 	// IsIndex is true for image indexes and manifest lists.
 	IsIndex bool
+	// Environment is the asking client's environment (see
+	// Policy.Environment), "" for a client of none: it meets only rules
+	// without environments.
+	Environment string
+}
+
+// Client is what the policy knows of who asks.
+type Client struct {
+	// Names are the verified client certificate's subject common name and
+	// its DNS, URI and e-mail subject alternative names; none without mTLS.
+	Names []string
+	// Addr is the client's source address.
+	Addr netip.Addr
 }
 
 // Image is "<upstream>/<repository>".
@@ -45,17 +62,25 @@ func (s Subject) Image() string { return s.Upstream + "/" + s.Repository }
 type Verdict struct {
 	// Allowed is true when the policy is satisfied.
 	Allowed bool
-	// Rule names what decided: a rule's name, "allowlist" or "default".
+	// Rule names what decided: a rule's name, "allowlist", "breakglass" or
+	// "default".
 	Rule        string
 	Enforcement string
 	Reasons     []string
 	VerifiedBy  []audit.Verification
+	// Breakglass is true when a breakglass entry allowed the image.
+	Breakglass bool
+	// Expires, when not zero, is when the verdict stops holding (the end of
+	// a breakglass entry): it must not be used, cached or not, after then.
+	Expires time.Time
 }
 
-// Decision is the decision-log name of v: allow, deny, or dryrun-deny for a
-// denial under a dryrun rule (the image is let through).
+// Decision is the decision-log name of v: allow, breakglass, deny, or
+// dryrun-deny for a denial under a dryrun rule (the image is let through).
 func (v Verdict) Decision() string {
 	switch {
+	case v.Breakglass:
+		return audit.Breakglass
 	case v.Allowed:
 		return audit.Allow
 	case v.Enforcement == config.DryRun:
@@ -72,18 +97,33 @@ func (v Verdict) Serve() bool { return v.Allowed || v.Enforcement == config.DryR
 // Policy is a compiled policy. It is immutable and safe for concurrent use.
 type Policy struct {
 	// Generation is the configuration generation this policy came from.
-	Generation string
-	allowlist  []pattern.Pattern
-	rules      []*rule
-	fallback   *rule
+	Generation   string
+	allowlist    []pattern.Pattern
+	breakglass   []breakglass
+	environments []environment
+	rules        []*rule
+	fallback     *rule
+}
+
+type breakglass struct {
+	image   pattern.Pattern
+	expires time.Time
+	reason  string
+}
+
+type environment struct {
+	name  string
+	names map[string]bool // certificate names
+	nets  []netip.Prefix
 }
 
 type rule struct {
-	name        string
-	images      []pattern.Pattern
-	enforcement string
-	action      string
-	signatures  []signatureRequirement
+	name         string
+	images       []pattern.Pattern
+	environments []string // none: every client
+	enforcement  string
+	action       string
+	signatures   []signatureRequirement
 }
 
 type signatureRequirement struct {
@@ -132,8 +172,30 @@ func Compile(c *config.Config) (*Policy, error) {
 		}
 		p.allowlist = append(p.allowlist, pat)
 	}
+	for _, b := range c.Policy.Breakglass {
+		pat, err := pattern.Parse(b.Image)
+		if err != nil {
+			return nil, err // config validation has already reported it
+		}
+		p.breakglass = append(p.breakglass, breakglass{image: pat, expires: b.Expires, reason: b.Reason})
+	}
+	for _, e := range c.Environments {
+		env := environment{name: e.Name, names: map[string]bool{}}
+		for _, sel := range e.Clients {
+			if sel.CN != "" {
+				env.names[sel.CN] = true
+				continue
+			}
+			prefix, err := netip.ParsePrefix(sel.CIDR)
+			if err != nil {
+				return nil, err // config validation has already reported it
+			}
+			env.nets = append(env.nets, prefix.Masked())
+		}
+		p.environments = append(p.environments, env)
+	}
 	compileRule := func(r config.Rule) *rule {
-		cr := &rule{name: r.Name, action: r.Action, enforcement: r.Enforcement}
+		cr := &rule{name: r.Name, action: r.Action, enforcement: r.Enforcement, environments: r.Environments}
 		if cr.enforcement == "" {
 			cr.enforcement = c.Policy.Enforcement
 		}
@@ -166,6 +228,25 @@ func Compile(c *config.Config) (*Policy, error) {
 	return p, nil
 }
 
+// Environment returns the name of the first environment that c belongs to,
+// by a certificate name or by its address, or "" when it belongs to none.
+func (p *Policy) Environment(c Client) string {
+	addr := c.Addr.Unmap()
+	for _, e := range p.environments {
+		for _, n := range c.Names {
+			if e.names[n] {
+				return e.name
+			}
+		}
+		for _, n := range e.nets {
+			if addr.IsValid() && n.Contains(addr) {
+				return e.name
+			}
+		}
+	}
+	return ""
+}
+
 // Evaluate judges s. Signatures are read from src only when the deciding
 // rule requires them.
 func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, error) {
@@ -176,7 +257,14 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 				Reasons: []string{"allowlisted by " + a.String()}}, nil
 		}
 	}
-	r := p.match(img)
+	now := time.Now()
+	for _, b := range p.breakglass {
+		if now.Before(b.expires) && b.image.Match(img) {
+			return Verdict{Allowed: true, Breakglass: true, Expires: b.expires, Rule: "breakglass", Enforcement: config.Enforce,
+				Reasons: []string{fmt.Sprintf("breakglass %s until %s: %s", b.image, b.expires.UTC().Format(time.RFC3339), b.reason)}}, nil
+		}
+	}
+	r := p.match(img, s.Environment)
 	v := Verdict{Rule: r.name, Enforcement: r.enforcement}
 	switch r.action {
 	case config.ActionAllow:
@@ -210,8 +298,13 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 	return v, nil
 }
 
-func (p *Policy) match(img pattern.Image) *rule {
+// match returns the first rule that matches img and applies to clients of
+// env, or the default.
+func (p *Policy) match(img pattern.Image, env string) *rule {
 	for _, r := range p.rules {
+		if len(r.environments) > 0 && !slices.Contains(r.environments, env) {
+			continue
+		}
 		for _, pat := range r.images {
 			if pat.Match(img) {
 				return r

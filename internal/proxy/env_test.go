@@ -32,6 +32,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
@@ -50,6 +51,9 @@ type env struct {
 	dir       string
 	keys      map[string]signature.Signer
 	proxy     *httptest.Server
+	server    *proxy.Server
+	metrics   *metrics.Metrics
+	upstreams []*upstream.Client
 	decisions *syncBuffer
 	requests  sync.Map // path -> *atomic.Int64, upstream requests seen
 }
@@ -132,19 +136,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if ec.upstreamURL == "" {
 		ec.upstreamURL = e.upstream.URL
 	}
-	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", ec.upstreamURL, ec.upstreamURL) + ec.policy
-	cfgPath := filepath.Join(e.dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
 		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits})
@@ -157,16 +149,48 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.upstreams, e.metrics = ups, metrics.New()
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
-		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al,
+		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.server = h
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 	return e
+}
+
+// compile writes a configuration with the upstreams lab and other at
+// upstreamURL and the given policy, and compiles it.
+func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.Policy) {
+	e.t.Helper()
+	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) + policyText
+	cfgPath := filepath.Join(e.dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pol, err := policy.Compile(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cfg, pol
+}
+
+// reload puts policyText in force in the running proxy, with the same
+// upstreams and cache settings.
+func (e *env) reload(policyText string) {
+	e.t.Helper()
+	_, pol := e.compile(e.upstream.URL, policyText)
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", AllowTTL: time.Minute, DenyTTL: time.Minute}); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func newKey(t testing.TB, pubPath string) signature.Signer {
@@ -305,6 +329,7 @@ func expectError(t *testing.T, resp *http.Response, status int, code string) str
 
 // record is a decision-log line.
 type record struct {
+	Level      string               `json:"level"`
 	Decision   string               `json:"decision"`
 	Image      string               `json:"image"`
 	Reference  string               `json:"reference"`
@@ -313,6 +338,7 @@ type record struct {
 	Reasons    []string             `json:"reasons"`
 	VerifiedBy []audit.Verification `json:"verifiedBy"`
 	Cached     bool                 `json:"cached"`
+	Client     audit.Client         `json:"client"`
 }
 
 // lastDecision returns the newest decision-log record for digest.

@@ -31,15 +31,17 @@ var artifactTag = regexp.MustCompile(`^sha256-[a-f0-9]{64}(\.sig|\.att|\.sbom)?$
 // manifest serves GET and HEAD of /v2/<name>/manifests/<reference>: fetch
 // once, judge the digest of those bytes, serve those bytes or refuse.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	start := time.Now()
+	env := st.policy.Environment(policyClient(r))
 	rec := audit.Record{
 		Image:     rt.upstream + "/" + rt.repo,
 		Reference: rt.ref,
 		Upstream:  rt.upstream,
 		Client:    clientOf(r),
 	}
-	key := cache.Key{Generation: s.policy.Generation, Upstream: rt.upstream, Repository: rt.repo}
+	rec.Client.Environment = env
+	key := cache.Key{Generation: st.policy.Generation, Environment: env, Upstream: rt.upstream, Repository: rt.repo}
 	// The cached path: a digest whose verdict is cached is answered without
 	// the policy, and, when its verified bytes are still held, without the
 	// upstream. A HEAD by tag costs one upstream HEAD to learn the digest.
@@ -48,20 +50,24 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 		if v, ok := s.verdicts.Get(key); ok {
 			rec.Digest, rec.MediaType, rec.Cached = digest, v.mediaType, true
 			if !v.Serve() {
+				s.metrics.Cache(true)
 				return s.refuse(w, r, rec, v.Verdict, start)
 			}
 			if m, ok := up.Cached(rt.repo, digest); ok {
-				s.serveVerified(w, r, rec, key, m, v.Verdict, start)
+				s.metrics.Cache(true)
+				s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
 				return nil
 			}
 		}
 	}
+	fetched := time.Now()
 	m, err := up.Manifest(r.Context(), rt.repo, rt.ref)
+	s.upstreamDone(rt.upstream, "manifest", fetched, err)
 	if err != nil {
 		he := classify(err, errcode.ErrorCodeManifestUnknown)
 		if he.status != http.StatusNotFound {
 			rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-			s.audit.Write(r.Context(), rec)
+			s.record(r.Context(), rec)
 		}
 		return he
 	}
@@ -69,35 +75,36 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, up *upstream.C
 	if isArtifact(rt.ref, m) {
 		rec.Decision, rec.Rule, rec.Duration = audit.Allow, "(signature artifact)", time.Since(start)
 		rec.Reasons = []string{"signature artifact with no runnable layer: served without policy"}
-		s.audit.Write(r.Context(), rec)
+		s.record(r.Context(), rec)
 		send(w, r, m)
 		return nil
 	}
 	key.Digest = m.Digest
-	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex()}
+	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: env}
 	if !isDigest(rt.ref) {
 		subj.Tag = rt.ref
 	}
-	cv, cached, err := s.verdicts.Do(r.Context(), key, s.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
-		v, err := s.policy.Evaluate(ctx, up, subj)
-		ttl := s.denyTTL
-		if v.Allowed {
-			ttl = s.allowTTL
+	cv, cached, err := s.verdicts.Do(r.Context(), key, st.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
+		judged := time.Now()
+		v, err := st.policy.Evaluate(ctx, timedSource{up, s, rt.upstream}, subj)
+		if err == nil {
+			s.metrics.Verification(rt.upstream, time.Since(judged))
 		}
-		return verdict{v, m.MediaType}, ttl, err
+		return verdict{v, m.MediaType}, st.ttl(v), err
 	})
 	if err != nil {
 		he := classify(err, errcode.ErrorCodeManifestUnknown)
 		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-		s.audit.Write(r.Context(), rec)
+		s.record(r.Context(), rec)
 		return he
 	}
+	s.metrics.Cache(cached)
 	rec.Cached = cached
 	v := cv.Verdict
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
-	s.serveVerified(w, r, rec, key, m, v, start)
+	s.serveVerified(w, r, rec, st, key, m, v, start)
 	return nil
 }
 
@@ -111,7 +118,9 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 	if r.Method != http.MethodHead {
 		return ""
 	}
+	start := time.Now()
 	d, err := up.Head(r.Context(), rt.repo, rt.ref)
+	s.upstreamDone(rt.upstream, "head", start, err)
 	if err != nil || !digestRE.MatchString(d) {
 		return "" // the GET path reports the error properly
 	}
@@ -120,28 +129,66 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 
 // serveVerified sends manifest bytes that the verdict v lets through, after
 // passing the verdict on to an index's children, and logs the decision.
-func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) {
+func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, st *state, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) {
 	if v.Allowed && m.IsIndex() {
-		s.inherit(key, m, v)
+		s.inherit(st, key, m, v)
 	}
 	fill(&rec, v, start)
-	s.audit.Write(r.Context(), rec)
+	s.record(r.Context(), rec)
 	send(w, r, m)
+}
+
+// ttl is how long v may be cached: allowTTL or denyTTL, and never past the
+// verdict's own end (a breakglass entry's expiry).
+func (st *state) ttl(v policy.Verdict) time.Duration {
+	ttl := st.denyTTL
+	if v.Allowed {
+		ttl = st.allowTTL
+	}
+	if !v.Expires.IsZero() {
+		ttl = min(ttl, time.Until(v.Expires))
+	}
+	return ttl
+}
+
+// timedSource measures the signature look-ups of one upstream.
+type timedSource struct {
+	up   *upstream.Client
+	s    *Server
+	name string
+}
+
+func (t timedSource) Signatures(ctx context.Context, repo, digest string) (*upstream.Evidence, error) {
+	start := time.Now()
+	ev, err := t.up.Signatures(ctx, repo, digest)
+	t.s.upstreamDone(t.name, "signatures", start, err)
+	return ev, err
+}
+
+// record writes rec to the decision log and counts it.
+func (s *Server) record(ctx context.Context, rec audit.Record) {
+	s.audit.Write(ctx, rec)
+	s.metrics.Decision(rec.Upstream, rec.Client.Environment, rec.Rule, rec.Decision)
 }
 
 // inherit lets the children of an allowed index pass: a runtime fetches
 // them by digest right after the index.
-func (s *Server) inherit(key cache.Key, index *upstream.Manifest, v policy.Verdict) {
+func (s *Server) inherit(st *state, key cache.Key, index *upstream.Manifest, v policy.Verdict) {
 	child := policy.Verdict{
 		Allowed:     true,
 		Rule:        v.Rule,
 		Enforcement: v.Enforcement,
 		Reasons:     []string{fmt.Sprintf("listed in allowed index %s", index.Digest)},
 		VerifiedBy:  v.VerifiedBy,
+		Breakglass:  v.Breakglass,
+		Expires:     v.Expires,
+	}
+	if v.Breakglass {
+		child.Reasons = append(child.Reasons, v.Reasons...)
 	}
 	for _, d := range index.Manifests {
 		key.Digest = d.Digest
-		s.verdicts.Add(key, verdict{child, d.MediaType}, s.allowTTL)
+		s.verdicts.Add(key, verdict{child, d.MediaType}, st.ttl(child))
 	}
 }
 
@@ -163,7 +210,7 @@ func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
 // refuse answers 403 DENIED with the reasons, and logs the denial.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, v policy.Verdict, start time.Time) error {
 	fill(&rec, v, start)
-	s.audit.Write(r.Context(), rec)
+	s.record(r.Context(), rec)
 	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
 	// The reasons are in the message already; clients print both.
 	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{

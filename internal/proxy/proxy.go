@@ -11,13 +11,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -35,99 +38,182 @@ type Options struct {
 	VerifyTimeout time.Duration
 	Audit         *audit.Log
 	Logger        *slog.Logger
+	// Metrics, if not nil, receives request, decision, latency and cache
+	// measurements.
+	Metrics *metrics.Metrics
 }
 
 // Server is the proxy's http.Handler.
 type Server struct {
+	// state is what a reload replaces; each request reads it once.
+	state    atomic.Pointer[state]
+	verdicts *cache.Cache[verdict]
+	audit    *audit.Log
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+}
+
+// state is one configuration's policy, upstreams, cache settings and
+// verification timeout.
+type state struct {
 	policy    *policy.Policy
 	upstreams map[string]*upstream.Client
 	def       string
-	verdicts  *cache.Cache[verdict]
 	allowTTL  time.Duration
 	denyTTL   time.Duration
 	timeout   time.Duration
-	audit     *audit.Log
-	log       *slog.Logger
 }
 
 var _ http.Handler = (*Server)(nil)
 
 // New returns a Server.
 func New(o Options) (*Server, error) {
-	if o.Policy == nil || o.Audit == nil {
-		return nil, errors.New("proxy: Policy and Audit are required")
-	}
-	if o.MaxEntries == 0 {
-		o.MaxEntries = 10000
-	}
-	if o.VerifyTimeout == 0 {
-		o.VerifyTimeout = 30 * time.Second
+	if o.Audit == nil {
+		return nil, errors.New("proxy: Audit is required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	verdicts, err := cache.New[verdict](o.MaxEntries)
+	st, err := newState(o)
+	if err != nil {
+		return nil, err
+	}
+	verdicts, err := cache.New[verdict](maxEntries(o))
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
+		verdicts: verdicts,
+		audit:    o.Audit,
+		log:      o.Logger,
+		metrics:  o.Metrics,
+	}
+	s.state.Store(st)
+	o.Metrics.WatchCache(verdicts.Len, verdicts.Evictions)
+	return s, nil
+}
+
+// Reload puts a new configuration in force at once: o's Policy, Upstreams,
+// DefaultUpstream, MaxEntries, AllowTTL, DenyTTL and VerifyTimeout replace
+// the old ones together (its other fields are ignored; those given to New
+// stay).
+// Requests in flight finish under the configuration they started with.
+// Verdicts cached under another policy generation are not used again; they
+// leave the cache as it fills.
+func (s *Server) Reload(o Options) error {
+	st, err := newState(o)
+	if err != nil {
+		return err
+	}
+	s.verdicts.Resize(maxEntries(o))
+	s.state.Store(st)
+	return nil
+}
+
+func newState(o Options) (*state, error) {
+	if o.Policy == nil {
+		return nil, errors.New("proxy: Policy is required")
+	}
+	st := &state{
 		policy:    o.Policy,
 		upstreams: map[string]*upstream.Client{},
 		def:       o.DefaultUpstream,
-		verdicts:  verdicts,
 		allowTTL:  o.AllowTTL,
 		denyTTL:   o.DenyTTL,
 		timeout:   o.VerifyTimeout,
-		audit:     o.Audit,
-		log:       o.Logger,
+	}
+	if st.timeout == 0 {
+		st.timeout = 30 * time.Second
 	}
 	for _, u := range o.Upstreams {
-		s.upstreams[u.Name()] = u
+		st.upstreams[u.Name()] = u
 	}
-	if s.def != "" && s.upstreams[s.def] == nil {
-		return nil, fmt.Errorf("proxy: default upstream %q is not configured", s.def)
+	if st.def != "" && st.upstreams[st.def] == nil {
+		return nil, fmt.Errorf("proxy: default upstream %q is not configured", st.def)
 	}
-	return s, nil
+	return st, nil
+}
+
+func maxEntries(o Options) int {
+	if o.MaxEntries == 0 {
+		return 10000
+	}
+	return o.MaxEntries
 }
 
 // ServeHTTP routes one request and renders any error it returns.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if err := s.serve(w, r); err != nil {
+	sw := &statusWriter{ResponseWriter: w}
+	rt, err := s.serve(sw, r, s.state.Load())
+	if err != nil {
 		he := classify(err, errcode.ErrorCodeUnknown)
 		if he.status >= 500 {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
 		}
-		writeError(w, r, he)
+		writeError(sw, r, he)
 	}
+	kind, code := rt.kind, sw.status
+	if kind == "" {
+		kind = "other"
+	}
+	if code == 0 {
+		code = http.StatusOK
+	}
+	s.metrics.Request(rt.upstream, kind, code)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
+// statusWriter remembers the status code written, for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
 	}
-	rt, err := parseRoute(r, func(n string) bool { return s.upstreams[n] != nil }, s.def)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// serve answers r under st, the configuration in force when it arrived,
+// and returns the route it took (the zero route when it took none).
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route, error) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return route{}, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
+	}
+	rt, err := parseRoute(r, func(n string) bool { return st.upstreams[n] != nil }, st.def)
 	if err != nil {
-		return err
+		return route{}, err
 	}
 	if rt.kind == kindBase {
 		w.Header().Set("Content-Type", "application/json")
 		_, err := io.WriteString(w, "{}\n")
-		return err
+		return rt, err
 	}
-	up := s.upstreams[rt.upstream]
+	up := st.upstreams[rt.upstream]
 	switch rt.kind {
 	case kindManifest:
-		return s.manifest(w, r, up, rt)
+		return rt, s.manifest(w, r, st, up, rt)
 	case kindBlob:
-		return s.blob(w, r, up, rt)
+		return rt, s.blob(w, r, up, rt)
 	case kindTags:
 		if r.Method != http.MethodGet {
-			return errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "tags/list takes GET")
+			return rt, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "tags/list takes GET")
 		}
-		return s.passThrough(w, r, up, rt, "tags/list")
+		return rt, s.passThrough(w, r, up, rt, "tags/list")
 	default: // referrers
-		return s.passThrough(w, r, up, rt, "referrers/"+rt.ref)
+		return rt, s.passThrough(w, r, up, rt, "referrers/"+rt.ref)
 	}
 }
 
@@ -138,18 +224,24 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 	if v := r.Header.Get("Range"); v != "" {
 		hdr.Set("Range", v)
 	}
+	start := time.Now()
 	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref, "", hdr)
 	if err != nil {
+		s.upstreamDone(rt.upstream, "blob", start, err)
 		return err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
 	case http.StatusNotFound:
+		s.upstreamDone(rt.upstream, "blob", start, nil)
 		return errorf(http.StatusNotFound, errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref, rt.upstream, rt.repo)
 	default:
-		return up.StatusError("blob "+rt.ref, resp)
+		err := up.StatusError("blob "+rt.ref, resp)
+		s.upstreamDone(rt.upstream, "blob", start, err)
+		return err
 	}
+	s.upstreamDone(rt.upstream, "blob", start, nil)
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Docker-Content-Digest", "Etag", "Last-Modified")
 	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodGet {
@@ -166,14 +258,19 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route, suffix string) error {
 	q := r.URL.Query()
 	q.Del("ns")
+	start := time.Now()
 	resp, err := up.Do(r.Context(), r.Method, rt.repo, suffix, q.Encode(), http.Header{"Accept": r.Header.Values("Accept")})
 	if err != nil {
+		s.upstreamDone(rt.upstream, rt.kind, start, err)
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		return up.StatusError(suffix, resp)
+		err := up.StatusError(suffix, resp)
+		s.upstreamDone(rt.upstream, rt.kind, start, err)
+		return err
 	}
+	s.upstreamDone(rt.upstream, rt.kind, start, nil)
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest", "OCI-Filters-Applied")
 	if link := resp.Header.Get("Link"); link != "" {
 		w.Header().Set("Link", rewriteLink(link, rt))
@@ -214,6 +311,33 @@ func rewriteLink(link string, rt route) string {
 		}
 		return "<" + u.String() + ">"
 	})
+}
+
+// upstreamDone records the latency and any failure of one upstream call
+// that began at start.
+func (s *Server) upstreamDone(upstream, op string, start time.Time, err error) {
+	s.metrics.Upstream(upstream, op, time.Since(start), upstreamErrorKind(err))
+}
+
+// policyClient is what the policy sees of r's sender: the names of a
+// verified client certificate, and the source address.
+func policyClient(r *http.Request) policy.Client {
+	var c policy.Client
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		c.Addr = ap.Addr()
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		cert := r.TLS.VerifiedChains[0][0]
+		if cert.Subject.CommonName != "" {
+			c.Names = append(c.Names, cert.Subject.CommonName)
+		}
+		c.Names = append(c.Names, cert.DNSNames...)
+		c.Names = append(c.Names, cert.EmailAddresses...)
+		for _, u := range cert.URIs {
+			c.Names = append(c.Names, u.String())
+		}
+	}
+	return c
 }
 
 // clientOf describes who sent r, for the decision log.

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/proxy"
+)
+
+// reloader puts a changed configuration in force while serving: it loads
+// and checks the new one whole, and only then swaps it in; a configuration
+// that fails any check leaves the one in force untouched.
+type reloader struct {
+	path string
+	cur  *loaded // in force
+	// fingerprint is of the files cur was loaded from; tried is of the
+	// last files a reload was attempted from, so that a broken file is
+	// reported once, not at every look.
+	fingerprint, tried string
+
+	proxy   *proxy.Server
+	tls     atomic.Pointer[tls.Config]
+	audit   *audit.Log
+	metrics *metrics.Metrics
+	logger  *slog.Logger
+}
+
+// reload loads the configuration anew and puts it in force, or logs why
+// not. trigger says what asked for it, for the log.
+func (r *reloader) reload(trigger string) {
+	fp := fingerprint(r.path)
+	if fp == r.fingerprint {
+		r.logger.Info("configuration unchanged", "trigger", trigger, "generation", r.cur.cfg.Generation)
+		return
+	}
+	r.tried = fp
+	l, tc, err := r.prepare()
+	if err != nil {
+		r.metrics.ReloadFailed()
+		r.logger.Error("configuration reload refused; the one in force stays", "trigger", trigger, "generation", r.cur.cfg.Generation, "err", err.Error())
+		return
+	}
+	if err := r.proxy.Reload(proxyOptions(l, r.audit, r.logger, r.metrics)); err != nil {
+		r.metrics.ReloadFailed()
+		r.logger.Error("configuration reload refused; the one in force stays", "trigger", trigger, "generation", r.cur.cfg.Generation, "err", err.Error())
+		return
+	}
+	if tc != nil {
+		r.tls.Store(tc)
+	}
+	old := r.cur.cfg.Generation
+	r.cur, r.fingerprint = l, fp
+	r.metrics.ConfigLoaded(l.cfg.Generation, true)
+	logWarnings(r.logger, l.cfg)
+	r.logger.Info("configuration reloaded", "trigger", trigger, "from", old, "generation", l.cfg.Generation, "rules", len(l.cfg.Policy.Rules))
+}
+
+// prepare loads and checks the new configuration, and builds its TLS
+// settings: everything that can fail, before anything is swapped.
+func (r *reloader) prepare() (*loaded, *tls.Config, error) {
+	l, err := loadReusing(r.path, r.cur)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := restartNeeded(r.cur.cfg, l.cfg); err != nil {
+		return nil, nil, err
+	}
+	if l.cfg.Listen.TLS == nil {
+		return l, nil, nil
+	}
+	tc, err := tlsConfig(l.cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, tc, nil
+}
+
+// restartNeeded refuses changes that a running process cannot apply: where
+// it listens, whether it speaks TLS, and where the audit file is.
+func restartNeeded(old, c *config.Config) error {
+	metricsAddr := func(c *config.Config) string {
+		if c.Metrics == nil {
+			return "(none)"
+		}
+		return c.Metrics.Addr
+	}
+	auditFile := func(c *config.Config) string {
+		if c.Audit.File == "" {
+			return "(none)"
+		}
+		return c.Path(c.Audit.File)
+	}
+	tlsOn := func(c *config.Config) string {
+		if c.Listen.TLS == nil {
+			return "off"
+		}
+		return "on"
+	}
+	for _, f := range []struct {
+		path     []any
+		old, new string
+	}{
+		{[]any{"listen", "addr"}, old.Listen.Addr, c.Listen.Addr},
+		{[]any{"listen", "tls"}, tlsOn(old), tlsOn(c)},
+		{[]any{"metrics", "addr"}, metricsAddr(old), metricsAddr(c)},
+		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
+	} {
+		if f.old != f.new {
+			return c.Errorf(f.path, "changed from %s to %s: this takes a restart, not a reload (restart with the new configuration to apply it)", f.old, f.new)
+		}
+	}
+	return nil
+}
+
+// fingerprint hashes the configuration at path and every file it names,
+// so that any change among them, and a named file appearing or vanishing,
+// changes the fingerprint.
+func fingerprint(path string) string {
+	h := sha256.New()
+	for _, name := range append([]string{path}, config.ReferencedFiles(path)...) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			fmt.Fprintf(h, "%s: %v\n", name, err)
+			continue
+		}
+		fmt.Fprintf(h, "%s: %d\n", name, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

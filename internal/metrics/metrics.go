@@ -1,0 +1,224 @@
+// Package metrics is authz-proxy's Prometheus instrumentation and its
+// operational endpoints: /metrics, /healthz (the process is up) and /readyz
+// (a configuration is loaded and the proxy listener is up). Every method is
+// safe on a nil *Metrics, which records nothing, so that code paths need no
+// checks.
+//
+// Label values come from the configuration (upstream, rule and environment
+// names) or from small fixed sets, never from what a client sent, so the
+// number of series stays bounded.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "authz_proxy"
+
+// Metrics holds every collector of one proxy process.
+type Metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	decisions      *prometheus.CounterVec
+	verification   *prometheus.HistogramVec
+	upstream       *prometheus.HistogramVec
+	upstreamErrors *prometheus.CounterVec
+	cacheHits      prometheus.Counter
+	cacheMisses    prometheus.Counter
+	configInfo     *prometheus.GaugeVec
+	reloads        *prometheus.CounterVec
+	lastReloadOK   prometheus.Gauge
+	lastReloadTime prometheus.Gauge
+	ready          atomic.Bool
+}
+
+// Reload results, the values of the result label of
+// authz_proxy_config_reloads_total.
+const (
+	ReloadSuccess = "success"
+	ReloadFailure = "failure"
+)
+
+// New returns the collectors, registered with a registry of their own
+// together with the Go runtime and process collectors.
+func New() *Metrics {
+	latency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "requests_total",
+			Help: "HTTP requests answered, by upstream, kind of request (base, manifests, blobs, tags, referrers, other) and status code.",
+		}, []string{"upstream", "kind", "code"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "decisions_total",
+			Help: "Manifest decisions, one per decision-log record, by upstream, client environment, rule and decision (allow, deny, dryrun-deny, breakglass, error).",
+		}, []string{"upstream", "environment", "rule", "decision"}),
+		verification: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "verification_duration_seconds",
+			Help:    "Time to judge one digest on a verdict-cache miss: finding and verifying its signatures.",
+			Buckets: latency,
+		}, []string{"upstream"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help:    "Time an upstream took to answer, by operation: manifest (whole manifest read), head (a manifest HEAD, to learn a tag's digest), blob, tags and referrers (response headers), signatures (all signature artifacts of a digest).",
+			Buckets: latency,
+		}, []string{"upstream", "op"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_errors_total",
+			Help: "Failed upstream calls by kind: connection, timeout, auth, rate_limited, unauthorized, server_error, unexpected_status, too_large, digest_mismatch, invalid_manifest.",
+		}, []string{"upstream", "kind"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "cache", Name: "hits_total",
+			Help: "Manifest decisions answered from the verdict cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "cache", Name: "misses_total",
+			Help: "Manifest decisions that needed a verification (or waited for one already running).",
+		}),
+		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "config", Name: "info",
+			Help: "1 for the configuration generation in force (a hash of the configuration and the files it names).",
+		}, []string{"generation"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "config", Name: "reloads_total",
+			Help: "Configuration reloads attempted (SIGHUP or a changed file), by result.",
+		}, []string{"result"}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "config", Name: "last_reload_successful",
+			Help: "1 when the last configuration load or reload succeeded, 0 when it failed and the previous configuration stayed in force.",
+		}),
+		lastReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "When the configuration in force was loaded, in Unix seconds.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
+		m.cacheHits, m.cacheMisses, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Request counts one answered HTTP request. upstream is "" when the
+// request named none.
+func (m *Metrics) Request(upstream, kind string, code int) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(upstream, kind, strconv.Itoa(code)).Inc()
+}
+
+// Decision counts one manifest decision.
+func (m *Metrics) Decision(upstream, environment, rule, decision string) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(upstream, environment, rule, decision).Inc()
+}
+
+// Verification observes the time one digest took to judge.
+func (m *Metrics) Verification(upstream string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.verification.WithLabelValues(upstream).Observe(d.Seconds())
+}
+
+// Upstream observes the time one upstream call took, and counts it as an
+// error of errKind unless errKind is "".
+func (m *Metrics) Upstream(upstream, op string, d time.Duration, errKind string) {
+	if m == nil {
+		return
+	}
+	m.upstream.WithLabelValues(upstream, op).Observe(d.Seconds())
+	if errKind != "" {
+		m.upstreamErrors.WithLabelValues(upstream, errKind).Inc()
+	}
+}
+
+// Cache counts one decision as a verdict-cache hit or miss.
+func (m *Metrics) Cache(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cacheHits.Inc()
+	} else {
+		m.cacheMisses.Inc()
+	}
+}
+
+// WatchCache exports the verdict cache's size and evictions, read from the
+// functions at each scrape. Call it once.
+func (m *Metrics) WatchCache(entries func() int, evictions func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "cache", Name: "entries",
+			Help: "Verdicts in the cache, expired ones included until they are looked up or evicted.",
+		}, func() float64 { return float64(entries()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
+			Help: "Verdicts evicted from the cache to make room.",
+		}, func() float64 { return float64(evictions()) }),
+	)
+}
+
+// ConfigLoaded records a configuration put in force, at start or by a
+// reload (reload true).
+func (m *Metrics) ConfigLoaded(generation string, reload bool) {
+	if m == nil {
+		return
+	}
+	m.configInfo.Reset()
+	m.configInfo.WithLabelValues(generation).Set(1)
+	m.lastReloadOK.Set(1)
+	m.lastReloadTime.SetToCurrentTime()
+	if reload {
+		m.reloads.WithLabelValues(ReloadSuccess).Inc()
+	}
+}
+
+// ReloadFailed records a reload that was refused: the configuration in
+// force stays.
+func (m *Metrics) ReloadFailed() {
+	if m == nil {
+		return
+	}
+	m.lastReloadOK.Set(0)
+	m.reloads.WithLabelValues(ReloadFailure).Inc()
+}
+
+// SetReady sets what /readyz answers: ready while the proxy listener
+// serves, not ready before and once shutdown began.
+func (m *Metrics) SetReady(ready bool) {
+	if m == nil {
+		return
+	}
+	m.ready.Store(ready)
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}

@@ -1,0 +1,312 @@
+// Package replay re-judges past pulls under a candidate policy: it reads a
+// decision log, gathers the distinct digests that were served or refused,
+// fetches each manifest again and judges it the way the proxy would (the
+// signatures are read from the upstreams as they are now), and reports the
+// pulls whose decision would change. A team tightens a policy by replaying
+// real traffic first.
+package replay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+// Pull is one distinct thing pulled: a digest of an upstream repository,
+// asked for by one tag (or by digest), by clients of one environment under
+// the candidate policy.
+type Pull struct {
+	Upstream   string `json:"upstream"`
+	Image      string `json:"image"`
+	Repository string `json:"-"`
+	// Tag is the tag asked for, "" when asked for by digest.
+	Tag    string `json:"tag,omitempty"`
+	Digest string `json:"digest"`
+	// Environment is the pulling client's environment under the candidate
+	// configuration, derived from the logged client identity and address.
+	Environment string `json:"environment,omitempty"`
+	// Client is the last client that pulled it.
+	Client audit.Client `json:"client"`
+	// Pulls counts the decision records of this pull.
+	Pulls int `json:"pulls"`
+	// LastPulled is the time of the last of them.
+	LastPulled time.Time `json:"lastPulled"`
+	// Was is the decision last logged for it.
+	Was Decision `json:"was"`
+}
+
+// Decision is a decision with what made it.
+type Decision struct {
+	Decision string   `json:"decision"`
+	Rule     string   `json:"rule,omitempty"`
+	Reasons  []string `json:"reasons,omitempty"`
+}
+
+// Result is one pull judged again.
+type Result struct {
+	Pull
+	// Now is the candidate policy's decision; "error" when it could not be
+	// made (the reasons say why).
+	Now Decision `json:"now"`
+}
+
+// Changed reports whether the candidate policy decides otherwise.
+func (r Result) Changed() bool { return r.Now.Decision != r.Was.Decision }
+
+// Log is what was read from a decision log.
+type Log struct {
+	// Records counts the decision records read.
+	Records int
+	// Skipped counts records that cannot be replayed: errors (nothing was
+	// decided), signature artifacts (served without policy) and records
+	// without a digest.
+	Skipped int
+	// Unreadable counts lines that are not JSON (a log collector's own
+	// lines, a line cut short), the first at line FirstUnreadable.
+	Unreadable, FirstUnreadable int
+	// Pulls are the distinct pulls, in the order first seen.
+	Pulls []*Pull
+}
+
+// Environments maps a logged client to its environment under the
+// candidate policy; *policy.Policy is one.
+type Environments interface {
+	Environment(policy.Client) string
+}
+
+// Read reads a decision log (JSON lines, as the proxy writes them; other
+// JSON lines are ignored, lines that are not JSON counted) and groups its
+// records into pulls.
+func Read(r io.Reader, envs Environments) (*Log, error) {
+	l := &Log{}
+	byKey := map[string]*Pull{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for n := 1; sc.Scan(); n++ {
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		rec, err := audit.Parse(sc.Bytes())
+		if errors.Is(err, audit.ErrNotDecision) {
+			continue
+		}
+		if err != nil {
+			if l.Unreadable++; l.FirstUnreadable == 0 {
+				l.FirstUnreadable = n
+			}
+			continue
+		}
+		l.Records++
+		repo, ok := strings.CutPrefix(rec.Image, rec.Upstream+"/")
+		if rec.Decision == audit.Error || rec.Rule == "(signature artifact)" || rec.Digest == "" || !ok {
+			l.Skipped++
+			continue
+		}
+		tag := rec.Reference
+		if strings.Contains(tag, ":") {
+			tag = ""
+		}
+		client := policy.Client{}
+		if rec.Client.Identity != "" {
+			client.Names = []string{rec.Client.Identity}
+		}
+		if ap, err := netip.ParseAddrPort(rec.Client.Addr); err == nil {
+			client.Addr = ap.Addr()
+		}
+		env := envs.Environment(client)
+		key := strings.Join([]string{rec.Upstream, repo, rec.Digest, tag, env}, "\x00")
+		p := byKey[key]
+		if p == nil {
+			p = &Pull{Upstream: rec.Upstream, Image: rec.Image, Repository: repo, Tag: tag, Digest: rec.Digest, Environment: env}
+			byKey[key] = p
+			l.Pulls = append(l.Pulls, p)
+		}
+		p.Pulls++
+		if !rec.Time.Before(p.LastPulled) {
+			p.LastPulled, p.Client = rec.Time, rec.Client
+			p.Was = Decision{Decision: rec.Decision, Rule: rec.Rule, Reasons: rec.Reasons}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Judge re-judges pulls under a candidate policy.
+type Judge struct {
+	Policy *policy.Policy
+	// Upstreams are the candidate configuration's clients, by name.
+	Upstreams map[string]*upstream.Client
+}
+
+// Bounds on the work of a replay: pulls judged at once, and the time one
+// pull may take.
+const (
+	concurrency = 4
+	timeout     = time.Minute
+)
+
+// Run judges every pull as the proxy would: an image index first, then
+// each platform image, which passes without its own signatures when an
+// index that lists it is allowed for the same environment (the runtime
+// fetched it through that index). Results are in the order of pulls.
+func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
+	results := make([]Result, len(pulls))
+	manifests := make([]*upstream.Manifest, len(pulls))
+	each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
+		results[i].Pull = *p
+		up := j.Upstreams[p.Upstream]
+		if up == nil {
+			results[i].Now = failed(fmt.Errorf("upstream %q is not in the candidate configuration", p.Upstream))
+			return
+		}
+		m, err := up.Manifest(ctx, p.Repository, p.Digest)
+		if err != nil {
+			results[i].Now = failed(fmt.Errorf("fetching the manifest again: %w", err))
+			return
+		}
+		manifests[i] = m
+	})
+	judge := func(index bool) {
+		each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
+			m := manifests[i]
+			if m == nil || m.IsIndex() != index {
+				return
+			}
+			if !index {
+				if d, ok := inherited(pulls, manifests, results, i); ok {
+					results[i].Now = d
+					return
+				}
+			}
+			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Digest: p.Digest,
+				MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: p.Environment}
+			v, err := j.Policy.Evaluate(ctx, j.Upstreams[p.Upstream], subj)
+			if err != nil {
+				results[i].Now = failed(err)
+				return
+			}
+			results[i].Now = Decision{Decision: v.Decision(), Rule: v.Rule, Reasons: v.Reasons}
+		})
+	}
+	judge(true)
+	judge(false)
+	return results
+}
+
+// each runs fn for every pull, a bounded number at a time, each with its
+// own timeout.
+func each(ctx context.Context, pulls []*Pull, fn func(ctx context.Context, i int, p *Pull)) {
+	var g errgroup.Group
+	g.SetLimit(concurrency)
+	for i, p := range pulls {
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			fn(ctx, i, p)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// inherited returns the decision platform image i takes from an allowed
+// index of the same repository and environment that lists it.
+func inherited(pulls []*Pull, manifests []*upstream.Manifest, results []Result, i int) (Decision, bool) {
+	p := pulls[i]
+	for k, idx := range manifests {
+		q := pulls[k]
+		if idx == nil || !idx.IsIndex() || q.Upstream != p.Upstream || q.Repository != p.Repository || q.Environment != p.Environment {
+			continue
+		}
+		now := results[k].Now
+		if now.Decision != audit.Allow && now.Decision != audit.Breakglass {
+			continue
+		}
+		for _, d := range idx.Manifests {
+			if d.Digest == p.Digest {
+				return Decision{Decision: now.Decision, Rule: now.Rule, Reasons: []string{"listed in allowed index " + q.Digest}}, true
+			}
+		}
+	}
+	return Decision{}, false
+}
+
+func failed(err error) Decision {
+	return Decision{Decision: audit.Error, Reasons: []string{err.Error()}}
+}
+
+// Summary counts results.
+type Summary struct {
+	Records    int `json:"records"`
+	Skipped    int `json:"skipped"`
+	Unreadable int `json:"unreadableLines"`
+	Judged     int `json:"judged"`
+	Changed    int `json:"changed"`
+	Errors     int `json:"errors"`
+	// ByChange counts changed pulls by "was -> now", e.g. "allow -> deny".
+	ByChange map[string]int `json:"byChange"`
+}
+
+// Summarize counts results of a log.
+func Summarize(l *Log, results []Result) Summary {
+	s := Summary{Records: l.Records, Skipped: l.Skipped, Unreadable: l.Unreadable, Judged: len(results), ByChange: map[string]int{}}
+	for _, r := range results {
+		if r.Now.Decision == audit.Error {
+			s.Errors++
+		}
+		if r.Changed() {
+			s.Changed++
+			s.ByChange[r.Was.Decision+" -> "+r.Now.Decision]++
+		}
+	}
+	return s
+}
+
+// Sort orders results for reading: changed ones first, newly refused
+// before the rest, then by image, tag, digest and environment.
+func Sort(results []Result) {
+	rank := func(r Result) int {
+		switch {
+		case r.Changed() && refused(r.Now.Decision) && !refused(r.Was.Decision):
+			return 0
+		case r.Changed():
+			return 1
+		default:
+			return 2
+		}
+	}
+	sort.SliceStable(results, func(a, b int) bool {
+		ra, rb := rank(results[a]), rank(results[b])
+		if ra != rb {
+			return ra < rb
+		}
+		x, y := results[a], results[b]
+		if x.Image != y.Image {
+			return x.Image < y.Image
+		}
+		if x.Tag != y.Tag {
+			return x.Tag < y.Tag
+		}
+		if x.Digest != y.Digest {
+			return x.Digest < y.Digest
+		}
+		return x.Environment < y.Environment
+	})
+}
+
+// refused reports whether a decision keeps the image from the client.
+func refused(decision string) bool { return decision == audit.Deny || decision == audit.Error }
