@@ -194,12 +194,36 @@ type SignatureRequirement struct {
 	Threshold int `yaml:"threshold"`
 }
 
-// AttestationRequirement is met by verified in-toto attestations.
+// AttestationRequirement is met by verified in-toto attestations: each of
+// at least Threshold distinct listed attestors must have signed an
+// attestation of PredicateType about the image digest whose Condition
+// holds.
 type AttestationRequirement struct {
+	// PredicateType is the statement's predicate type URI, or one of
+	// cosign's --type names (see PredicateTypeAliases), which loading
+	// replaces with its URI.
 	PredicateType string   `yaml:"predicateType"`
 	Attestors     []string `yaml:"attestors"`
-	Threshold     int      `yaml:"threshold"`
-	Condition     string   `yaml:"condition"`
+	// Threshold defaults to 1.
+	Threshold int `yaml:"threshold"`
+	// Condition is an optional CEL expression over the attestation that
+	// must evaluate to true; package policy compiles it.
+	Condition string `yaml:"condition"`
+}
+
+// PredicateTypeAliases are cosign's `attest --type` names and the predicate
+// type URIs they stand for (cosign v2).
+var PredicateTypeAliases = map[string]string{
+	"custom":           "https://cosign.sigstore.dev/attestation/v1",
+	"slsaprovenance":   "https://slsa.dev/provenance/v0.2",
+	"slsaprovenance02": "https://slsa.dev/provenance/v0.2",
+	"slsaprovenance1":  "https://slsa.dev/provenance/v1",
+	"spdx":             "https://spdx.dev/Document",
+	"spdxjson":         "https://spdx.dev/Document",
+	"cyclonedx":        "https://cyclonedx.org/bom",
+	"link":             "https://in-toto.io/Link/v1",
+	"vuln":             "https://cosign.sigstore.dev/attestation/vuln/v1",
+	"openvex":          "https://openvex.dev/ns",
 }
 
 // Load reads, decodes strictly, defaults and validates the file at path.
@@ -365,6 +389,14 @@ func setRuleDefaults(r *Rule) {
 	for _, req := range r.Require {
 		if req.Signature != nil && req.Signature.Threshold == 0 {
 			req.Signature.Threshold = 1
+		}
+		if a := req.Attestation; a != nil {
+			if a.Threshold == 0 {
+				a.Threshold = 1
+			}
+			if uri, ok := PredicateTypeAliases[a.PredicateType]; ok {
+				a.PredicateType = uri
+			}
 		}
 	}
 }

@@ -2,10 +2,13 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
 )
@@ -227,19 +230,34 @@ func (v *validator) rule(path []any, r Rule, attestors map[string]bool) {
 		case (req.Signature == nil) == (req.Attestation == nil):
 			v.errorf(rp, "give exactly one of signature and attestation")
 		case req.Attestation != nil:
-			v.notYet(append(rp, "attestation"), "the attestation requirement")
+			v.attestation(append(rp, "attestation"), req.Attestation, attestors)
 		default:
-			v.signature(append(rp, "signature"), req.Signature, attestors)
+			v.requirementAttestors(append(rp, "signature"), req.Signature.Attestors, req.Signature.Threshold, attestors)
 		}
 	}
 }
 
-func (v *validator) signature(path []any, s *SignatureRequirement, attestors map[string]bool) {
-	if len(s.Attestors) == 0 {
+func (v *validator) attestation(path []any, a *AttestationRequirement, attestors map[string]bool) {
+	switch {
+	case a.PredicateType == "":
+		v.errorf(path, "predicateType is required, e.g. https://slsa.dev/provenance/v1 or a cosign --type name such as slsaprovenance1 or vuln")
+	case !strings.Contains(a.PredicateType, ":"):
+		v.errorf(append(path, "predicateType"), "%q: want a predicate type URI or one of cosign's --type names (%s)", a.PredicateType, strings.Join(slices.Sorted(maps.Keys(PredicateTypeAliases)), ", "))
+	default:
+		if _, err := url.ParseRequestURI(a.PredicateType); err != nil {
+			v.errorf(append(path, "predicateType"), "%q is not a URI: %v", a.PredicateType, err)
+		}
+	}
+	v.requirementAttestors(path, a.Attestors, a.Threshold, attestors)
+}
+
+// requirementAttestors checks the attestors and threshold of a requirement.
+func (v *validator) requirementAttestors(path []any, names []string, threshold int, attestors map[string]bool) {
+	if len(names) == 0 {
 		v.errorf(path, "attestors is required")
 	}
 	seen := map[string]bool{}
-	for i, a := range s.Attestors {
+	for i, a := range names {
 		switch {
 		case !attestors[a]:
 			v.errorf(append(path, "attestors", i), "unknown attestor %q (define it under attestors)", a)
@@ -248,7 +266,7 @@ func (v *validator) signature(path []any, s *SignatureRequirement, attestors map
 		}
 		seen[a] = true
 	}
-	if s.Threshold < 1 || s.Threshold > len(s.Attestors) {
-		v.errorf(append(path, "threshold"), "%d: want 1 to %d (the number of attestors listed)", s.Threshold, len(s.Attestors))
+	if threshold < 1 || threshold > len(names) {
+		v.errorf(append(path, "threshold"), "%d: want 1 to %d (the number of attestors listed)", threshold, len(names))
 	}
 }
