@@ -39,7 +39,7 @@ var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("subject", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
 		cel.Variable("image", cel.ObjectType("policy.ImageVars")),
 		cel.Variable("now", cel.TimestampType),
-		ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
+		cel.OptionalTypes(), ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
 		cel.Function("semverCompare",
 			cel.Overload("semverCompare_string_string", []*cel.Type{cel.StringType, cel.StringType}, cel.IntType,
 				cel.BinaryBinding(semverCompareBinding))),
