@@ -101,7 +101,7 @@ func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers =
 
 // withLimits sets the upstream limits (the response timeout stays 5s).
 func withLimits(l upstream.Limits) envOption { return func(c *envConfig) { c.limits = l } }
-func withPolicy(p string) envOption  { return func(c *envConfig) { c.policy = p } }
+func withPolicy(p string) envOption          { return func(c *envConfig) { c.policy = p } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
