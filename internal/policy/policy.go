@@ -216,7 +216,6 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 	if err != nil {
 		return Verdict{}, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
-	v.Allowed = true
 	var allow, deny []string
 	sigFailed, attFailed := false, false
 	for _, req := range r.signatures {
@@ -240,6 +239,11 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 				attFailed = true
 				deny = append(deny, reasons...)
 			}
+		}
+		// A condition interrupted because time ran out failed for want
+		// of time, not on its merits: that is no verdict to cache.
+		if err := ctx.Err(); err != nil {
+			return Verdict{}, fmt.Errorf("judging the attestations of %s@%s: %w", s.Image(), s.Digest, err)
 		}
 	}
 	v.Allowed = !sigFailed && !attFailed

@@ -218,3 +218,21 @@ func BenchmarkAttestationRequirement(b *testing.B) {
 		}
 	})
 }
+
+func TestEvaluationCutShortByTheDeadlineIsAnErrorNotADeny(t *testing.T) {
+	w := newWorld(t)
+	p, err := load(t, w.dir, "http://127.0.0.1:1", trustedBuilder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := w.client.Evidence(context.Background(), w.subj.Repository, w.subj.Digest, upstream.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	v, err := p.Evaluate(ctx, fetched{ev}, w.subj)
+	if err == nil {
+		t.Fatalf("a cancelled evaluation gave a verdict, which would be cached: %+v", v)
+	}
+}
