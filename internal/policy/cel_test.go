@@ -49,6 +49,7 @@ func TestConditionHelpers(t *testing.T) {
 		"metadata": map[string]any{"buildFinishedOn": "2026-05-30T12:00:00Z"},
 		"scanner":  map[string]any{"version": "0.50.1"},
 		"items":    []any{"a", "b"},
+		"count":    3.0, // JSON numbers are doubles
 	}
 	subject := []map[string]any{{"name": "r/app", "digest": map[string]string{"sha256": "ab"}}}
 	img := ImageVars{Upstream: "lab", Repository: "acme/app", Digest: "sha256:ab", Tag: "v1"}
@@ -67,6 +68,7 @@ func TestConditionHelpers(t *testing.T) {
 		{`predicateType.endsWith("/v1")`, true, ""},
 		{`predicate.?metadata.?buildStartedOn.orValue("") == ""`, true, ""},
 		{`predicate.items.size() == 2 && "a" in predicate.items`, true, ""},
+		{`predicate.count >= 2 && predicate.count == 3`, true, ""},
 		{`predicate.metadata.buildStartedOn == ""`, false, "no such key"},
 		{`semverCompare(predicate.scanner.version, "latest") > 0`, false, "is not a version"},
 		{`predicate.items`, false, "not true or false"},
