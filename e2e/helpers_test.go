@@ -189,9 +189,11 @@ type decision struct {
 	Enforcement string   `json:"enforcement"`
 	Reasons     []string `json:"reasons"`
 	VerifiedBy  []struct {
-		Attestor string `json:"attestor"`
-		KeyID    string `json:"keyId"`
-		Source   string `json:"source"`
+		Attestor      string `json:"attestor"`
+		KeyID         string `json:"keyId"`
+		Source        string `json:"source"`
+		PredicateType string `json:"predicateType"`
+		Attestation   string `json:"attestation"`
 	} `json:"verifiedBy"`
 	Cached *bool `json:"cached"`
 	Client *struct {

@@ -51,6 +51,8 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 			ResponseTimeout:    lim.ResponseTimeout,
 			MaxSignatures:      lim.MaxSignatures,
 			MaxPayloadSize:     lim.MaxArtifactSize,
+			MaxAttestations:    lim.MaxAttestations,
+			MaxEnvelopeSize:    lim.MaxEnvelopeSize,
 			ManifestCacheBytes: lim.ManifestCacheBytes,
 		}}
 		if a := u.Auth; a != nil {

@@ -47,13 +47,21 @@ type Record struct {
 	Duration    time.Duration
 }
 
-// Verification names one piece of evidence that counted.
+// Verification names one piece of evidence that counted: a signature, or an
+// attestation that satisfied an attestation requirement.
 type Verification struct {
 	Attestor string `json:"attestor"`
 	// KeyID is "sha256:<hex>" of the attestor key that verified.
 	KeyID string `json:"keyId"`
-	// Source is where the signature was found.
+	// Source is where the signature or attestation was found.
 	Source string `json:"source"`
+	// PredicateType is the attestation's predicate type; empty for a
+	// signature.
+	PredicateType string `json:"predicateType,omitempty"`
+	// Attestation is the digest of the layer holding the attestation's
+	// DSSE envelope (the envelope itself in the .att tag, a Sigstore
+	// bundle in a referrer); empty for a signature.
+	Attestation string `json:"attestation,omitempty"`
 }
 
 // Client is who asked.

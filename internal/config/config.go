@@ -145,6 +145,12 @@ type Limits struct {
 	// MaxArtifactSize is the largest signature payload read, in bytes;
 	// default 131072 (128 KiB).
 	MaxArtifactSize int64 `yaml:"maxArtifactSize"`
+	// MaxAttestations is the most attestations of the required predicate
+	// types read per digest, newest first; default 32.
+	MaxAttestations int `yaml:"maxAttestations"`
+	// MaxEnvelopeSize is the largest attestation (DSSE envelope or Sigstore
+	// bundle) read, in bytes; default 2097152 (2 MiB).
+	MaxEnvelopeSize int64 `yaml:"maxEnvelopeSize"`
 	// ManifestCacheBytes bounds the memory of recently fetched manifests;
 	// default 67108864 (64 MiB).
 	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
@@ -233,12 +239,36 @@ type SignatureRequirement struct {
 	Threshold int `yaml:"threshold"`
 }
 
-// AttestationRequirement is met by verified in-toto attestations.
+// AttestationRequirement is met by verified in-toto attestations: each of
+// at least Threshold distinct listed attestors must have signed an
+// attestation of PredicateType about the image digest whose Condition
+// holds.
 type AttestationRequirement struct {
+	// PredicateType is the statement's predicate type URI, or one of
+	// cosign's --type names (see PredicateTypeAliases), which loading
+	// replaces with its URI.
 	PredicateType string   `yaml:"predicateType"`
 	Attestors     []string `yaml:"attestors"`
-	Threshold     int      `yaml:"threshold"`
-	Condition     string   `yaml:"condition"`
+	// Threshold defaults to 1.
+	Threshold int `yaml:"threshold"`
+	// Condition is an optional CEL expression over the attestation that
+	// must evaluate to true; package policy compiles it.
+	Condition string `yaml:"condition"`
+}
+
+// PredicateTypeAliases are cosign's `attest --type` names and the predicate
+// type URIs they stand for (cosign v2).
+var PredicateTypeAliases = map[string]string{
+	"custom":           "https://cosign.sigstore.dev/attestation/v1",
+	"slsaprovenance":   "https://slsa.dev/provenance/v0.2",
+	"slsaprovenance02": "https://slsa.dev/provenance/v0.2",
+	"slsaprovenance1":  "https://slsa.dev/provenance/v1",
+	"spdx":             "https://spdx.dev/Document",
+	"spdxjson":         "https://spdx.dev/Document",
+	"cyclonedx":        "https://cyclonedx.org/bom",
+	"link":             "https://in-toto.io/Link/v1",
+	"vuln":             "https://cosign.sigstore.dev/attestation/vuln/v1",
+	"openvex":          "https://openvex.dev/ns",
 }
 
 // Files lists, resolved, every file the configuration reads: key, trusted
@@ -450,6 +480,12 @@ func (c *Config) setDefaults() {
 	if l.MaxArtifactSize == 0 {
 		l.MaxArtifactSize = 128 << 10
 	}
+	if l.MaxAttestations == 0 {
+		l.MaxAttestations = 32
+	}
+	if l.MaxEnvelopeSize == 0 {
+		l.MaxEnvelopeSize = 2 << 20
+	}
 	if l.ManifestCacheBytes == 0 {
 		l.ManifestCacheBytes = 64 << 20
 	}
@@ -472,6 +508,14 @@ func setRuleDefaults(r *Rule) {
 	for _, req := range r.Require {
 		if req.Signature != nil && req.Signature.Threshold == 0 {
 			req.Signature.Threshold = 1
+		}
+		if a := req.Attestation; a != nil {
+			if a.Threshold == 0 {
+				a.Threshold = 1
+			}
+			if uri, ok := PredicateTypeAliases[a.PredicateType]; ok {
+				a.PredicateType = uri
+			}
 		}
 	}
 }

@@ -130,9 +130,19 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"keyless is not silently ignored", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x", 1)
 		}, "attestors[0].keyless: keyless is not supported yet"},
-		{"attestation requirement is not silently ignored", func(s string) string {
-			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            predicateType: x\n            attestors: [ci]", 1)
-		}, "policy.rules[0].require[0].attestation: the attestation requirement is not supported yet"},
+		{"attestation predicate type that is neither a URI nor a cosign name", func(s string) string {
+			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            predicateType: slsa\n            attestors: [ci]", 1)
+		}, `config.yaml:27: policy.rules[0].require[0].attestation.predicateType: "slsa": want a predicate type URI or one of cosign's --type names`},
+		{"attestation without predicate type", func(s string) string {
+			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            attestors: [ci]", 1)
+		}, "config.yaml:26: policy.rules[0].require[0].attestation: predicateType is required"},
+		{"attestation threshold above the attestor count", func(s string) string {
+			s = strings.Replace(s, "        - signature:\n", "        - attestation:\n            predicateType: vuln\n", 1)
+			return strings.Replace(s, "threshold: 2", "threshold: 3", 1)
+		}, "config.yaml:29: policy.rules[0].require[0].attestation.threshold: 3: want 1 to 2"},
+		{"attestation from an unknown attestor", func(s string) string {
+			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]", "        - attestation:\n            predicateType: vuln\n            attestors: [ci, qa]", 1)
+		}, `policy.rules[0].require[0].attestation.attestors[1]: unknown attestor "qa"`},
 		{"allow with require", func(s string) string {
 			return strings.Replace(s, "      require:", "      action: allow\n      require:", 1)
 		}, "policy.rules[0].require: action allow takes no require"},
@@ -250,5 +260,23 @@ func TestReferencedFilesListsWhatABrokenConfigurationNames(t *testing.T) {
 	files := config.ReferencedFiles(path)
 	if len(files) != 1 || files[0] != filepath.Join(dir, "missing.pub") {
 		t.Errorf("ReferencedFiles = %v", files)
+	}
+}
+
+func TestAttestationRequirementDefaultsAndCosignTypeNames(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	text := strings.Replace(validYAML, "        - signature:\n            attestors: [ci, release]\n            threshold: 2",
+		"        - attestation:\n            predicateType: slsaprovenance1\n            attestors: [ci]\n        - attestation:\n            predicateType: https://example.com/review/v1\n            attestors: [ci]", 1)
+	c, err := config.Load(write(t, dir, "config.yaml", text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := c.Policy.Rules[0].Require
+	if a := reqs[0].Attestation; a.PredicateType != "https://slsa.dev/provenance/v1" || a.Threshold != 1 {
+		t.Errorf("cosign's slsaprovenance1 became %q, threshold %d; want https://slsa.dev/provenance/v1, 1", a.PredicateType, a.Threshold)
+	}
+	if a := reqs[1].Attestation; a.PredicateType != "https://example.com/review/v1" {
+		t.Errorf("a predicate type URI was changed to %q", a.PredicateType)
 	}
 }

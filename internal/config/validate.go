@@ -2,11 +2,14 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
@@ -50,7 +53,7 @@ func (c *Config) validate() error {
 			v.errorf(p("limits", field), "must be a positive duration such as 10s")
 		}
 	}
-	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "manifestCacheBytes": l.ManifestCacheBytes} {
+	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes} {
 		if n < 0 {
 			v.errorf(p("limits", field), "must be positive")
 		}
@@ -307,19 +310,34 @@ func (v *validator) rule(path []any, r Rule, attestors map[string]bool) {
 		case (req.Signature == nil) == (req.Attestation == nil):
 			v.errorf(rp, "give exactly one of signature and attestation")
 		case req.Attestation != nil:
-			v.notYet(append(rp, "attestation"), "the attestation requirement")
+			v.attestation(append(rp, "attestation"), req.Attestation, attestors)
 		default:
-			v.signature(append(rp, "signature"), req.Signature, attestors)
+			v.requirementAttestors(append(rp, "signature"), req.Signature.Attestors, req.Signature.Threshold, attestors)
 		}
 	}
 }
 
-func (v *validator) signature(path []any, s *SignatureRequirement, attestors map[string]bool) {
-	if len(s.Attestors) == 0 {
+func (v *validator) attestation(path []any, a *AttestationRequirement, attestors map[string]bool) {
+	switch {
+	case a.PredicateType == "":
+		v.errorf(path, "predicateType is required, e.g. https://slsa.dev/provenance/v1 or a cosign --type name such as slsaprovenance1 or vuln")
+	case !strings.Contains(a.PredicateType, ":"):
+		v.errorf(append(path, "predicateType"), "%q: want a predicate type URI or one of cosign's --type names (%s)", a.PredicateType, strings.Join(slices.Sorted(maps.Keys(PredicateTypeAliases)), ", "))
+	default:
+		if _, err := url.ParseRequestURI(a.PredicateType); err != nil {
+			v.errorf(append(path, "predicateType"), "%q is not a URI: %v", a.PredicateType, err)
+		}
+	}
+	v.requirementAttestors(path, a.Attestors, a.Threshold, attestors)
+}
+
+// requirementAttestors checks the attestors and threshold of a requirement.
+func (v *validator) requirementAttestors(path []any, names []string, threshold int, attestors map[string]bool) {
+	if len(names) == 0 {
 		v.errorf(path, "attestors is required")
 	}
 	seen := map[string]bool{}
-	for i, a := range s.Attestors {
+	for i, a := range names {
 		switch {
 		case !attestors[a]:
 			v.errorf(append(path, "attestors", i), "unknown attestor %q (define it under attestors)", a)
@@ -328,7 +346,7 @@ func (v *validator) signature(path []any, s *SignatureRequirement, attestors map
 		}
 		seen[a] = true
 	}
-	if s.Threshold < 1 || s.Threshold > len(s.Attestors) {
-		v.errorf(append(path, "threshold"), "%d: want 1 to %d (the number of attestors listed)", s.Threshold, len(s.Attestors))
+	if threshold < 1 || threshold > len(names) {
+		v.errorf(append(path, "threshold"), "%d: want 1 to %d (the number of attestors listed)", threshold, len(names))
 	}
 }

@@ -67,7 +67,7 @@ func New() *Metrics {
 		}, []string{"upstream"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_request_duration_seconds",
-			Help:    "Time an upstream took to answer, by operation: manifest (whole manifest read), head (a manifest HEAD, to learn a tag's digest), blob, tags and referrers (response headers), signatures (all signature artifacts of a digest).",
+			Help:    "Time an upstream took to answer, by operation: manifest (whole manifest read), head (a manifest HEAD, to learn a tag's digest), blob, tags and referrers (response headers), evidence (all signature and attestation artifacts of a digest).",
 			Buckets: latency,
 		}, []string{"upstream", "op"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{

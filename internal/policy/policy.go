@@ -2,7 +2,8 @@
 // digest at a time: the allowlist, then an unexpired breakglass entry, then
 // the first rule that matches the image and applies to the client's
 // environment (or the default), then that rule's requirements against
-// verified evidence. A denial is a Verdict with reasons; an error means
+// verified evidence: cosign signatures, and in-toto attestations whose CEL
+// conditions hold. A denial is a Verdict with reasons; an error means
 // "could not decide".
 package policy
 
@@ -23,9 +24,10 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
-// Source finds the signatures stored for a digest. *upstream.Client is one.
+// Source finds the signatures and attestations stored for a digest.
+// *upstream.Client is one.
 type Source interface {
-	Signatures(ctx context.Context, repo, digest string) (*upstream.Evidence, error)
+	Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error)
 }
 
 var _ Source = (*upstream.Client)(nil)
@@ -124,6 +126,9 @@ type rule struct {
 	enforcement  string
 	action       string
 	signatures   []signatureRequirement
+	attests      []*attestationRequirement
+	// want is the evidence the requirements need.
+	want upstream.Want
 }
 
 type signatureRequirement struct {
@@ -194,7 +199,7 @@ func Compile(c *config.Config) (*Policy, error) {
 		}
 		p.environments = append(p.environments, env)
 	}
-	compileRule := func(r config.Rule) *rule {
+	compileRule := func(path []any, r config.Rule) *rule {
 		cr := &rule{name: r.Name, action: r.Action, enforcement: r.Enforcement, environments: r.Environments}
 		if cr.enforcement == "" {
 			cr.enforcement = c.Policy.Enforcement
@@ -206,21 +211,39 @@ func Compile(c *config.Config) (*Policy, error) {
 			}
 			cr.images = append(cr.images, pat)
 		}
-		for _, req := range r.Require {
+		for j, req := range r.Require {
 			if s := req.Signature; s != nil {
 				sr := signatureRequirement{threshold: s.Threshold}
 				for _, name := range s.Attestors {
 					sr.attestors = append(sr.attestors, attestors[name])
 				}
 				cr.signatures = append(cr.signatures, sr)
+				cr.want.Signatures = true
+			}
+			if a := req.Attestation; a != nil {
+				ar := &attestationRequirement{predicateType: a.PredicateType, threshold: a.Threshold}
+				for _, name := range a.Attestors {
+					ar.attestors = append(ar.attestors, attestors[name])
+				}
+				if strings.TrimSpace(a.Condition) != "" {
+					cond, err := compileCondition(a.Condition)
+					if err != nil {
+						errs = append(errs, c.Errorf(append(slices.Clone(path), "require", j, "attestation", "condition"), "%v", err))
+					}
+					ar.condition = cond
+				}
+				cr.attests = append(cr.attests, ar)
+				if !slices.Contains(cr.want.PredicateTypes, a.PredicateType) {
+					cr.want.PredicateTypes = append(cr.want.PredicateTypes, a.PredicateType)
+				}
 			}
 		}
 		return cr
 	}
-	for _, r := range c.Policy.Rules {
-		p.rules = append(p.rules, compileRule(r))
+	for i, r := range c.Policy.Rules {
+		p.rules = append(p.rules, compileRule([]any{"policy", "rules", i}, r))
 	}
-	p.fallback = compileRule(c.Policy.Default)
+	p.fallback = compileRule([]any{"policy", "default"}, c.Policy.Default)
 	p.fallback.name = "default"
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -247,8 +270,9 @@ func (p *Policy) Environment(c Client) string {
 	return ""
 }
 
-// Evaluate judges s. Signatures are read from src only when the deciding
-// rule requires them.
+// Evaluate judges s. Signatures and attestations are read from src only
+// when the deciding rule requires them, and only those of the kinds and
+// predicate types it requires.
 func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, error) {
 	img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
 	for _, a := range p.allowlist {
@@ -275,25 +299,51 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 		v.Reasons = []string{fmt.Sprintf("rule %q denies every image it matches", r.name)}
 		return v, nil
 	}
-	ev, err := src.Signatures(ctx, s.Repository, s.Digest)
+	ev, err := src.Evidence(ctx, s.Repository, s.Digest, r.want)
 	if err != nil {
-		return Verdict{}, fmt.Errorf("reading signatures of %s@%s: %w", s.Image(), s.Digest, err)
+		return Verdict{}, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
-	v.Allowed = true
+	var allow, deny []string
+	sigFailed, attFailed := false, false
 	for _, req := range r.signatures {
 		by, reasons := req.check(ev, s)
 		v.VerifiedBy = append(v.VerifiedBy, by...)
+		for _, b := range by {
+			allow = append(allow, fmt.Sprintf("signed by attestor %s (key %s, %s)", b.Attestor, short(b.KeyID), b.Source))
+		}
 		if reasons != nil {
-			v.Allowed = false
-			v.Reasons = append(v.Reasons, reasons...)
+			sigFailed = true
+			deny = append(deny, reasons...)
 		}
 	}
-	if v.Allowed {
-		for _, b := range v.VerifiedBy {
-			v.Reasons = append(v.Reasons, fmt.Sprintf("signed by attestor %s (key %s, %s)", b.Attestor, short(b.KeyID), b.Source))
+	if len(r.attests) > 0 {
+		as := newAttestations(ev, s, time.Now())
+		for _, req := range r.attests {
+			by, ok, reasons := req.check(ctx, as)
+			v.VerifiedBy = append(v.VerifiedBy, by...)
+			allow = append(allow, ok...)
+			if reasons != nil {
+				attFailed = true
+				deny = append(deny, reasons...)
+			}
 		}
-	} else {
+		// A condition interrupted because time ran out failed for want
+		// of time, not on its merits: that is no verdict to cache.
+		if err := ctx.Err(); err != nil {
+			return Verdict{}, fmt.Errorf("judging the attestations of %s@%s: %w", s.Image(), s.Digest, err)
+		}
+	}
+	v.Allowed = !sigFailed && !attFailed
+	if v.Allowed {
+		v.Reasons = allow
+		return v, nil
+	}
+	v.Reasons = deny
+	if sigFailed {
 		v.Reasons = append(v.Reasons, ev.Problems...)
+	}
+	if attFailed {
+		v.Reasons = append(v.Reasons, ev.AttestationProblems...)
 	}
 	return v, nil
 }

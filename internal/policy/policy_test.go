@@ -50,8 +50,8 @@ policy:
 // noSignatures is a Source for rules that must not read any.
 type noSignatures struct{}
 
-func (noSignatures) Signatures(context.Context, string, string) (*upstream.Evidence, error) {
-	return nil, fmt.Errorf("the policy read signatures for a rule that needs none")
+func (noSignatures) Evidence(context.Context, string, string, upstream.Want) (*upstream.Evidence, error) {
+	return nil, fmt.Errorf("the policy read evidence for a rule that needs none")
 }
 
 func TestFirstMatchingRuleDecides(t *testing.T) {

@@ -108,16 +108,20 @@ func withCredentials(user, pass string) envOption {
 }
 
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
-func withPolicy(p string) envOption  { return func(c *envConfig) { c.policy = p } }
+
+func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	ec := envConfig{referrers: true, policy: policyYAML, limits: upstream.Limits{ResponseTimeout: 5 * time.Second}, verifyTimeout: 10 * time.Second}
+	ec := envConfig{referrers: true, policy: policyYAML, verifyTimeout: 10 * time.Second}
 	for _, o := range opts {
 		o(&ec)
+	}
+	if ec.limits.ResponseTimeout == 0 {
+		ec.limits.ResponseTimeout = 5 * time.Second
 	}
 	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}}
 	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
@@ -280,6 +284,49 @@ func (e *env) signReferrer(repo, key string, digest v1.Hash, fallbackTag bool) {
 		e.t.Fatal(err)
 	}
 	if _, err := sign.AttachReferrer(context.Background(), r, desc, sig, fallbackTag); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// attestation signs an in-toto statement (v0.1, as cosign v2 writes) of
+// predicateType about subject, with key.
+func (e *env) attestation(repo, key string, subject v1.Hash, predicateType string, predicate any) sign.Attestation {
+	e.t.Helper()
+	return e.attestationOf(sign.StatementV01, repo, key, subject, predicateType, predicate)
+}
+
+// attestationOf is attestation with the statement type given.
+func (e *env) attestationOf(statementType, repo, key string, subject v1.Hash, predicateType string, predicate any) sign.Attestation {
+	e.t.Helper()
+	st, err := sign.Statement(statementType, e.repo(repo).Name(), subject.String(), predicateType, predicate)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a, err := sign.Attest(e.keys[key], predicateType, st)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return a
+}
+
+// attestTag stores atts in the .att tag of digest, as cosign attest does.
+func (e *env) attestTag(repo string, digest v1.Hash, atts ...sign.Attestation) {
+	e.t.Helper()
+	if err := sign.AttachAttestationTag(context.Background(), e.repo(repo), digest.String(), atts); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// attestReferrer stores a, signed by key, as a Sigstore-bundle referrer of
+// digest, as cosign attest --new-bundle-format does.
+func (e *env) attestReferrer(repo, key string, digest v1.Hash, a sign.Attestation, fallbackTag bool) {
+	e.t.Helper()
+	r := e.repo(repo)
+	desc, err := sign.Describe(context.Background(), r.Digest(digest.String()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := sign.AttachAttestationReferrer(context.Background(), r, desc, a, e.keys[key], fallbackTag); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -219,7 +219,7 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 			}
 			e.front.Store(&f)
 			return &manifests
-		}, 32, "more than 32 signature referrers"},
+		}, 64, "more than 64 referrers stored"},
 		{"a signature layer of 100 MiB is not downloaded", func(e *env, d v1.Hash) *atomic.Int64 {
 			return serveHostileSig(e, d, hostileSig(1, 100<<20), nil)
 		}, 0, "over the 131072-byte limit"},

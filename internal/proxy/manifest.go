@@ -151,17 +151,17 @@ func (st *state) ttl(v policy.Verdict) time.Duration {
 	return ttl
 }
 
-// timedSource measures the signature look-ups of one upstream.
+// timedSource measures the evidence look-ups of one upstream.
 type timedSource struct {
 	up   *upstream.Client
 	s    *Server
 	name string
 }
 
-func (t timedSource) Signatures(ctx context.Context, repo, digest string) (*upstream.Evidence, error) {
+func (t timedSource) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
 	start := time.Now()
-	ev, err := t.up.Signatures(ctx, repo, digest)
-	t.s.upstreamDone(t.name, "signatures", start, err)
+	ev, err := t.up.Evidence(ctx, repo, digest, want)
+	t.s.upstreamDone(t.name, "evidence", start, err)
 	return ev, err
 }
 

@@ -209,7 +209,7 @@ func TestMetricsCountRequestsDecisionsCacheAndUpstreamErrors(t *testing.T) {
 		{"authz_proxy_cache_evictions_total", nil, 0},
 		{"authz_proxy_verification_duration_seconds", []string{"upstream", "lab"}, 2},
 		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "manifest", "upstream", "lab"}, 3}, // the cached pull by digest is served from held bytes
-		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "signatures", "upstream", "lab"}, 2},
+		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "evidence", "upstream", "lab"}, 2},
 		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "blob", "upstream", "lab"}, 1},
 		{"authz_proxy_upstream_errors_total", []string{"kind", "server_error", "upstream", "lab"}, 1},
 	} {

@@ -1,7 +1,9 @@
-// Package sign writes cosign key-based image signatures into a registry, in
-// the layouts cosign writes: the `sha256-<hex>.sig` tag scheme and OCI 1.1
+// Package sign writes cosign key-based image signatures and in-toto
+// attestations (DSSE envelopes) into a registry, in the layouts cosign
+// writes: the `sha256-<hex>.sig` and `.att` tag schemes and OCI 1.1
 // referrers (with the `sha256-<hex>` referrers-tag fallback). The demo uses
-// it to make its sample images; tests use it to make real signatures.
+// it to make its sample images; tests use it to make real signatures and
+// attestations.
 package sign
 
 import (
@@ -122,37 +124,7 @@ func AttachReferrer(ctx context.Context, repo name.Repository, subject v1.Descri
 		}},
 		Subject: &subject,
 	}
-	raw, err := json.Marshal(struct {
-		v1.Manifest
-		ArtifactType string `json:"artifactType"`
-	}{manifest, SignatureArtifactType})
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	d, size, err := v1.SHA256(bytes.NewReader(raw))
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	if err := remote.Put(repo.Digest(d.String()), RawManifest{Raw: raw, Type: types.OCIManifestSchema1}, opts...); err != nil {
-		return v1.Hash{}, err
-	}
-	if !fallbackTag {
-		return d, nil
-	}
-	tag := repo.Tag(strings.Replace(subject.Digest.String(), ":", "-", 1))
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	if existing, err := remote.Index(tag, opts...); err == nil {
-		idx = existing
-	} else if !isNotFound(err) {
-		return v1.Hash{}, err
-	}
-	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-		Add: RawManifest{Raw: raw, Type: types.OCIManifestSchema1},
-		Descriptor: v1.Descriptor{
-			MediaType: types.OCIManifestSchema1, Digest: d, Size: size, ArtifactType: SignatureArtifactType,
-		},
-	})
-	return d, remote.WriteIndex(tag, idx, opts...)
+	return putReferrer(repo, subject, manifest, SignatureArtifactType, SignatureArtifactType, fallbackTag, opts...)
 }
 
 // RawManifest is a manifest pushed exactly as given.

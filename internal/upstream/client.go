@@ -1,8 +1,8 @@
 // Package upstream is authz-proxy's client for the registries it fronts: one
 // Client per configured upstream, with pooled connections and the token
 // handshake of the distribution spec. It fetches a manifest once and hashes
-// the bytes it got, streams blobs, and finds the signatures stored for a
-// digest. It makes no policy decisions.
+// the bytes it got, streams blobs, and finds the signatures and attestations
+// stored for a digest. It makes no policy decisions.
 package upstream
 
 import (
@@ -50,6 +50,12 @@ type Limits struct {
 	MaxSignatures int
 	// MaxPayloadSize is the largest signature payload read; default 128 KiB.
 	MaxPayloadSize int64
+	// MaxAttestations is the most attestation layers of the wanted
+	// predicate types read per digest; default 32.
+	MaxAttestations int
+	// MaxEnvelopeSize is the largest attestation (DSSE envelope or Sigstore
+	// bundle) read; default 2 MiB.
+	MaxEnvelopeSize int64
 	// DialTimeout bounds connecting; default 10s.
 	DialTimeout time.Duration
 	// ResponseTimeout bounds the wait for response headers; default 30s.
@@ -73,6 +79,12 @@ func (l *Limits) setDefaults() {
 	}
 	if l.DialTimeout == 0 {
 		l.DialTimeout = 10 * time.Second
+	}
+	if l.MaxAttestations == 0 {
+		l.MaxAttestations = 32
+	}
+	if l.MaxEnvelopeSize == 0 {
+		l.MaxEnvelopeSize = 2 << 20
 	}
 	if l.ResponseTimeout == 0 {
 		l.ResponseTimeout = 30 * time.Second

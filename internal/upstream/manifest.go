@@ -57,6 +57,7 @@ type Manifest struct {
 	Layers       []Descriptor
 	Manifests    []Descriptor
 	Subject      *Descriptor
+	Annotations  map[string]string
 }
 
 // IsIndex reports whether m is an image index or manifest list.
@@ -86,13 +87,14 @@ func ParseManifest(raw []byte, contentType, algorithm string) (*Manifest, error)
 
 func parseManifest(raw []byte, contentType, digest string) (*Manifest, error) {
 	var body struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		ArtifactType  string       `json:"artifactType"`
-		Config        Descriptor   `json:"config"`
-		Layers        []Descriptor `json:"layers"`
-		Manifests     []Descriptor `json:"manifests"`
-		Subject       *Descriptor  `json:"subject"`
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		ArtifactType  string            `json:"artifactType"`
+		Config        Descriptor        `json:"config"`
+		Layers        []Descriptor      `json:"layers"`
+		Manifests     []Descriptor      `json:"manifests"`
+		Subject       *Descriptor       `json:"subject"`
+		Annotations   map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return nil, fmt.Errorf("%w: not JSON: %v", ErrInvalidManifest, err)
@@ -123,6 +125,7 @@ func parseManifest(raw []byte, contentType, digest string) (*Manifest, error) {
 		Layers:       body.Layers,
 		Manifests:    body.Manifests,
 		Subject:      body.Subject,
+		Annotations:  body.Annotations,
 	}
 	if m.IsIndex() && len(body.Layers) > 0 || !m.IsIndex() && len(body.Manifests) > 0 {
 		return nil, fmt.Errorf("%w: %s with the fields of another type", ErrInvalidManifest, mt)

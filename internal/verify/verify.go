@@ -1,7 +1,7 @@
 // Package verify does the cryptography of authz-proxy and nothing else: it
-// parses attestor public keys and checks cosign signatures over
-// simple-signing payloads. It never touches the network; callers hand it the
-// bytes they fetched.
+// parses attestor public keys, checks cosign signatures over simple-signing
+// payloads, and checks DSSE envelopes of in-toto statements (attestations).
+// It never touches the network; callers hand it the bytes they fetched.
 package verify
 
 import (

@@ -48,7 +48,7 @@ func keyPairs(t *testing.T) []keyPair {
 	}
 }
 
-func parse(t *testing.T, priv crypto.Signer) *verify.PublicKey {
+func parse(t testing.TB, priv crypto.Signer) *verify.PublicKey {
 	t.Helper()
 	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
 	if err != nil {

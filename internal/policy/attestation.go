@@ -1,0 +1,191 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+)
+
+// attestationRequirement is met when at least threshold of its attestors
+// each signed an attestation of predicateType about the digest whose
+// condition holds.
+type attestationRequirement struct {
+	predicateType string
+	attestors     []*attestor
+	threshold     int
+	condition     *condition // nil: any verified attestation will do
+}
+
+// attestations are the attestations of one Evaluate, each parsed once, with
+// each signature check done once per key however many requirements ask.
+type attestations struct {
+	list []*parsedAttestation
+	img  ImageVars
+	now  time.Time
+}
+
+type parsedAttestation struct {
+	upstream.Attestation
+	env *verify.Envelope
+	err error // why it cannot be used at all
+	// checks caches env.Check by key ID.
+	checks map[string]error
+	// vars is the condition activation, built on first use.
+	vars map[string]any
+}
+
+func newAttestations(ev *upstream.Evidence, s Subject, now time.Time) *attestations {
+	as := &attestations{
+		img: ImageVars{Upstream: s.Upstream, Repository: s.Repository, Digest: s.Digest, Tag: s.Tag},
+		now: now,
+	}
+	for _, a := range ev.Attestations {
+		p := &parsedAttestation{Attestation: a, checks: map[string]error{}}
+		p.env, p.err = verify.ParseEnvelope(a.MediaType, a.Raw)
+		as.list = append(as.list, p)
+	}
+	return as
+}
+
+func (p *parsedAttestation) check(k *verify.PublicKey, digest string) error {
+	err, ok := p.checks[k.ID]
+	if !ok {
+		err = p.env.Check(k, digest)
+		p.checks[k.ID] = err
+	}
+	return err
+}
+
+// name is how decision logs name the attestation: its layer digest and
+// where it was found.
+func (p *parsedAttestation) name() string {
+	return fmt.Sprintf("%s (%s)", short(p.Digest), p.Source)
+}
+
+func (p *parsedAttestation) conditionVars(as *attestations) (map[string]any, error) {
+	if p.vars != nil {
+		return p.vars, nil
+	}
+	var predicate any
+	if err := json.Unmarshal(p.env.Statement.Predicate, &predicate); err != nil {
+		return nil, fmt.Errorf("predicate: %v", err)
+	}
+	var subject []map[string]any
+	for _, s := range p.env.Statement.Subject {
+		subject = append(subject, map[string]any{"name": s.Name, "digest": s.Digest})
+	}
+	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, as.now)
+	return p.vars, nil
+}
+
+// Kinds of near miss, from farthest to closest.
+const (
+	missNone      = iota // no attestation of the type at all
+	missUnusable         // only attestations that could not be parsed
+	missBadSig           // none signed by the attestor's keys
+	missSubject          // signed, but about another digest
+	missCondition        // signed, about this digest, condition false or failing
+)
+
+type miss struct {
+	kind   int
+	reason string
+}
+
+// check judges the requirement. It returns the attestations that satisfied
+// it, the allow reasons and, when fewer than threshold attestors are
+// satisfied, the deny reason with the closest miss of each other attestor.
+func (req *attestationRequirement) check(ctx context.Context, as *attestations) (by []audit.Verification, allow []string, deny []string) {
+	var unsatisfied []string
+	ofType := 0
+	for _, p := range as.list {
+		if p.err == nil && p.env.Statement.PredicateType == req.predicateType {
+			ofType++
+		}
+	}
+	for _, a := range req.attestors {
+		best := miss{kind: missNone}
+		closer := func(m miss) {
+			if m.kind > best.kind {
+				best = m
+			}
+		}
+		var hit *audit.Verification
+	attestations:
+		for _, p := range as.list {
+			if p.err != nil {
+				closer(miss{missUnusable, fmt.Sprintf("attestation %s is unusable: %v", p.name(), p.err)})
+				continue
+			}
+			if p.env.Statement.PredicateType != req.predicateType {
+				continue
+			}
+			for _, k := range a.keys {
+				err := p.check(k, as.img.Digest)
+				var mismatch *verify.DigestMismatchError
+				switch {
+				case errors.As(err, &mismatch):
+					closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
+					continue
+				case err != nil:
+					closer(miss{missBadSig, fmt.Sprintf("%d attestation(s) of this type found, none signed by its keys", ofType)})
+					continue
+				}
+				if req.condition != nil {
+					ok, err := req.evalCondition(ctx, p, as)
+					switch {
+					case err != nil:
+						closer(miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), p.name(), err)})
+						continue attestations
+					case !ok:
+						closer(miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", p.name(), quote(req.condition.text))})
+						continue attestations
+					}
+				}
+				hit = &audit.Verification{Attestor: a.name, KeyID: k.ID, Source: p.Source, PredicateType: req.predicateType, Attestation: p.Digest}
+				break attestations
+			}
+		}
+		if hit != nil {
+			by = append(by, *hit)
+			what := "(no condition)"
+			if req.condition != nil {
+				what = "satisfies the condition " + quote(req.condition.text)
+			}
+			allow = append(allow, fmt.Sprintf("attestation %s by attestor %s (key %s, %s, %s) %s", req.predicateType, a.name, short(hit.KeyID), short(hit.Attestation), hit.Source, what))
+			continue
+		}
+		if best.kind == missNone {
+			best.reason = "no attestation of this type found (.att tag or referrers)"
+		}
+		unsatisfied = append(unsatisfied, a.name+": "+best.reason)
+	}
+	if len(by) >= req.threshold {
+		return by, allow, nil
+	}
+	head := fmt.Sprintf("attestation %s not satisfied", req.predicateType)
+	if req.threshold > 1 || len(req.attestors) > 1 {
+		head += fmt.Sprintf(" (%d of the %d attestors required)", len(by), req.threshold)
+	}
+	return by, nil, []string{head + ": " + strings.Join(unsatisfied, "; ")}
+}
+
+func (req *attestationRequirement) evalCondition(ctx context.Context, p *parsedAttestation, as *attestations) (bool, error) {
+	vars, err := p.conditionVars(as)
+	if err != nil {
+		return false, err
+	}
+	return req.condition.eval(ctx, vars)
+}
+
+// quote shows a condition in a reason, on one line.
+func quote(text string) string {
+	return "`" + strings.Join(strings.Fields(text), " ") + "`"
+}

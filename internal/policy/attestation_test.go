@@ -1,0 +1,238 @@
+package policy_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+const rules = `
+attestors:
+  - name: ci
+    publicKeys: [{file: ci.pub}]
+policy:
+  rules:
+    - name: built
+      images: ["lab/**"]
+      require:
+        - attestation:
+            predicateType: slsaprovenance1
+            attestors: [ci]
+            condition: %s
+`
+
+// load writes the configuration (with one upstream at url) and a ci key
+// into dir, and compiles it.
+func loadAttestationPolicy(t testing.TB, dir, url, condition string) (*policy.Policy, error) {
+	t.Helper()
+	text := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n", url) + fmt.Sprintf(rules, condition)
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.Compile(c)
+}
+
+func newKey(t testing.TB, pubPath string) signature.Signer {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err := os.WriteFile(pubPath, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConditionTypoIsAValidateErrorNamingRuleLineAndColumn(t *testing.T) {
+	dir := t.TempDir()
+	newKey(t, filepath.Join(dir, "ci.pub"))
+	_, err := loadAttestationPolicy(t, dir, "http://127.0.0.1:1", `'predicate.runDetails.builder.id == "x" && predicat.buildDefinition != null'`)
+	want := filepath.Join(dir, "config.yaml") + ":17: policy.rules[0].require[0].attestation.condition: CEL: column 43: undeclared reference to 'predicat'"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
+// world is an in-process registry with one image attested by ci.
+type world struct {
+	client *upstream.Client
+	subj   policy.Subject
+	dir    string
+}
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	w := &world{dir: t.TempDir()}
+	ci := newKey(t, filepath.Join(w.dir, "ci.pub"))
+	host := strings.TrimPrefix(srv.URL, "http://")
+	repo, _ := name.NewRepository(host+"/acme/app", name.Insecure)
+	img, _ := random.Image(256, 1)
+	if err := remote.Write(repo.Tag("v1"), img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	predicate := map[string]any{
+		"buildDefinition": map[string]any{"buildType": "https://ci.example/build/v1"},
+		"runDetails": map[string]any{
+			"builder":  map[string]any{"id": "https://ci.example/builder@v1"},
+			"metadata": map[string]any{"finishedOn": time.Now().UTC().Format(time.RFC3339)},
+		},
+	}
+	st, _ := sign.Statement(sign.StatementV01, repo.Name(), d.String(), "https://slsa.dev/provenance/v1", predicate)
+	a, err := sign.Attest(ci, "https://slsa.dev/provenance/v1", st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sign.AttachAttestationTag(context.Background(), repo, d.String(), []sign.Attestation{a}); err != nil {
+		t.Fatal(err)
+	}
+	w.client, err = upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.subj = policy.Subject{Upstream: "lab", Repository: "acme/app", Tag: "v1", Digest: d.String()}
+	return w
+}
+
+const trustedBuilder = `'predicate.runDetails.builder.id == "https://ci.example/builder@v1" && now - timestamp(predicate.runDetails.metadata.finishedOn) < duration("720h")'`
+
+func TestEvaluateNamesTheAttestationThatSatisfied(t *testing.T) {
+	w := newWorld(t)
+	p, err := loadAttestationPolicy(t, w.dir, "http://127.0.0.1:1", trustedBuilder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := p.Evaluate(context.Background(), w.client, w.subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Allowed || len(v.VerifiedBy) != 1 {
+		t.Fatalf("verdict %+v", v)
+	}
+	by := v.VerifiedBy[0]
+	if by.Attestor != "ci" || by.PredicateType != "https://slsa.dev/provenance/v1" || !strings.HasPrefix(by.Attestation, "sha256:") || !strings.HasSuffix(by.Source, ".att") {
+		t.Errorf("verified by %+v", by)
+	}
+	if !strings.Contains(v.Reasons[0], "satisfies the condition `predicate.runDetails.builder.id") {
+		t.Errorf("reasons %q", v.Reasons)
+	}
+}
+
+// fetched is a Source holding evidence fetched from the registry once: it
+// leaves the verification and the condition alone in the measurement.
+type fetched struct{ ev *upstream.Evidence }
+
+func (f fetched) Evidence(context.Context, string, string, upstream.Want) (*upstream.Evidence, error) {
+	return f.ev, nil
+}
+
+// BenchmarkAttestationRequirement measures one attestation requirement
+// (a SLSA provenance with a CEL condition) judged from scratch (discovery
+// in an in-process registry over loopback HTTP, DSSE verification, the
+// condition), the same without the discovery, and the verdict from the
+// proxy's verdict cache.
+func BenchmarkAttestationRequirement(b *testing.B) {
+	w := newWorld(b)
+	p, err := loadAttestationPolicy(b, w.dir, "http://127.0.0.1:1", trustedBuilder)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	evaluate := func(ctx context.Context) (policy.Verdict, time.Duration, error) {
+		v, err := p.Evaluate(ctx, w.client, w.subj)
+		if err == nil && !v.Allowed {
+			err = fmt.Errorf("denied: %v", v.Reasons)
+		}
+		return v, time.Hour, err
+	}
+	b.Run("uncached", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := evaluate(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("uncached, evidence already fetched", func(b *testing.B) {
+		ev, err := w.client.Evidence(ctx, w.subj.Repository, w.subj.Digest, upstream.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		src := fetched{ev}
+		for b.Loop() {
+			if v, err := p.Evaluate(ctx, src, w.subj); err != nil || !v.Allowed {
+				b.Fatalf("%+v, %v", v, err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		c, err := cache.New[policy.Verdict](100)
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := cache.Key{Generation: p.Generation, Upstream: "lab", Repository: w.subj.Repository, Digest: w.subj.Digest}
+		if _, _, err := c.Do(ctx, key, time.Minute, evaluate); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			v, cached, err := c.Do(ctx, key, time.Minute, evaluate)
+			if err != nil || !cached || !v.Allowed {
+				b.Fatalf("cached %v, %+v, %v", cached, v, err)
+			}
+		}
+	})
+}
+
+func TestEvaluationCutShortByTheDeadlineIsAnErrorNotADeny(t *testing.T) {
+	w := newWorld(t)
+	p, err := loadAttestationPolicy(t, w.dir, "http://127.0.0.1:1", trustedBuilder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := w.client.Evidence(context.Background(), w.subj.Repository, w.subj.Digest, upstream.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	v, err := p.Evaluate(ctx, fetched{ev}, w.subj)
+	if err == nil {
+		t.Fatalf("a cancelled evaluation gave a verdict, which would be cached: %+v", v)
+	}
+}

@@ -1,0 +1,188 @@
+package policy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/ext"
+)
+
+// ConditionCostLimit bounds the work of one condition evaluation on one
+// attestation, in CEL cost units (about one per value visited). A condition
+// that needs more is an error, and so a deny.
+const ConditionCostLimit = 1_000_000
+
+// ImageVars is the `image` variable of a condition: the image being judged.
+type ImageVars struct {
+	Upstream   string `cel:"upstream"`
+	Repository string `cel:"repository"`
+	Digest     string `cel:"digest"`
+	// Tag is the tag the client asked for, "" when it asked by digest.
+	Tag string `cel:"tag"`
+}
+
+// conditionEnv is the CEL environment of attestation conditions, built once.
+var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
+	return cel.NewEnv(
+		ext.NativeTypes(reflect.TypeFor[ImageVars](), ext.ParseStructTags(true)),
+		cel.Variable("predicate", cel.DynType),
+		cel.Variable("predicateType", cel.StringType),
+		cel.Variable("subject", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
+		cel.Variable("image", cel.ObjectType("policy.ImageVars")),
+		cel.Variable("now", cel.TimestampType),
+		cel.OptionalTypes(), ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
+		cel.Function("semverCompare",
+			cel.Overload("semverCompare_string_string", []*cel.Type{cel.StringType, cel.StringType}, cel.IntType,
+				cel.BinaryBinding(semverCompareBinding))),
+	)
+})
+
+// condition is one compiled attestation condition.
+type condition struct {
+	text    string
+	program cel.Program
+}
+
+// compileCondition type-checks text in the condition environment. Its
+// errors name the column (and the line, for a condition of several lines).
+func compileCondition(text string) (*condition, error) {
+	env, err := conditionEnv()
+	if err != nil {
+		return nil, err
+	}
+	ast, iss := env.Compile(text)
+	if iss.Err() != nil {
+		var msgs []string
+		for _, e := range iss.Errors() {
+			where := fmt.Sprintf("column %d", e.Location.Column()+1)
+			if e.Location.Line() > 1 {
+				where = fmt.Sprintf("line %d, column %d", e.Location.Line(), e.Location.Column()+1)
+			}
+			msgs = append(msgs, where+": "+e.Message)
+		}
+		return nil, fmt.Errorf("CEL: %s", strings.Join(msgs, "; "))
+	}
+	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
+		return nil, fmt.Errorf("CEL: the condition is a %s; it must be true or false", t)
+	}
+	prg, err := env.Program(ast, cel.CostLimit(ConditionCostLimit), cel.InterruptCheckFrequency(100))
+	if err != nil {
+		return nil, fmt.Errorf("CEL: %v", err)
+	}
+	return &condition{text: strings.TrimSpace(text), program: prg}, nil
+}
+
+// eval runs the condition on vars. A result other than true or false, an
+// exceeded cost limit, or any runtime error is an error.
+func (c *condition) eval(ctx context.Context, vars map[string]any) (bool, error) {
+	out, _, err := c.program.ContextEval(ctx, vars)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("the condition gave %s %v, not true or false", out.Type().TypeName(), out.Value())
+	}
+	return b, nil
+}
+
+func semverCompareBinding(a, b ref.Val) ref.Val {
+	x, err := parseSemver(string(a.(types.String)))
+	if err != nil {
+		return types.NewErr("semverCompare: %v", err)
+	}
+	y, err := parseSemver(string(b.(types.String)))
+	if err != nil {
+		return types.NewErr("semverCompare: %v", err)
+	}
+	return types.Int(x.compare(y))
+}
+
+// semver is a version MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD], with an
+// optional leading v: semantic versioning, lenient about missing parts.
+type semver struct {
+	nums [3]uint64
+	pre  []string
+}
+
+func parseSemver(s string) (semver, error) {
+	var v semver
+	rest, _, _ := strings.Cut(strings.TrimPrefix(s, "v"), "+")
+	core, pre, hasPre := strings.Cut(rest, "-")
+	parts := strings.Split(core, ".")
+	if len(parts) > 3 || core == "" {
+		return v, fmt.Errorf("%q is not a version MAJOR.MINOR.PATCH", s)
+	}
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return v, fmt.Errorf("%q is not a version MAJOR.MINOR.PATCH", s)
+		}
+		v.nums[i] = n
+	}
+	if hasPre {
+		if pre == "" {
+			return v, fmt.Errorf("%q has an empty pre-release", s)
+		}
+		v.pre = strings.Split(pre, ".")
+	}
+	return v, nil
+}
+
+// compare is -1, 0 or 1 by semantic-versioning precedence: a pre-release
+// sorts before its release.
+func (v semver) compare(w semver) int {
+	for i := range v.nums {
+		if c := cmp.Compare(v.nums[i], w.nums[i]); c != 0 {
+			return c
+		}
+	}
+	switch {
+	case len(v.pre) == 0 && len(w.pre) == 0:
+		return 0
+	case len(v.pre) == 0:
+		return 1
+	case len(w.pre) == 0:
+		return -1
+	}
+	for i := 0; i < len(v.pre) && i < len(w.pre); i++ {
+		a, b := v.pre[i], w.pre[i]
+		an, aErr := strconv.ParseUint(a, 10, 64)
+		bn, bErr := strconv.ParseUint(b, 10, 64)
+		var c int
+		switch {
+		case aErr == nil && bErr == nil:
+			c = cmp.Compare(an, bn)
+		case aErr == nil: // numeric identifiers sort first
+			c = -1
+		case bErr == nil:
+			c = 1
+		default:
+			c = cmp.Compare(a, b)
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(v.pre), len(w.pre))
+}
+
+// conditionVars is the activation of a condition for one attestation.
+func conditionVars(predicate any, predicateType string, subject []map[string]any, img ImageVars, now time.Time) map[string]any {
+	return map[string]any{
+		"predicate":     predicate,
+		"predicateType": predicateType,
+		"subject":       subject,
+		"image":         img,
+		"now":           now,
+	}
+}

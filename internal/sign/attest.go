@@ -1,0 +1,193 @@
+package sign
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
+)
+
+// Media types, annotations and statement types of cosign attestations.
+const (
+	DSSEMediaType     = "application/vnd.dsse.envelope.v1+json"
+	BundleMediaType   = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	InTotoPayloadType = "application/vnd.in-toto+json"
+	// PredicateTypeAnnotation is set on each layer of the .att manifest.
+	PredicateTypeAnnotation = "predicateType"
+	// BundlePredicateTypeAnnotation and BundleContentAnnotation are set on
+	// a bundle referrer manifest.
+	BundlePredicateTypeAnnotation = "dev.sigstore.bundle.predicateType"
+	BundleContentAnnotation       = "dev.sigstore.bundle.content"
+	StatementV01                  = "https://in-toto.io/Statement/v0.1"
+	StatementV1                   = "https://in-toto.io/Statement/v1"
+)
+
+// Statement returns an in-toto statement of type statementType
+// (StatementV01, as cosign v2 writes, or StatementV1) about digest
+// ("sha256:<hex>") of the image named dockerRef.
+func Statement(statementType, dockerRef, digest, predicateType string, predicate any) ([]byte, error) {
+	alg, hex, _ := strings.Cut(digest, ":")
+	return json.Marshal(map[string]any{
+		"_type":         statementType,
+		"predicateType": predicateType,
+		"subject":       []any{map[string]any{"name": dockerRef, "digest": map[string]string{alg: hex}}},
+		"predicate":     predicate,
+	})
+}
+
+// Attestation is one signed DSSE envelope, as stored in a registry.
+type Attestation struct {
+	// PredicateType goes into the annotations, as cosign puts it there.
+	PredicateType string
+	// Envelope is the DSSE envelope's JSON.
+	Envelope []byte
+}
+
+// Attest signs statement with s into a DSSE envelope, exactly as
+// `cosign attest --key` does (sigstore's DSSE signer over the PAE
+// encoding, payload type application/vnd.in-toto+json).
+func Attest(s signature.Signer, predicateType string, statement []byte) (Attestation, error) {
+	env, err := dsse.WrapSigner(s, InTotoPayloadType).SignMessage(bytes.NewReader(statement))
+	if err != nil {
+		return Attestation{}, err
+	}
+	return Attestation{PredicateType: predicateType, Envelope: env}, nil
+}
+
+// AttachAttestationTag stores atts at <repo>:sha256-<hex>.att, adding them
+// as layers to the attestations already there, as `cosign attest` does.
+func AttachAttestationTag(ctx context.Context, repo name.Repository, digest string, atts []Attestation, opts ...remote.Option) error {
+	opts = append(opts, remote.WithContext(ctx))
+	tag := repo.Tag(strings.Replace(digest, ":", "-", 1) + ".att")
+	base := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
+	if existing, err := remote.Image(tag, opts...); err == nil {
+		base = existing
+	} else if !isNotFound(err) {
+		return err
+	}
+	img := base
+	for _, a := range atts {
+		var err error
+		img, err = mutate.Append(img, mutate.Addendum{
+			Layer: static.NewLayer(a.Envelope, DSSEMediaType),
+			Annotations: map[string]string{
+				SignatureAnnotation:     "",
+				PredicateTypeAnnotation: a.PredicateType,
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return remote.Write(tag, img, opts...)
+}
+
+// Bundle wraps a DSSE envelope into the Sigstore bundle (v0.3) that
+// `cosign attest --key ... --new-bundle-format --tlog-upload=false` writes:
+// no transparency-log entry, the key named only by a hint.
+func Bundle(envelope []byte, s signature.Signer) ([]byte, error) {
+	pub, err := s.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	der, err := cryptoutils.MarshalPublicKeyToDER(pub)
+	if err != nil {
+		return nil, err
+	}
+	hint := sha256.Sum256(der)
+	return json.Marshal(map[string]any{
+		"mediaType": BundleMediaType,
+		"verificationMaterial": map[string]any{
+			"publicKey": map[string]string{"hint": base64.StdEncoding.EncodeToString(hint[:])},
+		},
+		"dsseEnvelope": json.RawMessage(envelope),
+	})
+}
+
+// AttachAttestationReferrer stores a's envelope, wrapped in a Sigstore
+// bundle, as an OCI 1.1 referrer of subject, the manifest that
+// `cosign attest --new-bundle-format` writes (cosign v2's referrers mode for
+// attestations). With fallbackTag it also records the referrer in the
+// `sha256-<hex>` index, as cosign does on registries without the referrers
+// API.
+func AttachAttestationReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, a Attestation, s signature.Signer, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	opts = append(opts, remote.WithContext(ctx))
+	bundle, err := Bundle(a.Envelope, s)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	layer := static.NewLayer(bundle, BundleMediaType)
+	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
+	for _, l := range []v1.Layer{layer, emptyConfig} {
+		if err := remote.WriteLayer(repo, l, opts...); err != nil {
+			return v1.Hash{}, err
+		}
+	}
+	layerDigest, _ := layer.Digest()
+	configDigest, _ := emptyConfig.Digest()
+	manifest := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: BundleMediaType},
+		Layers:        []v1.Descriptor{{MediaType: BundleMediaType, Digest: layerDigest, Size: int64(len(bundle))}},
+		Annotations: map[string]string{
+			BundleContentAnnotation:            "dsse-envelope",
+			BundlePredicateTypeAnnotation:      a.PredicateType,
+			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
+		},
+		Subject: &subject,
+	}
+	// cosign's fallback index names the artifact type of the config.
+	return putReferrer(repo, subject, manifest, BundleMediaType, types.OCIEmptyJSON, fallbackTag, opts...)
+}
+
+// putReferrer pushes manifest (with artifactType) as a referrer of subject
+// and, with fallbackTag, adds it to the `sha256-<hex>` index under
+// indexArtifactType.
+func putReferrer(repo name.Repository, subject v1.Descriptor, manifest v1.Manifest, artifactType string, indexArtifactType types.MediaType, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	raw, err := json.Marshal(struct {
+		v1.Manifest
+		ArtifactType string `json:"artifactType"`
+	}{manifest, artifactType})
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, size, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.Put(repo.Digest(d.String()), RawManifest{Raw: raw, Type: types.OCIManifestSchema1}, opts...); err != nil {
+		return v1.Hash{}, err
+	}
+	if !fallbackTag {
+		return d, nil
+	}
+	tag := repo.Tag(strings.Replace(subject.Digest.String(), ":", "-", 1))
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	if existing, err := remote.Index(tag, opts...); err == nil {
+		idx = existing
+	} else if !isNotFound(err) {
+		return v1.Hash{}, err
+	}
+	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+		Add: RawManifest{Raw: raw, Type: types.OCIManifestSchema1},
+		Descriptor: v1.Descriptor{
+			MediaType: types.OCIManifestSchema1, Digest: d, Size: size, ArtifactType: string(indexArtifactType),
+		},
+	})
+	return d, remote.WriteIndex(tag, idx, opts...)
+}
