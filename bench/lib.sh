@@ -1,7 +1,7 @@
 # Shared by bench/run.sh and bench/soak.sh: builds the binaries, starts the
 # distribution registry, seeds it ($COLD signed images, a $BLOB_MIB MiB blob),
 # and starts bench/minproxy and authz-proxy in front of it. Sets REG, MIN,
-# AUTHZ (host:port), REGPID, MINPID, AUTHZPID, SIGNED, BLOB, work, tools.
+# AUTHZ, METRICS (host:port), REGPID, MINPID, AUTHZPID, SIGNED, BLOB, work, tools.
 tools=$(bash scripts/tools.sh --bench)
 work=$(mktemp -d /tmp/authz-bench.XXXXXX)
 pids=()
@@ -31,10 +31,13 @@ echo "seeding the registry ($COLD signed images, a $BLOB_MIB MiB blob)..." >&2
 SIGNED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signed"])' "$work/seed.json")
 BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blob"])' "$work/seed.json")
 
+METRICS=127.0.0.1:$(port)
 cat > "$work/config.yaml" <<YML
 listen: {addr: $AUTHZ}
+metrics: {addr: $METRICS}
+limits: {manifestCacheBytes: ${MANIFEST_CACHE_BYTES:-67108864}}
 upstreams: [{name: lab, url: "http://$REG", insecure: true}]
-cache: {maxEntries: 100000, allowTTL: 1h, denyTTL: 1h}
+cache: {maxEntries: ${MAX_ENTRIES:-100000}, allowTTL: 1h, denyTTL: 1h}
 attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
 policy:
   rules: [{name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}]

@@ -148,7 +148,7 @@ func New(o Options) (*Client, error) {
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
 	return &Client{
-		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, func(m *Manifest) int64 { return int64(len(m.Raw)) + 512 }),
+		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
 		name:      o.Name,
 		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
 		reg:       reg,
@@ -268,3 +268,8 @@ func (c *Client) StatusError(op string, resp *http.Response) error {
 	}
 	return &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Err: err}
 }
+
+// manifestFootprint estimates the memory a cached manifest holds: its bytes,
+// and the parsed descriptors with their annotations, which take about twice
+// as much again.
+func manifestFootprint(m *Manifest) int64 { return 3*int64(len(m.Raw)) + 1024 }
