@@ -75,6 +75,7 @@ func TestDemoShowsAllowedAndDeniedPullsAndTheDecisionLog(t *testing.T) {
 	for _, want := range []string{
 		"/lab/demo/app:signed", "403 DENIED: no cosign signature found",
 		"pulled: the index and its 2 platform images",
+		"does not satisfy the condition `predicate.runDetails.builder.id == \"https://ci.example/builder@v1\"`",
 		`"decision":"allow"`, `"decision":"deny"`,
 	} {
 		if !strings.Contains(out, want) {
@@ -82,7 +83,7 @@ func TestDemoShowsAllowedAndDeniedPullsAndTheDecisionLog(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "/lab/demo/app:signed ") && !strings.HasSuffix(strings.TrimSpace(line), "pulled") {
+		if (strings.Contains(line, "/lab/demo/app:signed ") || strings.Contains(line, "/lab/vetted/app:ci-built ")) && !strings.HasSuffix(strings.TrimSpace(line), "pulled") {
 			t.Errorf("signed image not pulled: %s", line)
 		}
 	}

@@ -1,6 +1,6 @@
 // Package demo is the self-contained tour behind `authz-proxy demo`: an
-// in-process upstream registry holding signed, unsigned, forged and
-// multi-arch sample images, a configuration for it, and a client that pulls
+// in-process upstream registry holding signed, unsigned, forged, attested
+// and multi-arch sample images, a configuration for it, and a client that pulls
 // each image through the proxy and tabulates what happened. It needs no
 // network beyond loopback.
 package demo
@@ -69,6 +69,15 @@ policy:
   allowlist:
     - lab/tools/**
   rules:
+    - name: vetted
+      images: ["lab/vetted/**"]
+      require:
+        - signature:
+            attestors: [ci]
+        - attestation:
+            predicateType: https://slsa.dev/provenance/v1
+            attestors: [ci]
+            condition: 'predicate.runDetails.builder.id == "https://ci.example/builder@v1"'
     - name: demo-images
       images: ["lab/demo/**"]
       require:
@@ -180,9 +189,40 @@ func (l *Lab) populate(ctx context.Context) error {
 		err = l.pushIndex(ctx, "demo/multiarch:v1", ci)
 	}
 	if err == nil {
+		err = l.pushVetted(ctx, ci, "vetted/app:ci-built", "signed; SLSA provenance: built by the CI builder", "https://ci.example/builder@v1")
+	}
+	if err == nil {
+		err = l.pushVetted(ctx, ci, "vetted/app:laptop-built", "signed; SLSA provenance: built on a laptop", "https://laptop.example/alice")
+	}
+	if err == nil {
 		_, _, err = l.push(ctx, "tools/debug:latest", "not signed, but allowlisted")
 	}
 	return err
+}
+
+// pushVetted pushes a signed image with a SLSA provenance v1 attestation,
+// signed by ci, saying which builder built it.
+func (l *Lab) pushVetted(ctx context.Context, ci signature.Signer, ref, what, builder string) error {
+	r, d, err := l.push(ctx, ref, what)
+	if err != nil {
+		return err
+	}
+	if err := signTag(ctx, r, d, ci); err != nil {
+		return err
+	}
+	const slsa = "https://slsa.dev/provenance/v1"
+	statement, err := sign.Statement(sign.StatementV1, r.Context().Name(), d.String(), slsa, map[string]any{
+		"buildDefinition": map[string]any{"buildType": "https://ci.example/build/v1"},
+		"runDetails":      map[string]any{"builder": map[string]any{"id": builder}},
+	})
+	if err != nil {
+		return err
+	}
+	att, err := sign.Attest(ci, slsa, statement)
+	if err != nil {
+		return err
+	}
+	return sign.AttachAttestationTag(ctx, r.Context(), d.String(), []sign.Attestation{att})
 }
 
 // pushCopied pushes an image whose .sig tag holds a genuine ci signature of
