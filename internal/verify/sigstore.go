@@ -324,9 +324,9 @@ func (e *tagEntity) HasInclusionProof() bool   { return false }
 func (e *tagEntity) SignatureContent() (sgverify.SignatureContent, error) {
 	return e.content, nil
 }
-func (e *tagEntity) Timestamps() ([][]byte, error)         { return e.timestamps, nil }
-func (e *tagEntity) TlogEntries() ([]*tlog.Entry, error)   { return e.entries, nil }
-func (e *tagEntity) Version() (string, error)              { return e.version, nil }
+func (e *tagEntity) Timestamps() ([][]byte, error)       { return e.timestamps, nil }
+func (e *tagEntity) TlogEntries() ([]*tlog.Entry, error) { return e.entries, nil }
+func (e *tagEntity) Version() (string, error)            { return e.version, nil }
 func (e *tagEntity) VerificationContent() (sgverify.VerificationContent, error) {
 	if e.cert != nil {
 		return bundle.NewCertificate(e.cert), nil
@@ -357,10 +357,10 @@ func (anyKey) ValidAtTime(t time.Time, tm root.TrustedMaterial) bool {
 	v, err := tm.PublicKeyVerifier("")
 	return err == nil && v.ValidAtTime(t)
 }
-func (anyKey) Certificate() *x509.Certificate              { return nil }
-func (anyKey) Intermediates() []*x509.Certificate          { return nil }
-func (anyKey) PublicKey() sgverify.PublicKeyProvider       { return anyKey{} }
-func (anyKey) Hint() string                                { return "" }
+func (anyKey) Certificate() *x509.Certificate        { return nil }
+func (anyKey) Intermediates() []*x509.Certificate    { return nil }
+func (anyKey) PublicKey() sgverify.PublicKeyProvider { return anyKey{} }
+func (anyKey) Hint() string                          { return "" }
 
 // Identity is the signer a keyless attestor accepts.
 type Identity struct {
