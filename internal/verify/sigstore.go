@@ -392,7 +392,6 @@ type Keyless struct {
 	// entity without log entries when none is required, from a timestamp
 	// authority alone.
 	withTlog, timestampOnly *sgverify.Verifier
-	requireSCT              bool
 }
 
 // NewKeyless makes the verifier of one keyless identity under r. With
@@ -405,9 +404,9 @@ func NewKeyless(r *TrustedRoot, id Identity, requireTlog bool) (*Keyless, error)
 	if err != nil {
 		return nil, err
 	}
-	k := &Keyless{identity: ci, want: id, material: r.root, requireTlog: requireTlog, requireSCT: len(r.root.CTLogs()) > 0}
+	k := &Keyless{identity: ci, want: id, material: r.root, requireTlog: requireTlog}
 	var sct []sgverify.VerifierOption
-	if k.requireSCT {
+	if len(r.root.CTLogs()) > 0 {
 		sct = append(sct, sgverify.WithSignedCertificateTimestamps(1))
 	}
 	if k.withTlog, err = sgverify.NewVerifier(r.root, append(sct, sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1))...); err != nil {
@@ -437,7 +436,6 @@ func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
 // LogVerifier verifies signatures of a key together with their
 // transparency-log proof, for attestors that require one.
 type LogVerifier struct {
-	key      *PublicKey
 	material root.TrustedMaterial
 	v        *sgverify.Verifier
 }
@@ -452,7 +450,7 @@ func NewLogVerifier(key *PublicKey, r *TrustedRoot) (*LogVerifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LogVerifier{key: key, material: material, v: v}, nil
+	return &LogVerifier{material: material, v: v}, nil
 }
 
 // Verify checks that s was signed by the key, for digest, and logged.
@@ -535,18 +533,24 @@ func (s *Signed) signedFor() string {
 func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, want string, verr error) error {
 	logTimes, err := v.VerifyTransparencyLogInclusion(s.entity)
 	if err != nil {
-		if entries, _ := s.entity.TlogEntries(); s.cert != nil {
-			for _, e := range entries {
-				if t := e.IntegratedTime(); !t.IsZero() && (t.Before(s.cert.NotBefore) || t.After(s.cert.NotAfter)) {
-					return expired(s.cert, t, "transparency log")
-				}
-			}
-		}
 		if s.tlogEntries == 0 {
 			return fail(CheckNoTlog, "the signature carries no transparency-log entry, and one is required")
 		}
-		if strings.Contains(err.Error(), "not enough verified log entries") {
-			return fail(CheckNoTlog, "no entry from a transparency log of the trusted root verifies: %v", err)
+		// Entries of the root's logs: an entry of a log the root does
+		// not list proves nothing, not even its time.
+		entries, _ := s.entity.TlogEntries()
+		known := 0
+		for _, e := range entries {
+			if _, ok := tm.RekorLogs()[hex.EncodeToString([]byte(e.LogKeyID()))]; !ok {
+				continue
+			}
+			known++
+			if t := e.IntegratedTime(); s.cert != nil && !t.IsZero() && (t.Before(s.cert.NotBefore) || t.After(s.cert.NotAfter)) {
+				return expired(s.cert, t, "transparency log")
+			}
+		}
+		if known == 0 {
+			return fail(CheckNoTlog, "its transparency-log entries are from no log of the trusted root")
 		}
 		return fail(CheckTlog, "%v", err)
 	}
@@ -554,19 +558,21 @@ func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest s
 	if err != nil {
 		return fail(CheckTimestamp, "no verified time of signing (transparency-log entry or RFC 3161 timestamp from the trusted root): %v", err)
 	}
-	if s.cert != nil {
-		c := s.cert
+	if c := s.cert; c != nil {
+		var chains [][]*x509.Certificate
 		for _, ts := range times {
 			if ts.Timestamp.Before(c.NotBefore) || ts.Timestamp.After(c.NotAfter) {
 				return expired(c, ts.Timestamp, timeSource(ts))
 			}
-			if _, err := sgverify.VerifyLeafCertificate(ts.Timestamp, c, tm); err != nil {
+			if chains, err = sgverify.VerifyLeafCertificate(ts.Timestamp, c, tm); err != nil {
 				return fail(CheckChain, "the certificate (issued by %q) does not chain to a certificate authority of the trusted root valid at %s", c.Issuer.String(), ts.Timestamp.UTC().Format(time.RFC3339))
 			}
 		}
-	}
-	if strings.Contains(verr.Error(), "signed certificate timestamp") {
-		return fail(CheckSCT, "%v", verr)
+		if len(tm.CTLogs()) > 0 && len(chains) > 0 {
+			if err := sgverify.VerifySignedCertificateTimestamp(chains, 1, tm); err != nil {
+				return fail(CheckSCT, "the trusted root lists CT logs, and the certificate carries no valid signed certificate timestamp from one: %v", err)
+			}
+		}
 	}
 	// Genuine, but for another artifact? Verify again for what it claims.
 	if claimed := s.signedFor(); claimed != "" && !strings.Contains(claimed, digest) && s.payload == nil {
