@@ -271,6 +271,34 @@ func TestKeylessDecisions(t *testing.T) {
 			e.keylessAttest(vs, "built/app", d, "https://github.com/actions/runner")
 			return "built/app", d
 		}, wantStatus: 200, wantBy: ghRelease},
+		{name: "LegacyKeylessAttTagWithRekorSET", setup: func(e *env) (string, v1.Hash) {
+			d := e.push("built/app:v1")
+			e.keylessSign(vs, "built/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
+			st, err := sign.Statement(sign.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			a, err := vs.CosignAttestation(ghRelease, ghIssuer, slsaV1, st, virtual.Options{})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			e.attestTag("built/app", d, a)
+			return "built/app", d
+		}, wantStatus: 200, wantBy: ghRelease},
+		{name: "LegacyKeylessAttTagOfAStranger", setup: func(e *env) (string, v1.Hash) {
+			d := e.push("built/app:v1")
+			e.keylessSign(vs, "built/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
+			st, err := sign.Statement(sign.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			a, err := vs.CosignAttestation(ghStranger, ghIssuer, slsaV1, st, virtual.Options{})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			e.attestTag("built/app", d, a)
+			return "built/app", d
+		}, wantStatus: 403, wantInMsg: []string{"release: its attestation", "does not count: identity: the certificate names issuer " + ghIssuer + ", subject " + ghStranger}},
 		{name: "KeylessProvenanceFailingTheCondition", setup: func(e *env) (string, v1.Hash) {
 			d := e.push("built/app:v1")
 			e.keylessSign(vs, "built/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)

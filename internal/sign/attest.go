@@ -55,6 +55,9 @@ type Attestation struct {
 	PredicateType string
 	// Envelope is the DSSE envelope's JSON.
 	Envelope []byte
+	// Certificate, Chain and RekorBundle are, for a keyless attestation
+	// of the .att tag, its layer annotations, as for a Signature.
+	Certificate, Chain, RekorBundle []byte
 }
 
 // Attest signs statement with s into a DSSE envelope, exactly as
@@ -83,17 +86,22 @@ func AttachAttestationTag(ctx context.Context, repo name.Repository, digest stri
 	for _, a := range atts {
 		var err error
 		img, err = mutate.Append(img, mutate.Addendum{
-			Layer: static.NewLayer(a.Envelope, DSSEMediaType),
-			Annotations: map[string]string{
-				SignatureAnnotation:     "",
-				PredicateTypeAnnotation: a.PredicateType,
-			},
+			Layer:       static.NewLayer(a.Envelope, DSSEMediaType),
+			Annotations: a.annotations(),
 		})
 		if err != nil {
 			return err
 		}
 	}
 	return remote.Write(tag, img, opts...)
+}
+
+// annotations are the .att layer annotations of a, as cosign writes them.
+func (a Attestation) annotations() map[string]string {
+	m := Signature{Certificate: a.Certificate, Chain: a.Chain, RekorBundle: a.RekorBundle}.annotations()
+	m[SignatureAnnotation] = ""
+	m[PredicateTypeAnnotation] = a.PredicateType
+	return m
 }
 
 // Bundle wraps a DSSE envelope into the Sigstore bundle (v0.3) that

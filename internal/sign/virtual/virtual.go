@@ -283,16 +283,8 @@ func (s *Sigstore) CosignSignature(identity, issuer string, payload []byte, o Op
 	if err != nil {
 		return sign.Signature{}, err
 	}
-	vc, err := e.VerificationContent()
-	if err != nil {
-		return sign.Signature{}, err
-	}
 	out := sign.Signature{Payload: payload, Sig: sc.Signature()}
-	if out.Certificate, err = cryptoutils.MarshalCertificateToPEM(vc.Certificate()); err != nil {
-		return sign.Signature{}, err
-	}
-	fca := s.FulcioCertificateAuthorities()[0].(*root.FulcioCertificateAuthority)
-	if out.Chain, err = cryptoutils.MarshalCertificatesToPEM(append(fca.Intermediates, fca.Root)); err != nil {
+	if out.Certificate, out.Chain, err = s.certificates(e); err != nil {
 		return sign.Signature{}, err
 	}
 	if !o.NoTlog {
@@ -305,6 +297,53 @@ func (s *Sigstore) CosignSignature(identity, issuer string, payload []byte, o Op
 		}
 	}
 	return out, nil
+}
+
+// CosignAttestation signs statement (of predicateType) as identity of
+// issuer into a DSSE envelope and returns the `.att` layer that keyless
+// `cosign attest` (v2) writes, with the certificate, chain and (unless
+// o.NoTlog) Rekor bundle annotations.
+func (s *Sigstore) CosignAttestation(identity, issuer, predicateType string, statement []byte, o Options) (sign.Attestation, error) {
+	e, err := s.AttestAtTime(identity, issuer, statement, o.at(), false)
+	if err != nil {
+		return sign.Attestation{}, err
+	}
+	sc, err := e.SignatureContent()
+	if err != nil {
+		return sign.Attestation{}, err
+	}
+	env, err := json.Marshal(sc.EnvelopeContent().RawEnvelope())
+	if err != nil {
+		return sign.Attestation{}, err
+	}
+	out := sign.Attestation{PredicateType: predicateType, Envelope: env}
+	if out.Certificate, out.Chain, err = s.certificates(e); err != nil {
+		return sign.Attestation{}, err
+	}
+	if !o.NoTlog {
+		entries, err := e.TlogEntries()
+		if err != nil {
+			return sign.Attestation{}, err
+		}
+		if out.RekorBundle, err = s.rekorBundle(entries[0].TransparencyLogEntry()); err != nil {
+			return sign.Attestation{}, err
+		}
+	}
+	return out, nil
+}
+
+// certificates are the PEM leaf certificate of e and the chain above it.
+func (s *Sigstore) certificates(e *ca.TestEntity) (leaf, chain []byte, err error) {
+	vc, err := e.VerificationContent()
+	if err != nil {
+		return nil, nil, err
+	}
+	if leaf, err = cryptoutils.MarshalCertificateToPEM(vc.Certificate()); err != nil {
+		return nil, nil, err
+	}
+	fca := s.FulcioCertificateAuthorities()[0].(*root.FulcioCertificateAuthority)
+	chain, err = cryptoutils.MarshalCertificatesToPEM(append(fca.Intermediates, fca.Root))
+	return leaf, chain, err
 }
 
 func (s *Sigstore) rekorBundle(tle *protorekor.TransparencyLogEntry) ([]byte, error) {
