@@ -149,16 +149,11 @@ func (s *Signed) IsImageSignature() bool {
 	return s.Envelope == nil || s.Envelope.Statement.PredicateType == CosignSignPredicateType
 }
 
-// MaxBundleSize bounds the Sigstore bundles this package parses.
-const MaxBundleSize = 2 << 20
-
 // ParseBundle parses a Sigstore bundle, v0.1 to v0.3, holding a message
 // signature or a DSSE envelope of an in-toto statement. Errors wrap
-// ErrMalformedAttestation.
+// ErrMalformedAttestation. The caller bounds its size (the upstream
+// limit maxEnvelopeSize).
 func ParseBundle(raw []byte) (*Signed, error) {
-	if len(raw) > MaxBundleSize {
-		return nil, fmt.Errorf("%w: Sigstore bundle of %d bytes, over the %d-byte limit", ErrMalformedAttestation, len(raw), MaxBundleSize)
-	}
 	pb := new(protobundle.Bundle)
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, pb); err != nil {
 		return nil, fmt.Errorf("%w: not a Sigstore bundle: %v", ErrMalformedAttestation, err)
