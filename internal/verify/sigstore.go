@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -404,10 +405,10 @@ func NewKeyless(r *TrustedRoot, id Identity, requireTlog bool) (*Keyless, error)
 	if len(r.root.CTLogs()) > 0 {
 		sct = append(sct, sgverify.WithSignedCertificateTimestamps(1))
 	}
-	if k.withTlog, err = sgverify.NewVerifier(r.root, append(sct, sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1))...); err != nil {
+	if k.withTlog, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1)})...); err != nil {
 		return nil, err
 	}
-	if k.timestampOnly, err = sgverify.NewVerifier(r.root, append(sct, sgverify.WithObserverTimestamps(1))...); err != nil {
+	if k.timestampOnly, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithObserverTimestamps(1)})...); err != nil {
 		return nil, err
 	}
 	return k, nil
