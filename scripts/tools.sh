@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the end-to-end suite drives, once per machine:
-# the distribution registry (the upstream), the cosign v2 CLI, crane, and
-# skopeo from Debian. Prints the folder that holds the Go-built tools.
+# the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
+# CLI (as cosign3), crane, and skopeo from Debian. Prints the folder that holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -9,24 +9,32 @@ set -euo pipefail
 REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
+COSIGN3_VERSION=v3.1.3
 VEGETA_VERSION=v12.13.0
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
 
-install() { # install NAME MODULE@VERSION
+install() { # install NAME MODULE@VERSION: the command is installed as NAME
   local stamp="$tools/bin/.$1.version"
   if [ -x "$tools/bin/$1" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$2" ]; then
     return
   fi
   echo "tools: building $2 (a few minutes, once)" >&2
-  (cd /tmp && GOBIN="$tools/bin" GOFLAGS= go install "$2")
+  # Built into a folder of its own, then moved: cosign v2 and v3 are both
+  # "cosign".
+  local build
+  build=$(mktemp -d)
+  (cd /tmp && GOBIN="$build" GOFLAGS= go install "$2")
+  mv "$build"/* "$tools/bin/$1"
+  rmdir "$build"
   echo "$2" > "$stamp"
 }
 
 install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION >&2
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
+install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi

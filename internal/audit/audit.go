@@ -51,8 +51,20 @@ type Record struct {
 // attestation that satisfied an attestation requirement.
 type Verification struct {
 	Attestor string `json:"attestor"`
-	// KeyID is "sha256:<hex>" of the attestor key that verified.
-	KeyID string `json:"keyId"`
+	// KeyID is "sha256:<hex>" of the attestor key that verified; empty for
+	// a keyless attestor.
+	KeyID string `json:"keyId,omitempty"`
+	// Issuer and Subject are the OIDC issuer and subject alternative name
+	// of the Fulcio certificate that signed, for a keyless attestor.
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	// LogIndex is the index of the verified transparency-log entry, when
+	// one was verified.
+	LogIndex *int64 `json:"logIndex,omitempty"`
+	// SignedAt is the verified time of signing and TimeSource where it
+	// came from ("tlog" or "timestamp authority"), when one was needed.
+	SignedAt   *time.Time `json:"signedAt,omitempty"`
+	TimeSource string     `json:"timeSource,omitempty"`
 	// Source is where the signature or attestation was found.
 	Source string `json:"source"`
 	// PredicateType is the attestation's predicate type; empty for a

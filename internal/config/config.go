@@ -156,13 +156,22 @@ type Limits struct {
 	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
 }
 
-// Attestor is a party whose signatures vouch for images.
+// Attestor is a party whose signatures vouch for images: either holders of
+// PublicKeys or a Sigstore Keyless identity, exactly one of the two.
 type Attestor struct {
 	Name       string      `yaml:"name"`
 	PublicKeys []PublicKey `yaml:"publicKeys"`
 	Keyless    *Keyless    `yaml:"keyless"`
-	// RequireTlog demands a verified transparency-log proof.
+	// RequireTlog, for a key-based attestor, demands a transparency-log
+	// proof (a Rekor entry's signed timestamp or inclusion proof) verified
+	// against TrustedRootFile, as `cosign verify` does unless told
+	// --insecure-ignore-tlog. Default false. A keyless attestor sets it
+	// under keyless instead.
 	RequireTlog bool `yaml:"requireTlog"`
+	// TrustedRootFile is the Sigstore trusted root (trusted_root.json)
+	// whose Rekor keys verify the transparency-log proofs of a key-based
+	// attestor; required with RequireTlog.
+	TrustedRootFile string `yaml:"trustedRootFile"`
 }
 
 // PublicKey is a PEM public key, inline or in a file.
@@ -171,13 +180,26 @@ type PublicKey struct {
 	PEM  string `yaml:"pem"`
 }
 
-// Keyless is a Sigstore keyless identity.
+// Keyless is a Sigstore keyless identity: whoever holds a short-lived
+// certificate from a Fulcio CA of TrustedRootFile that names Subject (or a
+// subject matching SubjectRegexp) as issued by the OIDC Issuer.
 type Keyless struct {
-	Issuer          string `yaml:"issuer"`
-	Subject         string `yaml:"subject"`
-	SubjectRegexp   string `yaml:"subjectRegexp"`
+	// Issuer is the OIDC issuer the certificate's Fulcio issuer extension
+	// must name exactly, e.g. https://token.actions.githubusercontent.com.
+	Issuer string `yaml:"issuer"`
+	// Subject is the certificate's subject alternative name (a URI or an
+	// e-mail address), exactly; SubjectRegexp is a Go regular expression
+	// it must match instead (anchor it with ^ and $). Exactly one is set.
+	Subject       string `yaml:"subject"`
+	SubjectRegexp string `yaml:"subjectRegexp"`
+	// TrustedRootFile is the Sigstore trusted root (trusted_root.json: the
+	// Fulcio CAs, Rekor keys, CT logs and timestamp authorities), read at
+	// load; nothing is fetched from the network.
 	TrustedRootFile string `yaml:"trustedRootFile"`
-	RequireTlog     bool   `yaml:"requireTlog"`
+	// RequireTlog demands a verified transparency-log proof; without it a
+	// signature may instead carry an RFC 3161 timestamp from a timestamp
+	// authority of the trusted root. Default false.
+	RequireTlog bool `yaml:"requireTlog"`
 }
 
 // Enforcement modes.
@@ -295,6 +317,7 @@ func (c *Config) Files() []string {
 		for _, k := range a.PublicKeys {
 			add(k.File)
 		}
+		add(a.TrustedRootFile)
 		if a.Keyless != nil {
 			add(a.Keyless.TrustedRootFile)
 		}
@@ -521,20 +544,34 @@ func setRuleDefaults(r *Rule) {
 }
 
 // generation hashes the configuration and every file it names whose content
-// changes verdicts.
+// changes verdicts: key files and trusted roots.
 func (c *Config) generation(data []byte) (string, error) {
 	h := sha256.New()
 	h.Write(data)
+	hashFile := func(path []any, name string) error {
+		if name == "" {
+			return nil
+		}
+		b, err := os.ReadFile(c.Path(name))
+		if err != nil {
+			return c.Errorf(path, "%v", err)
+		}
+		h.Write(b)
+		return nil
+	}
 	for i, a := range c.Attestors {
 		for j, k := range a.PublicKeys {
-			if k.File == "" {
-				continue
+			if err := hashFile([]any{"attestors", i, "publicKeys", j, "file"}, k.File); err != nil {
+				return "", err
 			}
-			b, err := os.ReadFile(c.Path(k.File))
-			if err != nil {
-				return "", c.Errorf([]any{"attestors", i, "publicKeys", j, "file"}, "%v", err)
+		}
+		if err := hashFile([]any{"attestors", i, "trustedRootFile"}, a.TrustedRootFile); err != nil {
+			return "", err
+		}
+		if k := a.Keyless; k != nil {
+			if err := hashFile([]any{"attestors", i, "keyless", "trustedRootFile"}, k.TrustedRootFile); err != nil {
+				return "", err
 			}
-			h.Write(b)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil

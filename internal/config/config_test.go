@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,9 +128,33 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"bad duration", func(s string) string {
 			return s + "cache:\n  allowTTL: ten minutes\n"
 		}, "config.yaml:33: cannot unmarshal !!str `ten min...` into time.Duration"},
-		{"keyless is not silently ignored", func(s string) string {
+		{"keyless without subject or trusted root", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x", 1)
-		}, "attestors[0].keyless: keyless is not supported yet"},
+		}, "config.yaml:12: attestors[0].keyless: set exactly one of subject and subjectRegexp"},
+		{"keyless without issuer", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      subject: a@example.com\n      trustedRootFile: ci.pub", 1)
+		}, "config.yaml:12: attestors[0].keyless: issuer is required"},
+		{"keyless with both subject and regexp", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      subjectRegexp: b\n      trustedRootFile: ci.pub", 1)
+		}, "attestors[0].keyless: set exactly one of subject and subjectRegexp"},
+		{"keyless with a bad regexp", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subjectRegexp: '^(a'\n      trustedRootFile: ci.pub", 1)
+		}, "config.yaml:14: attestors[0].keyless.subjectRegexp: error parsing regexp"},
+		{"keyless with a missing trusted root", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      trustedRootFile: nope.json", 1)
+		}, "config.yaml:15: attestors[0].keyless.trustedRootFile: open"},
+		{"keyless and keys at once", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    keyless: {issuer: https://x, subject: a, trustedRootFile: ci.pub}", 1)
+		}, "config.yaml:11: attestors[0]: set exactly one of publicKeys and keyless"},
+		{"keyless with the attestor's requireTlog", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    requireTlog: true\n    keyless: {issuer: https://x, subject: a, trustedRootFile: ci.pub}", 1)
+		}, "config.yaml:12: attestors[0].requireTlog: for a keyless attestor, set keyless.requireTlog instead"},
+		{"requireTlog without a trusted root", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    requireTlog: true", 1)
+		}, "config.yaml:14: attestors[0].requireTlog: needs trustedRootFile"},
+		{"key trusted root that is missing", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    requireTlog: true\n    trustedRootFile: nope.json", 1)
+		}, "config.yaml:15: attestors[0].trustedRootFile: open"},
 		{"attestation predicate type that is neither a URI nor a cosign name", func(s string) string {
 			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            predicateType: slsa\n            attestors: [ci]", 1)
 		}, `config.yaml:27: policy.rules[0].require[0].attestation.predicateType: "slsa": want a predicate type URI or one of cosign's --type names`},
@@ -278,5 +303,39 @@ func TestAttestationRequirementDefaultsAndCosignTypeNames(t *testing.T) {
 	}
 	if a := reqs[1].Attestation; a.PredicateType != "https://example.com/review/v1" {
 		t.Errorf("a predicate type URI was changed to %q", a.PredicateType)
+	}
+}
+
+func TestTrustedRootFilesCountInGenerationAndWatchedFiles(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	write(t, dir, "root.json", "root one")
+	write(t, dir, "logs.json", "logs one")
+	text := strings.Replace(validYAML, "  - name: release\n", "  - name: keyless\n    keyless:\n      issuer: https://token.actions.githubusercontent.com\n      subjectRegexp: ^https://github\\.com/acme/\n      trustedRootFile: root.json\n      requireTlog: true\n  - name: release\n    requireTlog: true\n    trustedRootFile: logs.json\n", 1)
+	path := write(t, dir, "config.yaml", text)
+	a, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := a.Attestors[1].Keyless; k == nil || !k.RequireTlog || k.SubjectRegexp != `^https://github\.com/acme/` {
+		t.Fatalf("keyless attestor loaded as %+v", a.Attestors[1])
+	}
+	for _, files := range [][]string{a.Files(), config.ReferencedFiles(path)} {
+		for _, want := range []string{"root.json", "logs.json"} {
+			if !slices.Contains(files, filepath.Join(dir, want)) {
+				t.Errorf("files %v do not include %s", files, want)
+			}
+		}
+	}
+	for _, f := range []string{"root.json", "logs.json"} {
+		write(t, dir, f, "changed")
+		b, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Generation == b.Generation {
+			t.Errorf("replacing %s kept the policy generation: old verdicts would be reused", f)
+		}
+		a = b
 	}
 }

@@ -27,12 +27,6 @@ func (v *validator) errorf(path []any, format string, args ...any) {
 	v.errs = append(v.errs, v.c.Errorf(path, format, args...))
 }
 
-// notYet rejects a part of the schema that this version does not implement,
-// rather than silently ignoring it.
-func (v *validator) notYet(path []any, what string) {
-	v.errorf(path, "%s is not supported yet by this version of authz-proxy; remove it", what)
-}
-
 func p(path ...any) []any { return path }
 
 func (c *Config) validate() error {
@@ -209,13 +203,17 @@ func (v *validator) attestors() map[string]bool {
 			v.errorf(p("attestors", i, "name"), "%q is used twice", a.Name)
 		}
 		names[a.Name] = true
-		if a.Keyless != nil {
-			v.notYet(p("attestors", i, "keyless"), "keyless")
-		} else if len(a.PublicKeys) == 0 {
-			v.errorf(p("attestors", i), "publicKeys is required")
-		}
-		if a.RequireTlog {
-			v.notYet(p("attestors", i, "requireTlog"), "requireTlog")
+		switch {
+		case a.Keyless != nil && len(a.PublicKeys) > 0:
+			v.errorf(p("attestors", i), "set exactly one of publicKeys and keyless: an attestor is either key holders or a keyless identity")
+		case a.Keyless != nil:
+			v.keyless(i, a)
+		case len(a.PublicKeys) == 0:
+			v.errorf(p("attestors", i), "publicKeys or keyless is required")
+		case a.RequireTlog && a.TrustedRootFile == "":
+			v.errorf(p("attestors", i, "requireTlog"), "needs trustedRootFile: the Sigstore trusted root (trusted_root.json) whose Rekor keys verify the transparency-log proofs")
+		default:
+			v.readable(p("attestors", i, "trustedRootFile"), a.TrustedRootFile)
 		}
 		for j, k := range a.PublicKeys {
 			if (k.File == "") == (k.PEM == "") {
@@ -224,6 +222,34 @@ func (v *validator) attestors() map[string]bool {
 		}
 	}
 	return names
+}
+
+// keyless checks the keyless identity of attestor i.
+func (v *validator) keyless(i int, a Attestor) {
+	k := a.Keyless
+	path := p("attestors", i, "keyless")
+	if a.RequireTlog {
+		v.errorf(p("attestors", i, "requireTlog"), "for a keyless attestor, set keyless.requireTlog instead")
+	}
+	if a.TrustedRootFile != "" {
+		v.errorf(p("attestors", i, "trustedRootFile"), "for a keyless attestor, set keyless.trustedRootFile instead")
+	}
+	if k.Issuer == "" {
+		v.errorf(path, "issuer is required: the OIDC issuer of the signing identity, e.g. https://token.actions.githubusercontent.com")
+	}
+	switch {
+	case (k.Subject == "") == (k.SubjectRegexp == ""):
+		v.errorf(path, "set exactly one of subject and subjectRegexp")
+	case k.SubjectRegexp != "":
+		if _, err := regexp.Compile(k.SubjectRegexp); err != nil {
+			v.errorf(append(path, "subjectRegexp"), "%v", err)
+		}
+	}
+	if k.TrustedRootFile == "" {
+		v.errorf(path, "trustedRootFile is required: the Sigstore trusted root (trusted_root.json) to verify certificates and log entries offline")
+	} else {
+		v.readable(append(path, "trustedRootFile"), k.TrustedRootFile)
+	}
 }
 
 func (v *validator) policy(attestors, environments map[string]bool) {

@@ -33,10 +33,11 @@ type attestations struct {
 
 type parsedAttestation struct {
 	upstream.Attestation
-	env *verify.Envelope
-	err error // why it cannot be used at all
-	// checks caches env.Check by key ID.
-	checks map[string]error
+	signed *verify.Signed
+	env    *verify.Envelope // signed.Envelope
+	err    error            // why it cannot be used at all
+	// checks caches attestor.verify by attestor name.
+	checks map[string]checked
 	// vars is the condition activation, built on first use.
 	vars map[string]any
 }
@@ -47,20 +48,36 @@ func newAttestations(ev *upstream.Evidence, s Subject, now time.Time) *attestati
 		now: now,
 	}
 	for _, a := range ev.Attestations {
-		p := &parsedAttestation{Attestation: a, checks: map[string]error{}}
-		p.env, p.err = verify.ParseEnvelope(a.MediaType, a.Raw)
+		p := &parsedAttestation{Attestation: a, checks: map[string]checked{}}
+		if strings.HasPrefix(a.MediaType, verify.BundleMediaTypePrefix) {
+			p.signed, p.err = verify.ParseBundle(a.Raw)
+			if p.err == nil && p.signed.Envelope == nil {
+				p.err = fmt.Errorf("%w: Sigstore bundle holds no DSSE envelope (a message signature is not an attestation)", verify.ErrMalformedAttestation)
+			}
+		} else {
+			p.signed, p.err = verify.ParseCosignAttestation(a.Raw, a.Certificate, a.RekorBundle, a.Timestamp)
+		}
+		if p.err == nil {
+			p.env = p.signed.Envelope
+		}
 		as.list = append(as.list, p)
 	}
 	return as
 }
 
-func (p *parsedAttestation) check(k *verify.PublicKey, digest string) error {
-	err, ok := p.checks[k.ID]
+// checked is the outcome of one attestor's check of one attestation.
+type checked struct {
+	v   *audit.Verification
+	err error
+}
+
+func (p *parsedAttestation) check(a *attestor, digest string) (*audit.Verification, error) {
+	c, ok := p.checks[a.name]
 	if !ok {
-		err = p.env.Check(k, digest)
-		p.checks[k.ID] = err
+		c.v, c.err = a.verify(p.signed, digest, p.Source)
+		p.checks[a.name] = c
 	}
-	return err
+	return c.v, c.err
 }
 
 // name is how decision logs name the attestation: its layer digest and
@@ -90,6 +107,7 @@ const (
 	missNone      = iota // no attestation of the type at all
 	missUnusable         // only attestations that could not be parsed
 	missBadSig           // none signed by the attestor's keys
+	missCheck            // signed by the identity or key, a keyless or log check failed
 	missSubject          // signed, but about another digest
 	missCondition        // signed, about this digest, condition false or failing
 )
@@ -118,7 +136,6 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			}
 		}
 		var hit *audit.Verification
-	attestations:
 		for _, p := range as.list {
 			if p.err != nil {
 				closer(miss{missUnusable, fmt.Sprintf("attestation %s is unusable: %v", p.name(), p.err)})
@@ -127,31 +144,35 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			if p.env.Statement.PredicateType != req.predicateType {
 				continue
 			}
-			for _, k := range a.keys {
-				err := p.check(k, as.img.Digest)
-				var mismatch *verify.DigestMismatchError
-				switch {
-				case errors.As(err, &mismatch):
-					closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
-					continue
-				case err != nil:
-					closer(miss{missBadSig, fmt.Sprintf("%d attestation(s) of this type found, none signed by its keys", ofType)})
-					continue
-				}
-				if req.condition != nil {
-					ok, err := req.evalCondition(ctx, p, as)
-					switch {
-					case err != nil:
-						closer(miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), p.name(), err)})
-						continue attestations
-					case !ok:
-						closer(miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", p.name(), quote(req.condition.text))})
-						continue attestations
-					}
-				}
-				hit = &audit.Verification{Attestor: a.name, KeyID: k.ID, Source: p.Source, PredicateType: req.predicateType, Attestation: p.Digest}
-				break attestations
+			v, err := p.check(a, as.img.Digest)
+			var mismatch *verify.DigestMismatchError
+			var failed *verify.CheckError
+			switch {
+			case errors.As(err, &mismatch):
+				closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
+				continue
+			case errors.As(err, &failed) && !errors.Is(err, verify.ErrBadSignature):
+				closer(miss{missCheck, fmt.Sprintf("its attestation %s does not count: %v", p.name(), err)})
+				continue
+			case err != nil:
+				closer(miss{missBadSig, fmt.Sprintf("%d attestation(s) of this type found, none signed by %s", ofType, a.kind())})
+				continue
 			}
+			if req.condition != nil {
+				ok, err := req.evalCondition(ctx, p, as)
+				switch {
+				case err != nil:
+					closer(miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), p.name(), err)})
+					continue
+				case !ok:
+					closer(miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", p.name(), quote(req.condition.text))})
+					continue
+				}
+			}
+			h := *v
+			h.PredicateType, h.Attestation = req.predicateType, p.Digest
+			hit = &h
+			break
 		}
 		if hit != nil {
 			by = append(by, *hit)
@@ -159,7 +180,7 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			if req.condition != nil {
 				what = "satisfies the condition " + quote(req.condition.text)
 			}
-			allow = append(allow, fmt.Sprintf("attestation %s by attestor %s (key %s, %s, %s) %s", req.predicateType, a.name, short(hit.KeyID), short(hit.Attestation), hit.Source, what))
+			allow = append(allow, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, a.name, describe(hit), short(hit.Attestation), what))
 			continue
 		}
 		if best.kind == missNone {

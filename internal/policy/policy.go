@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -136,37 +135,15 @@ type signatureRequirement struct {
 	threshold int
 }
 
-type attestor struct {
-	name string
-	keys []*verify.PublicKey
-}
-
 // Compile turns a loaded configuration into a Policy: it parses every key and
 // pattern once. Errors carry the configuration's file, line and field.
 func Compile(c *config.Config) (*Policy, error) {
 	var errs []error
 	attestors := map[string]*attestor{}
+	roots := map[string]*verify.TrustedRoot{}
 	for i, a := range c.Attestors {
-		at := &attestor{name: a.Name}
-		for j, k := range a.PublicKeys {
-			path := []any{"attestors", i, "publicKeys", j}
-			data := []byte(k.PEM)
-			if k.File != "" {
-				path = append(path, "file")
-				b, err := os.ReadFile(c.Path(k.File))
-				if err != nil {
-					errs = append(errs, c.Errorf(path, "%v", err))
-					continue
-				}
-				data = b
-			}
-			key, err := verify.ParsePublicKey(data)
-			if err != nil {
-				errs = append(errs, c.Errorf(path, "%v", err))
-				continue
-			}
-			at.keys = append(at.keys, key)
-		}
+		at, aerrs := compileAttestor(c, i, a, roots)
+		errs = append(errs, aerrs...)
 		attestors[a.Name] = at
 	}
 	p := &Policy{Generation: c.Generation}
@@ -305,11 +282,12 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 	}
 	var allow, deny []string
 	sigFailed, attFailed := false, false
+	sigs := parseSignatures(ev)
 	for _, req := range r.signatures {
-		by, reasons := req.check(ev, s)
+		by, reasons := req.check(sigs, s)
 		v.VerifiedBy = append(v.VerifiedBy, by...)
 		for _, b := range by {
-			allow = append(allow, fmt.Sprintf("signed by attestor %s (key %s, %s)", b.Attestor, short(b.KeyID), b.Source))
+			allow = append(allow, fmt.Sprintf("signed by attestor %s (%s)", b.Attestor, describe(&b)))
 		}
 		if reasons != nil {
 			sigFailed = true
@@ -364,27 +342,63 @@ func (p *Policy) match(img pattern.Image, env string) *rule {
 	return p.fallback
 }
 
-// check verifies every signature against every listed attestor's keys. It
-// returns the attestors that verified and, when fewer than the threshold
-// did, the reasons, the closest miss first.
-func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit.Verification, []string) {
+// signature is one signature found, parsed once for every requirement.
+type signature struct {
+	source string
+	signed *verify.Signed
+	err    error // why it cannot be used at all
+}
+
+// parseSignatures parses the signatures of ev: cosign simple-signing
+// layers (with their keyless and log annotations) and Sigstore bundles.
+// Bundles of attestations other than cosign's signature statement are not
+// signatures and are left out.
+func parseSignatures(ev *upstream.Evidence) []signature {
+	var out []signature
+	for _, sig := range ev.Signatures {
+		var s signature
+		s.source = sig.Source
+		if sig.Bundle != nil {
+			s.signed, s.err = verify.ParseBundle(sig.Bundle)
+			if s.err == nil && !s.signed.IsImageSignature() {
+				continue
+			}
+		} else {
+			s.signed, s.err = verify.ParseCosignSignature(sig.Payload, sig.Signature, sig.Certificate, sig.RekorBundle, sig.Timestamp)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// check verifies every signature as every listed attestor. It returns the
+// attestors that verified and, when fewer than the threshold did, the
+// reasons, the closest miss first.
+func (req signatureRequirement) check(sigs []signature, s Subject) ([]audit.Verification, []string) {
 	var by []audit.Verification
 	var unusable []string // genuine signatures that still do not count
 	var mismatch *verify.DigestMismatchError
+	var failed *verify.CheckError
 	for _, a := range req.attestors {
-	next:
-		for _, sig := range ev.Signatures {
-			for _, k := range a.keys {
-				err := verify.SimpleSigningSignature(k, sig.Payload, sig.Signature, s.Digest)
-				switch {
-				case err == nil:
-					by = append(by, audit.Verification{Attestor: a.name, KeyID: k.ID, Source: sig.Source})
-					break next
-				case errors.As(err, &mismatch):
-					unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
-				case errors.Is(err, verify.ErrMalformedPayload):
-					unusable = append(unusable, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.Source, err))
-				}
+		for _, sig := range sigs {
+			if sig.err != nil {
+				continue
+			}
+			v, err := a.verify(sig.signed, s.Digest, sig.source)
+			switch {
+			case err == nil:
+				by = append(by, *v)
+			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
+				continue
+			case errors.As(err, &mismatch):
+				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
+			case errors.As(err, &failed):
+				unusable = append(unusable, fmt.Sprintf("a signature (%s) does not count for attestor %s: %v", sig.source, a.name, err))
+			default:
+				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.source, err))
+			}
+			if err == nil {
+				break
 			}
 		}
 	}
@@ -397,7 +411,7 @@ func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit
 	}
 	var reasons []string
 	switch {
-	case len(ev.Signatures) == 0:
+	case len(sigs) == 0:
 		r := fmt.Sprintf("no cosign signature found (.sig tag or referrers); need one from attestor %s", orList(names))
 		if !s.IsIndex {
 			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
@@ -406,7 +420,16 @@ func (req signatureRequirement) check(ev *upstream.Evidence, s Subject) ([]audit
 	case len(by) == 0 && len(unusable) > 0:
 		reasons = append(reasons, unusable...)
 	case len(by) == 0:
-		reasons = append(reasons, fmt.Sprintf("%d signature(s) found, none verifies with a key of attestor %s", len(ev.Signatures), orList(names)))
+		what := "with a key of"
+		if slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.keyless != nil }) {
+			what = "as"
+		}
+		reasons = append(reasons, fmt.Sprintf("%d signature(s) found, none verifies %s attestor %s", len(sigs), what, orList(names)))
+		for _, sig := range sigs {
+			if sig.err != nil {
+				reasons = append(reasons, fmt.Sprintf("signature %s is unusable: %v", sig.source, sig.err))
+			}
+		}
 	default:
 		var missing []string
 		for _, n := range names {

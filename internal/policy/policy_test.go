@@ -116,3 +116,34 @@ func BenchmarkMatchOver1000Rules(b *testing.B) {
 		}
 	}
 }
+
+func TestCompileReportsBadTrustedRootsWithTheirPosition(t *testing.T) {
+	tests := []struct {
+		name, attestor, root, want string
+	}{
+		{"KeylessRootNotJSON", "    keyless: {issuer: https://x, subject: a, trustedRootFile: root.json}\n", "garbage",
+			"config.yaml:4: attestors[0].keyless.trustedRootFile: root.json: not a Sigstore trusted root"},
+		{"KeylessRootTrustingNothing", "    keyless: {issuer: https://x, subject: a, trustedRootFile: root.json}\n", `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`,
+			"config.yaml:4: attestors[0].keyless.trustedRootFile: root.json: the trusted root lists no certificate authority"},
+		{"KeyLogRootNotARoot", "    publicKeys: [{pem: \"" + strings.ReplaceAll(testKeyPEM, "\n", `\n`) + "\"}]\n    requireTlog: true\n    trustedRootFile: root.json\n", `{"mediaType": "something else"}`,
+			"config.yaml:6: attestors[0].trustedRootFile: root.json: not a Sigstore trusted root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, base+"attestors:\n  - name: ci\n"+tt.attestor+"policy:\n  rules: [{name: r, images: [\"lab/**\"], require: [{signature: {attestors: [ci]}}]}]\n",
+				map[string]string{"root.json": tt.root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := policy.Compile(c); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+const testKeyPEM = `-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8tRzrOxS4fmNNnDV3ugf9OiRMU0B
+Hr8d3k1i3qc8kkuOXyU6hxX/0sK7fG1Th1RF2bTAXtk+1r7dB1gMbPZdSw==
+-----END PUBLIC KEY-----
+`

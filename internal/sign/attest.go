@@ -55,6 +55,9 @@ type Attestation struct {
 	PredicateType string
 	// Envelope is the DSSE envelope's JSON.
 	Envelope []byte
+	// Certificate, Chain and RekorBundle are, for a keyless attestation
+	// of the .att tag, its layer annotations, as for a Signature.
+	Certificate, Chain, RekorBundle []byte
 }
 
 // Attest signs statement with s into a DSSE envelope, exactly as
@@ -83,17 +86,22 @@ func AttachAttestationTag(ctx context.Context, repo name.Repository, digest stri
 	for _, a := range atts {
 		var err error
 		img, err = mutate.Append(img, mutate.Addendum{
-			Layer: static.NewLayer(a.Envelope, DSSEMediaType),
-			Annotations: map[string]string{
-				SignatureAnnotation:     "",
-				PredicateTypeAnnotation: a.PredicateType,
-			},
+			Layer:       static.NewLayer(a.Envelope, DSSEMediaType),
+			Annotations: a.annotations(),
 		})
 		if err != nil {
 			return err
 		}
 	}
 	return remote.Write(tag, img, opts...)
+}
+
+// annotations are the .att layer annotations of a, as cosign writes them.
+func (a Attestation) annotations() map[string]string {
+	m := Signature{Certificate: a.Certificate, Chain: a.Chain, RekorBundle: a.RekorBundle}.annotations()
+	m[SignatureAnnotation] = ""
+	m[PredicateTypeAnnotation] = a.PredicateType
+	return m
 }
 
 // Bundle wraps a DSSE envelope into the Sigstore bundle (v0.3) that
@@ -153,6 +161,43 @@ func AttachAttestationReferrer(ctx context.Context, repo name.Repository, subjec
 	}
 	// cosign's fallback index names the artifact type of the config.
 	return putReferrer(repo, subject, manifest, BundleMediaType, types.OCIEmptyJSON, fallbackTag, opts...)
+}
+
+// AttachBundle stores a Sigstore bundle as an OCI 1.1 referrer of subject
+// exactly as cosign v3 does (`cosign sign`, and `cosign attest` with the
+// bundle format): a manifest with the empty config, one layer of
+// BundleMediaType, artifactType BundleMediaType, and the annotations
+// dev.sigstore.bundle.content (content: "dsse-envelope", or
+// "message-signature") and dev.sigstore.bundle.predicateType (omitted when
+// predicateType is empty). With fallbackTag it also records the referrer
+// in the `sha256-<hex>` index, whose entry cosign v3 types as the bundle.
+func AttachBundle(ctx context.Context, repo name.Repository, subject v1.Descriptor, bundle []byte, content, predicateType string, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	opts = append(opts, remote.WithContext(ctx))
+	layer := static.NewLayer(bundle, BundleMediaType)
+	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
+	for _, l := range []v1.Layer{layer, emptyConfig} {
+		if err := remote.WriteLayer(repo, l, opts...); err != nil {
+			return v1.Hash{}, err
+		}
+	}
+	layerDigest, _ := layer.Digest()
+	configDigest, _ := emptyConfig.Digest()
+	annotations := map[string]string{
+		BundleContentAnnotation:            content,
+		"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
+	}
+	if predicateType != "" {
+		annotations[BundlePredicateTypeAnnotation] = predicateType
+	}
+	manifest := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: BundleMediaType},
+		Layers:        []v1.Descriptor{{MediaType: BundleMediaType, Digest: layerDigest, Size: int64(len(bundle))}},
+		Annotations:   annotations,
+		Subject:       &subject,
+	}
+	return putReferrer(repo, subject, manifest, BundleMediaType, BundleMediaType, fallbackTag, opts...)
 }
 
 // putReferrer pushes manifest (with artifactType) as a referrer of subject

@@ -54,6 +54,29 @@ type Signature struct {
 	Payload []byte
 	// Sig is the raw signature (the annotation holds it base64-encoded).
 	Sig []byte
+	// Certificate and Chain are the PEM signing certificate and its
+	// chain of a keyless signature; RekorBundle is the Rekor entry with
+	// its signed entry timestamp (cosign's JSON). Each is stored as its
+	// layer annotation when set.
+	Certificate, Chain, RekorBundle []byte
+}
+
+// Annotations of keyless and logged cosign signatures.
+const (
+	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	ChainAnnotation       = "dev.sigstore.cosign/chain"
+	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
+)
+
+// annotations are the layer annotations of s, as cosign writes them.
+func (s Signature) annotations() map[string]string {
+	a := map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)}
+	for k, v := range map[string][]byte{CertificateAnnotation: s.Certificate, ChainAnnotation: s.Chain, RekorBundleAnnotation: s.RekorBundle} {
+		if len(v) > 0 {
+			a[k] = string(v)
+		}
+	}
+	return a
 }
 
 // New signs the simple-signing payload for digest in repo with s.
@@ -88,7 +111,7 @@ func AttachTag(ctx context.Context, repo name.Repository, digest string, sigs []
 		var err error
 		img, err = mutate.Append(img, mutate.Addendum{
 			Layer:       static.NewLayer(s.Payload, SimpleSigningMediaType),
-			Annotations: map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)},
+			Annotations: s.annotations(),
 		})
 		if err != nil {
 			return err
@@ -120,7 +143,7 @@ func AttachReferrer(ctx context.Context, repo name.Repository, subject v1.Descri
 			MediaType:   SimpleSigningMediaType,
 			Digest:      layerDigest,
 			Size:        int64(len(s.Payload)),
-			Annotations: map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)},
+			Annotations: s.annotations(),
 		}},
 		Subject: &subject,
 	}

@@ -37,21 +37,37 @@ const (
 	BundlePredicateTypeAnnotation = "dev.sigstore.bundle.predicateType"
 	bundleContentAnnotation       = "dev.sigstore.bundle.content"
 	emptyJSON                     = "application/vnd.oci.empty.v1+json"
+	// CosignSignPredicateType is the predicate type of the DSSE bundle
+	// that `cosign sign` (v3) stores as a referrer: an image signature.
+	CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
+	// Annotations of a keyless or logged cosign layer (.sig or .att): the
+	// PEM signing certificate, the Rekor entry with its signed entry
+	// timestamp, and an RFC 3161 timestamp.
+	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
+	TimestampAnnotation   = "dev.sigstore.cosign/rfc3161timestamp"
 )
 
 // referrersRecheck is how long an upstream without the referrers API is
 // not asked again.
 const referrersRecheck = 10 * time.Minute
 
-// Signature is one cosign signature layer found for a digest: the payload
-// bytes (checked against the layer digest) and the signature from its
-// annotation. Nothing about it is verified yet.
+// Signature is one signature found for a digest, checked against its layer
+// digest: a cosign simple-signing layer (the payload, the signature from
+// its annotation, and the keyless and log annotations), or a Sigstore
+// bundle. Nothing about it is verified yet.
 type Signature struct {
 	// Source says where it was found, for decision logs:
 	// "tag sha256-<hex>.sig" or "referrer sha256:<digest>".
 	Source    string
 	Payload   []byte
 	Signature []byte
+	// Certificate, RekorBundle and Timestamp are the layer's annotations
+	// of those names (see CertificateAnnotation), empty when absent.
+	Certificate, RekorBundle, Timestamp []byte
+	// Bundle is a Sigstore bundle (BundleMediaType, as `cosign sign`
+	// v3 writes), in place of Payload and Signature.
+	Bundle []byte
 }
 
 // Attestation is one attestation layer found for a digest: a DSSE envelope,
@@ -66,6 +82,9 @@ type Attestation struct {
 	Digest    string
 	MediaType string
 	Raw       []byte
+	// Certificate, RekorBundle and Timestamp are the annotations of a
+	// keyless or logged DSSE layer of the .att tag, empty when absent.
+	Certificate, RekorBundle, Timestamp []byte
 }
 
 // Want says which evidence a caller needs, so that nothing else is read.
@@ -204,10 +223,21 @@ func (w Want) mayHold(d Descriptor) bool {
 	case at == SignatureArtifactType:
 		return w.Signatures
 	case strings.HasPrefix(at, BundleMediaTypePrefix) || at == DSSEMediaType:
-		return w.wantsPredicate(d.Annotations[BundlePredicateTypeAnnotation]) &&
+		return w.wantsBundle(d.Annotations) || w.wantsPredicate(d.Annotations[BundlePredicateTypeAnnotation]) &&
 			d.Annotations[bundleContentAnnotation] != "message-signature"
 	}
 	return false // SBOMs, other artifacts
+}
+
+// wantsBundle reports whether a bundle annotated with annotations may be
+// a wanted image signature: a message signature, cosign's signature
+// statement, or one that does not say.
+func (w Want) wantsBundle(annotations map[string]string) bool {
+	if !w.Signatures {
+		return false
+	}
+	pt := annotations[BundlePredicateTypeAnnotation]
+	return pt == "" || pt == CosignSignPredicateType || annotations[bundleContentAnnotation] == "message-signature"
 }
 
 // wantsPredicate reports whether an attestation annotated with predicate
@@ -270,9 +300,11 @@ type reader struct {
 // within the configured limits.
 func (r *reader) signatureLayers(manifests []sourced) {
 	n := 0
+	want := Want{Signatures: true}
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
-			if l.MediaType != SimpleSigningMediaType {
+			isBundle := strings.HasPrefix(l.MediaType, BundleMediaTypePrefix) && want.wantsBundle(s.m.Annotations)
+			if l.MediaType != SimpleSigningMediaType && !isBundle {
 				continue
 			}
 			if n == r.c.limits.MaxSignatures {
@@ -280,12 +312,30 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				return
 			}
 			n++ // unusable layers count too: hostile artifacts cost bounded work
+			if isBundle {
+				r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source})
+				i, source, l := len(r.ev.Signatures)-1, s.source, l
+				r.jobs = append(r.jobs, func(ctx context.Context) error {
+					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxEnvelopeSize, "signature bundle")
+					if problem != "" {
+						r.problem(&r.ev.Problems, source+": "+problem)
+					}
+					r.ev.Signatures[i].Bundle = raw
+					return err
+				})
+				continue
+			}
 			sig, err := base64.StdEncoding.DecodeString(l.Annotations[SignatureAnnotation])
 			if err != nil || len(sig) == 0 {
 				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("%s: layer %s has no valid %s annotation", s.source, l.Digest, SignatureAnnotation))
 				continue
 			}
-			r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source, Signature: sig})
+			r.ev.Signatures = append(r.ev.Signatures, Signature{
+				Source: s.source, Signature: sig,
+				Certificate: []byte(l.Annotations[CertificateAnnotation]),
+				RekorBundle: []byte(l.Annotations[RekorBundleAnnotation]),
+				Timestamp:   []byte(l.Annotations[TimestampAnnotation]),
+			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
 				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "signature payload")
@@ -320,7 +370,12 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 				r.ev.AttestationProblems = append(r.ev.AttestationProblems, fmt.Sprintf("more than %d attestations of the required predicate types stored for this digest: the rest were not read", max))
 				return
 			}
-			r.ev.Attestations = append(r.ev.Attestations, Attestation{Source: s.source, Digest: l.Digest, MediaType: l.MediaType})
+			r.ev.Attestations = append(r.ev.Attestations, Attestation{
+				Source: s.source, Digest: l.Digest, MediaType: l.MediaType,
+				Certificate: []byte(l.Annotations[CertificateAnnotation]),
+				RekorBundle: []byte(l.Annotations[RekorBundleAnnotation]),
+				Timestamp:   []byte(l.Annotations[TimestampAnnotation]),
+			})
 			i, source, l := len(r.ev.Attestations)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
 				raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxEnvelopeSize, "attestation")
@@ -351,7 +406,7 @@ func (r *reader) read(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s Signature) bool { return s.Payload == nil })
+	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s Signature) bool { return s.Payload == nil && s.Bundle == nil })
 	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a Attestation) bool { return a.Raw == nil })
 	return nil
 }

@@ -50,6 +50,7 @@ type PublicKey struct {
 	// ID is "sha256:" and the hex SHA-256 of the key's DER encoding, as
 	// shown in decision logs.
 	ID        string
+	pub       crypto.PublicKey
 	verifiers []signature.Verifier
 }
 
@@ -106,7 +107,7 @@ func ParsePublicKey(pemBytes []byte) (*PublicKey, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(der)
-	return &PublicKey{ID: "sha256:" + hex.EncodeToString(sum[:]), verifiers: candidates}, nil
+	return &PublicKey{ID: "sha256:" + hex.EncodeToString(sum[:]), pub: pub, verifiers: candidates}, nil
 }
 
 // Verify checks sig over message.

@@ -1,0 +1,178 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+)
+
+// attestor is a compiled attestor: keys, optionally with their
+// transparency-log verifiers, or a keyless identity.
+type attestor struct {
+	name string
+	keys []*verify.PublicKey
+	// logged holds, for a key-based attestor that requires a
+	// transparency-log proof, the log verifier of each key in keys.
+	logged []*verify.LogVerifier
+	// keyless is set for a keyless attestor, keys is then empty.
+	keyless *verify.Keyless
+}
+
+// compileAttestor parses attestor i's keys or trusted root; errors carry
+// the configuration's positions.
+func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[string]*verify.TrustedRoot) (*attestor, []error) {
+	at := &attestor{name: a.Name}
+	var errs []error
+	for j, k := range a.PublicKeys {
+		path := []any{"attestors", i, "publicKeys", j}
+		data := []byte(k.PEM)
+		if k.File != "" {
+			path = append(path, "file")
+			b, err := os.ReadFile(c.Path(k.File))
+			if err != nil {
+				errs = append(errs, c.Errorf(path, "%v", err))
+				continue
+			}
+			data = b
+		}
+		key, err := verify.ParsePublicKey(data)
+		if err != nil {
+			errs = append(errs, c.Errorf(path, "%v", err))
+			continue
+		}
+		at.keys = append(at.keys, key)
+	}
+	if a.RequireTlog && a.TrustedRootFile != "" {
+		r, err := trustedRoot(c, []any{"attestors", i, "trustedRootFile"}, a.TrustedRootFile, roots)
+		if err != nil {
+			return at, append(errs, err)
+		}
+		for _, k := range at.keys {
+			lv, err := verify.NewLogVerifier(k, r)
+			if err != nil {
+				return at, append(errs, c.Errorf([]any{"attestors", i}, "%v", err))
+			}
+			at.logged = append(at.logged, lv)
+		}
+	}
+	if k := a.Keyless; k != nil {
+		r, err := trustedRoot(c, []any{"attestors", i, "keyless", "trustedRootFile"}, k.TrustedRootFile, roots)
+		if err != nil {
+			return at, append(errs, err)
+		}
+		id := verify.Identity{Issuer: k.Issuer, Subject: k.Subject, SubjectRegexp: k.SubjectRegexp}
+		if at.keyless, err = verify.NewKeyless(r, id, k.RequireTlog); err != nil {
+			return at, append(errs, c.Errorf([]any{"attestors", i, "keyless"}, "%v", err))
+		}
+	}
+	return at, errs
+}
+
+// trustedRoot reads and parses a trusted root file once per Compile.
+func trustedRoot(c *config.Config, path []any, name string, roots map[string]*verify.TrustedRoot) (*verify.TrustedRoot, error) {
+	file := c.Path(name)
+	if r, ok := roots[file]; ok {
+		return r, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, c.Errorf(path, "%v", err)
+	}
+	r, err := verify.ParseTrustedRoot(data)
+	if err != nil {
+		return nil, c.Errorf(path, "%s: %v", name, err)
+	}
+	roots[file] = r
+	return r, nil
+}
+
+// errNotMine is a signature that this attestor did not make: by another
+// key, or with a key where a certificate is wanted and the reverse.
+var errNotMine = errors.New("not signed by this attestor")
+
+// verify checks s for digest as this attestor. It returns what verified,
+// or why not: errNotMine, a *verify.DigestMismatchError (a genuine
+// signature for another digest), a *verify.CheckError (a keyless or log
+// check that failed), or another error (an unusable payload).
+func (a *attestor) verify(s *verify.Signed, digest, source string) (*audit.Verification, error) {
+	if a.keyless != nil {
+		if !s.HasCertificate() {
+			return nil, errNotMine
+		}
+		res, err := a.keyless.Verify(s, digest)
+		if err != nil {
+			return nil, err
+		}
+		return verification(a.name, "", source, res), nil
+	}
+	var mismatch error
+	for i, k := range a.keys {
+		err := k.VerifySigned(s, digest)
+		switch {
+		case errors.Is(err, verify.ErrBadSignature):
+			continue
+		case errors.As(err, new(*verify.DigestMismatchError)):
+			mismatch = err
+			continue
+		case err != nil:
+			return nil, err
+		case a.logged == nil:
+			return &audit.Verification{Attestor: a.name, KeyID: k.ID, Source: source}, nil
+		}
+		res, err := a.logged[i].Verify(s, digest)
+		if err != nil {
+			return nil, err
+		}
+		return verification(a.name, k.ID, source, res), nil
+	}
+	if mismatch != nil {
+		return nil, mismatch
+	}
+	return nil, errNotMine
+}
+
+func verification(name, keyID, source string, res *verify.Result) *audit.Verification {
+	v := &audit.Verification{Attestor: name, KeyID: keyID, Source: source, Issuer: res.Issuer, Subject: res.Subject, TimeSource: res.TimeSource}
+	if res.LogIndex >= 0 {
+		v.LogIndex = &res.LogIndex
+	}
+	if !res.SignedAt.IsZero() {
+		t := res.SignedAt.UTC()
+		v.SignedAt = &t
+	}
+	return v
+}
+
+// describe says in a decision log who signed, as v records it.
+func describe(v *audit.Verification) string {
+	var parts []string
+	if v.KeyID != "" {
+		parts = append(parts, "key "+short(v.KeyID))
+	}
+	if v.Subject != "" {
+		parts = append(parts, fmt.Sprintf("keyless: issuer %s, subject %s", v.Issuer, v.Subject))
+	}
+	if v.LogIndex != nil {
+		parts = append(parts, fmt.Sprintf("log index %d", *v.LogIndex))
+	}
+	if v.SignedAt != nil && v.TimeSource != "tlog" {
+		parts = append(parts, fmt.Sprintf("signed at %s by the %s", v.SignedAt.Format("2006-01-02T15:04:05Z"), v.TimeSource))
+	}
+	return strings.Join(append(parts, v.Source), ", ")
+}
+
+// kind says what the attestor checks, for deny reasons.
+func (a *attestor) kind() string {
+	switch {
+	case a.keyless != nil:
+		return "its keyless identity"
+	case a.logged != nil:
+		return "its keys (with a transparency-log proof)"
+	}
+	return "its keys"
+}

@@ -1,0 +1,693 @@
+package verify
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
+	"github.com/sigstore/sigstore-go/pkg/bundle"
+	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/tlog"
+	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/options"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// CosignSignPredicateType is the predicate type of the in-toto statement
+// that `cosign sign` (v3, Sigstore bundle format) signs: a DSSE statement
+// of this type about an image digest is that image's signature.
+const CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
+
+// TrustedRoot is a parsed Sigstore trusted root (trusted_root.json): the
+// Fulcio certificate authorities, Rekor transparency logs, certificate
+// transparency logs and timestamp authorities, each with its validity
+// period. It is the trusted material; nothing is fetched.
+type TrustedRoot struct {
+	root *root.TrustedRoot
+}
+
+// ParseTrustedRoot parses trusted_root.json. A root that trusts nothing
+// (no certificate authority, transparency log or timestamp authority) is
+// an error: it would verify nothing.
+func ParseTrustedRoot(data []byte) (*TrustedRoot, error) {
+	tr, err := root.NewTrustedRootFromJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("not a Sigstore trusted root (trusted_root.json): %w", err)
+	}
+	if len(tr.FulcioCertificateAuthorities()) == 0 && len(tr.RekorLogs()) == 0 && len(tr.TimestampingAuthorities()) == 0 {
+		return nil, errors.New("the trusted root lists no certificate authority, transparency log or timestamp authority")
+	}
+	return &TrustedRoot{root: tr}, nil
+}
+
+// Check names the step of a Sigstore verification that failed.
+type Check string
+
+// The checks a CheckError may name.
+const (
+	// CheckTlog: a transparency-log entry is there but does not verify
+	// (signature, inclusion, or it is for another signature or key).
+	CheckTlog Check = "transparency log"
+	// CheckNoTlog: a transparency-log proof is required and there is none
+	// from a log of the trusted root.
+	CheckNoTlog Check = "no transparency-log proof"
+	// CheckTimestamp: no verified time of signing (log entry or RFC 3161
+	// timestamp), which a certificate needs.
+	CheckTimestamp Check = "signing time"
+	// CheckExpired: the certificate was not valid at the signing time.
+	CheckExpired Check = "certificate expired at signing time"
+	// CheckChain: the certificate does not chain to a certificate
+	// authority of the trusted root valid at the signing time.
+	CheckChain Check = "certificate chain"
+	// CheckSCT: the root lists CT logs, and the certificate carries no
+	// valid signed certificate timestamp from one.
+	CheckSCT Check = "certificate transparency"
+	// CheckIdentity: the certificate names another issuer or subject.
+	CheckIdentity Check = "identity"
+	// CheckSignature: the signature does not verify, or the entity is
+	// malformed.
+	CheckSignature Check = "signature"
+)
+
+// CheckError is a Sigstore verification that failed at Check.
+type CheckError struct {
+	Check  Check
+	Detail string
+}
+
+func (e *CheckError) Error() string { return string(e.Check) + ": " + e.Detail }
+
+// Is makes errors.Is(err, ErrBadSignature) hold for a signature that does
+// not verify, whichever path checked it.
+func (e *CheckError) Is(target error) bool {
+	return target == ErrBadSignature && e.Check == CheckSignature
+}
+
+func fail(c Check, format string, args ...any) error {
+	return &CheckError{Check: c, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Result is what a successful Sigstore verification established.
+type Result struct {
+	// Issuer and Subject are the certificate's OIDC issuer and subject
+	// alternative name; empty for a key.
+	Issuer, Subject string
+	// LogIndex is the verified transparency-log entry's index, -1 without
+	// one.
+	LogIndex int64
+	// SignedAt is the verified time of signing, from the log entry or a
+	// timestamp authority (TimeSource says which: "tlog" or "timestamp
+	// authority"); zero when none was needed (a key without a log).
+	SignedAt   time.Time
+	TimeSource string
+}
+
+// Signed is one signed thing in Sigstore's terms, parsed but not
+// verified: a Sigstore bundle, or a cosign signature or attestation of
+// the tag scheme with its certificate and Rekor entry annotations.
+type Signed struct {
+	entity sgverify.SignedEntity
+	// Envelope is the bundle's DSSE envelope, its statement parsed but
+	// not verified; nil for a message signature.
+	Envelope *Envelope
+	// payload is the signed simple-signing payload of a cosign
+	// signature in the tag scheme.
+	payload []byte
+	// messageDigest is the signed digest of a bundle's message
+	// signature, "sha256:<hex>".
+	messageDigest string
+	cert          *x509.Certificate
+	tlogEntries   int
+	// message is the raw message signature with its digest algorithm, for
+	// key checks without a log.
+	message *bundle.MessageSignature
+}
+
+// HasCertificate reports whether s is signed with a certificate (keyless)
+// rather than a key.
+func (s *Signed) HasCertificate() bool { return s.cert != nil }
+
+// IsImageSignature reports whether s signs an image as such: a cosign
+// simple-signing payload, a message signature over a digest, or a DSSE
+// statement of CosignSignPredicateType. Other DSSE statements are
+// attestations.
+func (s *Signed) IsImageSignature() bool {
+	return s.Envelope == nil || s.Envelope.Statement.PredicateType == CosignSignPredicateType
+}
+
+// ParseBundle parses a Sigstore bundle, v0.1 to v0.3, holding a message
+// signature or a DSSE envelope of an in-toto statement. Errors wrap
+// ErrMalformedAttestation. The caller bounds its size (the upstream
+// limit maxEnvelopeSize).
+func ParseBundle(raw []byte) (*Signed, error) {
+	pb := new(protobundle.Bundle)
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, pb); err != nil {
+		return nil, fmt.Errorf("%w: not a Sigstore bundle: %v", ErrMalformedAttestation, err)
+	}
+	opts := []bundle.Option{}
+	if strings.HasSuffix(pb.MediaType, ".v0.3+json") {
+		// cosign v2 wrote v0.3 bundles with the whole chain; the
+		// intermediates must still lead to a root of the trusted root.
+		opts = append(opts, bundle.AllowCertificateChain())
+	}
+	b, err := bundle.NewBundle(pb, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
+	}
+	s := &Signed{entity: b}
+	vc, err := b.VerificationContent()
+	if err != nil {
+		return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
+	}
+	s.cert = vc.Certificate()
+	entries, err := b.TlogEntries()
+	if err != nil {
+		return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
+	}
+	s.tlogEntries = len(entries)
+	switch c := pb.Content.(type) {
+	case *protobundle.Bundle_DsseEnvelope:
+		// protojson writes the envelope in DSSE's own JSON form.
+		env, err := protojson.Marshal(c.DsseEnvelope)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
+		}
+		if s.Envelope, err = ParseEnvelope(DSSEMediaType, env); err != nil {
+			return nil, err
+		}
+	case *protobundle.Bundle_MessageSignature:
+		md := c.MessageSignature.GetMessageDigest()
+		if md.GetAlgorithm() != protocommon.HashAlgorithm_SHA2_256 || len(md.GetDigest()) != sha256.Size {
+			return nil, fmt.Errorf("%w: Sigstore bundle: message digest is not SHA-256", ErrMalformedAttestation)
+		}
+		s.messageDigest = "sha256:" + hex.EncodeToString(md.Digest)
+		s.message = bundle.NewMessageSignature(md.Digest, "SHA2_256", c.MessageSignature.Signature)
+	}
+	return s, nil
+}
+
+// ParseCosignSignature parses a cosign signature of the tag scheme: the
+// simple-signing payload, its signature, and the layer's annotations
+// dev.sigstore.cosign/certificate (PEM), dev.sigstore.cosign/bundle (the
+// Rekor entry with its signed entry timestamp) and
+// dev.sigstore.cosign/rfc3161timestamp, each possibly empty. The chain
+// annotation is not needed: certificates are verified against the
+// trusted root's certificate authorities, intermediates included.
+func ParseCosignSignature(payload, sig []byte, certPEM, rekorBundle, rfc3161 []byte) (*Signed, error) {
+	if len(payload) > MaxPayloadSize {
+		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
+	}
+	sum := sha256.Sum256(payload)
+	e := &tagEntity{version: "v0.1", content: bundle.NewMessageSignature(sum[:], "SHA2_256", sig)}
+	s := &Signed{payload: payload, message: e.content.(*bundle.MessageSignature)}
+	if err := e.annotations(s, certPEM, rekorBundle, rfc3161); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedPayload, err)
+	}
+	s.entity = e
+	return s, nil
+}
+
+// ParseCosignAttestation parses a DSSE envelope of the cosign `.att` tag
+// with its layer's certificate, Rekor bundle and timestamp annotations, as
+// ParseCosignSignature does for signatures.
+func ParseCosignAttestation(envelope, certPEM, rekorBundle, rfc3161 []byte) (*Signed, error) {
+	env, err := ParseEnvelope(DSSEMediaType, envelope)
+	if err != nil {
+		return nil, err
+	}
+	var raw bundle.Envelope
+	if err := json.Unmarshal(envelope, &raw.Envelope); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedAttestation, err)
+	}
+	e := &tagEntity{version: "v0.1", content: &raw}
+	s := &Signed{Envelope: env}
+	if err := e.annotations(s, certPEM, rekorBundle, rfc3161); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedAttestation, err)
+	}
+	s.entity = e
+	return s, nil
+}
+
+// tagEntity is a cosign signature or attestation of the tag scheme in the
+// shape sigstore-go verifies.
+type tagEntity struct {
+	version    string
+	content    sgverify.SignatureContent
+	cert       *x509.Certificate
+	entries    []*tlog.Entry
+	timestamps [][]byte
+}
+
+// rekorBundle is the dev.sigstore.cosign/bundle annotation: a Rekor v1
+// entry and the log's signed entry timestamp over it.
+type rekorBundle struct {
+	SignedEntryTimestamp []byte `json:"SignedEntryTimestamp"`
+	Payload              struct {
+		Body           []byte `json:"body"`
+		IntegratedTime int64  `json:"integratedTime"`
+		LogIndex       int64  `json:"logIndex"`
+		LogID          string `json:"logID"`
+	} `json:"Payload"`
+}
+
+func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error {
+	if len(certPEM) > 0 {
+		certs, err := cryptoutils.UnmarshalCertificatesFromPEM(certPEM)
+		if err != nil || len(certs) == 0 {
+			return fmt.Errorf("certificate annotation is not a PEM certificate")
+		}
+		e.cert, s.cert = certs[0], certs[0]
+	}
+	if len(rekor) > 0 {
+		var rb rekorBundle
+		if err := json.Unmarshal(rekor, &rb); err != nil {
+			return fmt.Errorf("Rekor bundle annotation: %v", err)
+		}
+		logID, err := hex.DecodeString(rb.Payload.LogID)
+		if err != nil {
+			return fmt.Errorf("Rekor bundle annotation: log ID: %v", err)
+		}
+		var body struct {
+			Kind       string `json:"kind"`
+			APIVersion string `json:"apiVersion"`
+		}
+		if err := json.Unmarshal(rb.Payload.Body, &body); err != nil {
+			return fmt.Errorf("Rekor bundle annotation: entry body: %v", err)
+		}
+		entry, err := tlog.ParseTransparencyLogEntry(&protorekor.TransparencyLogEntry{
+			LogIndex:          rb.Payload.LogIndex,
+			LogId:             &protocommon.LogId{KeyId: logID},
+			KindVersion:       &protorekor.KindVersion{Kind: body.Kind, Version: body.APIVersion},
+			IntegratedTime:    rb.Payload.IntegratedTime,
+			InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
+			CanonicalizedBody: rb.Payload.Body,
+		})
+		if err != nil {
+			return fmt.Errorf("Rekor bundle annotation: %v", err)
+		}
+		e.entries = []*tlog.Entry{entry}
+		s.tlogEntries = 1
+	}
+	if len(rfc3161) > 0 {
+		var ts struct {
+			SignedRFC3161Timestamp []byte `json:"SignedRFC3161Timestamp"`
+		}
+		if err := json.Unmarshal(rfc3161, &ts); err != nil || len(ts.SignedRFC3161Timestamp) == 0 {
+			return fmt.Errorf("RFC 3161 timestamp annotation is not cosign's JSON")
+		}
+		e.timestamps = [][]byte{ts.SignedRFC3161Timestamp}
+	}
+	return nil
+}
+
+func (e *tagEntity) HasInclusionPromise() bool { return len(e.entries) > 0 }
+func (e *tagEntity) HasInclusionProof() bool   { return false }
+func (e *tagEntity) SignatureContent() (sgverify.SignatureContent, error) {
+	return e.content, nil
+}
+func (e *tagEntity) Timestamps() ([][]byte, error)       { return e.timestamps, nil }
+func (e *tagEntity) TlogEntries() ([]*tlog.Entry, error) { return e.entries, nil }
+func (e *tagEntity) Version() (string, error)            { return e.version, nil }
+func (e *tagEntity) VerificationContent() (sgverify.VerificationContent, error) {
+	if e.cert != nil {
+		return bundle.NewCertificate(e.cert), nil
+	}
+	return anyKey{}, nil
+}
+
+var _ sgverify.SignedEntity = (*tagEntity)(nil)
+
+// anyKey is the verification content of a signature made with a key that
+// the entity does not name: the trusted material holds the one key it is
+// checked against.
+type anyKey struct{}
+
+func (anyKey) CompareKey(key any, tm root.TrustedMaterial) bool {
+	v, err := tm.PublicKeyVerifier("")
+	if err != nil {
+		return false
+	}
+	pub, err := v.PublicKey()
+	if err != nil {
+		return false
+	}
+	eq, ok := key.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(pub)
+}
+func (anyKey) ValidAtTime(t time.Time, tm root.TrustedMaterial) bool {
+	v, err := tm.PublicKeyVerifier("")
+	return err == nil && v.ValidAtTime(t)
+}
+func (anyKey) Certificate() *x509.Certificate        { return nil }
+func (anyKey) Intermediates() []*x509.Certificate    { return nil }
+func (anyKey) PublicKey() sgverify.PublicKeyProvider { return anyKey{} }
+func (anyKey) Hint() string                          { return "" }
+
+// Identity is the signer a keyless attestor accepts.
+type Identity struct {
+	// Issuer is the OIDC issuer, exactly.
+	Issuer string
+	// Subject is the subject alternative name, exactly; or SubjectRegexp
+	// a regular expression it must match.
+	Subject, SubjectRegexp string
+}
+
+func (id Identity) String() string {
+	if id.SubjectRegexp != "" {
+		return fmt.Sprintf("issuer %s, subject matching %s", id.Issuer, id.SubjectRegexp)
+	}
+	return fmt.Sprintf("issuer %s, subject %s", id.Issuer, id.Subject)
+}
+
+// Keyless verifies signatures made with Fulcio certificates: trusted
+// material (the root), verifier strictness (the log and timestamps
+// required) and per-call policy (identity and artifact digest), as
+// sigstore-go separates them.
+type Keyless struct {
+	identity    sgverify.CertificateIdentity
+	want        Identity
+	material    root.TrustedMaterial
+	requireTlog bool
+	// withTlog verifies an entity's log entries and takes the signing
+	// time from them or a timestamp authority; timestampOnly, for an
+	// entity without log entries when none is required, from a timestamp
+	// authority alone.
+	withTlog, timestampOnly *sgverify.Verifier
+}
+
+// NewKeyless makes the verifier of one keyless identity under r. With
+// requireTlog, a verified transparency-log entry is needed; without, a
+// signature may carry an RFC 3161 timestamp instead, but a log entry that
+// is there must verify. Signed certificate timestamps are required when
+// the root lists CT logs.
+func NewKeyless(r *TrustedRoot, id Identity, requireTlog bool) (*Keyless, error) {
+	ci, err := sgverify.NewShortCertificateIdentity(id.Issuer, "", id.Subject, id.SubjectRegexp)
+	if err != nil {
+		return nil, err
+	}
+	k := &Keyless{identity: ci, want: id, material: r.root, requireTlog: requireTlog}
+	var sct []sgverify.VerifierOption
+	if len(r.root.CTLogs()) > 0 {
+		sct = append(sct, sgverify.WithSignedCertificateTimestamps(1))
+	}
+	if k.withTlog, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1)})...); err != nil {
+		return nil, err
+	}
+	if k.timestampOnly, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithObserverTimestamps(1)})...); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Verify checks that s was signed by k's identity for digest
+// ("sha256:<hex>"). A *CheckError says which check failed; a
+// *DigestMismatchError means a genuine signature of k's identity that
+// was made for another artifact.
+func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
+	if s.cert == nil {
+		return nil, fail(CheckSignature, "signed with a key, not a Fulcio certificate")
+	}
+	v := k.withTlog
+	if s.tlogEntries == 0 && !k.requireTlog {
+		v = k.timestampOnly
+	}
+	return verifyEntity(v, k.material, s, digest, sgverify.WithCertificateIdentity(k.identity), k.want.String())
+}
+
+// LogVerifier verifies signatures of a key together with their
+// transparency-log proof, for attestors that require one.
+type LogVerifier struct {
+	material root.TrustedMaterial
+	v        *sgverify.Verifier
+}
+
+// NewLogVerifier checks key's signatures and their transparency-log
+// proof against the Rekor logs of r.
+func NewLogVerifier(key *PublicKey, r *TrustedRoot) (*LogVerifier, error) {
+	material := root.TrustedMaterialCollection{r.root, root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) {
+		return root.NewExpiringKey(keyVerifier{key}, time.Time{}, time.Time{}), nil
+	})}
+	v, err := sgverify.NewVerifier(material, sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1))
+	if err != nil {
+		return nil, err
+	}
+	return &LogVerifier{material: material, v: v}, nil
+}
+
+// Verify checks that s was signed by the key, for digest, and logged.
+func (l *LogVerifier) Verify(s *Signed, digest string) (*Result, error) {
+	if s.cert != nil {
+		return nil, fail(CheckSignature, "signed with a certificate, not a key")
+	}
+	return verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), "")
+}
+
+// verifyEntity runs sigstore-go's verification of s for digest and, when
+// it fails, finds the check that failed.
+func verifyEntity(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, want string) (*Result, error) {
+	alg, hexDigest, _ := strings.Cut(digest, ":")
+	d, err := hex.DecodeString(hexDigest)
+	if err != nil || alg != "sha256" {
+		return nil, fmt.Errorf("digest %q is not sha256:<hex>", digest)
+	}
+	artifact := s.artifactPolicy(d)
+	res, err := v.Verify(s.entity, sgverify.NewPolicy(artifact, who))
+	if err != nil {
+		return nil, diagnose(v, tm, s, digest, who, want, err)
+	}
+	if s.payload != nil {
+		if err := payloadDigest(s.payload, digest); err != nil {
+			return nil, err
+		}
+	}
+	out := &Result{LogIndex: -1}
+	if c := res.Signature.Certificate; c != nil {
+		out.Issuer, out.Subject = c.Issuer, c.SubjectAlternativeName
+	}
+	if entries, _ := s.entity.TlogEntries(); len(entries) > 0 {
+		out.LogIndex = entries[0].LogIndex()
+	}
+	for _, ts := range res.VerifiedTimestamps {
+		out.SignedAt, out.TimeSource = ts.Timestamp, "tlog"
+		if ts.Type == "TimestampAuthority" {
+			out.TimeSource = "timestamp authority"
+		}
+		break
+	}
+	return out, nil
+}
+
+// artifactPolicy binds the verification to the image digest d: a DSSE
+// statement must have it as a subject, a message signature must sign it,
+// and a simple-signing payload is the artifact itself (its digest field is
+// compared after the signature verified).
+func (s *Signed) artifactPolicy(d []byte) sgverify.ArtifactPolicyOption {
+	if s.payload != nil {
+		return sgverify.WithArtifact(bytes.NewReader(s.payload))
+	}
+	return sgverify.WithArtifactDigest("sha256", d)
+}
+
+func payloadDigest(payload []byte, digest string) error {
+	ss, err := ParseSimpleSigning(payload)
+	if err != nil {
+		return err
+	}
+	if got := ss.Critical.Image.DockerManifestDigest; got != digest {
+		return &DigestMismatchError{Signed: got}
+	}
+	return nil
+}
+
+// signedFor is the digest s claims to be for: the statement's subjects or
+// the message digest.
+func (s *Signed) signedFor() string {
+	if s.Envelope != nil {
+		return strings.Join(s.Envelope.Statement.Digests(), ", ")
+	}
+	return s.messageDigest
+}
+
+// diagnose replays the steps of a failed verification one at a time to
+// say which failed, in sigstore-go's order: the log, the signing time, the
+// certificate at that time, its SCT, the signature, then the identity.
+func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, want string, verr error) error {
+	logTimes, err := v.VerifyTransparencyLogInclusion(s.entity)
+	if err != nil {
+		if s.tlogEntries == 0 {
+			return fail(CheckNoTlog, "the signature carries no transparency-log entry, and one is required")
+		}
+		// Entries of the root's logs: an entry of a log the root does
+		// not list proves nothing, not even its time.
+		entries, _ := s.entity.TlogEntries()
+		known := 0
+		for _, e := range entries {
+			if _, ok := tm.RekorLogs()[hex.EncodeToString([]byte(e.LogKeyID()))]; !ok {
+				continue
+			}
+			known++
+			if t := e.IntegratedTime(); s.cert != nil && !t.IsZero() && (t.Before(s.cert.NotBefore) || t.After(s.cert.NotAfter)) {
+				return expired(s.cert, t, "transparency log")
+			}
+		}
+		if known == 0 {
+			return fail(CheckNoTlog, "its transparency-log entries are from no log of the trusted root")
+		}
+		return fail(CheckTlog, "%v", err)
+	}
+	times, err := v.VerifyObserverTimestamps(s.entity, logTimes)
+	if err != nil {
+		return fail(CheckTimestamp, "no verified time of signing (transparency-log entry or RFC 3161 timestamp from the trusted root): %v", err)
+	}
+	if c := s.cert; c != nil {
+		var chains [][]*x509.Certificate
+		for _, ts := range times {
+			if ts.Timestamp.Before(c.NotBefore) || ts.Timestamp.After(c.NotAfter) {
+				return expired(c, ts.Timestamp, timeSource(ts))
+			}
+			if chains, err = sgverify.VerifyLeafCertificate(ts.Timestamp, c, tm); err != nil {
+				return fail(CheckChain, "the certificate (issued by %q) does not chain to a certificate authority of the trusted root valid at %s", c.Issuer.String(), ts.Timestamp.UTC().Format(time.RFC3339))
+			}
+		}
+		if len(tm.CTLogs()) > 0 && len(chains) > 0 {
+			if err := sgverify.VerifySignedCertificateTimestamp(chains, 1, tm); err != nil {
+				return fail(CheckSCT, "the trusted root lists CT logs, and the certificate carries no valid signed certificate timestamp from one: %v", err)
+			}
+		}
+	}
+	// Genuine, but for another artifact? Verify again for what it claims.
+	if claimed := s.signedFor(); claimed != "" && !strings.Contains(claimed, digest) && s.payload == nil {
+		if other, err := claimedDigest(s); err == nil {
+			if _, err := v.Verify(s.entity, sgverify.NewPolicy(sgverify.WithArtifactDigest("sha256", other), who)); err == nil {
+				return &DigestMismatchError{Signed: claimed}
+			} else if id := identityError(err, s, want); id != nil {
+				return id
+			}
+		}
+	}
+	if id := identityError(verr, s, want); id != nil {
+		return id
+	}
+	return fail(CheckSignature, "%v", verr)
+}
+
+func expired(c *x509.Certificate, at time.Time, source string) error {
+	return fail(CheckExpired, "signed at %s (time from the %s), the certificate is valid from %s to %s",
+		at.UTC().Format(time.RFC3339), source, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+}
+
+// claimedDigest is the first SHA-256 digest s claims to be for.
+func claimedDigest(s *Signed) ([]byte, error) {
+	claimed := s.messageDigest
+	if s.Envelope != nil {
+		claimed = ""
+		for _, d := range s.Envelope.Statement.Digests() {
+			if strings.HasPrefix(d, "sha256:") {
+				claimed = d
+				break
+			}
+		}
+	}
+	return hex.DecodeString(strings.TrimPrefix(claimed, "sha256:"))
+}
+
+// identityError turns sigstore-go's identity mismatch into a CheckError
+// showing what the certificate says and what was wanted.
+func identityError(err error, s *Signed, want string) error {
+	var vm *sgverify.ErrValueMismatch
+	var rm *sgverify.ErrValueRegexMismatch
+	if !errors.As(err, &vm) && !errors.As(err, &rm) {
+		return nil
+	}
+	got, serr := certificate.SummarizeCertificate(s.cert)
+	if serr != nil {
+		return fail(CheckIdentity, "want %s; %v", want, err)
+	}
+	return fail(CheckIdentity, "the certificate names issuer %s, subject %s; want %s", got.Issuer, got.SubjectAlternativeName, want)
+}
+
+func timeSource(ts sgverify.TimestampVerificationResult) string {
+	if ts.Type == "TimestampAuthority" {
+		return "timestamp authority"
+	}
+	return "transparency log"
+}
+
+// VerifySigned checks, without any log, that s is k's signature for
+// digest: the DSSE envelope over its statement, or the message signature
+// over the digest it names, or the simple-signing payload. As in Check, a
+// *DigestMismatchError means a genuine signature for another artifact.
+func (k *PublicKey) VerifySigned(s *Signed, digest string) error {
+	if s.cert != nil {
+		return fail(CheckSignature, "signed with a certificate, not a key")
+	}
+	switch {
+	case s.Envelope != nil:
+		return s.Envelope.Check(k, digest)
+	case s.payload != nil:
+		return SimpleSigningSignature(k, s.payload, s.message.Signature(), digest)
+	}
+	d := s.message.Digest()
+	if err := k.VerifyDigest(s.message.Signature(), d); err != nil {
+		return err
+	}
+	if s.messageDigest != digest {
+		return &DigestMismatchError{Signed: s.messageDigest}
+	}
+	return nil
+}
+
+// VerifyDigest checks sig over a SHA-256 digest already computed (a
+// message signature of a Sigstore bundle). Ed25519 keys sign messages,
+// not digests, and never verify here.
+func (k *PublicKey) VerifyDigest(sig, digest []byte) error {
+	for _, v := range k.verifiers {
+		if _, ok := v.(*signature.ED25519Verifier); ok {
+			continue
+		}
+		if v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(nil), options.WithDigest(digest)) == nil {
+			return nil
+		}
+	}
+	return ErrBadSignature
+}
+
+// keyVerifier is a PublicKey as the signature.Verifier that sigstore-go
+// asks of trusted key material.
+type keyVerifier struct{ k *PublicKey }
+
+func (v keyVerifier) PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error) {
+	return v.k.pub, nil
+}
+
+func (v keyVerifier) VerifySignature(sig, message io.Reader, opts ...signature.VerifyOption) error {
+	s, err := io.ReadAll(sig)
+	if err != nil {
+		return err
+	}
+	m, err := io.ReadAll(message)
+	if err != nil {
+		return err
+	}
+	for _, cand := range v.k.verifiers {
+		if cand.VerifySignature(bytes.NewReader(s), bytes.NewReader(m), opts...) == nil {
+			return nil
+		}
+	}
+	return ErrBadSignature
+}

@@ -1,0 +1,174 @@
+package verify_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+)
+
+const (
+	ghIssuer  = "https://token.actions.githubusercontent.com"
+	ghSubject = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+)
+
+func digestOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func mustRoot(t *testing.T, p virtual.Parts) *verify.TrustedRoot {
+	t.Helper()
+	raw, err := virtual.TrustedRoot(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := verify.ParseTrustedRoot(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func newSigstore(t *testing.T) *virtual.Sigstore {
+	t.Helper()
+	vs, err := virtual.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func TestKeylessVerification(t *testing.T) {
+	vs, other := newSigstore(t), newSigstore(t)
+	image, elsewhere := digestOf("image"), digestOf("another image")
+	exact := verify.Identity{Issuer: ghIssuer, Subject: ghSubject}
+	dsse := func(subject, issuer, digest string, o virtual.Options) func() ([]byte, error) {
+		return func() ([]byte, error) {
+			return vs.DSSEBundle(subject, issuer, virtual.CosignStatement(digest), o)
+		}
+	}
+	tests := []struct {
+		name        string
+		root        virtual.Parts
+		identity    verify.Identity
+		requireTlog bool
+		bundle      func() ([]byte, error)
+		// legacy, when set, is a cosign .sig layer instead of a bundle.
+		legacy    func() (sign.Signature, error)
+		wantCheck verify.Check
+		wantErr   string // for a digest mismatch
+		wantLog   bool
+	}{
+		{name: "IdentityMatches", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantLog: true},
+		{name: "SubjectRegexpMatches", root: virtual.Parts{CA: vs, Log: vs, TSA: vs},
+			identity: verify.Identity{Issuer: ghIssuer, SubjectRegexp: `^https://github\.com/acme/`},
+			bundle:   dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantLog: true},
+		{name: "MessageSignatureOverTheDigest", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: func() ([]byte, error) {
+				return vs.MessageBundle(ghSubject, ghIssuer, []byte("image"), virtual.Options{})
+			}, wantLog: true},
+		{name: "TimestampAuthorityAloneWhenNoLogIsRequired", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true})},
+		{name: "LegacyCosignSignatureWithRekorSET", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			legacy: func() (sign.Signature, error) {
+				return vs.CosignSignature(ghSubject, ghIssuer, sign.Payload("lab/app", image), virtual.Options{})
+			}, wantLog: true},
+		{name: "SubjectMismatch", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse("https://github.com/evil/app/.github/workflows/release.yml@refs/heads/main", ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckIdentity},
+		{name: "IssuerMismatch", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, "https://accounts.google.com", image, virtual.Options{}), wantCheck: verify.CheckIdentity},
+		{name: "UntrustedCA", root: virtual.Parts{CA: other, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckChain},
+		{name: "CertificateExpiredAtSigningTime", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{SignedAt: time.Now().Add(30 * time.Minute)}), wantCheck: verify.CheckExpired},
+		{name: "MissingTlogEntryWhenRequired", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true}), wantCheck: verify.CheckNoTlog},
+		{name: "LogOfAnotherSigstore", root: virtual.Parts{CA: vs, Log: other, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckNoTlog},
+		{name: "NoTimeOfSigning", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true, NoTimestamp: true}), wantCheck: verify.CheckTimestamp},
+		{name: "SCTRequiredWhenTheRootListsCTLogs", root: virtual.Parts{CA: vs, Log: vs, TSA: vs, CTLog: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckSCT},
+		{name: "BundleForAnotherDigest", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, elsewhere, virtual.Options{}), wantErr: "signed payload is for another digest: " + elsewhere},
+		{name: "MessageSignatureForAnotherDigest", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: func() ([]byte, error) {
+				return vs.MessageBundle(ghSubject, ghIssuer, []byte("another image"), virtual.Options{})
+			}, wantErr: "signed payload is for another digest: " + elsewhere},
+		{name: "LegacySignatureForAnotherDigest", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			legacy: func() (sign.Signature, error) {
+				return vs.CosignSignature(ghSubject, ghIssuer, sign.Payload("lab/app", elsewhere), virtual.Options{})
+			}, wantErr: "signed payload is for another digest: " + elsewhere},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := verify.NewKeyless(mustRoot(t, tt.root), tt.identity, tt.requireTlog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s *verify.Signed
+			if tt.legacy != nil {
+				sig, err := tt.legacy()
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err = verify.ParseCosignSignature(sig.Payload, sig.Sig, sig.Certificate, sig.RekorBundle, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				raw, err := tt.bundle()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s, err = verify.ParseBundle(raw); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := k.Verify(s, image)
+			var ce *verify.CheckError
+			switch {
+			case tt.wantCheck != "":
+				if !errors.As(err, &ce) || ce.Check != tt.wantCheck {
+					t.Fatalf("err = %v, want check %q", err, tt.wantCheck)
+				}
+				t.Log(err)
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("verification failed: %v", err)
+			default:
+				if res.Issuer != ghIssuer || res.Subject == "" {
+					t.Errorf("result names issuer %q subject %q", res.Issuer, res.Subject)
+				}
+				if tt.wantLog != (res.LogIndex >= 0) || res.SignedAt.IsZero() {
+					t.Errorf("result: log index %d, signed at %s (%s)", res.LogIndex, res.SignedAt, res.TimeSource)
+				}
+			}
+		})
+	}
+}
+
+func TestParseTrustedRootRejects(t *testing.T) {
+	for name, raw := range map[string]string{
+		"NotJSON":       "not json",
+		"EmptyRoot":     `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`,
+		"WrongKindJSON": `{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := verify.ParseTrustedRoot([]byte(raw)); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
