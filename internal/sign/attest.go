@@ -74,26 +74,11 @@ func Attest(s signature.Signer, predicateType string, statement []byte) (Attesta
 // AttachAttestationTag stores atts at <repo>:sha256-<hex>.att, adding them
 // as layers to the attestations already there, as `cosign attest` does.
 func AttachAttestationTag(ctx context.Context, repo name.Repository, digest string, atts []Attestation, opts ...remote.Option) error {
-	opts = append(opts, remote.WithContext(ctx))
-	tag := repo.Tag(strings.Replace(digest, ":", "-", 1) + ".att")
-	base := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
-	if existing, err := remote.Image(tag, opts...); err == nil {
-		base = existing
-	} else if !isNotFound(err) {
-		return err
+	layers := make([]mutate.Addendum, len(atts))
+	for i, a := range atts {
+		layers[i] = mutate.Addendum{Layer: static.NewLayer(a.Envelope, DSSEMediaType), Annotations: a.annotations()}
 	}
-	img := base
-	for _, a := range atts {
-		var err error
-		img, err = mutate.Append(img, mutate.Addendum{
-			Layer:       static.NewLayer(a.Envelope, DSSEMediaType),
-			Annotations: a.annotations(),
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return remote.Write(tag, img, opts...)
+	return appendToTag(ctx, repo, digest, ".att", layers, opts)
 }
 
 // annotations are the .att layer annotations of a, as cosign writes them.

@@ -98,24 +98,29 @@ func NewSigner(priv crypto.PrivateKey) (signature.Signer, error) {
 // AttachTag stores sigs at <repo>:sha256-<hex>.sig, adding them as layers to
 // the signatures already there, as `cosign sign` does.
 func AttachTag(ctx context.Context, repo name.Repository, digest string, sigs []Signature, opts ...remote.Option) error {
+	layers := make([]mutate.Addendum, len(sigs))
+	for i, s := range sigs {
+		layers[i] = mutate.Addendum{Layer: static.NewLayer(s.Payload, SimpleSigningMediaType), Annotations: s.annotations()}
+	}
+	return appendToTag(ctx, repo, digest, ".sig", layers, opts)
+}
+
+// appendToTag adds layers to the manifest at <repo>:sha256-<hex><suffix>,
+// creating it empty (OCI manifest, OCI config) when it is not there yet:
+// how cosign keeps every signature, or every attestation, of an image in one
+// manifest.
+func appendToTag(ctx context.Context, repo name.Repository, digest, suffix string, layers []mutate.Addendum, opts []remote.Option) error {
 	opts = append(opts, remote.WithContext(ctx))
-	tag := repo.Tag(strings.Replace(digest, ":", "-", 1) + ".sig")
-	base := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
+	tag := repo.Tag(strings.Replace(digest, ":", "-", 1) + suffix)
+	img := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
 	if existing, err := remote.Image(tag, opts...); err == nil {
-		base = existing
+		img = existing
 	} else if !isNotFound(err) {
 		return err
 	}
-	img := base
-	for _, s := range sigs {
-		var err error
-		img, err = mutate.Append(img, mutate.Addendum{
-			Layer:       static.NewLayer(s.Payload, SimpleSigningMediaType),
-			Annotations: s.annotations(),
-		})
-		if err != nil {
-			return err
-		}
+	img, err := mutate.Append(img, layers...)
+	if err != nil {
+		return err
 	}
 	return remote.Write(tag, img, opts...)
 }
