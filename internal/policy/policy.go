@@ -276,10 +276,20 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 		v.Reasons = []string{fmt.Sprintf("rule %q denies every image it matches", r.name)}
 		return v, nil
 	}
-	ev, err := src.Evidence(ctx, s.Repository, s.Digest, r.want)
+	want := r.want
+	want.Enough = func(ev *upstream.Evidence) bool {
+		jv, err := r.judge(ctx, s, ev, v)
+		return err == nil && jv.Allowed
+	}
+	ev, err := src.Evidence(ctx, s.Repository, s.Digest, want)
 	if err != nil {
 		return Verdict{}, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
+	return r.judge(ctx, s, ev, v)
+}
+
+// judge applies r's requirements to the evidence found for s, completing v.
+func (r *rule) judge(ctx context.Context, s Subject, ev *upstream.Evidence, v Verdict) (Verdict, error) {
 	var allow, deny []string
 	sigFailed, attFailed := false, false
 	sigs := parseSignatures(ev)

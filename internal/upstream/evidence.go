@@ -93,6 +93,9 @@ type Want struct {
 	// PredicateTypes are the predicate types of the attestations wanted;
 	// none means no attestations.
 	PredicateTypes []string
+	// Enough, when set, is asked once the tag schemes are read: if the
+	// evidence found there already suffices, the referrers are not read.
+	Enough func(*Evidence) bool
 }
 
 // Evidence is everything found stored for one digest.
@@ -114,6 +117,31 @@ type Evidence struct {
 // tag), asking for the referrers once for both. An error means the upstream
 // could not be asked; finding nothing is not an error.
 func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (*Evidence, error) {
+	ev := &Evidence{}
+	if !want.Signatures && len(want.PredicateTypes) == 0 {
+		return ev, nil
+	}
+	if want.Enough == nil {
+		return ev, c.gather(ctx, repo, digest, want, ev, true, true)
+	}
+	// The tag schemes first: when they already satisfy the caller, the
+	// referrers are not asked, which spares the upstream a request on most
+	// cold verifications.
+	if err := c.gather(ctx, repo, digest, want, ev, true, false); err != nil {
+		return nil, err
+	}
+	if want.Enough(ev) {
+		return ev, nil
+	}
+	if err := c.gather(ctx, repo, digest, want, ev, false, true); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// gather reads into ev what want asks for from the tag schemes (tags) and
+// from the referrers (referrers), the manifests concurrently.
+func (c *Client) gather(ctx context.Context, repo, digest string, want Want, ev *Evidence, tags, referrers bool) error {
 	tag := strings.Replace(digest, ":", "-", 1)
 	wantAtt := len(want.PredicateTypes) > 0
 	var (
@@ -121,7 +149,6 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 		sigs []sourced
 		atts []sourced
 		refs []sourced
-		ev   = &Evidence{}
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	tagged := func(suffix string, into *[]sourced) {
@@ -135,13 +162,13 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 			return err
 		})
 	}
-	if want.Signatures {
+	if tags && want.Signatures {
 		tagged(".sig", &sigs)
 	}
-	if wantAtt {
+	if tags && wantAtt {
 		tagged(".att", &atts)
 	}
-	if want.Signatures || wantAtt {
+	if referrers {
 		g.Go(func() error {
 			var err error
 			refs, err = c.referrers(gctx, repo, digest, tag, want, ev)
@@ -149,7 +176,7 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
 	r := &reader{c: c, repo: repo, ev: ev}
 	if want.Signatures {
@@ -158,10 +185,7 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 	if wantAtt {
 		r.attestationLayers(append(atts, refs...), want.PredicateTypes)
 	}
-	if err := r.read(ctx); err != nil {
-		return nil, err
-	}
-	return ev, nil
+	return r.read(ctx)
 }
 
 type sourced struct {
