@@ -118,34 +118,12 @@ func Bundle(envelope []byte, s signature.Signer) ([]byte, error) {
 // `sha256-<hex>` index, as cosign does on registries without the referrers
 // API.
 func AttachAttestationReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, a Attestation, s signature.Signer, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
-	opts = append(opts, remote.WithContext(ctx))
 	bundle, err := Bundle(a.Envelope, s)
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	layer := static.NewLayer(bundle, BundleMediaType)
-	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
-	for _, l := range []v1.Layer{layer, emptyConfig} {
-		if err := remote.WriteLayer(repo, l, opts...); err != nil {
-			return v1.Hash{}, err
-		}
-	}
-	layerDigest, _ := layer.Digest()
-	configDigest, _ := emptyConfig.Digest()
-	manifest := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: BundleMediaType},
-		Layers:        []v1.Descriptor{{MediaType: BundleMediaType, Digest: layerDigest, Size: int64(len(bundle))}},
-		Annotations: map[string]string{
-			BundleContentAnnotation:            "dsse-envelope",
-			BundlePredicateTypeAnnotation:      a.PredicateType,
-			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
-		},
-		Subject: &subject,
-	}
 	// cosign's fallback index names the artifact type of the config.
-	return putReferrer(repo, subject, manifest, BundleMediaType, types.OCIEmptyJSON, fallbackTag, opts...)
+	return putReferrer(ctx, repo, subject, bundleReferrer(bundle, "dsse-envelope", a.PredicateType, types.OCIEmptyJSON), fallbackTag, opts...)
 }
 
 // AttachBundle stores a Sigstore bundle as an OCI 1.1 referrer of subject
@@ -157,8 +135,43 @@ func AttachAttestationReferrer(ctx context.Context, repo name.Repository, subjec
 // predicateType is empty). With fallbackTag it also records the referrer
 // in the `sha256-<hex>` index, whose entry cosign v3 types as the bundle.
 func AttachBundle(ctx context.Context, repo name.Repository, subject v1.Descriptor, bundle []byte, content, predicateType string, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	return putReferrer(ctx, repo, subject, bundleReferrer(bundle, content, predicateType, BundleMediaType), fallbackTag, opts...)
+}
+
+// bundleReferrer is the referrer in which cosign stores a Sigstore bundle;
+// indexArtifactType is how its entry in the fallback index is typed.
+func bundleReferrer(bundle []byte, content, predicateType string, indexArtifactType types.MediaType) referrer {
+	annotations := map[string]string{
+		BundleContentAnnotation:            content,
+		"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
+	}
+	if predicateType != "" {
+		annotations[BundlePredicateTypeAnnotation] = predicateType
+	}
+	return referrer{
+		layer: bundle, layerMediaType: BundleMediaType, annotations: annotations,
+		configArtifactType: BundleMediaType, artifactType: BundleMediaType, indexArtifactType: indexArtifactType,
+	}
+}
+
+// referrer is a one-layer artifact manifest with the empty config, as cosign
+// writes its referrers.
+type referrer struct {
+	layer              []byte
+	layerMediaType     string
+	layerAnnotations   map[string]string
+	annotations        map[string]string
+	configArtifactType string
+	artifactType       string
+	indexArtifactType  types.MediaType
+}
+
+// putReferrer uploads r's layer and the empty config, pushes r's manifest
+// as a referrer of subject and, with fallbackTag, adds it to the
+// `sha256-<hex>` index.
+func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, r referrer, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
 	opts = append(opts, remote.WithContext(ctx))
-	layer := static.NewLayer(bundle, BundleMediaType)
+	layer := static.NewLayer(r.layer, types.MediaType(r.layerMediaType))
 	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
 	for _, l := range []v1.Layer{layer, emptyConfig} {
 		if err := remote.WriteLayer(repo, l, opts...); err != nil {
@@ -167,28 +180,17 @@ func AttachBundle(ctx context.Context, repo name.Repository, subject v1.Descript
 	}
 	layerDigest, _ := layer.Digest()
 	configDigest, _ := emptyConfig.Digest()
-	annotations := map[string]string{
-		BundleContentAnnotation:            content,
-		"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
-	}
-	if predicateType != "" {
-		annotations[BundlePredicateTypeAnnotation] = predicateType
-	}
 	manifest := v1.Manifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: BundleMediaType},
-		Layers:        []v1.Descriptor{{MediaType: BundleMediaType, Digest: layerDigest, Size: int64(len(bundle))}},
-		Annotations:   annotations,
-		Subject:       &subject,
+		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: r.configArtifactType},
+		Layers: []v1.Descriptor{{
+			MediaType: types.MediaType(r.layerMediaType), Digest: layerDigest, Size: int64(len(r.layer)), Annotations: r.layerAnnotations,
+		}},
+		Annotations: r.annotations,
+		Subject:     &subject,
 	}
-	return putReferrer(repo, subject, manifest, BundleMediaType, BundleMediaType, fallbackTag, opts...)
-}
-
-// putReferrer pushes manifest (with artifactType) as a referrer of subject
-// and, with fallbackTag, adds it to the `sha256-<hex>` index under
-// indexArtifactType.
-func putReferrer(repo name.Repository, subject v1.Descriptor, manifest v1.Manifest, artifactType string, indexArtifactType types.MediaType, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	artifactType, indexArtifactType := r.artifactType, r.indexArtifactType
 	raw, err := json.Marshal(struct {
 		v1.Manifest
 		ArtifactType string `json:"artifactType"`

@@ -130,29 +130,10 @@ func appendToTag(ctx context.Context, repo name.Repository, digest, suffix strin
 // also records the referrer in the `sha256-<hex>` index, for registries
 // without the referrers API.
 func AttachReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, s Signature, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
-	opts = append(opts, remote.WithContext(ctx))
-	layer := static.NewLayer(s.Payload, SimpleSigningMediaType)
-	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
-	for _, l := range []v1.Layer{layer, emptyConfig} {
-		if err := remote.WriteLayer(repo, l, opts...); err != nil {
-			return v1.Hash{}, err
-		}
-	}
-	layerDigest, _ := layer.Digest()
-	configDigest, _ := emptyConfig.Digest()
-	manifest := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2},
-		Layers: []v1.Descriptor{{
-			MediaType:   SimpleSigningMediaType,
-			Digest:      layerDigest,
-			Size:        int64(len(s.Payload)),
-			Annotations: s.annotations(),
-		}},
-		Subject: &subject,
-	}
-	return putReferrer(repo, subject, manifest, SignatureArtifactType, SignatureArtifactType, fallbackTag, opts...)
+	return putReferrer(ctx, repo, subject, referrer{
+		layer: s.Payload, layerMediaType: SimpleSigningMediaType, layerAnnotations: s.annotations(),
+		artifactType: SignatureArtifactType, indexArtifactType: SignatureArtifactType,
+	}, fallbackTag, opts...)
 }
 
 // RawManifest is a manifest pushed exactly as given.
