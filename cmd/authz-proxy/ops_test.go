@@ -477,23 +477,8 @@ policy:
       environments: [dev]
       action: allow
 `, p.serverCert, p.server, p.clientCA, lab.Upstream, filepath.Join(lab.Dir, "ci.pub"))
-	path := filepath.Join(dir, "config.yaml")
-	writeFile(t, path, text)
-	l, err := load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	decisions := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, path, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.DiscardHandler)})
-	}()
-	defer func() { cancel(); <-done }()
+	in := startServe(t, dir, text, 0)
+	decisions := in.decisions
 
 	tests := []struct {
 		name         string
@@ -514,7 +499,7 @@ policy:
 			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{tt.cert}}}}
 			repo, tag, _ := strings.Cut(tt.image, ":")
 			mark := len(decisions.String())
-			resp, err := c.Get("https://" + ln.Addr().String() + "/v2/lab/" + repo + "/manifests/" + tag)
+			resp, err := c.Get("https://" + in.addr + "/v2/lab/" + repo + "/manifests/" + tag)
 			if err != nil {
 				t.Fatal(err)
 			}

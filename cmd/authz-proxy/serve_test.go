@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,8 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -104,31 +101,14 @@ func TestServeOverMutualTLSRecordsTheClientIdentity(t *testing.T) {
 	defer lab.Close()
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `listen:
+	in := startServe(t, dir, fmt.Sprintf(`listen:
   addr: 127.0.0.1:0
   tls: {certFile: %s, keyFile: %s, clientCAFile: %s}
 upstreams: [{name: lab, url: "http://%s", insecure: true}]
 attestors: [{name: ci, publicKeys: [{file: %s}]}]
 policy:
   rules: [{name: demo, images: ["lab/demo/**"], require: [{signature: {attestors: [ci]}}]}]
-`, p.serverCert, p.server, p.clientCA, lab.Upstream, filepath.Join(lab.Dir, "ci.pub")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	l, err := load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	decisions := &heldWriter{}
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
+`, p.serverCert, p.server, p.clientCA, lab.Upstream, filepath.Join(lab.Dir, "ci.pub")), 0)
 
 	get := func(cert *tls.Certificate) (*http.Response, error) {
 		tc := &tls.Config{RootCAs: p.pool}
@@ -136,7 +116,7 @@ policy:
 			tc.Certificates = []tls.Certificate{*cert}
 		}
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
-		return c.Get("https://" + ln.Addr().String() + "/v2/lab/demo/app/manifests/signed")
+		return c.Get("https://" + in.addr + "/v2/lab/demo/app/manifests/signed")
 	}
 	resp, err := get(&p.client)
 	if err != nil {
@@ -155,13 +135,10 @@ policy:
 			t.Errorf("a client without a trusted certificate got %d", resp.StatusCode)
 		}
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := in.stop(); err != nil {
 		t.Fatalf("serve returned %v after a graceful stop", err)
 	}
-	var log bytes.Buffer
-	decisions.release(&log)
-	if !strings.Contains(log.String(), `"identity":"node-1.prod"`) {
-		t.Errorf("the decision does not name the client certificate:\n%s", log.String())
+	if log := in.decisions.String(); !strings.Contains(log, `"identity":"node-1.prod"`) {
+		t.Errorf("the decision does not name the client certificate:\n%s", log)
 	}
 }
