@@ -276,14 +276,24 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 		v.Reasons = []string{fmt.Sprintf("rule %q denies every image it matches", r.name)}
 		return v, nil
 	}
+	// When the tag schemes already satisfy the rule, their verdict is the
+	// answer: the evidence is not judged a second time.
+	var early *Verdict
 	want := r.want
 	want.Enough = func(ev *upstream.Evidence) bool {
 		jv, err := r.judge(ctx, s, ev, v)
-		return err == nil && jv.Allowed
+		if err != nil || !jv.Allowed {
+			return false
+		}
+		early = &jv
+		return true
 	}
 	ev, err := src.Evidence(ctx, s.Repository, s.Digest, want)
 	if err != nil {
 		return Verdict{}, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
+	}
+	if early != nil {
+		return *early, nil
 	}
 	return r.judge(ctx, s, ev, v)
 }
