@@ -154,6 +154,20 @@ type Limits struct {
 	// ManifestCacheBytes bounds the memory of recently fetched manifests;
 	// default 67108864 (64 MiB).
 	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
+	// MaxManifestBytesInFlight bounds the manifest and signature bytes
+	// that requests hold at once (read from an upstream, judged, written
+	// to a client); past it a request gets 503 with Retry-After. A request
+	// for more than 64 KiB must leave an eighth of it free, so everyday
+	// manifests are served while large ones are held. Default 134217728
+	// (128 MiB).
+	MaxManifestBytesInFlight int64 `yaml:"maxManifestBytesInFlight"`
+	// MaxConnections bounds the client connections open at once; further
+	// ones wait to be accepted. Default 4096.
+	MaxConnections int `yaml:"maxConnections"`
+	// WriteTimeout bounds writing one manifest response, and each stretch
+	// of a blob response without progress: a client that stops reading
+	// lets go. Default 30s.
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
 }
 
 // Attestor is a party whose signatures vouch for images: either holders of
@@ -511,6 +525,15 @@ func (c *Config) setDefaults() {
 	}
 	if l.ManifestCacheBytes == 0 {
 		l.ManifestCacheBytes = 64 << 20
+	}
+	if l.MaxManifestBytesInFlight == 0 {
+		l.MaxManifestBytesInFlight = 128 << 20
+	}
+	if l.MaxConnections == 0 {
+		l.MaxConnections = 4096
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 30 * time.Second
 	}
 	if c.Policy.Enforcement == "" {
 		c.Policy.Enforcement = Enforce

@@ -42,15 +42,20 @@ func (c *Config) validate() error {
 		v.errorf(p("cache"), "TTLs must be positive durations such as 30s or 10m")
 	}
 	l := c.Limits
-	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout} {
+	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout, "writeTimeout": l.WriteTimeout} {
 		if d < 0 {
 			v.errorf(p("limits", field), "must be a positive duration such as 10s")
 		}
 	}
-	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes} {
+	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes, "maxConnections": int64(l.MaxConnections)} {
 		if n < 0 {
 			v.errorf(p("limits", field), "must be positive")
 		}
+	}
+	if l.MaxManifestBytesInFlight < 0 {
+		v.errorf(p("limits", "maxManifestBytesInFlight"), "must be positive")
+	} else if l.MaxManifestBytesInFlight < 2*(4<<20) {
+		v.errorf(p("limits", "maxManifestBytesInFlight"), "%d is less than two manifests of the 4 MiB limit: want at least 8388608", l.MaxManifestBytesInFlight)
 	}
 	attestors := v.attestors()
 	v.policy(attestors, environments)

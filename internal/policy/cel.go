@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -50,6 +51,9 @@ var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 type condition struct {
 	text    string
 	program cel.Program
+	// readsTag is true when the condition may read image.tag: its value
+	// then depends on how the image was asked for.
+	readsTag bool
 }
 
 // compileCondition type-checks text in the condition environment. Its
@@ -78,7 +82,27 @@ func compileCondition(text string) (*condition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL: %v", err)
 	}
-	return &condition{text: strings.TrimSpace(text), program: prg}, nil
+	return &condition{text: strings.TrimSpace(text), program: prg, readsTag: readsTag(ast)}, nil
+}
+
+// readsTag reports whether a checked condition may read image.tag: it does
+// unless every use of the variable image selects one of its other fields.
+func readsTag(checked *cel.Ast) bool {
+	uses, otherFields := 0, 0
+	celast.PreOrderVisit(checked.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		switch e.Kind() {
+		case celast.IdentKind:
+			if e.AsIdent() == "image" {
+				uses++
+			}
+		case celast.SelectKind:
+			sel := e.AsSelect()
+			if op := sel.Operand(); op.Kind() == celast.IdentKind && op.AsIdent() == "image" && sel.FieldName() != "tag" {
+				otherFields++
+			}
+		}
+	}))
+	return uses > otherFields
 }
 
 // eval runs the condition on vars. A result other than true or false, an

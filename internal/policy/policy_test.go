@@ -47,6 +47,16 @@ policy:
 	}
 }
 
+// evaluate judges s under p with a fresh judge: nothing cached.
+func evaluate(ctx context.Context, p *policy.Policy, src policy.Source, s policy.Subject) (policy.Verdict, error) {
+	j, err := policy.NewJudge(100)
+	if err != nil {
+		return policy.Verdict{}, err
+	}
+	d, err := j.Evaluate(ctx, p, src, s)
+	return d.Verdict, err
+}
+
 // noSignatures is a Source for rules that must not read any.
 type noSignatures struct{}
 
@@ -80,7 +90,7 @@ func TestFirstMatchingRuleDecides(t *testing.T) {
 		{"pinned", "sha256:" + strings.Repeat("b", 64), "everything", true},
 	}
 	for _, tt := range tests {
-		v, err := p.Evaluate(context.Background(), noSignatures{}, policy.Subject{Upstream: "lab", Repository: tt.repo, Digest: tt.digest})
+		v, err := evaluate(context.Background(), p, noSignatures{}, policy.Subject{Upstream: "lab", Repository: tt.repo, Digest: tt.digest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +120,7 @@ func BenchmarkMatchOver1000Rules(b *testing.B) {
 	s := policy.Subject{Upstream: "lab", Repository: "target/app", Digest: "sha256:" + strings.Repeat("c", 64)}
 	b.ReportAllocs()
 	for b.Loop() {
-		v, err := p.Evaluate(context.Background(), noSignatures{}, s)
+		v, err := evaluate(context.Background(), p, noSignatures{}, s)
 		if err != nil || v.Rule != "last" {
 			b.Fatal(v, err)
 		}

@@ -56,6 +56,8 @@ type env struct {
 	upstreams []*upstream.Client
 	decisions *syncBuffer
 	requests  sync.Map // path -> *atomic.Int64, upstream requests seen
+	// verifyTimeout is the policy's limits.verifyTimeout.
+	verifyTimeout time.Duration
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -123,7 +125,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
-	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}, verifyTimeout: ec.verifyTimeout}
 	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
 	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := e.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
@@ -156,7 +158,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.upstreams, e.metrics = ups, metrics.New()
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
-		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al, Metrics: e.metrics,
+		Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -168,10 +170,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 }
 
 // compile writes a configuration with the upstreams lab and other at
-// upstreamURL and the given policy, and compiles it.
+// upstreamURL, outcomes cached for a minute, and the given policy, and
+// compiles it.
 func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.Policy) {
 	e.t.Helper()
-	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) + policyText
+	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) +
+		fmt.Sprintf("cache: {allowTTL: 1m, denyTTL: 1m}\nlimits: {verifyTimeout: %s}\n", e.verifyTimeout) + policyText
 	cfgPath := filepath.Join(e.dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -192,7 +196,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", AllowTTL: time.Minute, DenyTTL: time.Minute}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab"}); err != nil {
 		e.t.Fatal(err)
 	}
 }

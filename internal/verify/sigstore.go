@@ -142,6 +142,17 @@ type Signed struct {
 // rather than a key.
 func (s *Signed) HasCertificate() bool { return s.cert != nil }
 
+// CertificateKeyID names the key of s's signing certificate as PublicKey.ID
+// names a key ("sha256:" and the hex SHA-256 of its DER encoding); "" when
+// s has no certificate. One key signs, however many identities match it.
+func (s *Signed) CertificateKeyID() string {
+	if s.cert == nil {
+		return ""
+	}
+	sum := sha256.Sum256(s.cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // IsImageSignature reports whether s signs an image as such: a cosign
 // simple-signing payload, a message signature over a digest, or a DSSE
 // statement of CosignSignPredicateType. Other DSSE statements are
