@@ -51,7 +51,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *env != "" && !slices.ContainsFunc(l.cfg.Environments, func(e config.Environment) bool { return e.Name == *env }) {
 		return usageErr("check: --environment %q: %s defines no such environment", *env, l.cfg.File)
 	}
-	judge, err := policy.NewJudge(l.cfg.Cache.MaxEntries)
+	judge, err := policy.NewJudge(l.cfg.Cache.MaxEntries, nil)
 	if err != nil {
 		return err
 	}

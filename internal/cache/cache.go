@@ -28,13 +28,17 @@ type Cache[K comparable, V any] struct {
 	evictions atomic.Uint64
 }
 
-// New returns a cache of at most maxEntries values.
-func New[K comparable, V any](maxEntries int) (*Cache[K, V], error) {
+// New returns a cache of at most maxEntries values whose entries expire by
+// the clock now (nil: time.Now).
+func New[K comparable, V any](maxEntries int, now func() time.Time) (*Cache[K, V], error) {
 	l, err := lru.New[K, entry[V]](maxEntries)
 	if err != nil {
 		return nil, err
 	}
-	return &Cache[K, V]{lru: l, now: time.Now}, nil
+	if now == nil {
+		now = time.Now
+	}
+	return &Cache[K, V]{lru: l, now: now}, nil
 }
 
 // Get returns the unexpired value for k and when it expires.

@@ -85,7 +85,7 @@ func TestCallerThatHangsUpStopsWaitingButTheWorkGoesOn(t *testing.T) {
 }
 
 func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {
-	c, _ := cache.New[string, string](10)
+	c, _ := cache.New[string, string](10, nil)
 	c.Add("short", "deny", time.Millisecond)
 	c.Add("long", "allow", time.Hour)
 	c.Add("none", "allow", 0)
@@ -103,7 +103,7 @@ func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {
 }
 
 func TestEvictionsAreCountedOnAddAndResize(t *testing.T) {
-	c, _ := cache.New[string, int](3)
+	c, _ := cache.New[string, int](3, nil)
 	for i, d := range []string{"a", "b", "c", "d"} {
 		c.Add(d, i, time.Hour)
 	}

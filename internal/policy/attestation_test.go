@@ -194,7 +194,7 @@ func BenchmarkAttestationRequirement(b *testing.B) {
 		}
 	})
 	b.Run("cached", func(b *testing.B) {
-		j, err := policy.NewJudge(100)
+		j, err := policy.NewJudge(100, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -27,6 +27,7 @@ const ArtifactRule = "(signature artifact)"
 type Judge struct {
 	outcomes *cache.Cache[outcomeKey, outcome]
 	flight   cache.Group[[]outcome]
+	now      func() time.Time
 }
 
 // outcomeKey names one requirement's outcome for one digest.
@@ -39,13 +40,17 @@ type outcomeKey struct {
 	inherited bool
 }
 
-// NewJudge returns a judge that keeps at most maxEntries outcomes.
-func NewJudge(maxEntries int) (*Judge, error) {
-	c, err := cache.New[outcomeKey, outcome](maxEntries)
+// NewJudge returns a judge that keeps at most maxEntries outcomes and reads
+// the time (outcome and breakglass expiry) from now (nil: time.Now).
+func NewJudge(maxEntries int, now func() time.Time) (*Judge, error) {
+	if now == nil {
+		now = time.Now
+	}
+	c, err := cache.New[outcomeKey, outcome](maxEntries, now)
 	if err != nil {
 		return nil, err
 	}
-	return &Judge{outcomes: c}, nil
+	return &Judge{outcomes: c, now: now}, nil
 }
 
 // Resize changes the most outcomes kept.
@@ -111,7 +116,7 @@ func (j *Judge) Evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 }
 
 func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) (Decision, *rule, error) {
-	v, r := p.match(s)
+	v, r := p.match(s, j.now())
 	if r == nil {
 		return Decision{Verdict: v}, nil, nil
 	}
@@ -160,7 +165,7 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 // no signature artifact) and one does not hold under an enforcing rule. The
 // proxy then answers without asking the upstream.
 func (j *Judge) CachedRefusal(p *Policy, s Subject) (Decision, bool) {
-	v, r := p.match(s)
+	v, r := p.match(s, j.now())
 	if r == nil {
 		return Decision{}, false
 	}
@@ -229,7 +234,7 @@ func (j *Judge) inherit(p *Policy, s Subject, m *oci.Manifest, r *rule) {
 		for _, d := range m.Manifests {
 			k := outcomeKey{generation: p.Generation, upstream: s.Upstream, repository: s.Repository, digest: d.Digest, requirement: q.key, inherited: true}
 			child.mediaType = d.MediaType
-			j.outcomes.Add(k, child, time.Until(exp))
+			j.outcomes.Add(k, child, exp.Sub(j.now()))
 		}
 	}
 }

@@ -82,9 +82,6 @@ type Verdict struct {
 	VerifiedBy  []audit.Verification
 	// Breakglass is true when a breakglass entry allowed the image.
 	Breakglass bool
-	// Expires, when not zero, is when the verdict stops holding (the end of
-	// a breakglass entry): it must not be used, cached or not, after then.
-	Expires time.Time
 }
 
 // Decision is the decision-log name of v: allow, breakglass, deny, or
@@ -249,7 +246,7 @@ func (p *Policy) Environment(c Client) string {
 // unexpired breakglass entry, or a rule that allows or denies everything
 // it matches (then the verdict is final); otherwise the rule whose
 // requirements decide, with the verdict to complete.
-func (p *Policy) match(s Subject) (Verdict, *rule) {
+func (p *Policy) match(s Subject, now time.Time) (Verdict, *rule) {
 	img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
 	for _, a := range p.allowlist {
 		if a.Match(img) {
@@ -257,10 +254,9 @@ func (p *Policy) match(s Subject) (Verdict, *rule) {
 				Reasons: []string{"allowlisted by " + a.String()}}, nil
 		}
 	}
-	now := time.Now()
 	for _, b := range p.breakglass {
 		if now.Before(b.expires) && b.image.Match(img) {
-			return Verdict{Allowed: true, Breakglass: true, Expires: b.expires, Rule: "breakglass", Enforcement: config.Enforce,
+			return Verdict{Allowed: true, Breakglass: true, Rule: "breakglass", Enforcement: config.Enforce,
 				Reasons: []string{fmt.Sprintf("breakglass %s until %s: %s", b.image, b.expires.UTC().Format(time.RFC3339), b.reason)}}, nil
 		}
 	}

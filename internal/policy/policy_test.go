@@ -49,7 +49,7 @@ policy:
 
 // evaluate judges s under p with a fresh judge: nothing cached.
 func evaluate(ctx context.Context, p *policy.Policy, src policy.Source, s policy.Subject) (policy.Verdict, error) {
-	j, err := policy.NewJudge(100)
+	j, err := policy.NewJudge(100, nil)
 	if err != nil {
 		return policy.Verdict{}, err
 	}
@@ -157,3 +157,35 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8tRzrOxS4fmNNnDV3ugf9OiRMU0B
 Hr8d3k1i3qc8kkuOXyU6hxX/0sK7fG1Th1RF2bTAXtk+1r7dB1gMbPZdSw==
 -----END PUBLIC KEY-----
 `
+
+func TestCompileWarnsWhenAttestorsOfOneRequirementShareAKey(t *testing.T) {
+	dir := t.TempDir()
+	newKey(t, filepath.Join(dir, "ci.pub"))
+	newKey(t, filepath.Join(dir, "new.pub"))
+	text := base + `attestors:
+  - {name: ci-2025, publicKeys: [{file: ci.pub}]}
+  - {name: ci-2026, publicKeys: [{file: ci.pub}, {file: new.pub}]}
+policy:
+  rules:
+    - name: r
+      images: ["lab/**"]
+      require:
+        - signature: {attestors: [ci-2025, ci-2026], threshold: 2}
+`
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "config.yaml:10: policy.rules[0].require[0]: attestors ci-2025 and ci-2026 share the key sha256:"
+	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], want) || !strings.Contains(p.Warnings[0], "counts once toward the threshold") {
+		t.Fatalf("warnings %q, want one containing %q", p.Warnings, want)
+	}
+}

@@ -72,6 +72,10 @@ policy:
       images: ["lab/logged/**"]
       require:
         - signature: {attestors: [ci-logged]}
+    - name: overlap
+      images: ["lab/overlap/**"]
+      require:
+        - signature: {attestors: [release, acme-any], threshold: 2}
     - name: provenance
       images: ["lab/built/**"]
       require:
@@ -190,6 +194,11 @@ func TestKeylessDecisions(t *testing.T) {
 			e.attachBundle("release/app", d, b, "message-signature", "", false)
 			return "release/app", d
 		}, wantStatus: 200, wantBy: ghRelease},
+		{name: "OneSignatureCountsOnceForOverlappingIdentities", setup: func(e *env) (string, v1.Hash) {
+			d := e.push("overlap/app:v1")
+			e.keylessSign(vs, "overlap/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
+			return "overlap/app", d
+		}, wantStatus: 403, wantInMsg: []string{"signed by 1 of the 2 attestors required", "which already counts for attestor release: a key counts once"}},
 		{name: "SubjectRegexpMatches", setup: func(e *env) (string, v1.Hash) {
 			d := e.push("acme/app:v1")
 			e.keylessSign(vs, "acme/app", ghNightly, ghIssuer, d, d, virtual.Options{}, false)

@@ -65,7 +65,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	defer release()
 	judged := time.Now()
-	d, err := s.judge.Decide(r.Context(), st.policy, timedSource{up, s, rt.upstream}, subj, m)
+	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}

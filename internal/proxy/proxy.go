@@ -59,12 +59,14 @@ type Options struct {
 // Server is the proxy's http.Handler.
 type Server struct {
 	// state is what a reload replaces; each request reads it once.
-	state   atomic.Pointer[state]
-	judge   *policy.Judge
-	budget  *budget.Budget
-	audit   *audit.Log
-	log     *slog.Logger
-	metrics *metrics.Metrics
+	state atomic.Pointer[state]
+	judge *policy.Judge
+	// registry is what the judge reads of an upstream.
+	registry func(up *upstream.Client, name string) policy.Registry
+	budget   *budget.Budget
+	audit    *audit.Log
+	log      *slog.Logger
+	metrics  *metrics.Metrics
 }
 
 // state is one configuration's policy, upstreams and write timeout.
@@ -89,7 +91,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(maxEntries(o))
+	judge, err := policy.NewJudge(maxEntries(o), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +102,7 @@ func New(o Options) (*Server, error) {
 		log:     o.Logger,
 		metrics: o.Metrics,
 	}
+	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
 	s.state.Store(st)
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
 	return s, nil

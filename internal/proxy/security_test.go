@@ -4,11 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"crypto/sha512"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,6 +26,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/authz-proxy/authz-proxy/internal/oci"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // runnableTar is a layer a runtime would unpack: an executable script.
@@ -350,5 +358,172 @@ policy:
 	rec := e.lastDecision(two.String())
 	if len(rec.VerifiedBy) != 2 || rec.VerifiedBy[0].KeyID == rec.VerifiedBy[1].KeyID {
 		t.Errorf("verified by %+v", rec.VerifiedBy)
+	}
+}
+
+// panicking is a registry whose evidence look-ups panic while armed.
+type panicking struct {
+	policy.Registry
+	armed *atomic.Bool
+}
+
+func (p panicking) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
+	if p.armed.Load() {
+		var m map[string]int
+		m["boom"]++ // a runtime panic inside a verification
+	}
+	return p.Registry.Evidence(ctx, repo, digest, want)
+}
+
+func TestAPanicInAVerificationFailsThatPullOnly(t *testing.T) {
+	e := newEnv(t)
+	var armed atomic.Bool
+	armed.Store(true)
+	proxy.WrapRegistry(e.server, func(r policy.Registry) policy.Registry { return panicking{r, &armed} })
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1"), http.StatusServiceUnavailable, "UNAVAILABLE")
+	if !strings.Contains(msg, "panic") || !strings.Contains(msg, "failing closed") {
+		t.Errorf("message: %s", msg)
+	}
+	if rec := e.lastDecision(d.String()); rec.Decision != "error" {
+		t.Errorf("decision %+v", rec)
+	}
+	if got, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_panics_total"); got != 1 {
+		t.Errorf("authz_proxy_panics_total = %v, want 1", got)
+	}
+	armed.Store(false)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the next pull: %d", resp.StatusCode)
+	}
+}
+
+// TestCredentialsNeverFollowARedirectToAnotherHost has a token-protected
+// upstream redirect blob and manifest reads to a store elsewhere.
+func TestCredentialsNeverFollowARedirectToAnotherHost(t *testing.T) {
+	e := newEnv(t, withCredentials("bot", "s3cret"))
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	var leaked, served atomic.Int64
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		e.upstream.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer elsewhere.Close()
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.Host == strings.TrimPrefix(elsewhere.URL, "http://"):
+			return false
+		case r.URL.Path == "/token":
+			if u, p, ok := r.BasicAuth(); !ok || u != "bot" || p != "s3cret" {
+				w.WriteHeader(http.StatusUnauthorized)
+				return true
+			}
+			_, _ = io.WriteString(w, `{"token":"tok"}`)
+			return true
+		case r.Header.Get("Authorization") != "Bearer tok":
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+e.upstream.URL+`/token",service="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return true
+		case strings.Contains(r.URL.Path, "/blobs/") || strings.Contains(r.URL.Path, "/manifests/sha256:"):
+			http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			return true
+		}
+		return false
+	}
+	e.front.Store(&f)
+	ref, _ := name.ParseReference(e.proxyHost()+"/lab/signed/app@"+d.String(), name.Insecure)
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatal(err)
+	}
+	if served.Load() == 0 {
+		t.Fatal("nothing was redirected; the test tests nothing")
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("%d requests to another host carried the upstream credential", n)
+	}
+}
+
+func TestRedirectFromHTTPSToPlainHTTPIsRefused(t *testing.T) {
+	var handler atomic.Pointer[http.Handler]
+	tlsUpstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*handler.Load()).ServeHTTP(w, r)
+	}))
+	defer tlsUpstream.Close()
+	e := newEnv(t, withUpstreamURL(tlsUpstream.URL))
+	handler.Store(&e.upstream.Config.Handler)
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("over TLS: %d", resp.StatusCode)
+	}
+	img, _ := remote.Image(mustRef(t, e.host()+"/signed/app:v1"))
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/blobs/") && r.TLS != nil {
+			http.Redirect(w, r, e.upstream.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			return true
+		}
+		return false
+	}
+	e.front.Store(&f)
+	msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/blobs/"+ld.String()), http.StatusServiceUnavailable, "UNAVAILABLE")
+	if !strings.Contains(msg, "from https to plain http") {
+		t.Errorf("message: %s", msg)
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// TestADigestIsJudgedByItsSHA256WhateverAlgorithmWasAskedFor: a rule on the
+// sha256 digest holds for a request by sha512 of the same bytes.
+func TestADigestIsJudgedByItsSHA256WhateverAlgorithmWasAskedFor(t *testing.T) {
+	e := newEnv(t)
+	img, _ := random.Image(256, 1)
+	d := e.write("signed/app:v1", img)
+	e.signTag("signed/app", "ci", d, d)
+	raw, _ := img.RawManifest()
+	sum := sha512.Sum512(raw)
+	sha512Digest := "sha512:" + hex.EncodeToString(sum[:])
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/manifests/"+sha512Digest) {
+			w.Header().Set("Content-Type", string(types.DockerManifestSchema2))
+			w.Header().Set("Docker-Content-Digest", sha512Digest)
+			_, _ = w.Write(raw)
+			return true
+		}
+		return false
+	}
+	e.front.Store(&f)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+sha512Digest); resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != sha512Digest {
+		t.Fatalf("by sha512 while allowed: %d %v", resp.StatusCode, resp.Header)
+	}
+	e.reload(strings.Replace(policyYAML, "  rules:\n", "  rules:\n    - {name: recalled, images: [\"lab/signed/app@"+d.String()+"\"], action: deny}\n", 1))
+	for _, ref := range []string{"v1", d.String(), sha512Digest} {
+		msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+ref), http.StatusForbidden, "DENIED")
+		if !strings.Contains(msg, `rule "recalled"`) {
+			t.Errorf("%s: %s", ref, msg)
+		}
 	}
 }

@@ -168,7 +168,7 @@ const (
 func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 	results := make([]Result, len(pulls))
 	manifests := make([]*oci.Manifest, len(pulls))
-	judge, err := policy.NewJudge(8*len(pulls) + 1024)
+	judge, err := policy.NewJudge(8*len(pulls)+1024, nil)
 	if err != nil {
 		for i, p := range pulls {
 			results[i] = Result{Pull: *p, Now: failed(err)}
