@@ -122,7 +122,7 @@ func Exact(field, from, value string) FieldMatch {
 // ExactFold is the field equal to value in any letter case (GitHub's
 // owner and repository names are case-insensitive).
 func ExactFold(field, from, value string) FieldMatch {
-	return FieldMatch{Field: field, From: from, Want: strconv.Quote(value) + " (any case)", match: func(s string) bool { return strings.EqualFold(s, value) }}
+	return FieldMatch{Field: field, From: from, Want: strconv.Quote(value) + " in any case", match: func(s string) bool { return strings.EqualFold(s, value) }}
 }
 
 // Matching is the field matching re; want says what re means when that is

@@ -30,7 +30,7 @@ func issue(t *testing.T, ca *virtual.CA, l virtual.Leaf) *virtual.Signer {
 }
 
 // signedBundle is s's cosign v3 signature of digest with proofs p, parsed.
-func signedBundle(t *testing.T, s *virtual.Signer, digest string, p virtual.Proofs) *verify.Signed {
+func signedBundle(t *testing.T, s *virtual.Signer, digest string, p virtual.BundleOptions) *verify.Signed {
 	t.Helper()
 	raw, err := s.DSSEBundle(virtual.CosignStatement(digest), p)
 	if err != nil {
@@ -88,7 +88,7 @@ func TestEveryFulcioExtensionIsReadAndMatchedByName(t *testing.T) {
 	vs := newSigstore(t)
 	ca := newCA(t, "fulcio", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	leaf := virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer, Extensions: everyExtension}
-	s := signedBundle(t, issue(t, ca, leaf), digestOf("image"), virtual.Proofs{Log: vs})
+	s := signedBundle(t, issue(t, ca, leaf), digestOf("image"), virtual.BundleOptions{Log: vs})
 	root := []virtual.Parts{{Log: vs, Authorities: []*virtual.CA{ca}}}
 
 	fields, err := s.CertificateFields()
@@ -123,7 +123,7 @@ func TestEveryFulcioExtensionIsReadAndMatchedByName(t *testing.T) {
 		})
 	}
 	t.Run("AbsentExtensionMatchesNothing", func(t *testing.T) {
-		bare := signedBundle(t, issue(t, ca, virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer}), digestOf("image"), virtual.Proofs{Log: vs})
+		bare := signedBundle(t, issue(t, ca, virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer}), digestOf("image"), virtual.BundleOptions{Log: vs})
 		k := keyless(t, root, verify.Identity{Issuer: ghIssuer, Subject: ghSubject, Fields: []verify.FieldMatch{
 			verify.Matching("deploymentEnvironment", "", regexp.MustCompile(".*"), ""),
 		}}, verify.SigningTime{})
@@ -144,7 +144,7 @@ func TestSigningTimeOfPrivateCASignatures(t *testing.T) {
 	tests := []struct {
 		name       string
 		signer     *virtual.Signer
-		proofs     virtual.Proofs
+		proofs     virtual.BundleOptions
 		time       verify.SigningTime
 		wantSource string
 		wantCheck  verify.Check
@@ -153,13 +153,13 @@ func TestSigningTimeOfPrivateCASignatures(t *testing.T) {
 		{name: "NoProofIsCheckedAtTheCurrentTime", signer: longLived, wantSource: verify.TimeCurrent},
 		{name: "NoProofAndALapsedCertificate", signer: lapsed, wantCheck: verify.CheckExpired,
 			wantIn: []string{"and it is now", "no transparency-log entry or RFC 3161 timestamp shows that it was valid when it signed"}},
-		{name: "ATimestampDatesTheSignature", signer: longLived, proofs: virtual.Proofs{TSA: vs}, wantSource: verify.TimeAuthority},
-		{name: "RequireTimestampWithATimestamp", signer: longLived, proofs: virtual.Proofs{TSA: vs}, time: verify.SigningTime{RequireTimestamp: true}, wantSource: verify.TimeAuthority},
+		{name: "ATimestampDatesTheSignature", signer: longLived, proofs: virtual.BundleOptions{TSA: vs}, wantSource: verify.TimeAuthority},
+		{name: "RequireTimestampWithATimestamp", signer: longLived, proofs: virtual.BundleOptions{TSA: vs}, time: verify.SigningTime{RequireTimestamp: true}, wantSource: verify.TimeAuthority},
 		{name: "RequireTimestampWithoutOne", signer: longLived, time: verify.SigningTime{RequireTimestamp: true}, wantCheck: verify.CheckNoTimestamp,
 			wantIn: []string{"requireTimestamp"}},
-		{name: "ATimestampThatDoesNotVerifyIsNotIgnored", signer: longLived, proofs: virtual.Proofs{TSA: otherTSA}, wantCheck: verify.CheckTimestamp,
+		{name: "ATimestampThatDoesNotVerifyIsNotIgnored", signer: longLived, proofs: virtual.BundleOptions{TSA: otherTSA}, wantCheck: verify.CheckTimestamp,
 			wantIn: []string{"does not verify against a timestamp authority of the trusted root"}},
-		{name: "RequireTlogWithoutALog", signer: longLived, proofs: virtual.Proofs{TSA: vs}, time: verify.SigningTime{RequireTlog: true}, wantCheck: verify.CheckNoTlog},
+		{name: "RequireTlogWithoutALog", signer: longLived, proofs: virtual.BundleOptions{TSA: vs}, time: verify.SigningTime{RequireTlog: true}, wantCheck: verify.CheckNoTlog},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,30 +196,30 @@ func TestSeveralTrustedRoots(t *testing.T) {
 	}
 	k := keyless(t, roots, id, verify.SigningTime{})
 	t.Run("PublicRepositoryUnderThePublicGoodRoot", func(t *testing.T) {
-		res, err := k.Verify(signedBundle(t, issue(t, publicGood, leaf), image, virtual.Proofs{Log: vs}), image)
+		res, err := k.Verify(signedBundle(t, issue(t, publicGood, leaf), image, virtual.BundleOptions{Log: vs}), image)
 		if err != nil || res.LogIndex < 0 || res.TimeSource != verify.TimeTlog {
 			t.Fatalf("res %+v, err %v", res, err)
 		}
 	})
 	t.Run("PrivateRepositoryUnderGitHubsRoot", func(t *testing.T) {
-		res, err := k.Verify(signedBundle(t, issue(t, github, leaf), image, virtual.Proofs{TSA: vs}), image)
+		res, err := k.Verify(signedBundle(t, issue(t, github, leaf), image, virtual.BundleOptions{TSA: vs}), image)
 		if err != nil || res.TimeSource != verify.TimeAuthority {
 			t.Fatalf("res %+v, err %v", res, err)
 		}
 	})
 	t.Run("CertificateOfACAOutsideItsValidityWindow", func(t *testing.T) {
-		_, err := k.Verify(signedBundle(t, issue(t, retired, virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer}), image, virtual.Proofs{TSA: vs}), image)
+		_, err := k.Verify(signedBundle(t, issue(t, retired, virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer}), image, virtual.BundleOptions{TSA: vs}), image)
 		wantCheck(t, err, verify.CheckChain, `issued by "CN=retired intermediate,O=retired"`, "any of the 2 trusted roots")
 	})
 	t.Run("CertificateOfNoListedCA", func(t *testing.T) {
-		_, err := k.Verify(signedBundle(t, issue(t, stranger, leaf), image, virtual.Proofs{TSA: vs}), image)
+		_, err := k.Verify(signedBundle(t, issue(t, stranger, leaf), image, virtual.BundleOptions{TSA: vs}), image)
 		wantCheck(t, err, verify.CheckChain, "does not chain to a certificate authority of any of the 2 trusted roots")
 	})
 	t.Run("TheIssuingCAsRootJudgesTheProofs", func(t *testing.T) {
 		// GitHub's root lists no log: a log entry is no proof there,
 		// and its timestamp is missing.
 		strict := keyless(t, roots, id, verify.SigningTime{RequireTimestamp: true})
-		_, err := strict.Verify(signedBundle(t, issue(t, github, leaf), image, virtual.Proofs{Log: vs}), image)
+		_, err := strict.Verify(signedBundle(t, issue(t, github, leaf), image, virtual.BundleOptions{Log: vs}), image)
 		wantCheck(t, err, verify.CheckNoTimestamp)
 	})
 }

@@ -178,9 +178,10 @@ func (s *Signer) KeyPEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// Proofs say which proofs of the signing time a bundle carries, each from
-// the named virtual Sigstore; nil leaves it out.
-type Proofs struct {
+// BundleOptions say which proofs of the signing time a bundle carries,
+// each from the named virtual Sigstore (nil leaves it out), and its
+// format.
+type BundleOptions struct {
 	// Log enters the signature in a Rekor v1 log: the entry has a signed
 	// entry timestamp and an inclusion proof.
 	Log *Sigstore
@@ -188,12 +189,18 @@ type Proofs struct {
 	TSA *Sigstore
 	// LogAt is the log entry's integrated time; zero: now.
 	LogAt time.Time
+	// V02 writes a v0.2 bundle (BundleMediaTypeV02, the certificate as a
+	// one-element chain), as GitHub's attestations were until 2024.
+	V02 bool
 }
 
-// DSSEBundle signs statement with s into a v0.3 Sigstore bundle holding a
-// DSSE envelope and the leaf certificate, with the proofs p names: what
+// BundleMediaTypeV02 is the media type of a v0.2 Sigstore bundle.
+const BundleMediaTypeV02 = "application/vnd.dev.sigstore.bundle+json;version=0.2"
+
+// DSSEBundle signs statement with s into a Sigstore bundle holding a DSSE
+// envelope and the leaf certificate, with the proofs p names: what
 // `cosign sign` (v3) and `actions/attest-build-provenance` write.
-func (s *Signer) DSSEBundle(statement []byte, p Proofs) ([]byte, error) {
+func (s *Signer) DSSEBundle(statement []byte, p BundleOptions) ([]byte, error) {
 	signer, err := signature.LoadECDSASignerVerifier(s.Key, crypto.SHA256)
 	if err != nil {
 		return nil, err
@@ -219,6 +226,12 @@ func (s *Signer) DSSEBundle(statement []byte, p Proofs) ([]byte, error) {
 			Payload: statement, PayloadType: env.PayloadType,
 			Signatures: []*protodsse.Signature{{Sig: sig}},
 		}},
+	}
+	if p.V02 {
+		b.MediaType = BundleMediaTypeV02
+		b.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
+			X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: s.Cert.Raw}}},
+		}
 	}
 	if p.Log != nil {
 		at := p.LogAt
