@@ -25,7 +25,7 @@ func keylessIdentity(c *config.Config, path []any, k *config.Keyless) (verify.Id
 			errs = append(errs, c.Errorf(slices.Concat(path, []any{"certificate", name}), "set the %s with keyless.%s, not under certificate", field, name))
 			continue
 		case !verify.IsCertificateField(field):
-			errs = append(errs, c.Errorf(slices.Concat(path, []any{"certificate", name}), "unknown certificate extension %q: want one of %s, or one of them with Regexp", field, extensionNames()))
+			errs = append(errs, c.Errorf(slices.Concat(path, []any{"certificate", name}), "unknown certificate extension %q%s: want one of %s, or one of them with Regexp", field, didYouMean(field), extensionNames()))
 			continue
 		}
 		if !isRegexp {
@@ -43,6 +43,24 @@ func keylessIdentity(c *config.Config, path []any, k *config.Keyless) (verify.Id
 		github(&id, g)
 	}
 	return id, errs
+}
+
+// didYouMean names the extension that name misspells: the same in
+// another case, or the only one that name starts.
+func didYouMean(name string) string {
+	var hits []string
+	for _, e := range verify.Extensions {
+		if strings.EqualFold(e.Name, name) {
+			return " (did you mean " + e.Name + "?)"
+		}
+		if strings.HasPrefix(strings.ToLower(e.Name), strings.ToLower(name)) {
+			hits = append(hits, e.Name)
+		}
+	}
+	if len(hits) != 1 {
+		return ""
+	}
+	return " (did you mean " + hits[0] + "?)"
 }
 
 func extensionNames() string {

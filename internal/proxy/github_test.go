@@ -40,6 +40,10 @@ attestors:
         sourceRepositoryVisibilityAtSigningRegexp: '^(private|internal)$'
       trustedRootFiles: [{{github}}]
       requireTimestamp: true
+  - name: shared-builder
+    keyless:
+      github: {repository: acme/app, workflow: acme/shared/.github/workflows/build.yml}
+      trustedRootFile: {{public}}
 policy:
   rules:
     - name: release
@@ -53,6 +57,10 @@ policy:
             predicateType: slsaprovenance1
             attestors: [release]
             condition: 'certificate.sourceRepositoryRef == "refs/tags/" + image.tag'
+    - name: shared
+      images: ["lab/shared/**"]
+      require:
+        - signature: {attestors: [shared-builder]}
     - name: private
       images: ["lab/private/**"]
       require:
@@ -176,6 +184,17 @@ func TestGitHubActionsIdentities(t *testing.T) {
 		}
 	}
 	private := run(func(r *virtual.GitHubRun) { r.Visibility = "private" })
+	reusable := func(signerRepo string) func(e *env) (string, string) {
+		return func(e *env) (string, string) {
+			r := run(func(r *virtual.GitHubRun) {
+				r.SignerRepository, r.SignerRef, r.Workflow = signerRepo, "refs/heads/main", ".github/workflows/build.yml"
+			})
+			d := e.push("shared/app:v1")
+			e.attachBundle("shared/app", d, githubBundle(t, w.publicGood, r, virtual.CosignStatement(d.String()), virtual.BundleOptions{Log: w.sigstore}),
+				"dsse-envelope", verify.CosignSignPredicateType, false)
+			return "shared/app", d.String()
+		}
+	}
 	tests := []struct {
 		name           string
 		noReferrersAPI bool
@@ -222,6 +241,10 @@ func TestGitHubActionsIdentities(t *testing.T) {
 				"dsse-envelope", verify.CosignSignPredicateType, false)
 			return "release/app", d.String()
 		}, wantStatus: 403, wantInMsg: []string{"does not chain to a certificate authority of any of the 2 trusted roots"}},
+		{name: "ReusableWorkflowOfAnotherRepository", setup: reusable("acme/shared"), wantStatus: 200},
+		{name: "ReusableWorkflowOfTheWrongRepository", setup: reusable("acme/app"), wantStatus: 403, wantInMsg: []string{
+			`subject is "https://github.com/acme/app/.github/workflows/build.yml@refs/heads/main", want the workflow https://github.com/acme/shared/.github/workflows/build.yml at any ref (github.workflow)`,
+		}},
 		{name: "PushToRegistryProvenanceOfAPublicRepository", setup: attested(releaseRun, w.publicGood, "v1.2.3", virtual.BundleOptions{Log: w.sigstore}, false), wantStatus: 200},
 		{name: "PushToRegistryProvenanceThroughTheFallbackTag", noReferrersAPI: true,
 			setup: attested(releaseRun, w.publicGood, "v1.2.3", virtual.BundleOptions{Log: w.sigstore}, true), wantStatus: 200},
