@@ -140,7 +140,11 @@ func TestSigningTimeOfPrivateCASignatures(t *testing.T) {
 	id := verify.Identity{Issuer: "https://ci.acme.example", Subject: "release@acme.example"}
 	longLived := issue(t, private, virtual.Leaf{Subject: id.Subject, Issuer: id.Issuer, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(30 * 24 * time.Hour)})
 	lapsed := issue(t, private, virtual.Leaf{Subject: id.Subject, Issuer: id.Issuer, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
-	root := virtual.Parts{Authorities: []*virtual.CA{private}, TSA: vs}
+	tsa, err := virtual.NewTSA("acme timestamps", now.Add(-time.Hour), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := virtual.Parts{Authorities: []*virtual.CA{private}, TSA: vs, TSAs: []*virtual.TSA{tsa}}
 	tests := []struct {
 		name       string
 		signer     *virtual.Signer
@@ -155,6 +159,7 @@ func TestSigningTimeOfPrivateCASignatures(t *testing.T) {
 			wantIn: []string{"and it is now", "no transparency-log entry or RFC 3161 timestamp shows that it was valid when it signed"}},
 		{name: "ATimestampDatesTheSignature", signer: longLived, proofs: virtual.BundleOptions{TSA: vs}, wantSource: verify.TimeAuthority},
 		{name: "RequireTimestampWithATimestamp", signer: longLived, proofs: virtual.BundleOptions{TSA: vs}, time: verify.SigningTime{RequireTimestamp: true}, wantSource: verify.TimeAuthority},
+		{name: "ATimestampOfAnRFC3161TSA", signer: longLived, proofs: virtual.BundleOptions{TSA: tsa}, time: verify.SigningTime{RequireTimestamp: true}, wantSource: verify.TimeAuthority},
 		{name: "RequireTimestampWithoutOne", signer: longLived, time: verify.SigningTime{RequireTimestamp: true}, wantCheck: verify.CheckNoTimestamp,
 			wantIn: []string{"requireTimestamp"}},
 		{name: "ATimestampThatDoesNotVerifyIsNotIgnored", signer: longLived, proofs: virtual.BundleOptions{TSA: otherTSA}, wantCheck: verify.CheckTimestamp,

@@ -185,13 +185,20 @@ type BundleOptions struct {
 	// Log enters the signature in a Rekor v1 log: the entry has a signed
 	// entry timestamp and an inclusion proof.
 	Log *Sigstore
-	// TSA adds an RFC 3161 timestamp of the signature.
-	TSA *Sigstore
+	// TSA adds an RFC 3161 timestamp of the signature: a virtual
+	// Sigstore's timestamp authority, or a TSA.
+	TSA Timestamper
 	// LogAt is the log entry's integrated time; zero: now.
 	LogAt time.Time
 	// V02 writes a v0.2 bundle (BundleMediaTypeV02, the certificate as a
 	// one-element chain), as GitHub's attestations were until 2024.
 	V02 bool
+}
+
+// A Timestamper stamps a signature with an RFC 3161 timestamp: *Sigstore
+// and *TSA.
+type Timestamper interface {
+	TimestampResponse(sig []byte) ([]byte, error)
 }
 
 // BundleMediaTypeV02 is the media type of a v0.2 Sigstore bundle.

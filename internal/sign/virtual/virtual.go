@@ -57,8 +57,10 @@ func New() (*Sigstore, error) {
 // Sigstore named, nil leaves it out.
 type Parts struct {
 	CA, Log, TSA, CTLog *Sigstore
-	// Authorities are further certificate authorities (test CAs).
+	// Authorities are further certificate authorities (test CAs), TSAs
+	// further timestamp authorities.
 	Authorities []*CA
+	TSAs        []*TSA
 }
 
 // TrustedRoot is the trusted_root.json of p.
@@ -74,6 +76,9 @@ func TrustedRoot(p Parts) ([]byte, error) {
 	}
 	if p.TSA != nil {
 		tsas = p.TSA.TimestampingAuthorities()
+	}
+	for _, t := range p.TSAs {
+		tsas = append(tsas, t.Authority())
 	}
 	if p.Log != nil {
 		logs = rawIDs(p.Log.RekorLogs())
