@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -227,4 +228,60 @@ func TestSeveralTrustedRoots(t *testing.T) {
 		_, err := strict.Verify(signedBundle(t, issue(t, github, leaf), image, virtual.BundleOptions{Log: vs}), image)
 		wantCheck(t, err, verify.CheckNoTimestamp)
 	})
+}
+
+// BenchmarkKeylessVerifyUnderSeveralRoots compares one keyless check
+// under the one root that issued the certificate with the same check when
+// the root is the last of three (each other root costs a chain check).
+func BenchmarkKeylessVerifyUnderSeveralRoots(b *testing.B) {
+	vs, err := virtual.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cas []*virtual.CA
+	for _, n := range []string{"a", "b", "issuer"} {
+		ca, err := virtual.NewCA(n, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cas = append(cas, ca)
+	}
+	signer, err := cas[2].Issue(virtual.Leaf{Subject: ghSubject, Issuer: ghIssuer, Extensions: everyExtension})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := signer.DSSEBundle(virtual.CosignStatement(digestOf("image")), virtual.BundleOptions{Log: vs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := verify.Identity{Issuer: ghIssuer, Subject: ghSubject, Fields: []verify.FieldMatch{verify.Exact("runnerEnvironment", "", "github-hosted")}}
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("roots=%d", n), func(b *testing.B) {
+			var roots []*verify.TrustedRoot
+			for _, ca := range cas[3-n:] {
+				raw, err := virtual.TrustedRoot(virtual.Parts{Log: vs, Authorities: []*virtual.CA{ca}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := verify.ParseTrustedRoot(raw)
+				if err != nil {
+					b.Fatal(err)
+				}
+				roots = append(roots, r)
+			}
+			k, err := verify.NewKeyless(roots, id, verify.SigningTime{RequireTlog: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				s, err := verify.ParseBundle(raw)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := k.Verify(s, digestOf("image")); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
