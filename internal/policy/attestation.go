@@ -98,7 +98,11 @@ func (p *parsedAttestation) conditionVars(as *attestations) (map[string]any, err
 	for _, s := range p.env.Statement.Subject {
 		subject = append(subject, map[string]any{"name": s.Name, "digest": s.Digest})
 	}
-	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, as.now)
+	fields, err := p.signed.CertificateFields()
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %v", err)
+	}
+	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, certificateVars(fields), as.now)
 	return p.vars, nil
 }
 
