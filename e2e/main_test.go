@@ -61,6 +61,10 @@ type images struct {
 	trojanBase  v1.Hash // e2e/trojan:base, unsigned
 	trojanOCI   v1.Hash // e2e/trojan:sha256-<trojanBase hex>.sig, runnable OCI image with a subject
 	trojanDock  v1.Hash // e2e/trojan2:sha256-<trojanBase hex>.sig, runnable Docker image with a subject
+	// disguised: e2e/disguised:sha256-<trojanBase hex>.sig, a runnable
+	// image (one tar+gzip layer holding bin/payload) whose layer is
+	// labelled application/octet-stream, with a subject.
+	disguised v1.Hash
 	tool        v1.Hash // tools/debug:latest, unsigned but allowlisted
 	misc        v1.Hash // misc/app:v1, unsigned, matched by no rule
 	tarball     string  // an image tarball for crane push

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the end-to-end suite drives, once per machine:
 # the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
-# CLI (as cosign3), crane, and skopeo from Debian. Prints the folder that holds the Go-built tools.
+# CLI (as cosign3), crane, the OCI distribution-spec conformance suite, and
+# skopeo from Debian. Prints the folder that holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -11,6 +12,7 @@ CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
 COSIGN3_VERSION=v3.1.3
 VEGETA_VERSION=v12.13.0
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
@@ -35,6 +37,7 @@ install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
 install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
+install conformance github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi

@@ -7,12 +7,17 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
+
+// budgetWait is how long a large manifest request waits for room in the
+// manifest budget before it is refused with 503.
+const budgetWait = 5 * time.Second
 
 // loaded is a configuration with its policy compiled and its upstream
 // clients built.
@@ -47,7 +52,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight)}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait)}
 	if prev != nil {
 		l.budget = prev.budget
 	}

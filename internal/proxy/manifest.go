@@ -59,11 +59,11 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	rec.Digest, rec.MediaType = m.Digest, m.MediaType
 	// The bytes are held from here until the client has them.
-	release, err := s.budget.Acquire(int64(len(m.Raw)))
+	lease, err := s.budget.Take(r.Context(), int64(len(m.Raw)))
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
-	defer release()
+	defer lease.Release()
 	judged := time.Now()
 	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
 	if err != nil {
