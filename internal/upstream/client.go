@@ -119,8 +119,8 @@ type Client struct {
 	recognized *lru.Cache[string, Recognition]
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.
-	sizes *lru.Cache[string, int64]
-	budget     *budget.Budget
+	sizes  *lru.Cache[string, int64]
+	budget *budget.Budget
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64
