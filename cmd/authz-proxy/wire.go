@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"flag"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -22,6 +24,10 @@ type loaded struct {
 	byName    map[string]*upstream.Client
 	// options are what each of upstreams was built from.
 	options []upstream.Options
+	// checkpointKey signs the decision log's checkpoints (nil without
+	// audit.checkpoint), and checkpointKeyID names it.
+	checkpointKey   crypto.Signer
+	checkpointKeyID string
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -44,6 +50,19 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		return nil, err
 	}
 	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}}
+	if cp := cfg.Audit.Checkpoint; cp != nil {
+		path := []any{"audit", "checkpoint", "keyFile"}
+		b, err := os.ReadFile(cfg.Path(cp.KeyFile))
+		if err != nil {
+			return nil, cfg.Errorf(path, "%v", err)
+		}
+		if l.checkpointKey, err = audit.ParsePrivateKey(b); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
+		if l.checkpointKeyID, err = audit.KeyID(l.checkpointKey.Public()); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
+	}
 	for i, u := range cfg.Upstreams {
 		lim := cfg.Limits
 		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{

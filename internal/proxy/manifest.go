@@ -55,8 +55,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 			}
 			if m, ok := up.Cached(rt.repo, digest); ok {
 				s.metrics.Cache(true)
-				s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
-				return nil
+				return s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
 			}
 		}
 	}
@@ -75,7 +74,9 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if isArtifact(rt.ref, m) {
 		rec.Decision, rec.Rule, rec.Duration = audit.Allow, "(signature artifact)", time.Since(start)
 		rec.Reasons = []string{"signature artifact with no runnable layer: served without policy"}
-		s.record(r.Context(), rec)
+		if err := s.record(r.Context(), rec); err != nil {
+			return err
+		}
 		send(w, r, m)
 		return nil
 	}
@@ -104,8 +105,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if !v.Serve() {
 		return s.refuse(w, r, rec, v, start)
 	}
-	s.serveVerified(w, r, rec, st, key, m, v, start)
-	return nil
+	return s.serveVerified(w, r, rec, st, key, m, v, start)
 }
 
 // knownDigest is the digest a request names: its reference when that is a
@@ -129,13 +129,16 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 
 // serveVerified sends manifest bytes that the verdict v lets through, after
 // passing the verdict on to an index's children, and logs the decision.
-func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, st *state, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) {
+func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, st *state, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) error {
 	if v.Allowed && m.IsIndex() {
 		s.inherit(st, key, m, v)
 	}
 	fill(&rec, v, start)
-	s.record(r.Context(), rec)
+	if err := s.record(r.Context(), rec); err != nil {
+		return err
+	}
 	send(w, r, m)
+	return nil
 }
 
 // ttl is how long v may be cached: allowTTL or denyTTL, and never past the
@@ -165,10 +168,17 @@ func (t timedSource) Evidence(ctx context.Context, repo, digest string, want ups
 	return ev, err
 }
 
-// record writes rec to the decision log and counts it.
-func (s *Server) record(ctx context.Context, rec audit.Record) {
-	s.audit.Write(ctx, rec)
+// record writes rec to the decision log and counts it. When the record
+// could not be written and the log is required (audit.required), it returns
+// the 503 to answer instead of the decision: nothing is served unlogged.
+func (s *Server) record(ctx context.Context, rec audit.Record) error {
+	err := s.audit.Write(ctx, rec)
 	s.metrics.Decision(rec.Upstream, rec.Client.Environment, rec.Rule, rec.Decision)
+	if err != nil && s.audit.Required() {
+		// The cause (a file name, an errno) is in the operator's log.
+		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "%s@%s: the decision could not be written to the decision log, and audit.required forbids answering without it; try again later", rec.Image, rec.Digest)
+	}
+	return nil
 }
 
 // inherit lets the children of an allowed index pass: a runtime fetches
@@ -210,7 +220,9 @@ func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
 // refuse answers 403 DENIED with the reasons, and logs the denial.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, v policy.Verdict, start time.Time) error {
 	fill(&rec, v, start)
-	s.record(r.Context(), rec)
+	if err := s.record(r.Context(), rec); err != nil {
+		return err
+	}
 	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
 	// The reasons are in the message already; clients print both.
 	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{
