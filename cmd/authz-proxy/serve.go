@@ -102,6 +102,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	if auditLog.Required() {
 		m.AddReadinessCheck("decision log", auditLog.Healthy)
 	}
+	if cp := l.cfg.Audit.Checkpoint; cp != nil {
+		m.AuditCheckpointInterval(cp.Every)
+	}
 	handler, err := proxy.New(proxyOptions(l, auditLog, logger, m))
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ type Metrics struct {
 	auditOK        prometheus.Gauge
 	checkpoints    prometheus.Counter
 	lastCheckpoint prometheus.Gauge
+	checkpointsDue prometheus.Gauge
 	ready          atomic.Bool
 
 	mu     sync.Mutex
@@ -132,11 +133,15 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "audit", Name: "last_checkpoint_timestamp_seconds",
 			Help: "When the last checkpoint was written to the decision log, in Unix seconds.",
 		}),
+		checkpointsDue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "checkpoint_interval_seconds",
+			Help: "audit.checkpoint.every: how often a signed checkpoint is due, in seconds; 0 without a checkpoint key.",
+		}),
 	}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
-		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint,
+		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -152,6 +157,15 @@ func (m *Metrics) AuditWrite(ok bool) {
 	}
 	m.auditOK.Set(0)
 	m.auditErrors.Inc()
+}
+
+// AuditCheckpointInterval records how often signed checkpoints are due (0:
+// never), for alerting when they stop.
+func (m *Metrics) AuditCheckpointInterval(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.checkpointsDue.Set(d.Seconds())
 }
 
 // AuditCheckpoint counts one checkpoint written to the decision log.
