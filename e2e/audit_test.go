@@ -170,4 +170,3 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
-
