@@ -546,3 +546,23 @@ func TestCheckpointKeysOfEveryKindSignAndVerify(t *testing.T) {
 		})
 	}
 }
+
+func TestEachOfSeveralEditsIsNamed(t *testing.T) {
+	key, pub := checkpointKey(t)
+	rotated, current := writeRotatedLog(t, key)
+	c := lines(t, current)
+	c[1] = strings.Replace(c[1], `"lab/app"`, `"lab/other"`, 1) // record 22
+	c = append(c[:3:3], c[4:]...)                               // record 24 gone
+	writeLines(t, current, c)
+	rep, err := audit.Verify([]string{rotated, current}, []crypto.PublicKey{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range rep.Problems {
+		got = append(got, fmt.Sprintf("%d %s", p.Line, p.Kind))
+	}
+	if strings.Join(got, ", ") != "2 changed, 4 removed" {
+		t.Errorf("problems:\n%swant line 2 changed and a line removed before line 4", findings(rep.Problems))
+	}
+}

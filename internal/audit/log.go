@@ -126,7 +126,7 @@ type Log struct {
 	// not be undone); the next line starts on a line of its own.
 	torn   bool
 	seq    uint64 // of the last line of the chain
-	head   string // "sha256:<hex>" of the last line of the chain
+	head   []byte // "sha256:<hex>" of the last line of the chain
 	closed bool
 	// failing is the last write error while the log of record cannot be
 	// written, nil when it can; lost counts the lines not written since
@@ -164,10 +164,12 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 		}
 		l.f, l.size, l.torn = f, size, torn
 		if l.opts.chain {
-			if l.seq, l.head, err = lastLink(path); err != nil {
+			var head string
+			if l.seq, head, err = lastLink(path); err != nil {
 				f.Close()
 				return nil, err
 			}
+			l.head = []byte(head)
 		}
 	}
 	if l.opts.chain {
@@ -349,7 +351,8 @@ func (l *Log) append(line []byte, sign bool) error {
 	}
 	if l.opts.chain {
 		l.seq++
-		l.head = lineHash(buf[:len(buf)-1])
+		sum := sha256.Sum256(buf[:len(buf)-1])
+		l.head = hex.AppendEncode(append(l.head[:0], "sha256:"...), sum[:])
 	}
 	return nil
 }

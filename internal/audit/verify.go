@@ -514,9 +514,12 @@ func (v *verifier) broken(e *entry, s *stream) bool {
 		v.problem(e, ProblemRemoved, "%s", msg)
 		return true
 	}
+	// Either the line before changed, or this one (and with it the next
+	// line's link): the next line tells which, unless its own link is
+	// explained by lines removed after this one.
 	next := s.peek(0)
 	switch {
-	case e.verified || next != nil && next.chained && next.prev == e.hash:
+	case e.verified || next != nil && next.chained && (next.prev == e.hash || next.seq != e.seq+1):
 		v.problem(v.head, ProblemChanged, "this line was changed: it is not the line that %s (seq %d) follows", e, e.seq)
 	case next != nil && next.chained:
 		v.problem(e, ProblemChanged, "this line was changed: it links neither to %s before it nor to %s after it", v.head, next)
@@ -627,5 +630,8 @@ func (v *verifier) finish() {
 		r.LastCheckpoint = &p
 	}
 	r.Tail = v.tail
+	if v.head.checkpoint() && v.head.reason == CheckpointReopen {
+		v.note(v.head, "the proxy left this file for a new one here: the log continues in a file not given")
+	}
 	r.Closed = v.head.checkpoint() && v.head.reason == CheckpointShutdown && (len(v.keys) == 0 || v.head.verified)
 }
