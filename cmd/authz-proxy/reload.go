@@ -59,7 +59,7 @@ func (r *reloader) reload(trigger string) {
 	old := r.cur.cfg.Generation
 	r.cur, r.fingerprint = l, fp
 	r.metrics.ConfigLoaded(l.cfg.Generation, true)
-	logWarnings(r.logger, l.cfg)
+	logWarnings(r.logger, l)
 	r.logger.Info("configuration reloaded", "trigger", trigger, "from", old, "generation", l.cfg.Generation, "rules", len(l.cfg.Policy.Rules))
 }
 
@@ -138,6 +138,7 @@ func restartNeededConfig(old, c *config.Config) error {
 		{[]any{"audit", "chain"}, fmt.Sprint(old.Audit.Chained()), fmt.Sprint(c.Audit.Chained())},
 		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},
 		{[]any{"audit", "checkpoint", "every"}, every(old), every(c)},
+		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
 	} {
 		if f.old != f.new {
 			return c.Errorf(f.path, "changed from %s to %s: this takes a restart, not a reload (restart with the new configuration to apply it)", f.old, f.new)

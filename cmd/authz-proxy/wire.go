@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -24,6 +25,9 @@ type loaded struct {
 	byName    map[string]*upstream.Client
 	// options are what each of upstreams was built from.
 	options []upstream.Options
+	// budget bounds the manifest bytes in flight; one per process, kept
+	// across reloads.
+	budget *budget.Budget
 	// checkpointKey signs the decision log's checkpoints (nil without
 	// audit.checkpoint), and checkpointKeyID names it.
 	checkpointKey   crypto.Signer
@@ -49,7 +53,10 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight)}
+	if prev != nil {
+		l.budget = prev.budget
+	}
 	if cp := cfg.Audit.Checkpoint; cp != nil {
 		path := []any{"audit", "checkpoint", "keyFile"}
 		b, err := os.ReadFile(cfg.Path(cp.KeyFile))
@@ -73,7 +80,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 			MaxAttestations:    lim.MaxAttestations,
 			MaxEnvelopeSize:    lim.MaxEnvelopeSize,
 			ManifestCacheBytes: lim.ManifestCacheBytes,
-		}}
+		}, Budget: l.budget}
 		if a := u.Auth; a != nil {
 			o.Username = a.Username
 			if a.PasswordFile != "" {
@@ -96,6 +103,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		l.options = append(l.options, o)
 		l.byName[u.Name] = c
 	}
+	l.budget.SetMax(cfg.Limits.MaxManifestBytesInFlight)
 	return l, nil
 }
 
@@ -143,7 +151,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c := l.cfg
-	for _, w := range c.Warnings {
+	for _, w := range append(c.Warnings, l.policy.Warnings...) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d environment(s), %d attestor(s), %d rule(s), %d allowlist entr%s, %d breakglass entr%s\n",

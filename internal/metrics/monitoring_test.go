@@ -25,6 +25,8 @@ func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	m := New()
 	m.WatchCache(func() int { return 1 }, func() uint64 { return 1 })
+	m.WatchBudget(func() int64 { return 1 }, func() int64 { return 2 })
+	m.Panic()
 	m.Request("lab", "manifests", 200)
 	m.Decision("lab", "", "rule", "allow")
 	m.Verification("lab", time.Millisecond)
