@@ -205,10 +205,10 @@ func (b *builder) read(s Source, w Window, r *Report) error {
 			continue
 		}
 		r.Records++
-		if r.First.IsZero() || rec.Time.Before(r.First) {
+		if r.Records == 1 || rec.Time.Before(r.First) {
 			r.First = rec.Time
 		}
-		if rec.Time.After(r.Last) {
+		if r.Records == 1 || rec.Time.After(r.Last) {
 			r.Last = rec.Time
 		}
 		b.add(rec)
@@ -416,31 +416,54 @@ func rows(m map[string]*Denied, order []string) []Denied {
 	return out
 }
 
-// timeline counts decisions per hour, day or week, whichever gives the
-// span at most a few dozen bars.
+// timeline counts decisions per bucket: five minutes, an hour, a day, a
+// week, 30 days or a year, the shortest that gives the span at most 60
+// bars. Times are taken in whole seconds, so that any span fits.
 func timeline(records []timed, first, last time.Time) (string, []Period) {
 	if len(records) == 0 {
 		return "", []Period{}
 	}
-	span := last.Sub(first)
-	name, size := "hour", time.Hour
-	switch {
-	case span <= 2*time.Hour:
-		name, size = "5 minutes", 5*time.Minute
-	case span > 14*24*time.Hour:
-		name, size = "week", 7*24*time.Hour
-	case span > 48*time.Hour:
-		name, size = "day", 24*time.Hour
+	const bars = 60
+	span := last.Unix() - first.Unix()
+	name, size := "", int64(0)
+	for _, b := range []struct {
+		name string
+		size int64
+	}{{"5 minutes", 300}, {"hour", 3600}, {"day", 86400}, {"week", 7 * 86400}, {"30 days", 30 * 86400}, {"year", 365 * 86400}} {
+		if span/b.size < bars {
+			name, size = b.name, b.size
+			break
+		}
 	}
-	start := first.UTC().Truncate(size)
-	n := int(last.UTC().Sub(start)/size) + 1
-	out := make([]Period, n)
+	if size == 0 {
+		size = (span/bars + 1) / 86400 * 86400
+		name = fmt.Sprintf("%d days", size/86400)
+	}
+	// Buckets are aligned on the Unix epoch; the many-day ones on the first
+	// record's day.
+	origin := int64(0)
+	if size > 365*86400 {
+		origin = first.Unix() - mod(first.Unix(), 86400)
+	}
+	floor := func(t time.Time) int64 { // the start of t's bucket, in Unix seconds
+		return t.Unix() - mod(t.Unix()-origin, size)
+	}
+	start := floor(first)
+	out := make([]Period, (floor(last)-start)/size+1)
 	for i := range out {
-		out[i] = Period{Start: start.Add(time.Duration(i) * size), Counts: map[string]int{}}
+		out[i] = Period{Start: time.Unix(start+int64(i)*size, 0).UTC(), Counts: map[string]int{}}
 	}
 	for _, r := range records {
-		i := int(r.t.UTC().Sub(start) / size)
-		out[i].Counts[r.decision]++
+		out[(floor(r.t)-start)/size].Counts[r.decision]++
 	}
 	return name, out
+}
+
+// mod is a modulo that is never negative.
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
 }
