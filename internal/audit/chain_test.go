@@ -566,3 +566,28 @@ func TestEachOfSeveralEditsIsNamed(t *testing.T) {
 		t.Errorf("problems:\n%swant line 2 changed and a line removed before line 4", findings(rep.Problems))
 	}
 }
+
+func TestARotatedFileLeftOutIsCaughtWhereTheChainJumps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, err := audit.New(nil, path, audit.WithChain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for gen := 2; gen >= 1; gen-- { // decisions.jsonl.2, then .1, as logrotate numbers them
+		for i := range 3 {
+			l.Write(context.Background(), record(i))
+		}
+		os.Rename(path, fmt.Sprintf("%s.%d", path, gen))
+		l.Reopen()
+	}
+	l.Write(context.Background(), record(9))
+	l.Close()
+	rep, err := audit.Verify([]string{path, path + ".2"}, nil) // .1 left out
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].File != path || rep.Problems[0].Line != 1 || rep.Problems[0].Kind != audit.ProblemRemoved ||
+		!strings.Contains(rep.Problems[0].Message, "a file between the two was not given") {
+		t.Errorf("problems:\n%swant the lines of decisions.jsonl.1 missing before line 1 of decisions.jsonl", findings(rep.Problems))
+	}
+}
