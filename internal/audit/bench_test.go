@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"crypto"
 	"io"
 	"path/filepath"
 	"testing"
@@ -37,4 +38,29 @@ func BenchmarkWrite(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkVerify measures verify over a signed log of 10,000 records.
+func BenchmarkVerify(b *testing.B) {
+	key, pub := checkpointKey(b)
+	path := filepath.Join(b.TempDir(), "d.jsonl")
+	l, err := audit.New(nil, path, audit.WithChain(), audit.WithCheckpoints(key, time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 10_000
+	for i := range n {
+		l.Write(context.Background(), record(i))
+		if i%1000 == 0 {
+			l.Checkpoint()
+		}
+	}
+	l.Close()
+	for b.Loop() {
+		rep, err := audit.Verify([]string{path}, []crypto.PublicKey{pub})
+		if err != nil || !rep.OK() {
+			b.Fatal(err, rep.Problems)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "lines/s")
 }
