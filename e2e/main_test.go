@@ -3,7 +3,7 @@
 // Package e2e_test drives the authz-proxy binary end to end: the real
 // distribution registry as the upstream, images signed by the real cosign
 // CLI, and pulls by the real crane, skopeo and cosign clients through the
-// proxy. Everything listens on 127.0.0.1 only; nothing needs the internet.
+// proxy; the decision-log report is opened in headless chromium. Everything listens on 127.0.0.1 only; nothing needs the internet.
 //
 // Run with:
 //
@@ -90,9 +90,11 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
-	if _, err := exec.LookPath("skopeo"); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: e2e: skopeo is not on PATH: run `bash scripts/tools.sh`")
-		return 1
+	for _, tool := range []string{"skopeo", "chromium"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: e2e: %s is not on PATH: run `bash scripts/tools.sh`\n", tool)
+			return 1
+		}
 	}
 	dir, err := os.MkdirTemp("", "authz-proxy-e2e-")
 	if err != nil {

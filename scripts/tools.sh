@@ -2,7 +2,8 @@
 # Installs the pinned tools the end-to-end suite drives, once per machine:
 # the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
 # CLI (as cosign3), crane, the OCI distribution-spec conformance suite, and
-# skopeo from Debian. Prints the folder that holds the Go-built tools.
+# skopeo and chromium from Debian. Prints the folder that holds the Go-built
+# tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -42,11 +43,16 @@ if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi
 
-if ! command -v skopeo >/dev/null 2>&1; then
-  echo "tools: installing skopeo from Debian" >&2
+# From Debian: skopeo (pulls like CRI-O and podman) and chromium (opens the
+# HTML report headless).
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tools: installing ${missing[*]} from Debian" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq skopeo >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 echo "$tools/bin"

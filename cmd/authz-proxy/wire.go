@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
@@ -31,6 +33,10 @@ type loaded struct {
 	// budget bounds the manifest bytes in flight; one per process, kept
 	// across reloads.
 	budget *budget.Budget
+	// checkpointKey signs the decision log's checkpoints (nil without
+	// audit.checkpoint), and checkpointKeyID names it.
+	checkpointKey   crypto.Signer
+	checkpointKeyID string
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -55,6 +61,19 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait)}
 	if prev != nil {
 		l.budget = prev.budget
+	}
+	if cp := cfg.Audit.Checkpoint; cp != nil {
+		path := []any{"audit", "checkpoint", "keyFile"}
+		b, err := os.ReadFile(cfg.Path(cp.KeyFile))
+		if err != nil {
+			return nil, cfg.Errorf(path, "%v", err)
+		}
+		if l.checkpointKey, err = audit.ParsePrivateKey(b); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
+		if l.checkpointKeyID, err = audit.KeyID(l.checkpointKey.Public()); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
 	}
 	for i, u := range cfg.Upstreams {
 		lim := cfg.Limits
