@@ -108,6 +108,10 @@ type Leaf struct {
 	// NotBefore and NotAfter: zero is a minute ago and ten minutes from
 	// NotBefore, a Fulcio certificate's life.
 	NotBefore, NotAfter time.Time
+	// Name is the certificate's subject distinguished name, which Fulcio
+	// leaves empty and a private CA's code-signing certificates carry
+	// (what a Notary Project trusted identity names).
+	Name pkix.Name
 }
 
 // Signer is an issued certificate and its private key.
@@ -134,13 +138,13 @@ func (c *CA) Issue(l Leaf) (*Signer, error) {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, NotBefore: l.NotBefore, NotAfter: l.NotAfter,
+		SerialNumber: serial, NotBefore: l.NotBefore, NotAfter: l.NotAfter, Subject: l.Name,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 	}
 	if u, err := url.Parse(l.Subject); err == nil && u.Scheme != "" {
 		tmpl.URIs = []*url.URL{u}
-	} else {
+	} else if l.Subject != "" {
 		tmpl.EmailAddresses = []string{l.Subject}
 	}
 	exts := map[int]string{}
@@ -164,6 +168,12 @@ func (c *CA) Issue(l Leaf) (*Signer, error) {
 		return nil, err
 	}
 	return &Signer{Cert: cert, Key: key, ca: c}, nil
+}
+
+// Chain is the certificate, the CA's intermediate and its root: the chain a
+// Notary Project signature carries.
+func (s *Signer) Chain() []*x509.Certificate {
+	return []*x509.Certificate{s.Cert, s.ca.Intermediate, s.ca.Root}
 }
 
 // CertPEM and KeyPEM are the certificate and its PKCS #8 private key, PEM.
