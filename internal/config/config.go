@@ -282,7 +282,9 @@ type Notation struct {
 }
 
 // Files lists the certificate files of n, the trust store first.
-func (n *Notation) Files() []string { return append(append([]string{}, n.TrustStore...), n.TSARoots...) }
+func (n *Notation) Files() []string {
+	return append(append([]string{}, n.TrustStore...), n.TSARoots...)
+}
 
 // TrustedRoots lists the trusted root files of k, trustedRootFile first.
 func (k *Keyless) TrustedRoots() []string {
