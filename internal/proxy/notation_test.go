@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,6 +124,12 @@ func newNotationWorld(t *testing.T) *notationWorld {
 // roots, and leaf.pub the public key of w.release.
 func (w *notationWorld) env(t *testing.T, opts ...envOption) *env {
 	t.Helper()
+	return w.envWith(t, notationPolicy, opts...)
+}
+
+// envWith is env under another policy naming the same files.
+func (w *notationWorld) envWith(t *testing.T, pol string, opts ...envOption) *env {
+	t.Helper()
 	dir := t.TempDir()
 	pub, err := cryptoutils.MarshalPublicKeyToPEM(w.release.Key.Public())
 	if err != nil {
@@ -134,7 +141,6 @@ func (w *notationWorld) env(t *testing.T, opts ...envOption) *env {
 			t.Fatal(err)
 		}
 	}
-	pol := notationPolicy
 	for name, data := range files {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -344,4 +350,27 @@ func x509Pool(certs ...*x509.Certificate) *x509.CertPool {
 		p.AddCert(c)
 	}
 	return p
+}
+
+// TestNotationRevocationUnknownFailsClosedUncached: with checkRevocation,
+// a status that cannot be learnt (the CRL server is down) answers 503, and
+// the next pull asks again rather than meeting a cached deny.
+func TestNotationRevocationUnknownFailsClosedUncached(t *testing.T) {
+	w := newNotationWorld(t)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	leaf, err := w.ca.Issue(virtual.Leaf{Name: releaseDN, CRLDistributionPoints: []string{down.URL + "/ca.crl"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := w.envWith(t, strings.Replace(notationPolicy, "      verifyTimestamp: afterCertExpiry\n", "      verifyTimestamp: afterCertExpiry\n      checkRevocation: true\n", 1))
+	d := e.push("notation/app:v1")
+	e.notationSign(leaf, "notation/app", d, d, sign.NotationOptions{}, false)
+	for i := range 2 {
+		resp := e.get(http.MethodGet, "/v2/lab/notation/app/manifests/"+d.String())
+		msg := expectError(t, resp, http.StatusServiceUnavailable, "UNAVAILABLE")
+		if !strings.Contains(msg, "revocation status could not be checked") {
+			t.Errorf("pull %d: message %q does not say why", i+1, msg)
+		}
+	}
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,6 +324,80 @@ func TestNewNotationRefusesUnusableTrust(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := verify.NewNotation(tt.p); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want it to say %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestNotationRevocation checks revocation against a CRL that the test
+// serves on loopback, as the certificate's distribution point names it.
+func TestNotationRevocation(t *testing.T) {
+	w := newNotationWorld(t)
+	var crl atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		if b := crl.Load(); b != nil {
+			rw.Write(*b)
+			return
+		}
+		http.Error(rw, "no CRL", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	revoked := issue(t, w.ca, virtual.Leaf{Name: releaseName, CRLDistributionPoints: []string{srv.URL + "/intermediate.crl"}})
+	kept := issue(t, w.ca, virtual.Leaf{Name: releaseName, CRLDistributionPoints: []string{srv.URL + "/intermediate.crl"}})
+	list, err := w.ca.CRL(revoked.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := identities(t, "x509.subject: C=US, ST=WA, O=Acme, CN=release")
+	policy := func(level string, online bool) verify.NotationPolicy {
+		return verify.NotationPolicy{TrustStore: []*x509.Certificate{w.ca.Root}, Identities: release, Level: level, Revocation: online}
+	}
+	tests := []struct {
+		name        string
+		policy      verify.NotationPolicy
+		signer      *virtual.Signer
+		crlServed   bool
+		wantErr     error
+		wantCheck   verify.Check
+		wantLogged  string
+		wantCounted bool
+	}{
+		{name: "a revoked certificate is denied", policy: policy(verify.NotationStrict, true), signer: revoked, crlServed: true, wantCheck: verify.CheckRevocation},
+		{name: "a certificate the CRL does not list counts", policy: policy(verify.NotationStrict, true), signer: kept, crlServed: true, wantCounted: true},
+		{name: "revocation is not checked by default", policy: policy(verify.NotationStrict, false), signer: revoked, crlServed: true, wantCounted: true},
+		{name: "an unknown status under strict is undecided, not denied", policy: policy(verify.NotationStrict, true), signer: kept, wantErr: verify.ErrRevocationUnavailable},
+		{name: "an unknown status under permissive is logged", policy: policy(verify.NotationPermissive, true), signer: kept, wantCounted: true, wantLogged: "revocation"},
+		{name: "a revoked certificate under permissive counts, logged", policy: policy(verify.NotationPermissive, true), signer: revoked, crlServed: true, wantCounted: true, wantLogged: "is revoked"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.crlServed {
+				crl.Store(&list)
+			} else {
+				crl.Store(nil)
+			}
+			n, err := verify.NewNotation(tt.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := n.Verify(context.Background(), notationSign(t, tt.signer, w.target, sign.NotationOptions{}), w.targetOf())
+			switch {
+			case tt.wantCounted:
+				if err != nil {
+					t.Fatalf("does not count: %v", err)
+				}
+				if got := strings.Join(res.Logged, "; "); !strings.Contains(got, tt.wantLogged) || tt.wantLogged == "" && got != "" {
+					t.Errorf("logged %q, want %q", got, tt.wantLogged)
+				}
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+			default:
+				var ce *verify.CheckError
+				if !errors.As(err, &ce) || ce.Check != tt.wantCheck {
+					t.Fatalf("err = %v, want a %q check error", err, tt.wantCheck)
+				}
 			}
 		})
 	}
