@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -226,11 +227,13 @@ func signerOf(v *audit.Verification, sig signature) string {
 }
 
 // check verifies the signatures as each listed attestor, and counts toward
-// the threshold at most one attestor per signing key. An error means a
-// signature's outcome could not be decided (an online revocation check).
+// the threshold at most one attestor per signing key. An error means that
+// the threshold is not met without a signature whose outcome could not be
+// decided (an online revocation check that got no answer).
 func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s Subject) (outcome, error) {
 	hits := make([][]hit, len(req.attestors))
 	var unusable []string // genuine signatures that still do not count
+	var undecided error
 	var mismatch *verify.DigestMismatchError
 	var failed *verify.CheckError
 	for i, a := range req.attestors {
@@ -243,7 +246,7 @@ func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s 
 			case err == nil:
 				hits[i] = append(hits[i], hit{*v, signerOf(v, sig)})
 			case errors.Is(err, verify.ErrRevocationUnavailable):
-				return outcome{}, err
+				undecided = cmp.Or(undecided, err)
 			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
 			case errors.As(err, &mismatch):
 				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
@@ -266,6 +269,9 @@ func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s 
 		}
 		return o, nil
 	}
+	if undecided != nil {
+		return outcome{}, undecided
+	}
 	names := make([]string, len(req.attestors))
 	for i, a := range req.attestors {
 		names[i] = a.name
@@ -277,7 +283,11 @@ func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s 
 		if notation {
 			r = fmt.Sprintf("no signature found (cosign's .sig tag, or referrers: cosign, Sigstore bundle or Notary Project); need one from attestor %s", orList(names))
 		}
-		if !s.IsIndex {
+		switch {
+		case s.IsIndex:
+		case notation:
+			r += " (a platform image passes when its signed index is pulled through the proxy first, or when it is signed itself)"
+		default:
 			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
 		}
 		o.reasons = append(o.reasons, r)

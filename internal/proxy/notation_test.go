@@ -354,7 +354,8 @@ func x509Pool(certs ...*x509.Certificate) *x509.CertPool {
 
 // TestNotationRevocationUnknownFailsClosedUncached: with checkRevocation,
 // a status that cannot be learnt (the CRL server is down) answers 503, and
-// the next pull asks again rather than meeting a cached deny.
+// the next pull asks again rather than meeting a cached deny, unless other
+// signatures meet the requirement.
 func TestNotationRevocationUnknownFailsClosedUncached(t *testing.T) {
 	w := newNotationWorld(t)
 	down := httptest.NewServer(http.NotFoundHandler())
@@ -372,5 +373,13 @@ func TestNotationRevocationUnknownFailsClosedUncached(t *testing.T) {
 		if !strings.Contains(msg, "revocation status could not be checked") {
 			t.Errorf("pull %d: message %q does not say why", i+1, msg)
 		}
+	}
+	// Where another signature meets the requirement, the undecided one
+	// does not matter.
+	either := e.push("either/app:v1")
+	e.signTag("either/app", "ci", either, either)
+	e.notationSign(leaf, "either/app", either, either, sign.NotationOptions{}, false)
+	if resp := e.get(http.MethodGet, "/v2/lab/either/app/manifests/"+either.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200: ci's signature suffices; decision %+v", resp.StatusCode, e.lastDecision(either.String()))
 	}
 }
