@@ -233,10 +233,10 @@ func TestNotationTamperedEnvelopeDoesNotVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flip one character of the JWS signature.
+	// Change one character of the JWS signature, to another of base64url.
 	i := strings.LastIndex(string(env), `"signature":"`) + len(`"signature":"`) + 5
 	tampered := []byte(string(env))
-	tampered[i] ^= 1
+	tampered[i] = map[bool]byte{true: 'B', false: 'A'}[tampered[i] == 'A']
 	sig, err := verify.ParseNotation(sign.NotationJWS, tampered)
 	if err != nil {
 		t.Fatal(err)
