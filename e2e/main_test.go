@@ -65,9 +65,9 @@ type images struct {
 	// image (one tar+gzip layer holding bin/payload) whose layer is
 	// labelled application/octet-stream, with a subject.
 	disguised v1.Hash
-	tool        v1.Hash // tools/debug:latest, unsigned but allowlisted
-	misc        v1.Hash // misc/app:v1, unsigned, matched by no rule
-	tarball     string  // an image tarball for crane push
+	tool      v1.Hash // tools/debug:latest, unsigned but allowlisted
+	misc      v1.Hash // misc/app:v1, unsigned, matched by no rule
+	tarball   string  // an image tarball for crane push
 }
 
 const setupTimeout = 4 * time.Minute
