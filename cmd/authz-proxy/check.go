@@ -13,7 +13,6 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
-	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 )
 
@@ -102,18 +101,10 @@ func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	client := l.byName[up]
-	m, err := client.Manifest(ctx, repo, ref)
-	if err != nil {
-		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
-		return r
+	v, m, err := judge.Pull(ctx, l.policy, l.byName[up], policy.Subject{Upstream: up, Repository: repo, Environment: env}, ref)
+	if m != nil {
+		r.Digest, r.MediaType = m.Digest, m.MediaType
 	}
-	r.Digest, r.MediaType = m.Digest, m.MediaType
-	subj := policy.Subject{Upstream: up, Repository: repo, Environment: env}
-	if !oci.IsDigest(ref) {
-		subj.Tag = ref
-	}
-	v, err := judge.Decide(ctx, l.policy, client, subj, m)
 	if err != nil {
 		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
 		return r

@@ -17,6 +17,8 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
+var _ policy.Registry = (*upstream.Client)(nil)
+
 // budgetWait is how long a large manifest request waits for room in the
 // manifest budget before it is refused with 503.
 const budgetWait = 5 * time.Second

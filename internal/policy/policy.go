@@ -24,24 +24,24 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 // Source finds the signatures and attestations stored for a digest.
 // *upstream.Client is one.
 type Source interface {
-	Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error)
+	Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error)
 }
 
-// Registry is a Source that also tells signature artifacts from images, by
-// reading their layers. *upstream.Client is one.
+// Registry is a Source that also fetches manifests (their digest computed
+// from their bytes) and tells signature artifacts from images, by reading
+// their layers. *upstream.Client is one.
 type Registry interface {
 	Source
-	Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error)
+	Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error)
+	Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error)
 }
 
-var _ Registry = (*upstream.Client)(nil)
 
 // Subject is the manifest being judged.
 type Subject struct {

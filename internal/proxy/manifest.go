@@ -48,12 +48,10 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 			return s.refuse(w, r, rec, d.Verdict, start)
 		}
 	}
+	reg := s.registry(up, rt.upstream)
 	if m == nil {
-		fetched := time.Now()
 		var err error
-		m, err = up.Manifest(r.Context(), rt.repo, rt.ref)
-		s.upstreamDone(rt.upstream, "manifest", fetched, err)
-		if err != nil {
+		if m, err = reg.Manifest(r.Context(), rt.repo, rt.ref); err != nil {
 			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
@@ -65,7 +63,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	defer lease.Release()
 	judged := time.Now()
-	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
+	d, err := s.judge.Decide(r.Context(), st.policy, reg, subj, m)
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
@@ -127,14 +125,21 @@ type timedSource struct {
 	name string
 }
 
-func (t timedSource) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
+func (t timedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	start := time.Now()
 	ev, err := t.up.Evidence(ctx, repo, digest, want)
 	t.s.upstreamDone(t.name, "evidence", start, err)
 	return ev, err
 }
 
-func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error) {
+func (t timedSource) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
+	start := time.Now()
+	m, err := t.up.Manifest(ctx, repo, ref)
+	t.s.upstreamDone(t.name, "manifest", start, err)
+	return m, err
+}
+
+func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error) {
 	return t.up.Recognize(ctx, repo, m)
 }
 

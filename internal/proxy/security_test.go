@@ -28,7 +28,6 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // runnableTar is a layer a runtime would unpack: an executable script.
@@ -367,7 +366,7 @@ type panicking struct {
 	armed *atomic.Bool
 }
 
-func (p panicking) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
+func (p panicking) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	if p.armed.Load() {
 		var m map[string]int
 		m["boom"]++ // a runtime panic inside a verification

@@ -116,7 +116,7 @@ type Client struct {
 	flight    singleflight.Group
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// recognized keeps artifact checks by manifest digest.
-	recognized *lru.Cache[string, Recognition]
+	recognized *lru.Cache[string, oci.Recognition]
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.
 	sizes  *lru.Cache[string, int64]
@@ -159,7 +159,7 @@ func New(o Options) (*Client, error) {
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
-	recognized, _ := lru.New[string, Recognition](4096)
+	recognized, _ := lru.New[string, oci.Recognition](4096)
 	sizes, _ := lru.New[string, int64](16384)
 	return &Client{
 		manifests:  cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
