@@ -84,4 +84,3 @@ type Recognition struct {
 	// Why says, when Artifact is false, why not.
 	Why string
 }
-

@@ -42,7 +42,6 @@ type Registry interface {
 	Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error)
 }
 
-
 // Subject is the manifest being judged.
 type Subject struct {
 	Upstream   string
