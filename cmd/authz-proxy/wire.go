@@ -78,16 +78,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		}
 	}
 	for i, u := range cfg.Upstreams {
-		lim := cfg.Limits
-		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{
-			DialTimeout:        lim.DialTimeout,
-			ResponseTimeout:    lim.ResponseTimeout,
-			MaxSignatures:      lim.MaxSignatures,
-			MaxPayloadSize:     lim.MaxArtifactSize,
-			MaxAttestations:    lim.MaxAttestations,
-			MaxEnvelopeSize:    lim.MaxEnvelopeSize,
-			ManifestCacheBytes: lim.ManifestCacheBytes,
-		}, Budget: l.budget}
+		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: cfg.Limits, Budget: l.budget}
 		if a := u.Auth; a != nil {
 			o.Username = a.Username
 			if a.PasswordFile != "" {

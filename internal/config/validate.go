@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
 )
 
@@ -55,7 +56,7 @@ func (c *Config) validate() error {
 	}
 	if l.MaxManifestBytesInFlight < 0 {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "must be positive")
-	} else if l.MaxManifestBytesInFlight < 2*(4<<20) {
+	} else if l.MaxManifestBytesInFlight < 2*limits.MaxManifestSize {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "%d is less than two manifests of the 4 MiB limit: want at least 8388608", l.MaxManifestBytesInFlight)
 	}
 	attestors := v.attestors()

@@ -51,6 +51,9 @@ type Want struct {
 	PredicateTypes []string
 	// From says where to look; zero means Everywhere.
 	From Places
+	// After, when set, is what an earlier look for the same digest found:
+	// the layers it read count against the per-digest limits.
+	After *Evidence
 }
 
 // Places are where evidence is stored.
@@ -74,6 +77,9 @@ type Evidence struct {
 	// AttestationProblems are attestations that could not be used, or were
 	// not read because a limit was reached.
 	AttestationProblems []string
+	// SignatureLayers and AttestationLayers count the layers read for this
+	// digest, unusable ones included: what the per-digest limits count.
+	SignatureLayers, AttestationLayers int
 }
 
 // Recognition is the outcome of the artifact check of one manifest.

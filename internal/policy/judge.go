@@ -282,7 +282,7 @@ func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requ
 	if err != nil || allHold(outs) {
 		return outs, err
 	}
-	w.From = oci.Referrers
+	w.From, w.After = oci.Referrers, ev
 	more, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
@@ -291,6 +291,7 @@ func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requ
 	ev.Problems = append(ev.Problems, more.Problems...)
 	ev.Attestations = append(ev.Attestations, more.Attestations...)
 	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
+	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
 	return check(ctx, s, ev, reqs)
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
@@ -97,14 +98,14 @@ type envConfig struct {
 	policy             string
 	upstreamURL        string
 	username, password string
-	limits             upstream.Limits
+	limits             limits.Limits
 	verifyTimeout      time.Duration
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
 
 // withLimits sets the upstream limits and the verification timeout.
-func withLimits(l upstream.Limits, verifyTimeout time.Duration) envOption {
+func withLimits(l limits.Limits, verifyTimeout time.Duration) envOption {
 	return func(c *envConfig) { c.limits, c.verifyTimeout = l, verifyTimeout }
 }
 
@@ -172,7 +173,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.upstreams, e.metrics = ups, metrics.New()
 	e.metrics.WatchBudget(b.InUse, b.Max)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
+		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {
@@ -211,7 +212,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab"}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000}); err != nil {
 		e.t.Fatal(err)
 	}
 }

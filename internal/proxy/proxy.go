@@ -27,6 +27,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
@@ -39,15 +40,16 @@ type Options struct {
 	Policy          *policy.Policy
 	Upstreams       []*upstream.Client
 	DefaultUpstream string
-	// MaxEntries bounds the cache of verified outcomes; default 10000.
-	// How long outcomes hold and how long a verification may take are the
-	// policy's.
+	// MaxEntries bounds the cache of verified outcomes (config's
+	// cache.maxEntries); required. How long outcomes hold and how long a
+	// verification may take are the policy's.
 	MaxEntries int
 	// Budget bounds the manifest bytes that requests hold at once; give
 	// the same one to the upstream clients. nil: unbounded.
 	Budget *budget.Budget
 	// WriteTimeout bounds writing a manifest response, and each stretch of
-	// a blob response without progress; default 30s.
+	// a blob response without progress (limits.writeTimeout); zero takes
+	// its default.
 	WriteTimeout time.Duration
 	Audit        *audit.Log
 	Logger       *slog.Logger
@@ -91,7 +93,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(maxEntries(o), nil)
+	judge, err := policy.NewJudge(o.MaxEntries, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +121,7 @@ func (s *Server) Reload(o Options) error {
 	if err != nil {
 		return err
 	}
-	s.judge.Resize(maxEntries(o))
+	s.judge.Resize(o.MaxEntries)
 	s.state.Store(st)
 	return nil
 }
@@ -135,7 +137,10 @@ func newState(o Options) (*state, error) {
 		writeTimeout: o.WriteTimeout,
 	}
 	if st.writeTimeout == 0 {
-		st.writeTimeout = 30 * time.Second
+		st.writeTimeout = limits.Defaults().WriteTimeout
+	}
+	if o.MaxEntries <= 0 {
+		return nil, errors.New("proxy: MaxEntries must be positive")
 	}
 	for _, u := range o.Upstreams {
 		st.upstreams[u.Name()] = u
@@ -144,13 +149,6 @@ func newState(o Options) (*state, error) {
 		return nil, fmt.Errorf("proxy: default upstream %q is not configured", st.def)
 	}
 	return st, nil
-}
-
-func maxEntries(o Options) int {
-	if o.MaxEntries == 0 {
-		return 10000
-	}
-	return o.MaxEntries
 }
 
 // ServeHTTP routes one request and renders any error it returns. A panic

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
@@ -36,6 +37,9 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want oci.Wan
 	ev := &oci.Evidence{}
 	if !want.Signatures && len(want.PredicateTypes) == 0 {
 		return ev, nil
+	}
+	if want.After != nil {
+		ev.SignatureLayers, ev.AttestationLayers = want.After.SignatureLayers, want.After.AttestationLayers
 	}
 	from := want.From
 	if from == 0 {
@@ -198,11 +202,11 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), oci.OCIIndex):
-		raw, err := io.ReadAll(io.LimitReader(resp.Body, c.limits.MaxManifestSize+1))
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, limits.MaxManifestSize+1))
 		if err != nil {
 			return nil, &Error{Upstream: c.name, Op: op, Err: err}
 		}
-		if int64(len(raw)) > c.limits.MaxManifestSize {
+		if int64(len(raw)) > limits.MaxManifestSize {
 			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: ErrManifestTooLarge}
 		}
 		m, err := oci.ParseManifest(raw, oci.OCIIndex)
@@ -235,7 +239,6 @@ type reader struct {
 // simple-signing payloads, Sigstore bundles of image signatures, Notary
 // Project envelopes), within the configured limits.
 func (r *reader) signatureLayers(manifests []sourced) {
-	n := 0
 	want := oci.Want{Signatures: true}
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
@@ -244,16 +247,16 @@ func (r *reader) signatureLayers(manifests []sourced) {
 			if l.MediaType != oci.SimpleSigning && !isBundle && !isNotation {
 				continue
 			}
-			if n == r.c.limits.MaxSignatures {
+			if r.ev.SignatureLayers == r.c.limits.MaxSignatures {
 				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("more than %d signatures stored: the rest were not read", r.c.limits.MaxSignatures))
 				return
 			}
-			n++ // unusable layers count too: hostile artifacts cost bounded work
+			r.ev.SignatureLayers++ // unusable layers count too: hostile artifacts cost bounded work
 			if isNotation {
 				r.ev.Signatures = append(r.ev.Signatures, oci.Signature{Source: s.source, NotationMediaType: l.MediaType})
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
 				r.jobs = append(r.jobs, func(ctx context.Context) error {
-					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "notation signature envelope")
+					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "notation signature envelope")
 					if problem != "" {
 						r.problem(&r.ev.Problems, source+": "+problem)
 					}
@@ -288,7 +291,7 @@ func (r *reader) signatureLayers(manifests []sourced) {
 			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
-				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "signature payload")
+				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
 				if problem != "" {
 					r.problem(&r.ev.Problems, source+": "+problem)
 				}
@@ -316,10 +319,11 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 			if !isAtt || !wantsPredicate(want, pt) {
 				continue
 			}
-			if len(r.ev.Attestations) == max {
+			if r.ev.AttestationLayers == max {
 				r.ev.AttestationProblems = append(r.ev.AttestationProblems, fmt.Sprintf("more than %d attestations of the required predicate types stored for this digest: the rest were not read", max))
 				return
 			}
+			r.ev.AttestationLayers++
 			r.ev.Attestations = append(r.ev.Attestations, oci.Attestation{
 				Source: s.source, Digest: l.Digest, MediaType: l.MediaType,
 				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
@@ -26,14 +27,14 @@ var (
 // of unknown manifests reaches the upstream only as far as the budget
 // allows); past it, the error wraps budget.ErrExhausted.
 func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
-	return c.manifest(ctx, repo, ref, c.limits.MaxManifestSize)
+	return c.manifest(ctx, repo, ref, limits.MaxManifestSize)
 }
 
 // manifest is Manifest, counting a manifest never seen at guess bytes
 // until the upstream says its size.
 func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
-	limit := c.limits.MaxManifestSize
+	limit := limits.MaxManifestSize
 	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
 		guess = seen
 	}
