@@ -107,15 +107,12 @@ func (j *Judge) Decide(ctx context.Context, p *Policy, reg Registry, s Subject, 
 // Pull fetches the manifest at s's repository and ref through reg and
 // decides it, tag-aware when ref is a tag: how check and replay judge an
 // image, as the proxy does a pull.
-func (j *Judge) Pull(ctx context.Context, p *Policy, reg Registry, s Subject, ref string) (Decision, *oci.Manifest, error) {
-	m, err := reg.Manifest(ctx, s.Repository, ref)
+func (j *Judge) Pull(ctx context.Context, p *Policy, reg Registry, s Subject, ref oci.Reference) (Decision, *oci.Manifest, error) {
+	m, err := reg.Manifest(ctx, s.Repository, ref.String())
 	if err != nil {
 		return Decision{}, nil, err
 	}
-	s.Tag = ""
-	if !oci.IsDigest(ref) {
-		s.Tag = ref
-	}
+	s.Tag = ref.Tag
 	d, err := j.Decide(ctx, p, reg, s, m)
 	return d, m, err
 }

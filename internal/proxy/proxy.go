@@ -165,7 +165,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.Panic()
 			s.log.Error("panic serving a request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			if sw.status == 0 {
-				writeError(sw, r, errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "internal error, failing closed"))
+				writeError(sw, r, errorf(errcode.ErrorCodeUnavailable, "internal error, failing closed"))
 			}
 		}
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
@@ -173,7 +173,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, err := s.serve(sw, r, s.state.Load())
 	if err != nil {
 		he := s.classify(r, err, errcode.ErrorCodeUnknown)
-		if he.status >= 500 {
+		if he.status() >= 500 {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
 		}
 		writeError(sw, r, he)
@@ -221,7 +221,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // and returns the route it took (the zero route when it took none).
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return route{}, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
+		return route{}, errorf(errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
 	}
 	rt, err := parseRoute(r, func(n string) bool { return st.upstreams[n] != nil }, st.def)
 	if err != nil {
@@ -240,7 +240,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 		return rt, s.blob(w, r, st, up, rt)
 	case kindTags:
 		if r.Method != http.MethodGet {
-			return rt, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "tags/list takes GET")
+			return rt, errorf(errcode.ErrorCodeUnsupported, "tags/list takes GET")
 		}
 		_, err := s.passThrough(w, r, up, rt, "tags/list", http.StatusOK, http.StatusNotFound)
 		return rt, err
@@ -255,12 +255,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 // that tag, which is an index and judged like any other.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
 func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
-	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref, http.StatusOK)
+	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref.Digest, http.StatusOK)
 	if served || err != nil {
 		return err
 	}
 	start := time.Now()
-	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref)
+	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref.Digest)
 	s.upstreamDone(rt.upstream, rt.kind, start, err)
 	if err != nil {
 		return err
@@ -283,7 +283,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *ups
 		hdr.Set("Range", v)
 	}
 	start := time.Now()
-	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref, "", hdr)
+	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref.Digest, "", hdr)
 	if err != nil {
 		s.upstreamDone(rt.upstream, "blob", start, err)
 		return err
@@ -293,9 +293,9 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *ups
 	case http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
 	case http.StatusNotFound:
 		s.upstreamDone(rt.upstream, "blob", start, nil)
-		return errorf(http.StatusNotFound, errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref, rt.upstream, rt.repo)
+		return errorf(errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref.Digest, rt.upstream, rt.repo)
 	default:
-		err := up.StatusError("blob "+rt.ref, resp)
+		err := up.StatusError("blob "+rt.ref.Digest, resp)
 		s.upstreamDone(rt.upstream, "blob", start, err)
 		return err
 	}
@@ -306,7 +306,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *ups
 		// A failure here is past the status line: the client sees a short
 		// body, which its digest check catches.
 		if err := stream(w, resp.Body, st.writeTimeout); err != nil {
-			s.log.Debug("blob stream ended early", "digest", rt.ref, "err", err)
+			s.log.Debug("blob stream ended early", "digest", rt.ref.Digest, "err", err)
 		}
 	}
 	return nil
