@@ -4,11 +4,12 @@
 // digest) and applies to the client's environment (or the default), then
 // that rule's requirements against verified evidence: cosign, Sigstore and
 // Notary Project signatures, and in-toto attestations whose CEL conditions
-// hold. A Judge keeps the
-// verified outcome of each requirement per digest, so that matching stays
-// per request and only verification is cached, and passes to the children
-// of an allowed index what the index proved. A denial is a Verdict with
-// reasons; an error means "could not decide".
+// hold. A Judge, the one judging path of serve, check and replay, first
+// serves signature artifacts recognised by their content, keeps the
+// verified outcome of each requirement per digest (matching stays per
+// request, only verification is cached), and passes to the children of an
+// allowed index what the index proved. A denial is a Verdict with reasons;
+// an error means "could not decide".
 package policy
 
 import (

@@ -1,8 +1,10 @@
 // Package upstream is authz-proxy's client for the registries it fronts: one
 // Client per configured upstream, with pooled connections and the token
-// handshake of the distribution spec. It fetches a manifest once and hashes
-// the bytes it got, streams blobs, and finds the signatures and attestations
-// stored for a digest. It makes no policy decisions.
+// handshake of the distribution spec. It fetches a manifest once (counted
+// against the memory budget) and hashes the bytes it got, streams blobs,
+// finds the signatures and attestations stored for a digest (tag schemes,
+// referrers, the referrers fallback tag), and reads a manifest's layers to
+// tell whether it is a signature artifact. It makes no policy decisions.
 package upstream
 
 import (
