@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync/atomic"
+)
+
+// Reader is one client's copy of a blob, from the store or from a fill.
+// Reading it whole either yields exactly the bytes of its digest or fails
+// before the last byte.
+type Reader struct {
+	size  int64
+	hit   bool
+	r     io.Reader
+	close func() error
+}
+
+// Size is the blob's length, -1 when the upstream did not say.
+func (r *Reader) Size() int64 { return r.size }
+
+// FromStore reports whether the blob is read from the store (a hit) rather
+// than from the upstream through a fill.
+func (r *Reader) FromStore() bool { return r.hit }
+
+func (r *Reader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// WriteTo writes the blob to w in large pieces.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := r.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{r.r})
+}
+
+// Close releases what the reader holds; the fill it may be reading goes on.
+func (r *Reader) Close() error { return r.close() }
+
+// open returns a reader of the whole of d (size bytes) from the store,
+// checked against d as it is read.
+func (s *Store) open(ctx context.Context, d digest, size int64) (*Reader, error) {
+	rc, err := s.openAt(ctx, d, 0, size, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{size: size, hit: true, r: rc, close: rc.Close}, nil
+}
+
+// openAt returns a reader of n of d's stored bytes from off, checked
+// against the digest when whole (off 0, n its size). It marks d used.
+func (s *Store) openAt(ctx context.Context, d digest, off, n int64, whole bool) (io.ReadCloser, error) {
+	if s.down(&s.readDown) {
+		return nil, ErrNotStored
+	}
+	rc, err := s.d.Reader(ctx, d.dataPath(), off)
+	if err != nil {
+		if !isNotFound(err) && ctx.Err() == nil {
+			s.failed(&s.readDown, "read", err)
+		}
+		return nil, ErrNotStored
+	}
+	s.touch(d)
+	if whole {
+		return &verifier{s: s, d: d, rc: rc, h: d.hash(), left: n}, nil
+	}
+	return &counting{ReadCloser: struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n), rc}, n: &s.stats.storeBytes}, nil
+}
+
+// ReadRange returns length bytes of dgst from offset on, from the store;
+// Stat says first whether the store holds dgst for the scope. A part of a
+// blob cannot be checked against its digest; a client assembling parts
+// checks the whole (containerd, crane and skopeo do), and a whole read by
+// Get is checked here.
+func (s *Store) ReadRange(ctx context.Context, dgst string, offset, length int64) (io.ReadCloser, error) {
+	d, ok := parseDigest(dgst)
+	if !ok {
+		return nil, ErrNotStored
+	}
+	return s.openAt(ctx, d, offset, length, false)
+}
+
+// verifier reads a whole stored blob, hashing it, and gives out its last
+// byte only once all of them match the digest. A mismatch evicts the blob.
+type verifier struct {
+	s    *Store
+	d    digest
+	rc   io.ReadCloser
+	h    hash.Hash
+	left int64 // bytes not yet given out
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	if v.left <= 0 {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if v.left > 1 {
+		p = p[:min(int64(len(p)), v.left-1)]
+		n, err := v.rc.Read(p)
+		v.h.Write(p[:n])
+		v.left -= int64(n)
+		v.s.stats.storeBytes.Add(int64(n))
+		if err == io.EOF {
+			return n, v.corrupt(fmt.Sprintf("%d bytes short", v.left))
+		}
+		return n, err
+	}
+	var last [1]byte
+	if _, err := io.ReadFull(v.rc, last[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, v.corrupt("1 byte short")
+		}
+		return 0, err
+	}
+	v.h.Write(last[:])
+	if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.hex {
+		return 0, v.corrupt("the bytes hash to " + v.d.alg + ":" + got)
+	}
+	p[0] = last[0]
+	v.left = 0
+	v.s.stats.storeBytes.Add(1)
+	return 1, nil
+}
+
+// WriteTo copies in pieces of up to 1 MiB.
+func (v *verifier) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, min(v.left, 1<<20))
+	var total int64
+	for {
+		n, err := v.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (v *verifier) Close() error { return v.rc.Close() }
+
+// corrupt reports a stored blob that does not match its digest, and
+// evicts it before the client's stream is cut.
+func (v *verifier) corrupt(why string) error {
+	s, d := v.s, v.d
+	s.stats.corrupt.Add(1)
+	s.log.Error("stored blob does not match its digest: stream cut, blob evicted", "digest", d.String(), "driver", s.d.Name(), "why", why)
+	s.touched.Remove(d.String())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
+	defer cancel()
+	// Its links and use mark stay: they are still true.
+	if err := s.d.Delete(ctx, d.dataPath()); err != nil && !isNotFound(err) {
+		s.failed(&s.writeDown, "evict", err)
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, d, why)
+}
+
+// counting counts the bytes read through it.
+type counting struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *counting) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
