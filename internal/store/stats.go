@@ -41,11 +41,11 @@ type Stats struct {
 
 // counters are the live values behind Stats.
 type counters struct {
-	hits, misses                           atomic.Uint64
-	storeBytes, upstreamBytes              atomic.Int64
-	fillsInFlight                          atomic.Int64
+	hits, misses                            atomic.Uint64
+	storeBytes, upstreamBytes               atomic.Int64
+	fillsInFlight                           atomic.Int64
 	fillsStored, evictions, corrupt, sweeps atomic.Uint64
-	evictedBytes, blobs                    atomic.Int64
+	evictedBytes, blobs                     atomic.Int64
 
 	mu          sync.Mutex
 	fillErrors  map[string]uint64

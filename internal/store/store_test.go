@@ -724,7 +724,6 @@ func TestDigestsAndScopesTheStoreDoesNotKeepAreLeftToTheUpstream(t *testing.T) {
 	}
 }
 
-
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {
 	mu sync.Mutex
