@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the end-to-end suite drives, once per machine:
 # the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
-# CLI (as cosign3), crane, and skopeo from Debian. Prints the folder that holds the Go-built tools.
+# CLI (as cosign3), crane, versitygw (an S3 server over a folder, for the
+# store's s3 driver), and skopeo from Debian. Prints the folder that holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -10,6 +11,7 @@ REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
 COSIGN3_VERSION=v3.1.3
+VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
@@ -35,6 +37,7 @@ install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
 install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
+install versitygw github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi
