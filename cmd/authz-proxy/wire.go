@@ -22,6 +22,8 @@ type loaded struct {
 	byName    map[string]*upstream.Client
 	// options are what each of upstreams was built from.
 	options []upstream.Options
+	// store is what the content store opens with; nil without one.
+	store *storeSpec
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -43,7 +45,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}}
+	sp, err := storeSpecOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, store: sp}
 	for i, u := range cfg.Upstreams {
 		lim := cfg.Limits
 		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{

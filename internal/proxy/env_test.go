@@ -36,6 +36,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -96,6 +97,7 @@ type envConfig struct {
 	username, password string
 	limits             upstream.Limits
 	verifyTimeout      time.Duration
+	store              *store.Store
 }
 
 // withLimits sets the upstream limits and the verification timeout.
@@ -110,6 +112,9 @@ func withCredentials(user, pass string) envOption {
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
+
+// withStore puts blobs through st.
+func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -157,6 +162,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
 		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al, Metrics: e.metrics,
+		Store: ec.store,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -133,6 +133,7 @@ func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit
 	if v.Allowed && m.IsIndex() {
 		s.inherit(st, key, m, v)
 	}
+	s.link(key, m)
 	fill(&rec, v, start)
 	s.record(r.Context(), rec)
 	send(w, r, m)

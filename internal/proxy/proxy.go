@@ -1,8 +1,9 @@
 // Package proxy is authz-proxy's HTTP edge: the read side of the OCI
 // distribution API, routed to the configured upstreams. Manifests are
 // fetched once, judged by policy (through the verdict cache) and served as
-// the very bytes judged, or refused; blobs stream; writes are refused. It is
-// the one place that renders OCI errors and writes the decision log.
+// the very bytes judged, or refused; blobs stream, through the content
+// store when one is configured; writes are refused. It is the one place
+// that renders OCI errors and writes the decision log.
 package proxy
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
@@ -41,6 +43,10 @@ type Options struct {
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
+	// Store, if not nil, keeps blobs: served from it when held, else
+	// fetched once per digest and stored. Without it blobs stream from the
+	// upstream every time.
+	Store *store.Store
 }
 
 // Server is the proxy's http.Handler.
@@ -51,6 +57,7 @@ type Server struct {
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	store    *store.Store
 }
 
 // state is one configuration's policy, upstreams, cache settings and
@@ -87,16 +94,20 @@ func New(o Options) (*Server, error) {
 		audit:    o.Audit,
 		log:      o.Logger,
 		metrics:  o.Metrics,
+		store:    o.Store,
 	}
 	s.state.Store(st)
 	o.Metrics.WatchCache(verdicts.Len, verdicts.Evictions)
+	if o.Store != nil {
+		o.Metrics.WatchStore(o.Store.Stats)
+	}
 	return s, nil
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
 // DefaultUpstream, MaxEntries, AllowTTL, DenyTTL and VerifyTimeout replace
 // the old ones together (its other fields are ignored; those given to New
-// stay).
+// stay, the Store among them).
 // Requests in flight finish under the configuration they started with.
 // Verdicts cached under another policy generation are not used again; they
 // leave the cache as it fills.
@@ -146,6 +157,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	sw := &statusWriter{ResponseWriter: w}
 	rt, err := s.serve(sw, r, s.state.Load())
+	var cut *streamCut
+	if errors.As(err, &cut) {
+		// Past the status line: only a cut connection tells the client.
+		s.metrics.Request(rt.upstream, rt.kind, sw.status)
+		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 	if err != nil {
 		he := classify(err, errcode.ErrorCodeUnknown)
 		if he.status >= 500 {
@@ -217,9 +235,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 	}
 }
 
-// blob streams a blob from the upstream; memory use does not grow with its
-// size.
-func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+// blobThrough streams a blob from the upstream; memory use does not grow
+// with its size.
+func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
 	hdr := http.Header{}
 	if v := r.Header.Get("Range"); v != "" {
 		hdr.Set("Range", v)

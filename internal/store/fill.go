@@ -211,7 +211,7 @@ func (f *fill) run(o Origin) {
 		f.finish(size, true)
 		return
 	}
-	body, length, err := o.Fetch(ctx, 0)
+	body, length, err := o.Fetch(ctx, 0, -1)
 	if err != nil {
 		s.stats.fillError("upstream")
 		f.fail(err)
@@ -430,7 +430,7 @@ func (r *fillReader) catchUp() error {
 			return nil
 		}
 	}
-	body, _, err := r.o.Fetch(r.ctx, r.off)
+	body, _, err := r.o.Fetch(r.ctx, r.off, size)
 	if err != nil {
 		return err
 	}

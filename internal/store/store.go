@@ -75,11 +75,12 @@ func (s Scope) String() string { return s.Upstream + "/" + s.Repository }
 
 // Origin is the upstream as one scope sees it, for one digest.
 type Origin interface {
-	// Fetch GETs the blob from offset on (a Range request when offset > 0;
-	// the body must start exactly there). It returns the body and its
+	// Fetch GETs the blob from offset on: all of it when offset is 0,
+	// else a Range request whose body must start exactly there (size, the
+	// blob's whole size, is then known). It returns the body and its
 	// length, -1 when unknown. An error is the upstream's answer (a 404,
 	// a 429, a connection failure) and is returned to the callers as is.
-	Fetch(ctx context.Context, offset int64) (io.ReadCloser, int64, error)
+	Fetch(ctx context.Context, offset, size int64) (io.ReadCloser, int64, error)
 	// Confirm asks the upstream whether the scope holds the blob (a HEAD):
 	// nil when it does.
 	Confirm(ctx context.Context) error

@@ -39,7 +39,7 @@ type origin struct {
 
 var errNotFound = errors.New("upstream: blob unknown to this repository")
 
-func (o *origin) Fetch(ctx context.Context, off int64) (io.ReadCloser, int64, error) {
+func (o *origin) Fetch(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
 	o.fetches.Add(1)
 	o.offsets.Store(off, true)
 	if o.fetchErr != nil {
