@@ -94,13 +94,21 @@ type verifier struct {
 	rc   io.ReadCloser
 	h    hash.Hash
 	left int64 // bytes not yet given out
+	// checked: all bytes given out, and they match the digest.
+	checked bool
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
-	if v.left <= 0 {
+	switch {
+	case v.checked:
 		return 0, io.EOF
-	}
-	if len(p) == 0 {
+	case v.left <= 0: // stored empty: is that its digest?
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.hex {
+			return 0, v.corrupt("it is empty")
+		}
+		v.checked = true
+		return 0, io.EOF
+	case len(p) == 0:
 		return 0, nil
 	}
 	if v.left > 1 {
@@ -126,32 +134,77 @@ func (v *verifier) Read(p []byte) (int, error) {
 		return 0, v.corrupt("the bytes hash to " + v.d.alg + ":" + got)
 	}
 	p[0] = last[0]
-	v.left = 0
+	v.left, v.checked = 0, true
 	v.s.stats.storeBytes.Add(1)
 	return 1, nil
 }
 
-// WriteTo copies in pieces of up to 1 MiB.
+// WriteTo copies to w in pieces of up to 1 MiB, hashing each on another
+// goroutine while it is written: a read costs the slower of hashing and
+// copying, not their sum. The last byte goes out once all match.
 func (v *verifier) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, min(v.left, 1<<20))
+	const pieces, pieceSize = 4, 1 << 20
+	free := make(chan []byte, pieces)
+	for range pieces {
+		free <- make([]byte, min(max(v.left, 1), pieceSize))
+	}
+	toHash := make(chan []byte, pieces)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range toHash {
+			v.h.Write(b) // hashing and writing only read b
+			free <- b[:cap(b)]
+		}
+	}()
 	var total int64
-	for {
-		n, err := v.Read(buf)
+	var err error
+	for v.left > 1 && err == nil {
+		b := <-free
+		var n int
+		n, err = v.rc.Read(b[:min(int64(len(b)), v.left-1)])
+		v.left -= int64(n)
+		v.s.stats.storeBytes.Add(int64(n))
+		toHash <- b[:n]
 		if n > 0 {
-			m, werr := w.Write(buf[:n])
+			m, werr := w.Write(b[:n])
 			total += int64(m)
 			if werr != nil {
-				return total, werr
+				err = werr
 			}
 		}
 		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
+			err = nil
+			if v.left > 1 {
+				err = errShort
+			}
 		}
 	}
+	close(toHash)
+	<-hashed
+	if errors.Is(err, errShort) {
+		return total, v.corrupt(fmt.Sprintf("%d bytes short", v.left))
+	}
+	if err != nil {
+		return total, err
+	}
+	var last [1]byte
+	n, err := v.Read(last[:]) // the check, then the last byte (if any)
+	if n > 0 {
+		m, werr := w.Write(last[:n])
+		total += int64(m)
+		if werr != nil {
+			return total, werr
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return total, err
 }
+
+// errShort: the stored blob ended before its size.
+var errShort = errors.New("short")
 
 func (v *verifier) Close() error { return v.rc.Close() }
 

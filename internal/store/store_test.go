@@ -435,6 +435,7 @@ func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
 			return os.WriteFile(p, b, 0o644)
 		}},
 		{"truncated", func(p string) error { return os.Truncate(p, 1000) }},
+		{"emptied", func(p string) error { return os.Truncate(p, 0) }},
 		{"its last byte changed", func(p string) error {
 			b, err := os.ReadFile(p)
 			if err != nil {
@@ -740,4 +741,13 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestAnEmptyBlobIsStoredAndServed(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 0)
+	o := &origin{blob: b}
+	if mustGet(t, s, app, d, o) || !mustGet(t, s, app, d, o) || o.fetches.Load() != 1 {
+		t.Errorf("fetches %d: the empty blob was not stored", o.fetches.Load())
+	}
 }
