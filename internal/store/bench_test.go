@@ -44,3 +44,34 @@ func BenchmarkReadFromTheStore(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFill measures a fill: fetching a blob (from memory here), hashing
+// it, writing it to the filesystem store and streaming it to one client.
+func BenchmarkFill(b *testing.B) {
+	s := fsStore(b, b.TempDir(), store.Options{})
+	blobs := make([]*origin, 0, 8)
+	digests := make([]string, 0, 8)
+	for range 4 {
+		bb, d := blob(b, 128<<20)
+		blobs, digests = append(blobs, &origin{blob: bb}), append(digests, d)
+	}
+	b.SetBytes(128 << 20)
+	i := 0
+	for b.Loop() {
+		if i == len(blobs) {
+			b.StopTimer()
+			s = fsStore(b, b.TempDir(), store.Options{})
+			i = 0
+			b.StartTimer()
+		}
+		r, err := s.Get(context.Background(), app, digests[i], blobs[i])
+		if err != nil || r.FromStore() {
+			b.Fatal(err)
+		}
+		if _, err := r.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		r.Close()
+		i++
+	}
+}
