@@ -167,7 +167,7 @@ func (s *Server) link(key cache.Key, m *upstream.Manifest) {
 	for _, l := range m.Layers {
 		digests = append(digests, l.Digest)
 	}
-	s.store.Link(store.Scope{Upstream: key.Upstream, Repository: key.Repository}, digests...)
+	s.store.Link(store.Scope{Upstream: key.Upstream, Repository: key.Repository}, m.Digest, digests...)
 }
 
 // blobOrigin is the upstream of one blob request, as the store asks it:

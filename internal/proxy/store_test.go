@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -349,5 +350,45 @@ func TestAStoreThatFailsServesFromTheUpstreamWithAWarning(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "level=WARN") {
 		t.Errorf("no warning: %s", e.logs.String())
+	}
+}
+
+// BenchmarkCachedManifestWithAStore measures what the store adds to the
+// hottest path, a cached manifest pull by digest: linking its layers to the
+// repository (after the first pull, a look-up per layer).
+func BenchmarkCachedManifestWithAStore(b *testing.B) {
+	d, err := store.NewDriver(context.Background(), store.InMemory, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.New(context.Background(), store.Options{Driver: d, MaxSize: 1 << 30, SweepInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	for _, tt := range []struct {
+		name  string
+		store *store.Store
+	}{{"without a store", nil}, {"with a store", st}} {
+		b.Run(tt.name, func(b *testing.B) {
+			e := newEnv(b, withStore(tt.store))
+			img, err := random.Image(256, 10)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dg := e.write("signed/app:v1", img)
+			e.signTag("signed/app", "ci", dg, dg)
+			h := e.proxy.Config.Handler
+			path := "/v2/lab/signed/app/manifests/" + dg.String()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodGet, path, nil)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+		})
 	}
 }

@@ -172,6 +172,7 @@ func (f *fill) verify() {
 }
 
 func (f *fill) fail(err error) {
+	f.forget()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
@@ -181,6 +182,7 @@ func (f *fill) fail(err error) {
 // finish ends the fill; stored says whether the blob of size bytes is in
 // the store now.
 func (f *fill) finish(size int64, stored bool) {
+	f.forget()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.finished, f.stored = true, stored
@@ -190,6 +192,16 @@ func (f *fill) finish(size int64, stored bool) {
 	f.changed()
 }
 
+// forget takes f out of the fills in flight, before its end is told: a
+// caller that sees the end and asks again starts afresh.
+func (f *fill) forget() {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	if f.s.fills[f.d.String()] == f {
+		delete(f.s.fills, f.d.String())
+	}
+}
+
 // run fetches the blob from o, streams it to the readers, checks its
 // digest and stores it. It runs on the store's context, detached from the
 // request that started it: a client hanging up does not end the fill.
@@ -197,12 +209,7 @@ func (f *fill) run(o Origin) {
 	s := f.s
 	defer s.wg.Done()
 	defer s.stats.fillsInFlight.Add(-1)
-	defer func() {
-		s.mu.Lock()
-		delete(s.fills, f.d.String())
-		s.mu.Unlock()
-		close(f.done)
-	}()
+	defer close(f.done)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// Another fill, here or in a replica, may have stored it since the
@@ -288,7 +295,11 @@ func readChunk(r io.Reader, buf []byte) (int, error) {
 // newUpload opens where the fill of d is written, or returns nil when it
 // is not to be stored: too large for the store, or the store is failing.
 func (s *Store) newUpload(ctx context.Context, d digest, length int64) (storagedriver.FileWriter, string) {
-	if length > s.o.MaxSize || s.down(&s.writeDown) {
+	if length > s.o.MaxSize {
+		return nil, ""
+	}
+	if s.down(&s.writeDown) {
+		s.stats.fillError("store")
 		return nil, ""
 	}
 	upload := "/uploads/" + s.o.Owner + "/" + d.alg + "-" + d.hex + "-" + randomSuffix()

@@ -213,12 +213,16 @@ func (v *verifier) WriteTo(w io.Writer) (int64, error) {
 func (v *verifier) sendFile(f *os.File, w io.Writer) (int64, error) {
 	size := v.left
 	hashed := make(chan int64, 1)
+	var stop atomic.Bool
 	go func() {
-		n, _ := io.CopyBuffer(v.h, io.NewSectionReader(f, 0, size), make([]byte, 1<<20))
+		n, _ := io.CopyBuffer(v.h, &stoppable{r: io.NewSectionReader(f, 0, size), stop: &stop}, make([]byte, 1<<20))
 		hashed <- n
 	}()
 	n, err := io.Copy(w, io.LimitReader(f, size-1))
 	v.s.stats.storeBytes.Add(n)
+	if err != nil {
+		stop.Store(true) // the client is gone: the hash is of no use
+	}
 	got := <-hashed
 	if err != nil {
 		return n, err
@@ -237,6 +241,19 @@ func (v *verifier) sendFile(f *os.File, w io.Writer) (int64, error) {
 	m, err := w.Write(last[:])
 	v.s.stats.storeBytes.Add(int64(m))
 	return n + int64(m), err
+}
+
+// stoppable reads r until stop is set.
+type stoppable struct {
+	r    io.Reader
+	stop *atomic.Bool
+}
+
+func (s *stoppable) Read(p []byte) (int, error) {
+	if s.stop.Load() {
+		return 0, io.EOF
+	}
+	return s.r.Read(p)
 }
 
 // errShort: the stored blob ended before its size.

@@ -134,11 +134,14 @@ type Store struct {
 	mu    sync.Mutex
 	fills map[string]*fill // by digest
 
-	// links are scopes known to see a digest (by linkKey); touched is when
-	// this process last marked a digest used.
-	links   *lru.Cache[string, struct{}]
-	touched *lru.Cache[string, time.Time]
-	// background bounds the writes of links and use marks in flight.
+	// links are scopes known to see a digest, manifests the manifests
+	// linked by Link; touched is when this process last marked a digest
+	// used.
+	links     *lru.Cache[link, struct{}]
+	manifests *lru.Cache[link, struct{}]
+	touched   *lru.Cache[string, time.Time]
+	// background bounds the writes of links and use marks in flight; more
+	// wait their turn.
 	background chan struct{}
 
 	size     atomic.Int64 // bytes stored, as of the last sweep and since
@@ -193,7 +196,8 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if o.FillIdleTimeout <= 0 {
 		o.FillIdleTimeout = time.Minute
 	}
-	links, _ := lru.New[string, struct{}](1 << 16)
+	links, _ := lru.New[link, struct{}](1 << 16)
+	manifests, _ := lru.New[link, struct{}](1 << 14)
 	touched, _ := lru.New[string, time.Time](1 << 16)
 	s := &Store{
 		d:          o.Driver,
@@ -201,6 +205,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		log:        o.Logger,
 		fills:      map[string]*fill{},
 		links:      links,
+		manifests:  manifests,
 		touched:    touched,
 		background: make(chan struct{}, 16),
 		sweepNow:   make(chan struct{}, 1),
@@ -213,29 +218,35 @@ func New(ctx context.Context, o Options) (*Store, error) {
 }
 
 // Close stops the sweeper and the fills still running, and waits for
-// them and for the background writes.
+// them and for the links and use marks being written.
 func (s *Store) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return nil
 }
 
-// digest is a parsed content digest.
+// digest is a parsed content digest: <alg>:<hex>.
 type digest struct {
-	alg, hex string
+	alg, hex, str string
 }
 
-var digestRE = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
-
+// parseDigest accepts sha256:<64 hex> and sha512:<128 hex>, lower case:
+// the digests of the OCI image spec. It is on the path of every manifest
+// served (Link), so it matches by hand.
 func parseDigest(s string) (digest, bool) {
-	if !digestRE.MatchString(s) {
+	alg, hx, _ := strings.Cut(s, ":")
+	if !(alg == "sha256" && len(hx) == 64 || alg == "sha512" && len(hx) == 128) {
 		return digest{}, false
 	}
-	alg, hx, _ := strings.Cut(s, ":")
-	return digest{alg, hx}, true
+	for i := 0; i < len(hx); i++ {
+		if c := hx[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return digest{}, false
+		}
+	}
+	return digest{alg, hx, s}, true
 }
 
-func (d digest) String() string { return d.alg + ":" + d.hex }
+func (d digest) String() string { return d.str }
 
 func (d digest) hash() hash.Hash {
 	if d.alg == "sha512" {
@@ -265,8 +276,10 @@ func (d digest) linkPath(scope Scope) string {
 	return d.dir() + "/links/" + strings.ReplaceAll(scope.Upstream, ":", "_") + "/" + scope.Repository + "/_link"
 }
 
-func linkKey(scope Scope, d digest) string {
-	return scope.Upstream + "\x00" + scope.Repository + "\x00" + d.String()
+// link is a scope's right to read a digest.
+type link struct {
+	scope  Scope
+	digest string
 }
 
 // pathSafe keeps the characters a driver path component may hold.
@@ -342,7 +355,7 @@ func (s *Store) visible(ctx context.Context, scope Scope, d digest, o Origin) er
 
 // linked reports whether a link of scope to d is known or stored.
 func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
-	key := linkKey(scope, d)
+	key := link{scope, d.String()}
 	if s.links.Contains(key) {
 		return true
 	}
@@ -362,13 +375,18 @@ func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
 	return false
 }
 
-// Link makes digests readable by scope: the proxy served a manifest of
-// scope that lists them. It returns at once; this process honours the
-// links from now on, and they are written to the store in the background
-// for other replicas and restarts. Digests not stored yet may be linked.
-func (s *Store) Link(scope Scope, digests ...string) {
-	if !scope.valid() {
+// Link makes content readable by scope: the proxy served the manifest of
+// scope with that digest, which lists digests (its config and layers). It
+// returns at once; this process honours the links from now on, and they
+// are written to the store in the background for other replicas and
+// restarts. Content not stored yet may be linked. A manifest linked
+// already costs one look-up.
+func (s *Store) Link(scope Scope, manifest string, digests ...string) {
+	if ok, _ := s.manifests.ContainsOrAdd(link{scope, manifest}, struct{}{}); ok || !scope.valid() {
 		return
+	}
+	if d, ok := parseDigest(manifest); ok {
+		s.link(scope, d)
 	}
 	for _, dg := range digests {
 		if d, ok := parseDigest(dg); ok {
@@ -380,7 +398,7 @@ func (s *Store) Link(scope Scope, digests ...string) {
 // link records that scope may read d, and writes the link unless it is
 // known to be written.
 func (s *Store) link(scope Scope, d digest) {
-	key := linkKey(scope, d)
+	key := link{scope, d.String()}
 	if ok, _ := s.links.ContainsOrAdd(key, struct{}{}); ok {
 		return
 	}
@@ -402,25 +420,25 @@ func (s *Store) touch(d digest) {
 	})
 }
 
-// inBackground runs a small store write off the request path. When too
-// many are in flight it is dropped: links and use marks are hints that
-// cost at most an upstream round trip when missing.
+// inBackground runs a small store write off the request path; Close waits
+// for it. While the store fails, writes are skipped: links and use marks
+// are hints, which cost an upstream round trip, or an early eviction, when
+// missing.
 func (s *Store) inBackground(kind string, write func(ctx context.Context) error) {
 	if s.down(&s.writeDown) {
-		return
-	}
-	select {
-	case s.background <- struct{}{}:
-	default:
 		return
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		s.background <- struct{}{}
 		defer func() { <-s.background }()
-		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		if s.down(&s.writeDown) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
 		defer cancel()
-		if err := write(ctx); err != nil && s.ctx.Err() == nil {
+		if err := write(ctx); err != nil {
 			s.failed(&s.writeDown, kind, err)
 		}
 	}()
