@@ -46,7 +46,11 @@ func (s *Store) Get(ctx context.Context, scope Scope, dgst string, o Origin) (*R
 	case !errors.Is(err, ErrNotStored):
 		return nil, err
 	}
-	return s.join(ctx, s.startFill(d, scope, o), scope, o)
+	f := s.startFill(d, scope, o)
+	if f == nil {
+		return nil, ErrNotStored // closed
+	}
+	return s.join(ctx, f, scope, o)
 }
 
 // Prefetch starts a fill of dgst for scope in the background unless one
@@ -54,7 +58,7 @@ func (s *Store) Get(ctx context.Context, scope Scope, dgst string, o Origin) (*R
 // the caller serves from the upstream meanwhile.
 func (s *Store) Prefetch(scope Scope, dgst string, o Origin) {
 	d, ok := parseDigest(dgst)
-	if !ok || !scope.valid() || s.ctx.Err() != nil {
+	if !ok || !scope.valid() {
 		return
 	}
 	s.startFill(d, scope, o)
@@ -67,11 +71,11 @@ func (s *Store) inflight(d digest) *fill {
 }
 
 // startFill returns the fill of d in flight, starting one for scope from o
-// when none is.
+// when none is; nil once the store is closed.
 func (s *Store) startFill(d digest, scope Scope, o Origin) *fill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.fills[d.String()]; f != nil {
+	if f := s.fills[d.String()]; f != nil || s.closed {
 		return f
 	}
 	f := &fill{s: s, d: d, scope: scope, ready: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}), size: -1}

@@ -131,8 +131,9 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	fills map[string]*fill // by digest
+	mu     sync.Mutex
+	fills  map[string]*fill // by digest
+	closed bool             // no fill or background write starts once set
 
 	// links are scopes known to see a digest, manifests the manifests
 	// linked by Link; touched is when this process last marked a digest
@@ -220,6 +221,9 @@ func New(ctx context.Context, o Options) (*Store, error) {
 // Close stops the sweeper and the fills still running, and waits for
 // them and for the links and use marks being written.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return nil
@@ -425,10 +429,9 @@ func (s *Store) touch(d digest) {
 // are hints, which cost an upstream round trip, or an early eviction, when
 // missing.
 func (s *Store) inBackground(kind string, write func(ctx context.Context) error) {
-	if s.down(&s.writeDown) {
+	if s.down(&s.writeDown) || !s.started() {
 		return
 	}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.background <- struct{}{}
@@ -442,6 +445,18 @@ func (s *Store) inBackground(kind string, write func(ctx context.Context) error)
 			s.failed(&s.writeDown, kind, err)
 		}
 	}()
+}
+
+// started counts one more goroutine for Close to wait for, unless the
+// store is closed.
+func (s *Store) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 func isNotFound(err error) bool {

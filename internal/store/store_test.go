@@ -753,3 +753,18 @@ func TestAnEmptyBlobIsStoredAndServed(t *testing.T) {
 		t.Errorf("fetches %d: the empty blob was not stored", o.fetches.Load())
 	}
 }
+
+func TestAClosedStoreLeavesEveryBlobToTheUpstream(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<10)
+	o := &origin{blob: b}
+	s.Close()
+	if _, err := s.Get(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+		t.Errorf("Get after Close: %v, want ErrNotStored", err)
+	}
+	s.Prefetch(app, d, o)
+	s.Link(app, manifestDigest, d)
+	if o.fetches.Load() != 0 {
+		t.Error("a closed store fetched")
+	}
+}
