@@ -13,6 +13,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 )
 
@@ -50,10 +51,14 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *env != "" && !slices.ContainsFunc(l.cfg.Environments, func(e config.Environment) bool { return e.Name == *env }) {
 		return usageErr("check: --environment %q: %s defines no such environment", *env, l.cfg.File)
 	}
+	judge, err := policy.NewJudge(l.cfg.Cache.MaxEntries, nil)
+	if err != nil {
+		return err
+	}
 	var results []checkResult
 	denied, failed := false, false
 	for _, arg := range fs.Args() {
-		r := l.check(ctx, arg, *env)
+		r := l.check(ctx, judge, arg, *env)
 		switch r.Decision {
 		case audit.Deny:
 			denied = true
@@ -86,8 +91,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // check judges one IMAGE argument, for a client of environment env, by
-// reading its upstream directly.
-func (l *loaded) check(ctx context.Context, arg, env string) checkResult {
+// reading its upstream directly, as the proxy would: a platform image named
+// after its index inherits what the index proved.
+func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string) checkResult {
 	up, repo, ref, err := l.parseImage(arg)
 	r := checkResult{Image: up + "/" + repo, Reference: ref, Reasons: []string{}, VerifiedBy: []audit.Verification{}}
 	if err != nil {
@@ -103,11 +109,11 @@ func (l *loaded) check(ctx context.Context, arg, env string) checkResult {
 		return r
 	}
 	r.Digest, r.MediaType = m.Digest, m.MediaType
-	subj := policy.Subject{Upstream: up, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: env}
-	if !strings.Contains(ref, ":") {
+	subj := policy.Subject{Upstream: up, Repository: repo, Environment: env}
+	if !oci.IsDigest(ref) {
 		subj.Tag = ref
 	}
-	v, err := l.policy.Evaluate(ctx, client, subj)
+	v, err := judge.Decide(ctx, l.policy, client, subj, m)
 	if err != nil {
 		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
 		return r

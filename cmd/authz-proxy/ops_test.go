@@ -668,3 +668,28 @@ func TestShutdownTurnsUnreadyAndLetsInFlightPullsFinish(t *testing.T) {
 		t.Errorf("serve returned %v after draining", err)
 	}
 }
+
+func TestConnectionsPastTheLimitWaitForAFreeOne(t *testing.T) {
+	lab := startLab(t)
+	in := startServe(t, t.TempDir(), strings.Replace(labConfig(lab, signedPolicy), "upstreams:", "limits: {maxConnections: 2}\nupstreams:", 1), 0)
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", in.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Two idle connections take every place: a third client is not
+	// served while they stay.
+	impatient := &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{Proxy: nil}}
+	if resp, err := impatient.Get("http://" + in.addr + "/v2/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a third connection was served past maxConnections: 2 (%d)", resp.StatusCode)
+	}
+	held[0].Close()
+	if status, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil || status != http.StatusOK {
+		t.Fatalf("after a place freed: %d %v", status, err)
+	}
+}

@@ -59,7 +59,7 @@ func (r *reloader) reload(trigger string) {
 	old := r.cur.cfg.Generation
 	r.cur, r.fingerprint = l, fp
 	r.metrics.ConfigLoaded(l.cfg.Generation, true)
-	logWarnings(r.logger, l.cfg)
+	logWarnings(r.logger, l)
 	r.logger.Info("configuration reloaded", "trigger", trigger, "from", old, "generation", l.cfg.Generation, "rules", len(l.cfg.Policy.Rules))
 }
 
@@ -116,6 +116,7 @@ func restartNeeded(old, c *config.Config) error {
 		{[]any{"listen", "tls"}, tlsOn(old), tlsOn(c)},
 		{[]any{"metrics", "addr"}, metricsAddr(old), metricsAddr(c)},
 		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
+		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
 	} {
 		if f.old != f.new {
 			return c.Errorf(f.path, "changed from %s to %s: this takes a restart, not a reload (restart with the new configuration to apply it)", f.old, f.new)

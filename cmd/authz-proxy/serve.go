@@ -20,6 +20,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"golang.org/x/net/netutil"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish after
@@ -99,6 +100,7 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 		}
 	}()
 	m := metrics.New()
+	m.WatchBudget(l.budget.InUse, l.budget.Max)
 	st, err := openStore(ctx, l.cfg, l.store, env.ln.Addr(), logger)
 	if err != nil {
 		return err
@@ -144,8 +146,11 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 		logger.Info("metrics", "addr", "http://"+env.metricsLn.Addr().String()+"/metrics")
 	}
 	m.ConfigLoaded(l.cfg.Generation, false)
-	logWarnings(logger, l.cfg)
+	logWarnings(logger, l)
 	logger.Info("serving", "addr", scheme+"://"+env.ln.Addr().String(), "generation", l.cfg.Generation, "upstreams", len(l.upstreams), "rules", len(l.cfg.Policy.Rules), "watch", env.watch.String())
+	// Past the connection limit, further clients wait in the listen
+	// backlog rather than each costing a goroutine and buffers.
+	env.ln = netutil.LimitListener(env.ln, l.cfg.Limits.MaxConnections)
 	errc := make(chan error, 1)
 	go func() { errc <- serveFn() }()
 	m.SetReady(true)
@@ -202,17 +207,16 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Upstreams:       l.upstreams,
 		DefaultUpstream: c.DefaultUpstream,
 		MaxEntries:      c.Cache.MaxEntries,
-		AllowTTL:        c.Cache.AllowTTL,
-		DenyTTL:         c.Cache.DenyTTL,
-		VerifyTimeout:   c.Limits.VerifyTimeout,
+		Budget:          l.budget,
+		WriteTimeout:    c.Limits.WriteTimeout,
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,
 	}
 }
 
-func logWarnings(logger *slog.Logger, c *config.Config) {
-	for _, w := range c.Warnings {
+func logWarnings(logger *slog.Logger, l *loaded) {
+	for _, w := range append(l.cfg.Warnings, l.policy.Warnings...) {
 		logger.Warn("configuration", "warning", w)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -22,6 +23,9 @@ type loaded struct {
 	byName    map[string]*upstream.Client
 	// options are what each of upstreams was built from.
 	options []upstream.Options
+	// budget bounds the manifest bytes in flight; one per process, kept
+	// across reloads.
+	budget *budget.Budget
 	// store is what the content store opens with; nil without one.
 	store *storeSpec
 }
@@ -49,7 +53,10 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, store: sp}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight), store: sp}
+	if prev != nil {
+		l.budget = prev.budget
+	}
 	for i, u := range cfg.Upstreams {
 		lim := cfg.Limits
 		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{
@@ -60,7 +67,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 			MaxAttestations:    lim.MaxAttestations,
 			MaxEnvelopeSize:    lim.MaxEnvelopeSize,
 			ManifestCacheBytes: lim.ManifestCacheBytes,
-		}}
+		}, Budget: l.budget}
 		if a := u.Auth; a != nil {
 			o.Username = a.Username
 			if a.PasswordFile != "" {
@@ -83,6 +90,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		l.options = append(l.options, o)
 		l.byName[u.Name] = c
 	}
+	l.budget.SetMax(cfg.Limits.MaxManifestBytesInFlight)
 	return l, nil
 }
 
@@ -130,7 +138,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c := l.cfg
-	for _, w := range c.Warnings {
+	for _, w := range append(c.Warnings, l.policy.Warnings...) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d environment(s), %d attestor(s), %d rule(s), %d allowlist entr%s, %d breakglass entr%s\n",

@@ -155,6 +155,20 @@ type Limits struct {
 	// ManifestCacheBytes bounds the memory of recently fetched manifests;
 	// default 67108864 (64 MiB).
 	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
+	// MaxManifestBytesInFlight bounds the manifest and signature bytes
+	// that requests hold at once (read from an upstream, judged, written
+	// to a client); past it a request gets 503 with Retry-After. A request
+	// for more than 64 KiB must leave an eighth of it free, so everyday
+	// manifests are served while large ones are held. Default 134217728
+	// (128 MiB).
+	MaxManifestBytesInFlight int64 `yaml:"maxManifestBytesInFlight"`
+	// MaxConnections bounds the client connections open at once; further
+	// ones wait to be accepted. Default 4096.
+	MaxConnections int `yaml:"maxConnections"`
+	// WriteTimeout bounds writing one manifest response, and each stretch
+	// of a blob response without progress: a client that stops reading
+	// lets go. Default 30s.
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
 }
 
 // Store keeps verified content by digest (blobs today) on one of
@@ -222,25 +236,75 @@ type PublicKey struct {
 }
 
 // Keyless is a Sigstore keyless identity: whoever holds a short-lived
-// certificate from a Fulcio CA of TrustedRootFile that names Subject (or a
-// subject matching SubjectRegexp) as issued by the OIDC Issuer.
+// certificate from a Fulcio CA of the trusted roots whose OIDC Issuer,
+// subject alternative name and Fulcio extensions are the ones named here.
 type Keyless struct {
 	// Issuer is the OIDC issuer the certificate's Fulcio issuer extension
 	// must name exactly, e.g. https://token.actions.githubusercontent.com.
+	// Optional with GitHub, which implies GitHub Actions' issuer.
 	Issuer string `yaml:"issuer"`
 	// Subject is the certificate's subject alternative name (a URI or an
 	// e-mail address), exactly; SubjectRegexp is a Go regular expression
-	// it must match instead (anchor it with ^ and $). Exactly one is set.
+	// it must match instead (anchor it with ^ and $). One of the two, or
+	// GitHub (which implies the subject), is required.
 	Subject       string `yaml:"subject"`
 	SubjectRegexp string `yaml:"subjectRegexp"`
-	// TrustedRootFile is the Sigstore trusted root (trusted_root.json: the
-	// Fulcio CAs, Rekor keys, CT logs and timestamp authorities), read at
-	// load; nothing is fetched from the network.
-	TrustedRootFile string `yaml:"trustedRootFile"`
-	// RequireTlog demands a verified transparency-log proof; without it a
-	// signature may instead carry an RFC 3161 timestamp from a timestamp
-	// authority of the trusted root. Default false.
-	RequireTlog bool `yaml:"requireTlog"`
+	// Certificate names Fulcio certificate extensions that must match, by
+	// their names in Fulcio's documentation (sourceRepositoryURI,
+	// buildTrigger, runnerEnvironment, ...): NAME for the exact value, or
+	// NAMERegexp for a Go regular expression the value must match.
+	Certificate map[string]string `yaml:"certificate"`
+	// GitHub is GitHub Actions' identity in short; it adds to the other
+	// fields, all of which must hold.
+	GitHub *GitHub `yaml:"github"`
+	// TrustedRootFile and TrustedRootFiles are Sigstore trusted roots
+	// (trusted_root.json: the Fulcio CAs, Rekor keys, CT logs and timestamp
+	// authorities), read at load; nothing is fetched from the network. A
+	// signature counts when it verifies under any one of them (say,
+	// Sigstore's public-good root and GitHub's). At least one is required.
+	TrustedRootFile  string   `yaml:"trustedRootFile"`
+	TrustedRootFiles []string `yaml:"trustedRootFiles"`
+	// RequireTlog demands a verified transparency-log proof, and
+	// RequireTimestamp a verified RFC 3161 timestamp from a timestamp
+	// authority of the trusted root. With neither, the certificate is
+	// checked at the time a proof that is there gives or, without one, at
+	// the current time, as `cosign verify --insecure-ignore-tlog` does for
+	// the long-lived certificates of a private CA. Both default to false.
+	RequireTlog      bool `yaml:"requireTlog"`
+	RequireTimestamp bool `yaml:"requireTimestamp"`
+}
+
+// TrustedRoots lists the trusted root files of k, trustedRootFile first.
+func (k *Keyless) TrustedRoots() []string {
+	var files []string
+	if k.TrustedRootFile != "" {
+		files = append(files, k.TrustedRootFile)
+	}
+	return append(files, k.TrustedRootFiles...)
+}
+
+// GitHub is the identity of a GitHub Actions workflow run, with the meaning
+// of `gh attestation verify --repo --signer-workflow
+// --deny-self-hosted-runners` (see the README for where cosign's
+// --certificate-github-workflow-* flags differ).
+type GitHub struct {
+	// Repository is owner/name, the repository that was built
+	// (sourceRepositoryURI and its owner, any case). Required.
+	Repository string `yaml:"repository"`
+	// Workflow is the signer workflow: a path in Repository
+	// (.github/workflows/release.yml) or, for a reusable workflow of
+	// another repository, owner/name/.github/workflows/build.yml. Without
+	// it, any workflow of Repository.
+	Workflow string `yaml:"workflow"`
+	// Ref is the git ref that was built (sourceRepositoryRef), exactly or
+	// as a glob: * within one path segment, ** across, e.g. refs/tags/v*.
+	Ref string `yaml:"ref"`
+	// Runner is github-hosted or self-hosted (runnerEnvironment); default:
+	// either.
+	Runner string `yaml:"runner"`
+	// Host is the GitHub host, default github.com; a GHE.com tenant
+	// (acme.ghe.com) has its own OIDC issuer.
+	Host string `yaml:"host"`
 }
 
 // Enforcement modes.
@@ -364,7 +428,9 @@ func (c *Config) Files() []string {
 		}
 		add(a.TrustedRootFile)
 		if a.Keyless != nil {
-			add(a.Keyless.TrustedRootFile)
+			for _, f := range a.Keyless.TrustedRoots() {
+				add(f)
+			}
 		}
 	}
 	return files
@@ -557,6 +623,15 @@ func (c *Config) setDefaults() {
 	if l.ManifestCacheBytes == 0 {
 		l.ManifestCacheBytes = 64 << 20
 	}
+	if l.MaxManifestBytesInFlight == 0 {
+		l.MaxManifestBytesInFlight = 128 << 20
+	}
+	if l.MaxConnections == 0 {
+		l.MaxConnections = 4096
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 30 * time.Second
+	}
 	if c.Policy.Enforcement == "" {
 		c.Policy.Enforcement = Enforce
 	}
@@ -616,6 +691,11 @@ func (c *Config) generation(data []byte) (string, error) {
 		if k := a.Keyless; k != nil {
 			if err := hashFile([]any{"attestors", i, "keyless", "trustedRootFile"}, k.TrustedRootFile); err != nil {
 				return "", err
+			}
+			for j, f := range k.TrustedRootFiles {
+				if err := hashFile([]any{"attestors", i, "keyless", "trustedRootFiles", j}, f); err != nil {
+					return "", err
+				}
 			}
 		}
 	}

@@ -130,16 +130,37 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "config.yaml:33: cannot unmarshal !!str `ten min...` into time.Duration"},
 		{"keyless without subject or trusted root", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x", 1)
-		}, "config.yaml:12: attestors[0].keyless: set exactly one of subject and subjectRegexp"},
+		}, "config.yaml:12: attestors[0].keyless: set subject, subjectRegexp or github"},
 		{"keyless without issuer", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      subject: a@example.com\n      trustedRootFile: ci.pub", 1)
 		}, "config.yaml:12: attestors[0].keyless: issuer is required"},
 		{"keyless with both subject and regexp", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      subjectRegexp: b\n      trustedRootFile: ci.pub", 1)
-		}, "attestors[0].keyless: set exactly one of subject and subjectRegexp"},
+		}, "attestors[0].keyless: set at most one of subject and subjectRegexp"},
 		{"keyless with a bad regexp", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subjectRegexp: '^(a'\n      trustedRootFile: ci.pub", 1)
 		}, "config.yaml:14: attestors[0].keyless.subjectRegexp: error parsing regexp"},
+		{"keyless with a certificate field both exact and regexp", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      trustedRootFile: ci.pub\n      certificate:\n        buildTrigger: push\n        buildTriggerRegexp: '^push$'", 1)
+		}, "config.yaml:18: attestors[0].keyless.certificate.buildTriggerRegexp: set at most one of buildTrigger and buildTriggerRegexp"},
+		{"keyless with a bad certificate regexp", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      trustedRootFile: ci.pub\n      certificate: {sourceRepositoryRefRegexp: '^(refs'}", 1)
+		}, "config.yaml:16: attestors[0].keyless.certificate.sourceRepositoryRefRegexp: error parsing regexp"},
+		{"github without repository", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      github: {workflow: .github/workflows/release.yml}\n      trustedRootFile: ci.pub", 1)
+		}, "config.yaml:13: attestors[0].keyless.github: repository is required"},
+		{"github workflow with a ref", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      github:\n        repository: acme/app\n        workflow: .github/workflows/release.yml@refs/heads/main\n      trustedRootFile: ci.pub", 1)
+		}, "config.yaml:15: attestors[0].keyless.github.workflow: \".github/workflows/release.yml@refs/heads/main\": want the workflow file's path"},
+		{"github with an unknown runner", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      github: {repository: acme/app, runner: hosted}\n      trustedRootFile: ci.pub", 1)
+		}, `attestors[0].keyless.github.runner: "hosted": want github-hosted or self-hosted`},
+		{"github with a short ref", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      github: {repository: acme/app, ref: main}\n      trustedRootFile: ci.pub", 1)
+		}, `attestors[0].keyless.github.ref: "main": want a full git ref`},
+		{"keyless with a missing file among trustedRootFiles", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      trustedRootFiles: [ci.pub, nope.json]", 1)
+		}, "attestors[0].keyless.trustedRootFiles[1]: open"},
 		{"keyless with a missing trusted root", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless:\n      issuer: https://x\n      subject: a\n      trustedRootFile: nope.json", 1)
 		}, "config.yaml:15: attestors[0].keyless.trustedRootFile: open"},

@@ -44,15 +44,20 @@ func (c *Config) validate() error {
 		v.errorf(p("cache"), "TTLs must be positive durations such as 30s or 10m")
 	}
 	l := c.Limits
-	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout} {
+	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout, "writeTimeout": l.WriteTimeout} {
 		if d < 0 {
 			v.errorf(p("limits", field), "must be a positive duration such as 10s")
 		}
 	}
-	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes} {
+	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes, "maxConnections": int64(l.MaxConnections)} {
 		if n < 0 {
 			v.errorf(p("limits", field), "must be positive")
 		}
+	}
+	if l.MaxManifestBytesInFlight < 0 {
+		v.errorf(p("limits", "maxManifestBytesInFlight"), "must be positive")
+	} else if l.MaxManifestBytesInFlight < 2*(4<<20) {
+		v.errorf(p("limits", "maxManifestBytesInFlight"), "%d is less than two manifests of the 4 MiB limit: want at least 8388608", l.MaxManifestBytesInFlight)
 	}
 	v.store()
 	attestors := v.attestors()
@@ -330,21 +335,77 @@ func (v *validator) keyless(i int, a Attestor) {
 	if a.TrustedRootFile != "" {
 		v.errorf(p("attestors", i, "trustedRootFile"), "for a keyless attestor, set keyless.trustedRootFile instead")
 	}
-	if k.Issuer == "" {
+	if k.Issuer == "" && k.GitHub == nil {
 		v.errorf(path, "issuer is required: the OIDC issuer of the signing identity, e.g. https://token.actions.githubusercontent.com")
 	}
 	switch {
-	case (k.Subject == "") == (k.SubjectRegexp == ""):
-		v.errorf(path, "set exactly one of subject and subjectRegexp")
+	case k.Subject != "" && k.SubjectRegexp != "":
+		v.errorf(path, "set at most one of subject and subjectRegexp")
+	case k.Subject == "" && k.SubjectRegexp == "" && k.GitHub == nil:
+		v.errorf(path, "set subject, subjectRegexp or github: the identity the certificate must name")
 	case k.SubjectRegexp != "":
 		if _, err := regexp.Compile(k.SubjectRegexp); err != nil {
 			v.errorf(append(path, "subjectRegexp"), "%v", err)
 		}
 	}
-	if k.TrustedRootFile == "" {
-		v.errorf(path, "trustedRootFile is required: the Sigstore trusted root (trusted_root.json) to verify certificates and log entries offline")
-	} else {
-		v.readable(append(path, "trustedRootFile"), k.TrustedRootFile)
+	for _, name := range slices.Sorted(maps.Keys(k.Certificate)) {
+		value := k.Certificate[name]
+		fp := append(p(path...), "certificate", name)
+		base, isRegexp := strings.CutSuffix(name, "Regexp")
+		switch {
+		case value == "":
+			v.errorf(fp, "empty: give the value the certificate must carry (or drop the field)")
+		case isRegexp:
+			if _, err := regexp.Compile(value); err != nil {
+				v.errorf(fp, "%v", err)
+			}
+			if _, both := k.Certificate[base]; both {
+				v.errorf(fp, "set at most one of %s and %s", base, name)
+			}
+		}
+	}
+	if g := k.GitHub; g != nil {
+		v.github(append(p(path...), "github"), g)
+	}
+	roots := k.TrustedRoots()
+	if len(roots) == 0 {
+		v.errorf(path, "trustedRootFile (or trustedRootFiles) is required: the Sigstore trusted root (trusted_root.json) to verify certificates and log entries offline")
+	}
+	v.readable(append(p(path...), "trustedRootFile"), k.TrustedRootFile)
+	for j, f := range k.TrustedRootFiles {
+		if f == "" {
+			v.errorf(append(p(path...), "trustedRootFiles", j), "empty file name")
+		}
+		v.readable(append(p(path...), "trustedRootFiles", j), f)
+	}
+}
+
+var (
+	githubRepository = regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	githubWorkflow   = regexp.MustCompile(`^([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/)?\.github/workflows/[^@]+\.ya?ml$`)
+)
+
+// github checks the GitHub Actions identity at path.
+func (v *validator) github(path []any, g *GitHub) {
+	switch {
+	case g.Repository == "":
+		v.errorf(path, "repository is required: owner/name of the repository that was built, e.g. acme/app")
+	case !githubRepository.MatchString(g.Repository):
+		v.errorf(append(path, "repository"), "%q: want owner/name, e.g. acme/app", g.Repository)
+	}
+	if g.Workflow != "" && !githubWorkflow.MatchString(g.Workflow) {
+		v.errorf(append(path, "workflow"), "%q: want the workflow file's path, .github/workflows/release.yml, or owner/name/.github/workflows/build.yml for a reusable workflow of another repository (no @ref: github.ref says which ref)", g.Workflow)
+	}
+	if g.Ref != "" && !strings.HasPrefix(g.Ref, "refs/") {
+		v.errorf(append(path, "ref"), "%q: want a full git ref, e.g. refs/tags/v* or refs/heads/main", g.Ref)
+	}
+	switch g.Runner {
+	case "", "github-hosted", "self-hosted":
+	default:
+		v.errorf(append(path, "runner"), "%q: want github-hosted or self-hosted (leave it out for either)", g.Runner)
+	}
+	if g.Host != "" && (strings.ContainsAny(g.Host, "/:@ ") || !strings.Contains(g.Host, ".")) {
+		v.errorf(append(path, "host"), "%q: want a host name such as github.com or acme.ghe.com", g.Host)
 	}
 }
 

@@ -36,6 +36,7 @@ type Metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	cacheHits      prometheus.Counter
 	cacheMisses    prometheus.Counter
+	panics         prometheus.Counter
 	configInfo     *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
 	lastReloadOK   prometheus.Gauge
@@ -71,7 +72,7 @@ func New() *Metrics {
 		}, []string{"upstream"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_request_duration_seconds",
-			Help:    "Time an upstream took to answer, by operation: manifest (whole manifest read), head (a manifest HEAD, to learn a tag's digest), blob, tags and referrers (response headers), evidence (all signature and attestation artifacts of a digest).",
+			Help:    "Time an upstream took to answer, by operation: manifest (whole manifest read), head (a manifest HEAD, to learn a tag's digest), blob, tags and referrers (response headers), evidence (the signature and attestation artifacts of a digest in one place: the tag schemes, then the referrers when those do not suffice).",
 			Buckets: latency,
 		}, []string{"upstream", "op"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -80,11 +81,15 @@ func New() *Metrics {
 		}, []string{"upstream", "kind"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "hits_total",
-			Help: "Manifest decisions answered from the verdict cache.",
+			Help: "Manifest decisions whose requirement outcomes all came from the cache: nothing was read or verified.",
 		}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "misses_total",
 			Help: "Manifest decisions that needed a verification (or waited for one already running).",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "panics_total",
+			Help: "Internal errors (panics) recovered while serving a request or verifying: that request failed closed with 503, the process went on.",
 		}),
 		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "config", Name: "info",
@@ -104,7 +109,7 @@ func New() *Metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
-		m.cacheHits, m.cacheMisses, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
+		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -146,6 +151,32 @@ func (m *Metrics) Upstream(upstream, op string, d time.Duration, errKind string)
 	}
 }
 
+// Panic counts one recovered panic.
+func (m *Metrics) Panic() {
+	if m == nil {
+		return
+	}
+	m.panics.Inc()
+}
+
+// WatchBudget exports the manifest bytes held by requests in flight and the
+// budget they may take, read at each scrape. Call it once.
+func (m *Metrics) WatchBudget(inUse, max func() int64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "manifest_bytes_in_flight",
+			Help: "Manifest and signature bytes held by requests in flight (read, being judged or being written).",
+		}, func() float64 { return float64(inUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "manifest_bytes_in_flight_limit",
+			Help: "limits.maxManifestBytesInFlight: past it requests are refused with 503 and Retry-After.",
+		}, func() float64 { return float64(max()) }),
+	)
+}
+
 // Cache counts one decision as a verdict-cache hit or miss.
 func (m *Metrics) Cache(hit bool) {
 	if m == nil {
@@ -167,11 +198,11 @@ func (m *Metrics) WatchCache(entries func() int, evictions func() uint64) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "entries",
-			Help: "Verdicts in the cache, expired ones included until they are looked up or evicted.",
+			Help: "Requirement outcomes (verified signatures and attestations per digest) in the cache, expired ones included until they are looked up or evicted.",
 		}, func() float64 { return float64(entries()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "cache", Name: "evictions_total",
-			Help: "Verdicts evicted from the cache to make room.",
+			Help: "Requirement outcomes evicted from the cache to make room.",
 		}, func() float64 { return float64(evictions()) }),
 	)
 }

@@ -98,7 +98,11 @@ func (p *parsedAttestation) conditionVars(as *attestations) (map[string]any, err
 	for _, s := range p.env.Statement.Subject {
 		subject = append(subject, map[string]any{"name": s.Name, "digest": s.Digest})
 	}
-	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, as.now)
+	fields, err := p.signed.CertificateFields()
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %v", err)
+	}
+	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, certificateVars(fields), as.now)
 	return p.vars, nil
 }
 
@@ -117,25 +121,27 @@ type miss struct {
 	reason string
 }
 
-// check judges the requirement. It returns the attestations that satisfied
-// it, the allow reasons and, when fewer than threshold attestors are
-// satisfied, the deny reason with the closest miss of each other attestor.
-func (req *attestationRequirement) check(ctx context.Context, as *attestations) (by []audit.Verification, allow []string, deny []string) {
-	var unsatisfied []string
+// check judges the requirement: at least threshold attestors, each by a key
+// no other counted attestor's attestation was made with, signed an
+// attestation of the type about the digest whose condition holds. When
+// fewer are satisfied, the reason names the closest miss of each other
+// attestor.
+func (req *attestationRequirement) check(ctx context.Context, as *attestations) outcome {
 	ofType := 0
 	for _, p := range as.list {
 		if p.err == nil && p.env.Statement.PredicateType == req.predicateType {
 			ofType++
 		}
 	}
-	for _, a := range req.attestors {
+	hits := make([][]hit, len(req.attestors))
+	misses := make([]miss, len(req.attestors))
+	for i, a := range req.attestors {
 		best := miss{kind: missNone}
 		closer := func(m miss) {
 			if m.kind > best.kind {
 				best = m
 			}
 		}
-		var hit *audit.Verification
 		for _, p := range as.list {
 			if p.err != nil {
 				closer(miss{missUnusable, fmt.Sprintf("attestation %s is unusable: %v", p.name(), p.err)})
@@ -171,31 +177,42 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			}
 			h := *v
 			h.PredicateType, h.Attestation = req.predicateType, p.Digest
-			hit = &h
-			break
-		}
-		if hit != nil {
-			by = append(by, *hit)
-			what := "(no condition)"
-			if req.condition != nil {
-				what = "satisfies the condition " + quote(req.condition.text)
+			hits[i] = append(hits[i], hit{h, signerOf(v, p.signed)})
+			if req.threshold == 1 {
+				break // one will do
 			}
-			allow = append(allow, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, a.name, describe(hit), short(hit.Attestation), what))
-			continue
 		}
 		if best.kind == missNone {
 			best.reason = "no attestation of this type found (.att tag or referrers)"
 		}
-		unsatisfied = append(unsatisfied, a.name+": "+best.reason)
+		misses[i] = best
 	}
+	by, spare := count(req.attestors, hits)
+	o := outcome{by: by}
 	if len(by) >= req.threshold {
-		return by, allow, nil
+		o.ok = true
+		what := "(no condition)"
+		if req.condition != nil {
+			what = "satisfies the condition " + quote(req.condition.text)
+		}
+		for _, b := range by {
+			o.reasons = append(o.reasons, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, b.Attestor, describe(&b), short(b.Attestation), what))
+		}
+		return o
 	}
+	var unsatisfied []string
+	for i, a := range req.attestors {
+		if len(hits[i]) == 0 {
+			unsatisfied = append(unsatisfied, a.name+": "+misses[i].reason)
+		}
+	}
+	unsatisfied = append(unsatisfied, spare...)
 	head := fmt.Sprintf("attestation %s not satisfied", req.predicateType)
 	if req.threshold > 1 || len(req.attestors) > 1 {
 		head += fmt.Sprintf(" (%d of the %d attestors required)", len(by), req.threshold)
 	}
-	return by, nil, []string{head + ": " + strings.Join(unsatisfied, "; ")}
+	o.reasons = []string{head + ": " + strings.Join(unsatisfied, "; ")}
+	return o
 }
 
 func (req *attestationRequirement) evalCondition(ctx context.Context, p *parsedAttestation, as *attestations) (bool, error) {

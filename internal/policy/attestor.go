@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
@@ -61,13 +62,29 @@ func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[strin
 		}
 	}
 	if k := a.Keyless; k != nil {
-		r, err := trustedRoot(c, []any{"attestors", i, "keyless", "trustedRootFile"}, k.TrustedRootFile, roots)
-		if err != nil {
-			return at, append(errs, err)
+		path := []any{"attestors", i, "keyless"}
+		var rs []*verify.TrustedRoot
+		add := func(field []any, name string) {
+			r, err := trustedRoot(c, slices.Concat(path, field), name, roots)
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			rs = append(rs, r)
 		}
-		id := verify.Identity{Issuer: k.Issuer, Subject: k.Subject, SubjectRegexp: k.SubjectRegexp}
-		if at.keyless, err = verify.NewKeyless(r, id, k.RequireTlog); err != nil {
-			return at, append(errs, c.Errorf([]any{"attestors", i, "keyless"}, "%v", err))
+		if k.TrustedRootFile != "" {
+			add([]any{"trustedRootFile"}, k.TrustedRootFile)
+		}
+		for j, f := range k.TrustedRootFiles {
+			add([]any{"trustedRootFiles", j}, f)
+		}
+		id, idErrs := keylessIdentity(c, path, k)
+		if errs = append(errs, idErrs...); len(errs) > 0 {
+			return at, errs
+		}
+		var err error
+		if at.keyless, err = verify.NewKeyless(rs, id, verify.SigningTime{RequireTlog: k.RequireTlog, RequireTimestamp: k.RequireTimestamp}); err != nil {
+			return at, append(errs, c.Errorf(path, "%v", err))
 		}
 	}
 	return at, errs
@@ -160,7 +177,11 @@ func describe(v *audit.Verification) string {
 	if v.LogIndex != nil {
 		parts = append(parts, fmt.Sprintf("log index %d", *v.LogIndex))
 	}
-	if v.SignedAt != nil && v.TimeSource != "tlog" {
+	switch {
+	case v.SignedAt == nil || v.TimeSource == verify.TimeTlog:
+	case v.TimeSource == verify.TimeCurrent:
+		parts = append(parts, "certificate valid now (no proof of the signing time)")
+	default:
 		parts = append(parts, fmt.Sprintf("signed at %s by the %s", v.SignedAt.Format("2006-01-02T15:04:05Z"), v.TimeSource))
 	}
 	return strings.Join(append(parts, v.Source), ", ")

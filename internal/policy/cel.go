@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -30,14 +31,55 @@ type ImageVars struct {
 	Tag string `cel:"tag"`
 }
 
+// CertificateVars is the `certificate` variable of a condition: the
+// certificate that signed the attestation, verified, by the field names of
+// a keyless attestor's `certificate` (Fulcio's names). A field the
+// certificate does not carry, and every field of an attestation signed
+// with a key, is "".
+type CertificateVars struct {
+	Issuer                              string `cel:"issuer"`
+	Subject                             string `cel:"subject"`
+	GithubWorkflowTrigger               string `cel:"githubWorkflowTrigger"`
+	GithubWorkflowSHA                   string `cel:"githubWorkflowSHA"`
+	GithubWorkflowName                  string `cel:"githubWorkflowName"`
+	GithubWorkflowRepository            string `cel:"githubWorkflowRepository"`
+	GithubWorkflowRef                   string `cel:"githubWorkflowRef"`
+	BuildSignerURI                      string `cel:"buildSignerURI"`
+	BuildSignerDigest                   string `cel:"buildSignerDigest"`
+	RunnerEnvironment                   string `cel:"runnerEnvironment"`
+	SourceRepositoryURI                 string `cel:"sourceRepositoryURI"`
+	SourceRepositoryDigest              string `cel:"sourceRepositoryDigest"`
+	SourceRepositoryRef                 string `cel:"sourceRepositoryRef"`
+	SourceRepositoryIdentifier          string `cel:"sourceRepositoryIdentifier"`
+	SourceRepositoryOwnerURI            string `cel:"sourceRepositoryOwnerURI"`
+	SourceRepositoryOwnerIdentifier     string `cel:"sourceRepositoryOwnerIdentifier"`
+	BuildConfigURI                      string `cel:"buildConfigURI"`
+	BuildConfigDigest                   string `cel:"buildConfigDigest"`
+	BuildTrigger                        string `cel:"buildTrigger"`
+	RunInvocationURI                    string `cel:"runInvocationURI"`
+	SourceRepositoryVisibilityAtSigning string `cel:"sourceRepositoryVisibilityAtSigning"`
+	DeploymentEnvironment               string `cel:"deploymentEnvironment"`
+}
+
+// certificateVars fills CertificateVars from the fields verify reads.
+func certificateVars(fields map[string]string) CertificateVars {
+	var c CertificateVars
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		v.Field(i).SetString(fields[v.Type().Field(i).Tag.Get("cel")])
+	}
+	return c
+}
+
 // conditionEnv is the CEL environment of attestation conditions, built once.
 var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 	return cel.NewEnv(
-		ext.NativeTypes(reflect.TypeFor[ImageVars](), ext.ParseStructTags(true)),
+		ext.NativeTypes(reflect.TypeFor[ImageVars](), reflect.TypeFor[CertificateVars](), ext.ParseStructTags(true)),
 		cel.Variable("predicate", cel.DynType),
 		cel.Variable("predicateType", cel.StringType),
 		cel.Variable("subject", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
 		cel.Variable("image", cel.ObjectType("policy.ImageVars")),
+		cel.Variable("certificate", cel.ObjectType("policy.CertificateVars")),
 		cel.Variable("now", cel.TimestampType),
 		cel.OptionalTypes(), ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
 		cel.Function("semverCompare",
@@ -50,6 +92,9 @@ var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 type condition struct {
 	text    string
 	program cel.Program
+	// readsTag is true when the condition may read image.tag: its value
+	// then depends on how the image was asked for.
+	readsTag bool
 }
 
 // compileCondition type-checks text in the condition environment. Its
@@ -78,7 +123,27 @@ func compileCondition(text string) (*condition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL: %v", err)
 	}
-	return &condition{text: strings.TrimSpace(text), program: prg}, nil
+	return &condition{text: strings.TrimSpace(text), program: prg, readsTag: readsTag(ast)}, nil
+}
+
+// readsTag reports whether a checked condition may read image.tag: it does
+// unless every use of the variable image selects one of its other fields.
+func readsTag(checked *cel.Ast) bool {
+	uses, otherFields := 0, 0
+	celast.PreOrderVisit(checked.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		switch e.Kind() {
+		case celast.IdentKind:
+			if e.AsIdent() == "image" {
+				uses++
+			}
+		case celast.SelectKind:
+			sel := e.AsSelect()
+			if op := sel.Operand(); op.Kind() == celast.IdentKind && op.AsIdent() == "image" && sel.FieldName() != "tag" {
+				otherFields++
+			}
+		}
+	}))
+	return uses > otherFields
 }
 
 // eval runs the condition on vars. A result other than true or false, an
@@ -177,12 +242,13 @@ func (v semver) compare(w semver) int {
 }
 
 // conditionVars is the activation of a condition for one attestation.
-func conditionVars(predicate any, predicateType string, subject []map[string]any, img ImageVars, now time.Time) map[string]any {
+func conditionVars(predicate any, predicateType string, subject []map[string]any, img ImageVars, cert CertificateVars, now time.Time) map[string]any {
 	return map[string]any{
 		"predicate":     predicate,
 		"predicateType": predicateType,
 		"subject":       subject,
 		"image":         img,
+		"certificate":   cert,
 		"now":           now,
 	}
 }

@@ -2,9 +2,13 @@ package policy
 
 import (
 	"context"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 func TestSemverCompare(t *testing.T) {
@@ -53,7 +57,13 @@ func TestConditionHelpers(t *testing.T) {
 	}
 	subject := []map[string]any{{"name": "r/app", "digest": map[string]string{"sha256": "ab"}}}
 	img := ImageVars{Upstream: "lab", Repository: "acme/app", Digest: "sha256:ab", Tag: "v1"}
-	vars := conditionVars(predicate, "https://slsa.dev/provenance/v1", subject, img, now)
+	cert := certificateVars(map[string]string{
+		"issuer":              "https://token.actions.githubusercontent.com",
+		"sourceRepositoryURI": "https://github.com/acme/app",
+		"sourceRepositoryRef": "refs/tags/v1.2.3",
+		"runnerEnvironment":   "github-hosted",
+	})
+	vars := conditionVars(predicate, "https://slsa.dev/provenance/v1", subject, img, cert, now)
 	tests := []struct {
 		condition string
 		want      bool
@@ -72,6 +82,9 @@ func TestConditionHelpers(t *testing.T) {
 		{`predicate.metadata.buildStartedOn == ""`, false, "no such key"},
 		{`semverCompare(predicate.scanner.version, "latest") > 0`, false, "is not a version"},
 		{`predicate.items`, false, "not true or false"},
+		{`certificate.sourceRepositoryURI == "https://github.com/acme/app" && certificate.sourceRepositoryRef.startsWith("refs/tags/v")`, true, ""},
+		{`certificate.runnerEnvironment == "github-hosted" && certificate.deploymentEnvironment == ""`, true, ""},
+		{`semverCompare(certificate.sourceRepositoryRef.substring(10), "1.2.0") > 0`, true, ""},
 	}
 	for _, tt := range tests {
 		c, err := compileCondition(tt.condition)
@@ -100,7 +113,7 @@ func TestConditionOverTheCostLimitIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := conditionVars(map[string]any{"items": items}, "p", nil, ImageVars{}, time.Now())
+	vars := conditionVars(map[string]any{"items": items}, "p", nil, ImageVars{}, CertificateVars{}, time.Now())
 	start := time.Now()
 	_, err = c.eval(context.Background(), vars)
 	if err == nil || !strings.Contains(err.Error(), "cost limit") {
@@ -128,5 +141,30 @@ func TestConditionCompileErrorsNameTheColumn(t *testing.T) {
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%q: err = %v, want %q", tt.condition, err, tt.want)
 		}
+	}
+}
+
+// TestConditionsSeeEveryCertificateFieldVerifyReads keeps the `certificate`
+// variable in step with the fields package verify reads and the keyless
+// attestor's `certificate` accepts.
+func TestConditionsSeeEveryCertificateFieldVerifyReads(t *testing.T) {
+	want := []string{verify.FieldIssuer, verify.FieldSubject}
+	for _, e := range verify.Extensions {
+		want = append(want, e.Name)
+	}
+	var got []string
+	for f := range reflect.TypeFor[CertificateVars]().Fields() {
+		got = append(got, f.Tag.Get("cel"))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("CertificateVars fields %v, want %v", got, want)
+	}
+	for _, name := range want {
+		if _, err := compileCondition(`certificate.` + name + ` != ""`); err != nil {
+			t.Errorf("certificate.%s: %v", name, err)
+		}
+	}
+	if _, err := compileCondition(`certificate.sourceRepository == "x"`); err == nil || !strings.Contains(err.Error(), "undefined field 'sourceRepository'") {
+		t.Errorf("a misspelled certificate field compiled: %v", err)
 	}
 }

@@ -1,10 +1,13 @@
 // Package policy compiles the configured policy once and judges one image
 // digest at a time: the allowlist, then an unexpired breakglass entry, then
-// the first rule that matches the image and applies to the client's
-// environment (or the default), then that rule's requirements against
-// verified evidence: cosign signatures, and in-toto attestations whose CEL
-// conditions hold. A denial is a Verdict with reasons; an error means
-// "could not decide".
+// the first rule that matches the image as it was asked for (name, tag,
+// digest) and applies to the client's environment (or the default), then
+// that rule's requirements against verified evidence: cosign signatures,
+// and in-toto attestations whose CEL conditions hold. A Judge keeps the
+// verified outcome of each requirement per digest, so that matching stays
+// per request and only verification is cached, and passes to the children
+// of an allowed index what the index proved. A denial is a Verdict with
+// reasons; an error means "could not decide".
 package policy
 
 import (
@@ -18,6 +21,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
@@ -29,7 +33,14 @@ type Source interface {
 	Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error)
 }
 
-var _ Source = (*upstream.Client)(nil)
+// Registry is a Source that also tells signature artifacts from images, by
+// reading their layers. *upstream.Client is one.
+type Registry interface {
+	Source
+	Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error)
+}
+
+var _ Registry = (*upstream.Client)(nil)
 
 // Subject is the manifest being judged.
 type Subject struct {
@@ -71,9 +82,6 @@ type Verdict struct {
 	VerifiedBy  []audit.Verification
 	// Breakglass is true when a breakglass entry allowed the image.
 	Breakglass bool
-	// Expires, when not zero, is when the verdict stops holding (the end of
-	// a breakglass entry): it must not be used, cached or not, after then.
-	Expires time.Time
 }
 
 // Decision is the decision-log name of v: allow, breakglass, deny, or
@@ -98,12 +106,19 @@ func (v Verdict) Serve() bool { return v.Allowed || v.Enforcement == config.DryR
 // Policy is a compiled policy. It is immutable and safe for concurrent use.
 type Policy struct {
 	// Generation is the configuration generation this policy came from.
-	Generation   string
+	Generation string
+	// Warnings are problems that do not stop the policy from working, as
+	// "file:line: field: what" (attestors of one requirement that share a
+	// key, for example).
+	Warnings     []string
 	allowlist    []pattern.Pattern
 	breakglass   []breakglass
 	environments []environment
 	rules        []*rule
 	fallback     *rule
+	// allowTTL and denyTTL are how long a satisfied and an unsatisfied
+	// requirement outcome hold; timeout bounds one verification.
+	allowTTL, denyTTL, timeout time.Duration
 }
 
 type breakglass struct {
@@ -124,15 +139,7 @@ type rule struct {
 	environments []string // none: every client
 	enforcement  string
 	action       string
-	signatures   []signatureRequirement
-	attests      []*attestationRequirement
-	// want is the evidence the requirements need.
-	want upstream.Want
-}
-
-type signatureRequirement struct {
-	attestors []*attestor
-	threshold int
+	reqs         []*requirement
 }
 
 // Compile turns a loaded configuration into a Policy: it parses every key and
@@ -146,7 +153,8 @@ func Compile(c *config.Config) (*Policy, error) {
 		errs = append(errs, aerrs...)
 		attestors[a.Name] = at
 	}
-	p := &Policy{Generation: c.Generation}
+	p := &Policy{Generation: c.Generation, allowTTL: c.Cache.AllowTTL, denyTTL: c.Cache.DenyTTL, timeout: c.Limits.VerifyTimeout}
+	reqs := map[string]*requirement{} // one per distinct demand, shared by rules
 	for _, a := range c.Policy.Allowlist {
 		pat, err := pattern.Parse(a)
 		if err != nil {
@@ -189,31 +197,18 @@ func Compile(c *config.Config) (*Policy, error) {
 			cr.images = append(cr.images, pat)
 		}
 		for j, req := range r.Require {
-			if s := req.Signature; s != nil {
-				sr := signatureRequirement{threshold: s.Threshold}
-				for _, name := range s.Attestors {
-					sr.attestors = append(sr.attestors, attestors[name])
-				}
-				cr.signatures = append(cr.signatures, sr)
-				cr.want.Signatures = true
+			q, err := compileRequirement(req, attestors)
+			if err != nil {
+				errs = append(errs, c.Errorf(append(slices.Clone(path), "require", j, "attestation", "condition"), "%v", err))
+				continue
 			}
-			if a := req.Attestation; a != nil {
-				ar := &attestationRequirement{predicateType: a.PredicateType, threshold: a.Threshold}
-				for _, name := range a.Attestors {
-					ar.attestors = append(ar.attestors, attestors[name])
-				}
-				if strings.TrimSpace(a.Condition) != "" {
-					cond, err := compileCondition(a.Condition)
-					if err != nil {
-						errs = append(errs, c.Errorf(append(slices.Clone(path), "require", j, "attestation", "condition"), "%v", err))
-					}
-					ar.condition = cond
-				}
-				cr.attests = append(cr.attests, ar)
-				if !slices.Contains(cr.want.PredicateTypes, a.PredicateType) {
-					cr.want.PredicateTypes = append(cr.want.PredicateTypes, a.PredicateType)
-				}
+			if seen := reqs[q.key]; seen != nil {
+				q = seen
+			} else {
+				reqs[q.key] = q
+				p.Warnings = append(p.Warnings, sharedKeyWarnings(c, append(slices.Clone(path), "require", j), q)...)
 			}
+			cr.reqs = append(cr.reqs, q)
 		}
 		return cr
 	}
@@ -247,10 +242,11 @@ func (p *Policy) Environment(c Client) string {
 	return ""
 }
 
-// Evaluate judges s. Signatures and attestations are read from src only
-// when the deciding rule requires them, and only those of the kinds and
-// predicate types it requires.
-func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, error) {
+// match returns what decides s without evidence: the allowlist, an
+// unexpired breakglass entry, or a rule that allows or denies everything
+// it matches (then the verdict is final); otherwise the rule whose
+// requirements decide, with the verdict to complete.
+func (p *Policy) match(s Subject, now time.Time) (Verdict, *rule) {
 	img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
 	for _, a := range p.allowlist {
 		if a.Match(img) {
@@ -258,97 +254,33 @@ func (p *Policy) Evaluate(ctx context.Context, src Source, s Subject) (Verdict, 
 				Reasons: []string{"allowlisted by " + a.String()}}, nil
 		}
 	}
-	now := time.Now()
 	for _, b := range p.breakglass {
 		if now.Before(b.expires) && b.image.Match(img) {
-			return Verdict{Allowed: true, Breakglass: true, Expires: b.expires, Rule: "breakglass", Enforcement: config.Enforce,
+			return Verdict{Allowed: true, Breakglass: true, Rule: "breakglass", Enforcement: config.Enforce,
 				Reasons: []string{fmt.Sprintf("breakglass %s until %s: %s", b.image, b.expires.UTC().Format(time.RFC3339), b.reason)}}, nil
 		}
 	}
-	r := p.match(img, s.Environment)
+	r := p.rule(img, s.Environment)
 	v := Verdict{Rule: r.name, Enforcement: r.enforcement}
-	switch r.action {
-	case config.ActionAllow:
+	switch {
+	case r.action == config.ActionAllow:
 		v.Allowed = true
 		v.Reasons = []string{fmt.Sprintf("rule %q allows every image it matches", r.name)}
 		return v, nil
-	case config.ActionDeny:
+	case r.action == config.ActionDeny:
 		v.Reasons = []string{fmt.Sprintf("rule %q denies every image it matches", r.name)}
 		return v, nil
-	}
-	// When the tag schemes already satisfy the rule, their verdict is the
-	// answer: the evidence is not judged a second time.
-	var early *Verdict
-	want := r.want
-	want.Enough = func(ev *upstream.Evidence) bool {
-		jv, err := r.judge(ctx, s, ev, v)
-		if err != nil || !jv.Allowed {
-			return false
-		}
-		early = &jv
-		return true
-	}
-	ev, err := src.Evidence(ctx, s.Repository, s.Digest, want)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
-	}
-	if early != nil {
-		return *early, nil
-	}
-	return r.judge(ctx, s, ev, v)
-}
-
-// judge applies r's requirements to the evidence found for s, completing v.
-func (r *rule) judge(ctx context.Context, s Subject, ev *upstream.Evidence, v Verdict) (Verdict, error) {
-	var allow, deny []string
-	sigFailed, attFailed := false, false
-	sigs := parseSignatures(ev)
-	for _, req := range r.signatures {
-		by, reasons := req.check(sigs, s)
-		v.VerifiedBy = append(v.VerifiedBy, by...)
-		for _, b := range by {
-			allow = append(allow, fmt.Sprintf("signed by attestor %s (%s)", b.Attestor, describe(&b)))
-		}
-		if reasons != nil {
-			sigFailed = true
-			deny = append(deny, reasons...)
-		}
-	}
-	if len(r.attests) > 0 {
-		as := newAttestations(ev, s, time.Now())
-		for _, req := range r.attests {
-			by, ok, reasons := req.check(ctx, as)
-			v.VerifiedBy = append(v.VerifiedBy, by...)
-			allow = append(allow, ok...)
-			if reasons != nil {
-				attFailed = true
-				deny = append(deny, reasons...)
-			}
-		}
-		// A condition interrupted because time ran out failed for want
-		// of time, not on its merits: that is no verdict to cache.
-		if err := ctx.Err(); err != nil {
-			return Verdict{}, fmt.Errorf("judging the attestations of %s@%s: %w", s.Image(), s.Digest, err)
-		}
-	}
-	v.Allowed = !sigFailed && !attFailed
-	if v.Allowed {
-		v.Reasons = allow
+	case len(r.reqs) == 0:
+		v.Allowed = true
+		v.Reasons = []string{fmt.Sprintf("rule %q requires nothing", r.name)}
 		return v, nil
 	}
-	v.Reasons = deny
-	if sigFailed {
-		v.Reasons = append(v.Reasons, ev.Problems...)
-	}
-	if attFailed {
-		v.Reasons = append(v.Reasons, ev.AttestationProblems...)
-	}
-	return v, nil
+	return v, r
 }
 
-// match returns the first rule that matches img and applies to clients of
+// rule returns the first rule that matches img and applies to clients of
 // env, or the default.
-func (p *Policy) match(img pattern.Image, env string) *rule {
+func (p *Policy) rule(img pattern.Image, env string) *rule {
 	for _, r := range p.rules {
 		if len(r.environments) > 0 && !slices.Contains(r.environments, env) {
 			continue
@@ -360,106 +292,6 @@ func (p *Policy) match(img pattern.Image, env string) *rule {
 		}
 	}
 	return p.fallback
-}
-
-// signature is one signature found, parsed once for every requirement.
-type signature struct {
-	source string
-	signed *verify.Signed
-	err    error // why it cannot be used at all
-}
-
-// parseSignatures parses the signatures of ev: cosign simple-signing
-// layers (with their keyless and log annotations) and Sigstore bundles.
-// Bundles of attestations other than cosign's signature statement are not
-// signatures and are left out.
-func parseSignatures(ev *upstream.Evidence) []signature {
-	var out []signature
-	for _, sig := range ev.Signatures {
-		var s signature
-		s.source = sig.Source
-		if sig.Bundle != nil {
-			s.signed, s.err = verify.ParseBundle(sig.Bundle)
-			if s.err == nil && !s.signed.IsImageSignature() {
-				continue
-			}
-		} else {
-			s.signed, s.err = verify.ParseCosignSignature(sig.Payload, sig.Signature, sig.Certificate, sig.RekorBundle, sig.Timestamp)
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// check verifies every signature as every listed attestor. It returns the
-// attestors that verified and, when fewer than the threshold did, the
-// reasons, the closest miss first.
-func (req signatureRequirement) check(sigs []signature, s Subject) ([]audit.Verification, []string) {
-	var by []audit.Verification
-	var unusable []string // genuine signatures that still do not count
-	var mismatch *verify.DigestMismatchError
-	var failed *verify.CheckError
-	for _, a := range req.attestors {
-		for _, sig := range sigs {
-			if sig.err != nil {
-				continue
-			}
-			v, err := a.verify(sig.signed, s.Digest, sig.source)
-			switch {
-			case err == nil:
-				by = append(by, *v)
-			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
-				continue
-			case errors.As(err, &mismatch):
-				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
-			case errors.As(err, &failed):
-				unusable = append(unusable, fmt.Sprintf("a signature (%s) does not count for attestor %s: %v", sig.source, a.name, err))
-			default:
-				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.source, err))
-			}
-			if err == nil {
-				break
-			}
-		}
-	}
-	if len(by) >= req.threshold {
-		return by, nil
-	}
-	names := make([]string, len(req.attestors))
-	for i, a := range req.attestors {
-		names[i] = a.name
-	}
-	var reasons []string
-	switch {
-	case len(sigs) == 0:
-		r := fmt.Sprintf("no cosign signature found (.sig tag or referrers); need one from attestor %s", orList(names))
-		if !s.IsIndex {
-			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
-		}
-		reasons = append(reasons, r)
-	case len(by) == 0 && len(unusable) > 0:
-		reasons = append(reasons, unusable...)
-	case len(by) == 0:
-		what := "with a key of"
-		if slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.keyless != nil }) {
-			what = "as"
-		}
-		reasons = append(reasons, fmt.Sprintf("%d signature(s) found, none verifies %s attestor %s", len(sigs), what, orList(names)))
-		for _, sig := range sigs {
-			if sig.err != nil {
-				reasons = append(reasons, fmt.Sprintf("signature %s is unusable: %v", sig.source, sig.err))
-			}
-		}
-	default:
-		var missing []string
-		for _, n := range names {
-			if !slices.ContainsFunc(by, func(b audit.Verification) bool { return b.Attestor == n }) {
-				missing = append(missing, n)
-			}
-		}
-		reasons = append(reasons, fmt.Sprintf("signed by %d of the %d attestors required; missing: %s", len(by), req.threshold, strings.Join(missing, ", ")))
-	}
-	return by, reasons
 }
 
 func orList(names []string) string {

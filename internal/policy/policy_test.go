@@ -10,7 +10,9 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 func load(t testing.TB, yaml string, files map[string]string) (*config.Config, error) {
@@ -47,6 +49,16 @@ policy:
 	}
 }
 
+// evaluate judges s under p with a fresh judge: nothing cached.
+func evaluate(ctx context.Context, p *policy.Policy, src policy.Source, s policy.Subject) (policy.Verdict, error) {
+	j, err := policy.NewJudge(100, nil)
+	if err != nil {
+		return policy.Verdict{}, err
+	}
+	d, err := j.Evaluate(ctx, p, src, s)
+	return d.Verdict, err
+}
+
 // noSignatures is a Source for rules that must not read any.
 type noSignatures struct{}
 
@@ -80,7 +92,7 @@ func TestFirstMatchingRuleDecides(t *testing.T) {
 		{"pinned", "sha256:" + strings.Repeat("b", 64), "everything", true},
 	}
 	for _, tt := range tests {
-		v, err := p.Evaluate(context.Background(), noSignatures{}, policy.Subject{Upstream: "lab", Repository: tt.repo, Digest: tt.digest})
+		v, err := evaluate(context.Background(), p, noSignatures{}, policy.Subject{Upstream: "lab", Repository: tt.repo, Digest: tt.digest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +122,7 @@ func BenchmarkMatchOver1000Rules(b *testing.B) {
 	s := policy.Subject{Upstream: "lab", Repository: "target/app", Digest: "sha256:" + strings.Repeat("c", 64)}
 	b.ReportAllocs()
 	for b.Loop() {
-		v, err := p.Evaluate(context.Background(), noSignatures{}, s)
+		v, err := evaluate(context.Background(), p, noSignatures{}, s)
 		if err != nil || v.Rule != "last" {
 			b.Fatal(v, err)
 		}
@@ -125,6 +137,8 @@ func TestCompileReportsBadTrustedRootsWithTheirPosition(t *testing.T) {
 			"config.yaml:4: attestors[0].keyless.trustedRootFile: root.json: not a Sigstore trusted root"},
 		{"KeylessRootTrustingNothing", "    keyless: {issuer: https://x, subject: a, trustedRootFile: root.json}\n", `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`,
 			"config.yaml:4: attestors[0].keyless.trustedRootFile: root.json: the trusted root lists no certificate authority"},
+		{"OneOfTrustedRootFilesNotJSON", "    keyless: {issuer: https://x, subject: a, trustedRootFiles: [root.json]}\n", "garbage",
+			"config.yaml:4: attestors[0].keyless.trustedRootFiles[0]: root.json: not a Sigstore trusted root"},
 		{"KeyLogRootNotARoot", "    publicKeys: [{pem: \"" + strings.ReplaceAll(testKeyPEM, "\n", `\n`) + "\"}]\n    requireTlog: true\n    trustedRootFile: root.json\n", `{"mediaType": "something else"}`,
 			"config.yaml:6: attestors[0].trustedRootFile: root.json: not a Sigstore trusted root"},
 	}
@@ -147,3 +161,96 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8tRzrOxS4fmNNnDV3ugf9OiRMU0B
 Hr8d3k1i3qc8kkuOXyU6hxX/0sK7fG1Th1RF2bTAXtk+1r7dB1gMbPZdSw==
 -----END PUBLIC KEY-----
 `
+
+func TestCompileWarnsWhenAttestorsOfOneRequirementShareAKey(t *testing.T) {
+	dir := t.TempDir()
+	newKey(t, filepath.Join(dir, "ci.pub"))
+	newKey(t, filepath.Join(dir, "new.pub"))
+	text := base + `attestors:
+  - {name: ci-2025, publicKeys: [{file: ci.pub}]}
+  - {name: ci-2026, publicKeys: [{file: ci.pub}, {file: new.pub}]}
+policy:
+  rules:
+    - name: r
+      images: ["lab/**"]
+      require:
+        - signature: {attestors: [ci-2025, ci-2026], threshold: 2}
+`
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "config.yaml:10: policy.rules[0].require[0]: attestors ci-2025 and ci-2026 share the key sha256:"
+	if len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], want) || !strings.Contains(p.Warnings[0], "counts once toward the threshold") {
+		t.Fatalf("warnings %q, want one containing %q", p.Warnings, want)
+	}
+}
+
+func TestCompileRejectsUnknownCertificateExtensions(t *testing.T) {
+	vs, err := virtual.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := vs.TrustedRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, certificate, want string }{
+		{"Misspelled", "sourceRepositoryUri: https://github.com/acme/app",
+			`config.yaml:8: attestors[0].keyless.certificate.sourceRepositoryUri: unknown certificate extension "sourceRepositoryUri" (did you mean sourceRepositoryURI?): want one of githubWorkflowTrigger, `},
+		{"Incomplete", "sourceRepository: https://github.com/acme/app",
+			`attestors[0].keyless.certificate.sourceRepository: unknown certificate extension "sourceRepository": want one of`},
+		{"MisspelledRegexp", "buildTriggerRegex: push",
+			`attestors[0].keyless.certificate.buildTriggerRegex: unknown certificate extension "buildTriggerRegex"`},
+		{"TheIssuerHasItsOwnField", "issuer: https://x",
+			"attestors[0].keyless.certificate.issuer: set the issuer with keyless.issuer, not under certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, base+`attestors:
+  - name: ci
+    keyless:
+      issuer: https://x
+      subject: a
+      certificate:
+        `+tt.certificate+`
+      trustedRootFile: root.json
+policy:
+  rules: [{name: r, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
+`, map[string]string{"root.json": string(root)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := policy.Compile(c); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("EveryKnownNameCompiles", func(t *testing.T) {
+		var fields strings.Builder
+		for i, e := range verify.Extensions {
+			suffix := ""
+			if i%2 == 1 {
+				suffix = "Regexp"
+			}
+			fmt.Fprintf(&fields, "        %s%s: x\n", e.Name, suffix)
+		}
+		c, err := load(t, base+"attestors:\n  - name: ci\n    keyless:\n      github: {repository: acme/app}\n      certificate:\n"+fields.String()+
+			"      trustedRootFile: root.json\npolicy:\n  rules: [{name: r, images: [\"lab/**\"], require: [{signature: {attestors: [ci]}}]}]\n",
+			map[string]string{"root.json": string(root)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := policy.Compile(c); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

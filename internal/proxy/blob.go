@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -21,9 +21,9 @@ import (
 // through one fill per digest that stores it. Without a store, or for what
 // the store does not keep, it streams from the upstream.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
-func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	if s.store == nil {
-		return s.blobThrough(w, r, up, rt)
+		return s.blobThrough(w, r, st, up, rt)
 	}
 	ctx := r.Context()
 	scope := store.Scope{Upstream: rt.upstream, Repository: rt.repo}
@@ -38,7 +38,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 				// stored meanwhile for the next one.
 				s.store.Prefetch(scope, rt.ref, o)
 			}
-			return s.blobThrough(w, r, up, rt)
+			return s.blobThrough(w, r, st, up, rt)
 		case err != nil:
 			return blobError(err, rt)
 		}
@@ -48,7 +48,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 			return nil
 		}
 		if off, n, ok := parseRange(rng, size); ok {
-			return s.blobRange(w, r, up, rt, off, n, size)
+			return s.blobRange(w, r, st, up, rt, off, n, size)
 		} else if n < 0 {
 			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 			return errorf(http.StatusRequestedRangeNotSatisfiable, errcode.ErrorCodeRangeInvalid, "range %q is outside the blob's %d bytes", rng, size)
@@ -58,33 +58,85 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, up *upstream.Clien
 	b, err := s.store.Get(ctx, scope, rt.ref, o)
 	switch {
 	case errors.Is(err, store.ErrNotStored):
-		return s.blobThrough(w, r, up, rt)
+		return s.blobThrough(w, r, st, up, rt)
 	case err != nil:
 		return blobError(err, rt)
 	}
 	defer b.Close()
 	blobHeaders(w, rt.ref, b.Size())
 	w.WriteHeader(http.StatusOK)
-	if _, err := b.WriteTo(w); err != nil {
+	if _, err := b.WriteTo(newIdleWriter(w, st.writeTimeout)); err != nil {
 		return &streamCut{err}
 	}
 	return nil
 }
 
 // blobRange serves n bytes from off of a stored blob of size bytes.
-func (s *Server) blobRange(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route, off, n, size int64) error {
+func (s *Server) blobRange(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route, off, n, size int64) error {
 	rc, err := s.store.ReadRange(r.Context(), rt.ref, off, n)
 	if err != nil {
-		return s.blobThrough(w, r, up, rt) // evicted since, or the store fails
+		return s.blobThrough(w, r, st, up, rt) // evicted since, or the store fails
 	}
 	defer rc.Close()
 	blobHeaders(w, rt.ref, n)
 	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
 	w.WriteHeader(http.StatusPartialContent)
-	if _, err := io.Copy(w, rc); err != nil {
+	if _, err := io.Copy(newIdleWriter(w, st.writeTimeout), rc); err != nil {
 		return &streamCut{err}
 	}
 	return nil
+}
+
+// idleWriter writes a response, giving up when the client accepts nothing
+// for idle (as stream does: a client that stops reading frees its
+// connection). It writes in pieces, each with its own deadline, so that a
+// slow client that still reads is not cut; ReadFrom keeps the kernel's
+// sendfile for a file.
+type idleWriter struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+const idlePiece = 256 << 10
+
+func newIdleWriter(w http.ResponseWriter, idle time.Duration) *idleWriter {
+	return &idleWriter{w: w, rc: http.NewResponseController(w), idle: idle}
+}
+
+func (iw *idleWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
+		m, err := iw.w.Write(p[n:min(len(p), n+idlePiece)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// ReadFrom sends a limited file in pieces through the writer's own
+// ReadFrom, each piece a limited reader of the file itself, as sendfile
+// needs.
+func (iw *idleWriter) ReadFrom(r io.Reader) (int64, error) {
+	rf, ok := iw.w.(io.ReaderFrom)
+	lr, limited := r.(*io.LimitedReader)
+	if !ok || !limited {
+		return io.Copy(struct{ io.Writer }{iw}, r)
+	}
+	var total int64
+	for lr.N > 0 {
+		_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
+		n, err := rf.ReadFrom(&io.LimitedReader{R: lr.R, N: min(lr.N, idlePiece)})
+		lr.N -= n
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 func blobHeaders(w http.ResponseWriter, digest string, length int64) {
@@ -156,7 +208,7 @@ func (e *streamCut) Unwrap() error { return e.err }
 
 // link lets the store serve the blobs of a manifest it just served to
 // that repository (its config and layers), without asking the upstream.
-func (s *Server) link(key cache.Key, m *upstream.Manifest) {
+func (s *Server) link(rt route, m *oci.Manifest) {
 	if s.store == nil {
 		return
 	}
@@ -167,7 +219,7 @@ func (s *Server) link(key cache.Key, m *upstream.Manifest) {
 	for _, l := range m.Layers {
 		digests = append(digests, l.Digest)
 	}
-	s.store.Link(store.Scope{Upstream: key.Upstream, Repository: key.Repository}, m.Digest, digests...)
+	s.store.Link(store.Scope{Upstream: rt.upstream, Repository: rt.repo}, m.Digest, digests...)
 }
 
 // blobOrigin is the upstream of one blob request, as the store asks it:

@@ -31,6 +31,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
@@ -57,6 +58,8 @@ type env struct {
 	upstreams []*upstream.Client
 	decisions *syncBuffer
 	requests  sync.Map // path -> *atomic.Int64, upstream requests seen
+	// limits are the configuration's limits: verifyTimeout and more.
+	limits string
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -98,11 +101,19 @@ type envConfig struct {
 	limits             upstream.Limits
 	verifyTimeout      time.Duration
 	store              *store.Store
+	// moreLimits are further fields of the configuration's limits.
+	moreLimits string
 }
 
 // withLimits sets the upstream limits and the verification timeout.
 func withLimits(l upstream.Limits, verifyTimeout time.Duration) envOption {
 	return func(c *envConfig) { c.limits, c.verifyTimeout = l, verifyTimeout }
+}
+
+// withConfigLimits adds fields to the configuration's limits, in YAML flow
+// style ("writeTimeout: 1s, maxManifestBytesInFlight: 16777216").
+func withConfigLimits(fields string) envOption {
+	return func(c *envConfig) { c.moreLimits = fields }
 }
 
 func withCredentials(user, pass string) envOption {
@@ -128,7 +139,10 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
-	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}, limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout)}
+	if ec.moreLimits != "" {
+		e.limits += ", " + ec.moreLimits
+	}
 	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
 	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := e.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
@@ -146,9 +160,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		ec.upstreamURL = e.upstream.URL
 	}
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
+	// As serve wires it: one budget for the upstreams and the proxy.
+	b := budget.New(cfg.Limits.MaxManifestBytesInFlight)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
-		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits})
+		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits, Budget: b})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,9 +175,10 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.upstreams, e.metrics = ups, metrics.New()
+	e.metrics.WatchBudget(b.InUse, b.Max)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
-		AllowTTL: time.Minute, DenyTTL: time.Minute, VerifyTimeout: ec.verifyTimeout, Audit: al, Metrics: e.metrics,
+		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
 		Store: ec.store,
 	})
 	if err != nil {
@@ -174,10 +191,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 }
 
 // compile writes a configuration with the upstreams lab and other at
-// upstreamURL and the given policy, and compiles it.
+// upstreamURL, outcomes cached for a minute, and the given policy, and
+// compiles it.
 func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.Policy) {
 	e.t.Helper()
-	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) + policyText
+	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) +
+		fmt.Sprintf("cache: {allowTTL: 1m, denyTTL: 1m}\nlimits: {%s}\n", e.limits) + policyText
 	cfgPath := filepath.Join(e.dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -198,7 +217,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", AllowTTL: time.Minute, DenyTTL: time.Minute}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab"}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
@@ -29,21 +32,31 @@ func errorf(status int, code errcode.ErrorCode, format string, args ...any) *htt
 // classify maps an error from upstream or policy onto what the client sees.
 // notFound is the code for an upstream 404. Anything not known to be the
 // client's or the upstream content's fault is 503: the proxy could not
-// verify, and fails closed.
-func classify(err error, notFound errcode.ErrorCode) *httpError {
+// verify, and fails closed. A panic recovered in a verification is logged
+// with its stack and counted.
+func (s *Server) classify(r *http.Request, err error, notFound errcode.ErrorCode) *httpError {
 	var he *httpError
 	if errors.As(err, &he) {
 		return he
 	}
 	var ue *upstream.Error
+	var pe *cache.PanicError
 	switch {
+	case errors.As(err, &pe):
+		s.metrics.Panic()
+		s.log.Error("panic while verifying", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "could not verify, failing closed: %v", err)
+	case errors.Is(err, budget.ErrExhausted):
+		e := errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "the proxy is busy (%v); retry shortly", budget.ErrExhausted)
+		e.retryAfter = "1"
+		return e
 	case errors.Is(err, upstream.ErrNotFound):
 		return errorf(http.StatusNotFound, notFound, "%v", err)
 	case errors.As(err, &ue) && ue.Status == http.StatusTooManyRequests:
 		e := errorf(http.StatusTooManyRequests, errcode.ErrorCodeTooManyRequests, "%v", err)
 		e.retryAfter = ue.RetryAfter
 		return e
-	case errors.Is(err, upstream.ErrManifestTooLarge), errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, upstream.ErrInvalidManifest):
+	case errors.Is(err, upstream.ErrManifestTooLarge), errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, oci.ErrInvalidManifest):
 		return errorf(http.StatusBadGateway, errcode.ErrorCodeManifestInvalid, "refusing what the upstream sent: %v", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "could not verify in time, failing closed: %v", err)
@@ -66,7 +79,7 @@ func upstreamErrorKind(err error) string {
 		return "too_large"
 	case errors.Is(err, upstream.ErrDigestMismatch):
 		return "digest_mismatch"
-	case errors.Is(err, upstream.ErrInvalidManifest):
+	case errors.Is(err, oci.ErrInvalidManifest):
 		return "invalid_manifest"
 	case !errors.As(err, &ue):
 		return "connection"

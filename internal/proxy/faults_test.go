@@ -234,7 +234,7 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 				}
 				bw.Flush()
 			})
-		}, 1, "over the 131072-byte limit"},
+		}, 1, "larger than the 100 bytes its descriptor declares"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,32 +4,20 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
-	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
-// verdict is what the cache keeps per digest: the policy's verdict, and the
-// media type of the manifest judged, so that a decision answered from the
-// cache is logged as fully as the first.
-type verdict struct {
-	policy.Verdict
-	mediaType string
-}
-
-// artifactTag matches the tags cosign and the referrers fallback use for
-// signature artifacts.
-var artifactTag = regexp.MustCompile(`^sha256-[a-f0-9]{64}(\.sig|\.att|\.sbom)?$`)
-
 // manifest serves GET and HEAD of /v2/<name>/manifests/<reference>: fetch
-// once, judge the digest of those bytes, serve those bytes or refuse.
+// once, judge the digest of those bytes as they were asked for, serve those
+// bytes or refuse.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	start := time.Now()
@@ -41,79 +29,72 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 		Client:    clientOf(r),
 	}
 	rec.Client.Environment = env
-	key := cache.Key{Generation: st.policy.Generation, Environment: env, Upstream: rt.upstream, Repository: rt.repo}
-	// The cached path: a digest whose verdict is cached is answered without
-	// the policy, and, when its verified bytes are still held, without the
-	// upstream. A HEAD by tag costs one upstream HEAD to learn the digest.
-	if digest := s.knownDigest(r, up, rt); digest != "" {
-		key.Digest = digest
-		if v, ok := s.verdicts.Get(key); ok {
-			rec.Digest, rec.MediaType, rec.Cached = digest, v.mediaType, true
-			if !v.Serve() {
-				s.metrics.Cache(true)
-				return s.refuse(w, r, rec, v.Verdict, start)
-			}
-			if m, ok := up.Cached(rt.repo, digest); ok {
-				s.metrics.Cache(true)
-				s.serveVerified(w, r, rec, st, key, m, v.Verdict, start)
-				return nil
-			}
-		}
-	}
-	fetched := time.Now()
-	m, err := up.Manifest(r.Context(), rt.repo, rt.ref)
-	s.upstreamDone(rt.upstream, "manifest", fetched, err)
-	if err != nil {
-		he := classify(err, errcode.ErrorCodeManifestUnknown)
-		if he.status != http.StatusNotFound {
-			rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-			s.record(r.Context(), rec)
-		}
-		return he
-	}
-	rec.Digest, rec.MediaType = m.Digest, m.MediaType
-	if isArtifact(rt.ref, m) {
-		rec.Decision, rec.Rule, rec.Duration = audit.Allow, "(signature artifact)", time.Since(start)
-		rec.Reasons = []string{"signature artifact with no runnable layer: served without policy"}
-		s.record(r.Context(), rec)
-		send(w, r, m)
-		return nil
-	}
-	key.Digest = m.Digest
-	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Digest: m.Digest, MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: env}
-	if !isDigest(rt.ref) {
+	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Environment: env}
+	if !oci.IsDigest(rt.ref) {
 		subj.Tag = rt.ref
 	}
-	cv, cached, err := s.verdicts.Do(r.Context(), key, st.timeout, func(ctx context.Context) (verdict, time.Duration, error) {
-		judged := time.Now()
-		v, err := st.policy.Evaluate(ctx, timedSource{up, s, rt.upstream}, subj)
-		if err == nil {
+	// The cached path: verified bytes still held are judged again without
+	// the upstream (the rule is matched anew, the outcomes come from the
+	// cache); a digest the cache alone refuses is refused at once. A HEAD by
+	// tag costs one upstream HEAD to learn the digest.
+	var m *oci.Manifest
+	if digest := s.knownDigest(r, up, rt); digest != "" {
+		subj.Digest = digest
+		if held, ok := up.Cached(rt.repo, digest); ok {
+			m = held
+		} else if d, ok := s.judge.CachedRefusal(st.policy, subj); ok {
+			rec.Digest, rec.MediaType, rec.Cached = digest, d.MediaType, true
+			s.metrics.Cache(true)
+			return s.refuse(w, r, rec, d.Verdict, start)
+		}
+	}
+	if m == nil {
+		fetched := time.Now()
+		var err error
+		m, err = up.Manifest(r.Context(), rt.repo, rt.ref)
+		s.upstreamDone(rt.upstream, "manifest", fetched, err)
+		if err != nil {
+			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
+		}
+	}
+	rec.Digest, rec.MediaType = m.Digest, m.MediaType
+	// The bytes are held from here until the client has them.
+	release, err := s.budget.Acquire(int64(len(m.Raw)))
+	if err != nil {
+		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
+	}
+	defer release()
+	judged := time.Now()
+	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
+	if err != nil {
+		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
+	}
+	if d.Judged {
+		s.metrics.Cache(d.Cached)
+		if !d.Cached {
 			s.metrics.Verification(rt.upstream, time.Since(judged))
 		}
-		return verdict{v, m.MediaType}, st.ttl(v), err
-	})
-	if err != nil {
-		he := classify(err, errcode.ErrorCodeManifestUnknown)
-		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-		s.record(r.Context(), rec)
-		return he
 	}
-	s.metrics.Cache(cached)
-	rec.Cached = cached
-	v := cv.Verdict
-	if !v.Serve() {
-		return s.refuse(w, r, rec, v, start)
+	rec.Cached = d.Cached
+	if !d.Serve() {
+		return s.refuse(w, r, rec, d.Verdict, start)
 	}
-	s.serveVerified(w, r, rec, st, key, m, v, start)
+	fill(&rec, d.Verdict, start)
+	s.record(r.Context(), rec)
+	s.link(rt, m)
+	s.send(w, r, st, m, rt.ref)
 	return nil
 }
 
-// knownDigest is the digest a request names: its reference when that is a
-// digest; for a HEAD by tag, the upstream's answer to a HEAD. "" when
+// knownDigest is the sha256 digest a request names: its reference when that
+// is one; for a HEAD by tag, the upstream's answer to a HEAD. "" when
 // unknown: the manifest is then fetched.
 func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) string {
-	if isDigest(rt.ref) {
-		return rt.ref
+	if oci.IsDigest(rt.ref) {
+		if strings.HasPrefix(rt.ref, "sha256:") {
+			return rt.ref
+		}
+		return ""
 	}
 	if r.Method != http.MethodHead {
 		return ""
@@ -121,35 +102,21 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 	start := time.Now()
 	d, err := up.Head(r.Context(), rt.repo, rt.ref)
 	s.upstreamDone(rt.upstream, "head", start, err)
-	if err != nil || !digestRE.MatchString(d) {
+	if err != nil || !strings.HasPrefix(d, "sha256:") || !digestRE.MatchString(d) {
 		return "" // the GET path reports the error properly
 	}
 	return d
 }
 
-// serveVerified sends manifest bytes that the verdict v lets through, after
-// passing the verdict on to an index's children, and logs the decision.
-func (s *Server) serveVerified(w http.ResponseWriter, r *http.Request, rec audit.Record, st *state, key cache.Key, m *upstream.Manifest, v policy.Verdict, start time.Time) {
-	if v.Allowed && m.IsIndex() {
-		s.inherit(st, key, m, v)
+// failed logs a decision that could not be made, unless the upstream simply
+// has no such manifest, and returns the error to render.
+func (s *Server) failed(r *http.Request, rec audit.Record, err error, notFound errcode.ErrorCode, start time.Time) error {
+	he := s.classify(r, err, notFound)
+	if he.status != http.StatusNotFound {
+		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
+		s.record(r.Context(), rec)
 	}
-	s.link(key, m)
-	fill(&rec, v, start)
-	s.record(r.Context(), rec)
-	send(w, r, m)
-}
-
-// ttl is how long v may be cached: allowTTL or denyTTL, and never past the
-// verdict's own end (a breakglass entry's expiry).
-func (st *state) ttl(v policy.Verdict) time.Duration {
-	ttl := st.denyTTL
-	if v.Allowed {
-		ttl = st.allowTTL
-	}
-	if !v.Expires.IsZero() {
-		ttl = min(ttl, time.Until(v.Expires))
-	}
-	return ttl
+	return he
 }
 
 // timedSource measures the evidence look-ups of one upstream.
@@ -166,39 +133,14 @@ func (t timedSource) Evidence(ctx context.Context, repo, digest string, want ups
 	return ev, err
 }
 
+func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error) {
+	return t.up.Recognize(ctx, repo, m)
+}
+
 // record writes rec to the decision log and counts it.
 func (s *Server) record(ctx context.Context, rec audit.Record) {
 	s.audit.Write(ctx, rec)
 	s.metrics.Decision(rec.Upstream, rec.Client.Environment, rec.Rule, rec.Decision)
-}
-
-// inherit lets the children of an allowed index pass: a runtime fetches
-// them by digest right after the index.
-func (s *Server) inherit(st *state, key cache.Key, index *upstream.Manifest, v policy.Verdict) {
-	child := policy.Verdict{
-		Allowed:     true,
-		Rule:        v.Rule,
-		Enforcement: v.Enforcement,
-		Reasons:     []string{fmt.Sprintf("listed in allowed index %s", index.Digest)},
-		VerifiedBy:  v.VerifiedBy,
-		Breakglass:  v.Breakglass,
-		Expires:     v.Expires,
-	}
-	if v.Breakglass {
-		child.Reasons = append(child.Reasons, v.Reasons...)
-	}
-	for _, d := range index.Manifests {
-		key.Digest = d.Digest
-		s.verdicts.Add(key, verdict{child, d.MediaType}, st.ttl(child))
-	}
-}
-
-// isArtifact reports whether m is a signature artifact, served without
-// policy so that cosign and podman can verify through the proxy: asked for
-// by an artifact tag or a referrer (it has a subject), and with no layer a
-// runtime would run.
-func isArtifact(ref string, m *upstream.Manifest) bool {
-	return (artifactTag.MatchString(ref) || m.Subject != nil) && !m.Runnable()
 }
 
 func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
@@ -221,13 +163,20 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record
 	})}
 }
 
-// send writes the verified manifest bytes. Past the status line, a write
-// error can only be the client's hang-up.
-func send(w http.ResponseWriter, r *http.Request, m *upstream.Manifest) {
+// send writes the verified manifest bytes, within the write timeout: a
+// client that does not read lets go of them then. A request by digest gets
+// that digest back (the bytes were checked against it). Past the status
+// line, a write error can only be the client's hang-up.
+func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.Manifest, ref string) {
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
-	h.Set("Docker-Content-Digest", m.Digest)
+	digest := m.Digest
+	if oci.IsDigest(ref) {
+		digest = ref
+	}
+	h.Set("Docker-Content-Digest", digest)
 	h.Set("Content-Length", strconv.Itoa(len(m.Raw)))
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(st.writeTimeout))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(m.Raw)

@@ -1,9 +1,12 @@
 // Package proxy is authz-proxy's HTTP edge: the read side of the OCI
 // distribution API, routed to the configured upstreams. Manifests are
-// fetched once, judged by policy (through the verdict cache) and served as
-// the very bytes judged, or refused; blobs stream, through the content
-// store when one is configured; writes are refused. It is the one place
-// that renders OCI errors and writes the decision log.
+// fetched once, judged (a policy.Judge recognises signature artifacts by
+// their content and judges everything else by policy) and served as the
+// very bytes judged, or refused; blobs stream, through the content store
+// when one is configured; the referrers API is answered
+// even for upstreams without one; writes are refused. Manifest bytes in
+// flight and response write times are bounded. It is the one place that
+// renders OCI errors and writes the decision log.
 package proxy
 
 import (
@@ -15,13 +18,18 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
-	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -33,13 +41,18 @@ type Options struct {
 	Policy          *policy.Policy
 	Upstreams       []*upstream.Client
 	DefaultUpstream string
-	// MaxEntries, AllowTTL and DenyTTL size the verdict cache.
-	MaxEntries        int
-	AllowTTL, DenyTTL time.Duration
-	// VerifyTimeout bounds one verification; default 30s.
-	VerifyTimeout time.Duration
-	Audit         *audit.Log
-	Logger        *slog.Logger
+	// MaxEntries bounds the cache of verified outcomes; default 10000.
+	// How long outcomes hold and how long a verification may take are the
+	// policy's.
+	MaxEntries int
+	// Budget bounds the manifest bytes that requests hold at once; give
+	// the same one to the upstream clients. nil: unbounded.
+	Budget *budget.Budget
+	// WriteTimeout bounds writing a manifest response, and each stretch of
+	// a blob response without progress; default 30s.
+	WriteTimeout time.Duration
+	Audit        *audit.Log
+	Logger       *slog.Logger
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
@@ -52,23 +65,23 @@ type Options struct {
 // Server is the proxy's http.Handler.
 type Server struct {
 	// state is what a reload replaces; each request reads it once.
-	state    atomic.Pointer[state]
-	verdicts *cache.Cache[verdict]
+	state atomic.Pointer[state]
+	judge *policy.Judge
+	// registry is what the judge reads of an upstream.
+	registry func(up *upstream.Client, name string) policy.Registry
+	budget   *budget.Budget
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	store    *store.Store
 }
 
-// state is one configuration's policy, upstreams, cache settings and
-// verification timeout.
+// state is one configuration's policy, upstreams and write timeout.
 type state struct {
-	policy    *policy.Policy
-	upstreams map[string]*upstream.Client
-	def       string
-	allowTTL  time.Duration
-	denyTTL   time.Duration
-	timeout   time.Duration
+	policy       *policy.Policy
+	upstreams    map[string]*upstream.Client
+	def          string
+	writeTimeout time.Duration
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -85,19 +98,21 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	verdicts, err := cache.New[verdict](maxEntries(o))
+	judge, err := policy.NewJudge(maxEntries(o), nil)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		verdicts: verdicts,
-		audit:    o.Audit,
-		log:      o.Logger,
-		metrics:  o.Metrics,
-		store:    o.Store,
+		judge:   judge,
+		budget:  o.Budget,
+		audit:   o.Audit,
+		log:     o.Logger,
+		metrics: o.Metrics,
+		store:   o.Store,
 	}
+	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
 	s.state.Store(st)
-	o.Metrics.WatchCache(verdicts.Len, verdicts.Evictions)
+	o.Metrics.WatchCache(judge.Len, judge.Evictions)
 	if o.Store != nil {
 		o.Metrics.WatchStore(o.Store.Stats)
 	}
@@ -105,18 +120,18 @@ func New(o Options) (*Server, error) {
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
-// DefaultUpstream, MaxEntries, AllowTTL, DenyTTL and VerifyTimeout replace
-// the old ones together (its other fields are ignored; those given to New
-// stay, the Store among them).
+// DefaultUpstream, MaxEntries and WriteTimeout replace the old ones together
+// (its other fields are ignored; those given to New stay, the Store
+// among them).
 // Requests in flight finish under the configuration they started with.
-// Verdicts cached under another policy generation are not used again; they
+// Outcomes cached under another policy generation are not used again; they
 // leave the cache as it fills.
 func (s *Server) Reload(o Options) error {
 	st, err := newState(o)
 	if err != nil {
 		return err
 	}
-	s.verdicts.Resize(maxEntries(o))
+	s.judge.Resize(maxEntries(o))
 	s.state.Store(st)
 	return nil
 }
@@ -126,15 +141,13 @@ func newState(o Options) (*state, error) {
 		return nil, errors.New("proxy: Policy is required")
 	}
 	st := &state{
-		policy:    o.Policy,
-		upstreams: map[string]*upstream.Client{},
-		def:       o.DefaultUpstream,
-		allowTTL:  o.AllowTTL,
-		denyTTL:   o.DenyTTL,
-		timeout:   o.VerifyTimeout,
+		policy:       o.Policy,
+		upstreams:    map[string]*upstream.Client{},
+		def:          o.DefaultUpstream,
+		writeTimeout: o.WriteTimeout,
 	}
-	if st.timeout == 0 {
-		st.timeout = 30 * time.Second
+	if st.writeTimeout == 0 {
+		st.writeTimeout = 30 * time.Second
 	}
 	for _, u := range o.Upstreams {
 		st.upstreams[u.Name()] = u
@@ -152,33 +165,54 @@ func maxEntries(o Options) int {
 	return o.MaxEntries
 }
 
-// ServeHTTP routes one request and renders any error it returns.
+// ServeHTTP routes one request and renders any error it returns. A panic
+// fails that request with 503 (if nothing was written yet), not the process.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	sw := &statusWriter{ResponseWriter: w}
+	var rt route
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.metrics.Panic()
+			s.log.Error("panic serving a request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if sw.status == 0 {
+				writeError(sw, r, errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "internal error, failing closed"))
+			}
+		}
+		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
+	}()
 	rt, err := s.serve(sw, r, s.state.Load())
 	var cut *streamCut
 	if errors.As(err, &cut) {
 		// Past the status line: only a cut connection tells the client.
-		s.metrics.Request(rt.upstream, rt.kind, sw.status)
+		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
 		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
-		he := classify(err, errcode.ErrorCodeUnknown)
+		he := s.classify(r, err, errcode.ErrorCodeUnknown)
 		if he.status >= 500 {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
 		}
 		writeError(sw, r, he)
 	}
-	kind, code := rt.kind, sw.status
+}
+
+func orOther(kind string) string {
 	if kind == "" {
-		kind = "other"
+		return "other"
 	}
+	return kind
+}
+
+func orOK(code int) int {
 	if code == 0 {
-		code = http.StatusOK
+		return http.StatusOK
 	}
-	s.metrics.Request(rt.upstream, kind, code)
+	return code
 }
 
 // statusWriter remembers the status code written, for metrics.
@@ -236,20 +270,47 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 	case kindManifest:
 		return rt, s.manifest(w, r, st, up, rt)
 	case kindBlob:
-		return rt, s.blob(w, r, up, rt)
+		return rt, s.blob(w, r, st, up, rt)
 	case kindTags:
 		if r.Method != http.MethodGet {
 			return rt, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "tags/list takes GET")
 		}
-		return rt, s.passThrough(w, r, up, rt, "tags/list")
-	default: // referrers
-		return rt, s.passThrough(w, r, up, rt, "referrers/"+rt.ref)
+		_, err := s.passThrough(w, r, up, rt, "tags/list", http.StatusOK, http.StatusNotFound)
+		return rt, err
+	default:
+		return rt, s.referrers(w, r, up, rt)
 	}
+}
+
+// referrers answers the referrers API: the upstream's answer, or, from an
+// upstream without the API, the referrers listed in its `sha256-<hex>`
+// fallback tag. Clients (cosign, notation, oras) then never need to pull
+// that tag, which is an index and judged like any other.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
+func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref, http.StatusOK)
+	if served || err != nil {
+		return err
+	}
+	start := time.Now()
+	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref)
+	s.upstreamDone(rt.upstream, rt.kind, start, err)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", oci.OCIIndex)
+	h.Set("Content-Length", strconv.Itoa(len(index)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, err = w.Write(index)
+	}
+	return err
 }
 
 // blobThrough streams a blob from the upstream; memory use does not grow
 // with its size.
-func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
+func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	hdr := http.Header{}
 	if v := r.Header.Get("Range"); v != "" {
 		hdr.Set("Range", v)
@@ -277,28 +338,59 @@ func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, up *upstrea
 	if r.Method == http.MethodGet {
 		// A failure here is past the status line: the client sees a short
 		// body, which its digest check catches.
-		if _, err := io.Copy(w, resp.Body); err != nil {
+		if err := stream(w, resp.Body, st.writeTimeout); err != nil {
 			s.log.Debug("blob stream ended early", "digest", rt.ref, "err", err)
 		}
 	}
 	return nil
 }
 
-// passThrough relays tags/list and referrers answers unjudged.
-func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route, suffix string) error {
+var streamBuffers = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
+// stream copies body to w, giving up when the client accepts nothing for
+// idle: a client that stops reading frees its connection.
+func stream(w http.ResponseWriter, body io.Reader, idle time.Duration) error {
+	rc := http.NewResponseController(w)
+	buf := streamBuffers.Get().(*[64 << 10]byte)
+	defer streamBuffers.Put(buf)
+	for {
+		n, rerr := body.Read(buf[:])
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(idle))
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// passThrough relays tags/list and referrers answers of the given statuses
+// unjudged, and reports whether it did; a 404 it does not relay is left to
+// the caller.
+func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route, suffix string, relay ...int) (bool, error) {
 	q := r.URL.Query()
 	q.Del("ns")
 	start := time.Now()
 	resp, err := up.Do(r.Context(), r.Method, rt.repo, suffix, q.Encode(), http.Header{"Accept": r.Header.Values("Accept")})
 	if err != nil {
 		s.upstreamDone(rt.upstream, rt.kind, start, err)
-		return err
+		return false, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+	if resp.StatusCode == http.StatusNotFound && !slices.Contains(relay, http.StatusNotFound) {
+		s.upstreamDone(rt.upstream, rt.kind, start, nil)
+		return false, nil
+	}
+	if !slices.Contains(relay, resp.StatusCode) {
 		err := up.StatusError(suffix, resp)
 		s.upstreamDone(rt.upstream, rt.kind, start, err)
-		return err
+		return false, err
 	}
 	s.upstreamDone(rt.upstream, rt.kind, start, nil)
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest", "OCI-Filters-Applied")
@@ -307,7 +399,7 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstrea
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, err = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
-	return err
+	return true, err
 }
 
 func copyHeaders(dst, src http.Header, names ...string) {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
@@ -110,12 +111,12 @@ func Read(r io.Reader, envs Environments) (*Log, error) {
 		}
 		l.Records++
 		repo, ok := strings.CutPrefix(rec.Image, rec.Upstream+"/")
-		if rec.Decision == audit.Error || rec.Rule == "(signature artifact)" || rec.Digest == "" || !ok {
+		if rec.Decision == audit.Error || rec.Rule == policy.ArtifactRule || rec.Digest == "" || !ok {
 			l.Skipped++
 			continue
 		}
 		tag := rec.Reference
-		if strings.Contains(tag, ":") {
+		if oci.IsDigest(tag) {
 			tag = ""
 		}
 		client := policy.Client{}
@@ -159,13 +160,21 @@ const (
 	timeout     = time.Minute
 )
 
-// Run judges every pull as the proxy would: an image index first, then
-// each platform image, which passes without its own signatures when an
-// index that lists it is allowed for the same environment (the runtime
-// fetched it through that index). Results are in the order of pulls.
+// Run judges every pull as the proxy would, through one policy.Judge: the
+// image indexes first, then the rest, so that a platform image inherits
+// what an allowed index of the same repository that lists it proved (the
+// runtime fetched it through that index). Results are in the order of
+// pulls.
 func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 	results := make([]Result, len(pulls))
-	manifests := make([]*upstream.Manifest, len(pulls))
+	manifests := make([]*oci.Manifest, len(pulls))
+	judge, err := policy.NewJudge(8*len(pulls)+1024, nil)
+	if err != nil {
+		for i, p := range pulls {
+			results[i] = Result{Pull: *p, Now: failed(err)}
+		}
+		return results
+	}
 	each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 		results[i].Pull = *p
 		up := j.Upstreams[p.Upstream]
@@ -180,21 +189,14 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 		}
 		manifests[i] = m
 	})
-	judge := func(index bool) {
+	judgeAll := func(index bool) {
 		each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 			m := manifests[i]
 			if m == nil || m.IsIndex() != index {
 				return
 			}
-			if !index {
-				if d, ok := inherited(pulls, manifests, results, i); ok {
-					results[i].Now = d
-					return
-				}
-			}
-			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Digest: p.Digest,
-				MediaType: m.MediaType, IsIndex: m.IsIndex(), Environment: p.Environment}
-			v, err := j.Policy.Evaluate(ctx, j.Upstreams[p.Upstream], subj)
+			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Environment: p.Environment}
+			v, err := judge.Decide(ctx, j.Policy, j.Upstreams[p.Upstream], subj, m)
 			if err != nil {
 				results[i].Now = failed(err)
 				return
@@ -202,8 +204,8 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 			results[i].Now = Decision{Decision: v.Decision(), Rule: v.Rule, Reasons: v.Reasons}
 		})
 	}
-	judge(true)
-	judge(false)
+	judgeAll(true)
+	judgeAll(false)
 	return results
 }
 
@@ -221,28 +223,6 @@ func each(ctx context.Context, pulls []*Pull, fn func(ctx context.Context, i int
 		})
 	}
 	_ = g.Wait()
-}
-
-// inherited returns the decision platform image i takes from an allowed
-// index of the same repository and environment that lists it.
-func inherited(pulls []*Pull, manifests []*upstream.Manifest, results []Result, i int) (Decision, bool) {
-	p := pulls[i]
-	for k, idx := range manifests {
-		q := pulls[k]
-		if idx == nil || !idx.IsIndex() || q.Upstream != p.Upstream || q.Repository != p.Repository || q.Environment != p.Environment {
-			continue
-		}
-		now := results[k].Now
-		if now.Decision != audit.Allow && now.Decision != audit.Breakglass {
-			continue
-		}
-		for _, d := range idx.Manifests {
-			if d.Digest == p.Digest {
-				return Decision{Decision: now.Decision, Rule: now.Rule, Reasons: []string{"listed in allowed index " + q.Digest}}, true
-			}
-		}
-	}
-	return Decision{}, false
 }
 
 func failed(err error) Decision {

@@ -138,6 +138,26 @@ func AttachBundle(ctx context.Context, repo name.Repository, subject v1.Descript
 	return putReferrer(ctx, repo, subject, bundleReferrer(bundle, content, predicateType, BundleMediaType), fallbackTag, opts...)
 }
 
+// AttachGitHubAttestation stores an attestation bundle as a referrer of
+// subject the way `actions/attest-build-provenance` does with
+// push-to-registry: true: a manifest whose artifactType and only layer
+// have the bundle's own media type (mediaType: v0.3, or v0.2 for older
+// runs), the empty config, and the annotations dev.sigstore.bundle.content
+// ("dsse-envelope") and dev.sigstore.bundle.predicateType. With
+// fallbackTag it also records the referrer in the `sha256-<hex>` index.
+func AttachGitHubAttestation(ctx context.Context, repo name.Repository, subject v1.Descriptor, bundle []byte, mediaType, predicateType string, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
+	r := referrer{
+		layer: bundle, layerMediaType: mediaType,
+		annotations: map[string]string{
+			BundleContentAnnotation:            "dsse-envelope",
+			BundlePredicateTypeAnnotation:      predicateType,
+			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
+		},
+		artifactType: mediaType, indexArtifactType: types.MediaType(mediaType),
+	}
+	return putReferrer(ctx, repo, subject, r, fallbackTag, opts...)
+}
+
 // bundleReferrer is the referrer in which cosign stores a Sigstore bundle;
 // indexArtifactType is how its entry in the fallback index is typed.
 func bundleReferrer(bundle []byte, content, predicateType string, indexArtifactType types.MediaType) referrer {

@@ -14,11 +14,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -40,6 +43,9 @@ type Options struct {
 	// Limits bound what is read from this upstream; zero fields take the
 	// defaults.
 	Limits Limits
+	// Budget, shared by every upstream, bounds the manifest and signature
+	// bytes read at once; nil: unbounded.
+	Budget *budget.Budget
 }
 
 // Limits bound the work and memory one upstream can cause.
@@ -108,7 +114,10 @@ type Client struct {
 	// its token.
 	repos     *lru.Cache[string, http.RoundTripper]
 	flight    singleflight.Group
-	manifests *cache.Bounded[string, *Manifest] // by "<repo>@<digest>"
+	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
+	// recognized keeps artifact checks by manifest digest.
+	recognized *lru.Cache[string, Recognition]
+	budget     *budget.Budget
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64
@@ -147,15 +156,18 @@ func New(o Options) (*Client, error) {
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
+	recognized, _ := lru.New[string, Recognition](4096)
 	return &Client{
-		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
-		name:      o.Name,
-		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
-		reg:       reg,
-		auth:      auth,
-		inner:     inner,
-		limits:    o.Limits,
-		repos:     repos,
+		manifests:  cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
+		recognized: recognized,
+		budget:     o.Budget,
+		name:       o.Name,
+		base:       &url.URL{Scheme: u.Scheme, Host: u.Host},
+		reg:        reg,
+		auth:       auth,
+		inner:      inner,
+		limits:     o.Limits,
+		repos:      repos,
 	}, nil
 }
 
@@ -192,7 +204,8 @@ func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper,
 
 // Do sends method to /v2/<repo>/<suffix> on the upstream with the given
 // query and headers, authenticated for repo, following the upstream's
-// redirects (blob stores and CDNs). The caller closes the body. A response
+// redirects (blob stores and CDNs) but never from https to http; the
+// credential goes to the upstream's own host only. The caller closes the body. A response
 // of any status is returned as is; an error means no response was had.
 func (c *Client) Do(ctx context.Context, method, repo, suffix, rawQuery string, header http.Header) (*http.Response, error) {
 	rt, err := c.transport(ctx, repo)
@@ -217,12 +230,19 @@ func (c *Client) Do(ctx context.Context, method, repo, suffix, rawQuery string, 
 	return resp, nil
 }
 
+// checkRedirect refuses long chains, other schemes and downgrades. The
+// credential never follows a redirect to another host: the authenticating
+// transport adds it only for the upstream's host, and http.Client drops
+// the headers it copies when the host changes.
 func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("more than 5 redirects")
 	}
 	if req.URL.Scheme != "https" && req.URL.Scheme != "http" {
 		return fmt.Errorf("redirect to a %s URL", req.URL.Scheme)
+	}
+	if req.URL.Scheme == "http" && slices.ContainsFunc(via, func(r *http.Request) bool { return r.URL.Scheme == "https" }) {
+		return fmt.Errorf("refusing a redirect from https to plain http (%s)", req.URL.Redacted())
 	}
 	return nil
 }
@@ -269,4 +289,4 @@ func (c *Client) StatusError(op string, resp *http.Response) error {
 // manifestFootprint estimates the memory a cached manifest holds: its bytes,
 // and the parsed descriptors with their annotations, which take about twice
 // as much again.
-func manifestFootprint(m *Manifest) int64 { return 3*int64(len(m.Raw)) + 1024 }
+func manifestFootprint(m *oci.Manifest) int64 { return 3*int64(len(m.Raw)) + 1024 }

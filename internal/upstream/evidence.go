@@ -15,37 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-)
 
-// Media types and annotations of cosign signatures and attestations.
-const (
-	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
-	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
-	SignatureArtifactType  = "application/vnd.dev.cosign.artifact.sig.v1+json"
-	// DSSEMediaType is the media type of each layer of the .att manifest:
-	// one DSSE envelope of an in-toto statement.
-	DSSEMediaType = "application/vnd.dsse.envelope.v1+json"
-	// BundleMediaTypePrefix starts the media types of Sigstore bundles, in
-	// which `cosign attest --new-bundle-format` stores an attestation as an
-	// OCI 1.1 referrer.
-	BundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
-	// PredicateTypeAnnotation names the predicate type of a .att layer;
-	// BundlePredicateTypeAnnotation that of a bundle referrer manifest.
-	// Neither is signed: they only spare reading attestations of other
-	// types, the signed statement decides.
-	PredicateTypeAnnotation       = "predicateType"
-	BundlePredicateTypeAnnotation = "dev.sigstore.bundle.predicateType"
-	bundleContentAnnotation       = "dev.sigstore.bundle.content"
-	emptyJSON                     = "application/vnd.oci.empty.v1+json"
-	// CosignSignPredicateType is the predicate type of the DSSE bundle
-	// that `cosign sign` (v3) stores as a referrer: an image signature.
-	CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
-	// Annotations of a keyless or logged cosign layer (.sig or .att): the
-	// PEM signing certificate, the Rekor entry with its signed entry
-	// timestamp, and an RFC 3161 timestamp.
-	CertificateAnnotation = "dev.sigstore.cosign/certificate"
-	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
-	TimestampAnnotation   = "dev.sigstore.cosign/rfc3161timestamp"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
 // referrersRecheck is how long an upstream without the referrers API is
@@ -63,10 +34,10 @@ type Signature struct {
 	Payload   []byte
 	Signature []byte
 	// Certificate, RekorBundle and Timestamp are the layer's annotations
-	// of those names (see CertificateAnnotation), empty when absent.
+	// of those names (see oci.CertificateAnnotation), empty when absent.
 	Certificate, RekorBundle, Timestamp []byte
-	// Bundle is a Sigstore bundle (BundleMediaType, as `cosign sign`
-	// v3 writes), in place of Payload and Signature.
+	// Bundle is a Sigstore bundle (as `cosign sign` v3 writes), in place
+	// of Payload and Signature.
 	Bundle []byte
 }
 
@@ -93,10 +64,20 @@ type Want struct {
 	// PredicateTypes are the predicate types of the attestations wanted;
 	// none means no attestations.
 	PredicateTypes []string
-	// Enough, when set, is asked once the tag schemes are read: if the
-	// evidence found there already suffices, the referrers are not read.
-	Enough func(*Evidence) bool
+	// From says where to look; zero means Everywhere.
+	From Places
 }
+
+// Places are where evidence is stored.
+type Places int
+
+// The places of evidence: cosign's tag schemes (`sha256-<hex>.sig` and
+// `.att`), and the OCI 1.1 referrers (or their fallback tag).
+const (
+	TagSchemes Places = 1 << iota
+	Referrers
+	Everywhere = TagSchemes | Referrers
+)
 
 // Evidence is everything found stored for one digest.
 type Evidence struct {
@@ -110,30 +91,23 @@ type Evidence struct {
 	AttestationProblems []string
 }
 
-// Evidence finds what want asks for, stored for digest in repo: cosign
-// signatures in the `sha256-<hex>.sig` tag, attestations in the
-// `sha256-<hex>.att` tag, and both among the digest's OCI 1.1 referrers (or,
-// where the upstream has no referrers API, in the `sha256-<hex>` fallback
-// tag), asking for the referrers once for both. An error means the upstream
-// could not be asked; finding nothing is not an error.
+// Evidence finds what want asks for, stored for digest in repo, in the
+// places it names: cosign signatures in the `sha256-<hex>.sig` tag,
+// attestations in the `sha256-<hex>.att` tag, and both among the digest's
+// OCI 1.1 referrers (or, where the upstream has no referrers API, in the
+// `sha256-<hex>` fallback tag), asking for the referrers once for both. An
+// error means the upstream could not be asked; finding nothing is not an
+// error.
 func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (*Evidence, error) {
 	ev := &Evidence{}
 	if !want.Signatures && len(want.PredicateTypes) == 0 {
 		return ev, nil
 	}
-	if want.Enough == nil {
-		return ev, c.gather(ctx, repo, digest, want, ev, true, true)
+	from := want.From
+	if from == 0 {
+		from = Everywhere
 	}
-	// The tag schemes first: when they already satisfy the caller, the
-	// referrers are not asked, which spares the upstream a request on most
-	// cold verifications.
-	if err := c.gather(ctx, repo, digest, want, ev, true, false); err != nil {
-		return nil, err
-	}
-	if want.Enough(ev) {
-		return ev, nil
-	}
-	if err := c.gather(ctx, repo, digest, want, ev, false, true); err != nil {
+	if err := c.gather(ctx, repo, digest, want, ev, from&TagSchemes != 0, from&Referrers != 0); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -142,7 +116,7 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 // gather reads into ev what want asks for from the tag schemes (tags) and
 // from the referrers (referrers), the manifests concurrently.
 func (c *Client) gather(ctx context.Context, repo, digest string, want Want, ev *Evidence, tags, referrers bool) error {
-	tag := strings.Replace(digest, ":", "-", 1)
+	tag := oci.FallbackTag(digest)
 	wantAtt := len(want.PredicateTypes) > 0
 	var (
 		mu   sync.Mutex
@@ -190,11 +164,11 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want Want, ev 
 
 type sourced struct {
 	source string
-	m      *Manifest
+	m      *oci.Manifest
 }
 
 // optionalManifest is Manifest where "not found" is an answer, not an error.
-func (c *Client) optionalManifest(ctx context.Context, repo, ref string) (*Manifest, error) {
+func (c *Client) optionalManifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
 	m, err := c.Manifest(ctx, repo, ref)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
@@ -237,18 +211,18 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 
 // mayHold reports whether the referrer d may hold wanted evidence, judging
 // by the artifact type and annotations of its descriptor.
-func (w Want) mayHold(d Descriptor) bool {
+func (w Want) mayHold(d oci.Descriptor) bool {
 	switch at := d.ArtifactType; {
-	case at == "" || at == emptyJSON:
+	case at == "" || at == oci.EmptyJSON:
 		// Some registries, and the fallback index that cosign writes,
 		// take the artifact type from the empty config: it could be
 		// anything.
 		return w.Signatures || len(w.PredicateTypes) > 0
-	case at == SignatureArtifactType:
+	case at == oci.SignatureArtifactType:
 		return w.Signatures
-	case strings.HasPrefix(at, BundleMediaTypePrefix) || at == DSSEMediaType:
-		return w.wantsBundle(d.Annotations) || w.wantsPredicate(d.Annotations[BundlePredicateTypeAnnotation]) &&
-			d.Annotations[bundleContentAnnotation] != "message-signature"
+	case strings.HasPrefix(at, oci.BundlePrefix) || at == oci.DSSE:
+		return w.wantsBundle(d.Annotations) || w.wantsPredicate(d.Annotations[oci.BundlePredicateTypeAnnotation]) &&
+			d.Annotations[oci.BundleContentAnnotation] != "message-signature"
 	}
 	return false // SBOMs, other artifacts
 }
@@ -260,8 +234,8 @@ func (w Want) wantsBundle(annotations map[string]string) bool {
 	if !w.Signatures {
 		return false
 	}
-	pt := annotations[BundlePredicateTypeAnnotation]
-	return pt == "" || pt == CosignSignPredicateType || annotations[bundleContentAnnotation] == "message-signature"
+	pt := annotations[oci.BundlePredicateTypeAnnotation]
+	return pt == "" || pt == oci.CosignSignPredicateType || annotations[oci.BundleContentAnnotation] == "message-signature"
 }
 
 // wantsPredicate reports whether an attestation annotated with predicate
@@ -275,18 +249,18 @@ func (w Want) wantsPredicate(pt string) bool {
 
 // referrersIndex asks the referrers API, and the fallback tag where the
 // upstream has no such API.
-func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag string) (*Manifest, error) {
+func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag string) (*oci.Manifest, error) {
 	if time.Now().UnixNano() < c.noReferrersAPIUntil.Load() {
 		return c.optionalManifest(ctx, repo, fallbackTag)
 	}
 	op := "referrers " + repo + "@" + digest
-	resp, err := c.Do(ctx, http.MethodGet, repo, "referrers/"+digest, "", http.Header{"Accept": {OCIIndex}})
+	resp, err := c.Do(ctx, http.MethodGet, repo, "referrers/"+digest, "", http.Header{"Accept": {oci.OCIIndex}})
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), OCIIndex):
+	case resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), oci.OCIIndex):
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, c.limits.MaxManifestSize+1))
 		if err != nil {
 			return nil, &Error{Upstream: c.name, Op: op, Err: err}
@@ -294,7 +268,7 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 		if int64(len(raw)) > c.limits.MaxManifestSize {
 			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: ErrManifestTooLarge}
 		}
-		m, err := ParseManifest(raw, OCIIndex, "sha256")
+		m, err := oci.ParseManifest(raw, oci.OCIIndex)
 		if err != nil {
 			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
 		}
@@ -327,8 +301,8 @@ func (r *reader) signatureLayers(manifests []sourced) {
 	want := Want{Signatures: true}
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
-			isBundle := strings.HasPrefix(l.MediaType, BundleMediaTypePrefix) && want.wantsBundle(s.m.Annotations)
-			if l.MediaType != SimpleSigningMediaType && !isBundle {
+			isBundle := strings.HasPrefix(l.MediaType, oci.BundlePrefix) && want.wantsBundle(s.m.Annotations)
+			if l.MediaType != oci.SimpleSigning && !isBundle {
 				continue
 			}
 			if n == r.c.limits.MaxSignatures {
@@ -349,16 +323,16 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				})
 				continue
 			}
-			sig, err := base64.StdEncoding.DecodeString(l.Annotations[SignatureAnnotation])
+			sig, err := base64.StdEncoding.DecodeString(l.Annotations[oci.SignatureAnnotation])
 			if err != nil || len(sig) == 0 {
-				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("%s: layer %s has no valid %s annotation", s.source, l.Digest, SignatureAnnotation))
+				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("%s: layer %s has no valid %s annotation", s.source, l.Digest, oci.SignatureAnnotation))
 				continue
 			}
 			r.ev.Signatures = append(r.ev.Signatures, Signature{
 				Source: s.source, Signature: sig,
-				Certificate: []byte(l.Annotations[CertificateAnnotation]),
-				RekorBundle: []byte(l.Annotations[RekorBundleAnnotation]),
-				Timestamp:   []byte(l.Annotations[TimestampAnnotation]),
+				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),
+				RekorBundle: []byte(l.Annotations[oci.RekorBundleAnnotation]),
+				Timestamp:   []byte(l.Annotations[oci.TimestampAnnotation]),
 			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
@@ -382,11 +356,11 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 	max := r.c.limits.MaxAttestations
 	for _, s := range manifests {
 		for _, l := range slices.Backward(s.m.Layers) {
-			pt := l.Annotations[PredicateTypeAnnotation]
+			pt := l.Annotations[oci.PredicateTypeAnnotation]
 			if pt == "" {
-				pt = s.m.Annotations[BundlePredicateTypeAnnotation]
+				pt = s.m.Annotations[oci.BundlePredicateTypeAnnotation]
 			}
-			isAtt := l.MediaType == DSSEMediaType || strings.HasPrefix(l.MediaType, BundleMediaTypePrefix)
+			isAtt := l.MediaType == oci.DSSE || strings.HasPrefix(l.MediaType, oci.BundlePrefix)
 			if !isAtt || !want.wantsPredicate(pt) {
 				continue
 			}
@@ -396,9 +370,9 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 			}
 			r.ev.Attestations = append(r.ev.Attestations, Attestation{
 				Source: s.source, Digest: l.Digest, MediaType: l.MediaType,
-				Certificate: []byte(l.Annotations[CertificateAnnotation]),
-				RekorBundle: []byte(l.Annotations[RekorBundleAnnotation]),
-				Timestamp:   []byte(l.Annotations[TimestampAnnotation]),
+				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),
+				RekorBundle: []byte(l.Annotations[oci.RekorBundleAnnotation]),
+				Timestamp:   []byte(l.Annotations[oci.TimestampAnnotation]),
 			})
 			i, source, l := len(r.ev.Attestations)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
@@ -438,7 +412,7 @@ func (r *reader) read(ctx context.Context) error {
 // blob reads one layer of at most limit bytes and checks it against its
 // digest. A problem is a reason the layer cannot count; an error is an
 // upstream failure.
-func (c *Client) blob(ctx context.Context, repo string, l Descriptor, limit int64, what string) ([]byte, string, error) {
+func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit int64, what string) ([]byte, string, error) {
 	if l.Size > limit {
 		return nil, fmt.Sprintf("%s %s is %d bytes, over the %d-byte limit", what, l.Digest, l.Size, limit), nil
 	}
@@ -446,6 +420,16 @@ func (c *Client) blob(ctx context.Context, repo string, l Descriptor, limit int6
 		return nil, fmt.Sprintf("%s digest %q is not sha256", what, l.Digest), nil
 	}
 	op := what + " " + l.Digest
+	// Read no more than the descriptor declares: bytes past it cannot
+	// match the digest anyway.
+	if l.Size > 0 {
+		limit = l.Size
+	}
+	release, err := c.budget.Acquire(limit)
+	if err != nil {
+		return nil, "", &Error{Upstream: c.name, Op: op, Err: err}
+	}
+	defer release()
 	resp, err := c.Do(ctx, http.MethodGet, repo, "blobs/"+l.Digest, "", nil)
 	if err != nil {
 		return nil, "", err
@@ -463,6 +447,9 @@ func (c *Client) blob(ctx context.Context, repo string, l Descriptor, limit int6
 		return nil, "", &Error{Upstream: c.name, Op: op, Err: err}
 	}
 	if int64(len(b)) > limit {
+		if l.Size > 0 {
+			return nil, fmt.Sprintf("%s %s is larger than the %d bytes its descriptor declares", what, l.Digest, l.Size), nil
+		}
 		return nil, fmt.Sprintf("%s %s is over the %d-byte limit", what, l.Digest, limit), nil
 	}
 	sum := sha256.Sum256(b)
@@ -470,4 +457,23 @@ func (c *Client) blob(ctx context.Context, repo string, l Descriptor, limit int6
 		return nil, fmt.Sprintf("%s does not match its digest %s", what, l.Digest), nil
 	}
 	return b, "", nil
+}
+
+// emptyIndex is the referrers answer for a digest that nothing refers to.
+var emptyIndex = []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`)
+
+// ReferrersFallback returns the referrers of digest in repo read from the
+// `sha256-<hex>` fallback tag, as an OCI image index (an empty one when the
+// tag is absent), for an upstream without the referrers API. The proxy
+// answers the referrers API with it, so that clients never need to pull
+// that tag: it is an index, judged like any other.
+func (c *Client) ReferrersFallback(ctx context.Context, repo, digest string) ([]byte, error) {
+	m, err := c.optionalManifest(ctx, repo, oci.FallbackTag(digest))
+	if err != nil {
+		return nil, err
+	}
+	if m == nil || m.MediaType != oci.OCIIndex {
+		return emptyIndex, nil
+	}
+	return m.Raw, nil
 }

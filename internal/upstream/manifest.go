@@ -1,163 +1,31 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
-)
 
-// Manifest media types authz-proxy serves.
-const (
-	OCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	OCIIndex       = "application/vnd.oci.image.index.v1+json"
-	DockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	DockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
-
-// accept is what the proxy asks upstreams for: every manifest type it can
-// judge, so that the upstream never converts a manifest (a converted
-// manifest has another digest).
-var accept = strings.Join([]string{OCIIndex, OCIManifest, DockerList, DockerManifest}, ", ")
 
 // Errors that mean the upstream sent something the proxy will not serve.
 var (
 	ErrManifestTooLarge = errors.New("manifest too large")
 	ErrDigestMismatch   = errors.New("manifest bytes do not match the digest asked for")
-	ErrInvalidManifest  = errors.New("invalid manifest")
 )
-
-// Descriptor is the part of an OCI descriptor the proxy reads.
-type Descriptor struct {
-	MediaType    string            `json:"mediaType"`
-	Digest       string            `json:"digest"`
-	Size         int64             `json:"size"`
-	ArtifactType string            `json:"artifactType,omitempty"`
-	Annotations  map[string]string `json:"annotations,omitempty"`
-}
-
-// Manifest is a manifest as fetched: the exact bytes, and the digest and
-// media type derived from them. These bytes are what the proxy judges and
-// serves.
-type Manifest struct {
-	Raw       []byte
-	Digest    string
-	MediaType string
-
-	ArtifactType string
-	Config       Descriptor
-	Layers       []Descriptor
-	Manifests    []Descriptor
-	Subject      *Descriptor
-	Annotations  map[string]string
-}
-
-// IsIndex reports whether m is an image index or manifest list.
-func (m *Manifest) IsIndex() bool { return m.MediaType == OCIIndex || m.MediaType == DockerList }
-
-// Runnable reports whether any layer is a filesystem layer a runtime would
-// unpack and run.
-func (m *Manifest) Runnable() bool {
-	for _, l := range m.Layers {
-		if strings.HasPrefix(l.MediaType, "application/vnd.oci.image.layer.") ||
-			strings.HasPrefix(l.MediaType, "application/vnd.docker.image.rootfs.") {
-			return true
-		}
-	}
-	return false
-}
-
-// ParseManifest derives a Manifest from raw bytes. contentType is the
-// upstream's Content-Type, used only where the bytes do not say their type.
-func ParseManifest(raw []byte, contentType, algorithm string) (*Manifest, error) {
-	digest, err := digestOf(raw, algorithm)
-	if err != nil {
-		return nil, err
-	}
-	return parseManifest(raw, contentType, digest)
-}
-
-func parseManifest(raw []byte, contentType, digest string) (*Manifest, error) {
-	var body struct {
-		SchemaVersion int               `json:"schemaVersion"`
-		MediaType     string            `json:"mediaType"`
-		ArtifactType  string            `json:"artifactType"`
-		Config        Descriptor        `json:"config"`
-		Layers        []Descriptor      `json:"layers"`
-		Manifests     []Descriptor      `json:"manifests"`
-		Subject       *Descriptor       `json:"subject"`
-		Annotations   map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		return nil, fmt.Errorf("%w: not JSON: %v", ErrInvalidManifest, err)
-	}
-	if body.SchemaVersion != 2 {
-		return nil, fmt.Errorf("%w: schemaVersion %d (only schema 2 manifests are supported)", ErrInvalidManifest, body.SchemaVersion)
-	}
-	mt := body.MediaType
-	if mt == "" {
-		mt, _, _ = mime.ParseMediaType(contentType)
-	}
-	switch mt {
-	case OCIManifest, DockerManifest, OCIIndex, DockerList:
-	case "":
-		mt = OCIManifest
-		if body.Manifests != nil {
-			mt = OCIIndex
-		}
-	default:
-		return nil, fmt.Errorf("%w: media type %q is not an image manifest or index", ErrInvalidManifest, mt)
-	}
-	m := &Manifest{
-		Raw:          raw,
-		Digest:       digest,
-		MediaType:    mt,
-		ArtifactType: body.ArtifactType,
-		Config:       body.Config,
-		Layers:       body.Layers,
-		Manifests:    body.Manifests,
-		Subject:      body.Subject,
-		Annotations:  body.Annotations,
-	}
-	if m.IsIndex() && len(body.Layers) > 0 || !m.IsIndex() && len(body.Manifests) > 0 {
-		return nil, fmt.Errorf("%w: %s with the fields of another type", ErrInvalidManifest, mt)
-	}
-	return m, nil
-}
-
-// digestOf is "<algorithm>:<hex>" of raw.
-func digestOf(raw []byte, algorithm string) (string, error) {
-	var h hash.Hash
-	switch algorithm {
-	case "sha256":
-		h = sha256.New()
-	case "sha512":
-		h = sha512.New()
-	default:
-		return "", fmt.Errorf("%w: unsupported digest algorithm %q", ErrInvalidManifest, algorithm)
-	}
-	h.Write(raw)
-	return algorithm + ":" + hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // Manifest fetches the manifest at repo:ref (a tag or a digest) once, reading
 // at most the manifest size limit, and derives its digest from the bytes.
-// When ref is a digest the bytes must hash to it.
-func (c *Client) Manifest(ctx context.Context, repo, ref string) (*Manifest, error) {
+// When ref is a digest the bytes must hash to it. While the bytes are read
+// they count against the memory budget; past it, the error wraps
+// budget.ErrExhausted.
+func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
-	algorithm, wantDigest := "sha256", ""
-	if a, _, ok := strings.Cut(ref, ":"); ok {
-		algorithm, wantDigest = a, ref
-	}
-	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", http.Header{"Accept": {accept}})
+	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
 	if err != nil {
 		return nil, err
 	}
@@ -169,35 +37,47 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*Manifest, err
 	if resp.ContentLength > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrManifestTooLarge, resp.ContentLength, limit)}
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	size := limit
+	if resp.ContentLength >= 0 {
+		size = resp.ContentLength
+	}
+	release, err := c.budget.Acquire(size)
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
+	defer release()
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: err}
+	}
+	raw := buf.Bytes()
 	if int64(len(raw)) > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: over the %d-byte limit", ErrManifestTooLarge, limit)}
 	}
-	digest, err := digestOf(raw, algorithm)
+	if oci.IsDigest(ref) {
+		got, err := oci.DigestOf(raw, ref)
+		if err != nil {
+			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
+		}
+		if got != ref {
+			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: got %s", ErrDigestMismatch, got)}
+		}
+	}
+	m, err := oci.ParseManifest(raw, resp.Header.Get("Content-Type"))
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
 	}
-	if wantDigest != "" && digest != wantDigest {
-		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: got %s", ErrDigestMismatch, digest)}
+	// The same digest is the same bytes: keep one copy, parsed once.
+	if held, ok := c.Cached(repo, m.Digest); ok {
+		return held, nil
 	}
-	// The same digest is the same bytes: parsed once.
-	if m, ok := c.Cached(repo, digest); ok {
-		return m, nil
-	}
-	m, err := parseManifest(raw, resp.Header.Get("Content-Type"), digest)
-	if err != nil {
-		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
-	}
-	c.manifests.Add(repo+"@"+digest, m)
+	c.manifests.Add(repo+"@"+m.Digest, m)
 	return m, nil
 }
 
-// Cached returns the manifest with digest in repo if it was fetched recently:
-// bytes that hash to digest, as fetched from this upstream.
-func (c *Client) Cached(repo, digest string) (*Manifest, bool) {
+// Cached returns the manifest with (sha256) digest in repo if it was fetched
+// recently: bytes that hash to digest, as fetched from this upstream.
+func (c *Client) Cached(repo, digest string) (*oci.Manifest, bool) {
 	return c.manifests.Get(repo + "@" + digest)
 }
 
@@ -205,7 +85,7 @@ func (c *Client) Cached(repo, digest string) (*Manifest, bool) {
 // the manifest. The answer is a lookup key for verified bytes the caller
 // already holds, never something served on its own.
 func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
-	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", http.Header{"Accept": {accept}})
+	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
 	if err != nil {
 		return "", err
 	}
@@ -214,4 +94,56 @@ func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
 		return "", c.StatusError("manifest "+repo+":"+ref, resp)
 	}
 	return resp.Header.Get("Docker-Content-Digest"), nil
+}
+
+// Recognize tells whether m, fetched from repo, positively is a signature or
+// attestation artifact: its manifest passes oci.CheckArtifactManifest and
+// every layer, read with the bounded, digest-checked fetch, passes
+// oci.CheckArtifactLayer. The answer depends on the bytes alone, so it is
+// kept per digest. An error means the upstream could not be asked.
+func (c *Client) Recognize(ctx context.Context, repo string, m *oci.Manifest) (Recognition, error) {
+	if r, ok := c.recognized.Get(m.Digest); ok {
+		return r, nil
+	}
+	r, final, err := c.recognize(ctx, repo, m)
+	if err != nil {
+		return Recognition{}, err
+	}
+	if final {
+		c.recognized.Add(m.Digest, r)
+	}
+	return r, nil
+}
+
+// Recognition is the outcome of the artifact check of one manifest.
+type Recognition struct {
+	// Artifact is true when the manifest is a signature or attestation
+	// artifact, served without policy.
+	Artifact bool
+	// Why says, when Artifact is false, why not.
+	Why string
+}
+
+// recognize does the check; final reports whether the outcome follows from
+// the bytes alone (a layer missing from this repository does not).
+func (c *Client) recognize(ctx context.Context, repo string, m *oci.Manifest) (r Recognition, final bool, err error) {
+	if err := oci.CheckArtifactManifest(m); err != nil {
+		return Recognition{Why: strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": ")}, true, nil
+	}
+	if max := c.limits.MaxSignatures + c.limits.MaxAttestations; len(m.Layers) > max {
+		return Recognition{Why: fmt.Sprintf("it has %d layers, more than the %d read of an artifact", len(m.Layers), max)}, true, nil
+	}
+	for i, l := range m.Layers {
+		data, problem, err := c.blob(ctx, repo, l, c.limits.MaxEnvelopeSize, fmt.Sprintf("layer %d", i))
+		if err != nil {
+			return Recognition{}, false, err
+		}
+		if problem != "" {
+			return Recognition{Why: problem}, !strings.Contains(problem, "missing upstream"), nil
+		}
+		if err := oci.CheckArtifactLayer(l.MediaType, data); err != nil {
+			return Recognition{Why: fmt.Sprintf("layer %d: %s", i, strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": "))}, true, nil
+		}
+	}
+	return Recognition{Artifact: true}, true, nil
 }

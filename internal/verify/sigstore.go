@@ -10,7 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
+	"regexp"
 	"strings"
 	"time"
 
@@ -18,7 +18,6 @@ import (
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
-	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
@@ -67,8 +66,11 @@ const (
 	// from a log of the trusted root.
 	CheckNoTlog Check = "no transparency-log proof"
 	// CheckTimestamp: no verified time of signing (log entry or RFC 3161
-	// timestamp), which a certificate needs.
+	// timestamp) where one is needed, or a timestamp that does not verify.
 	CheckTimestamp Check = "signing time"
+	// CheckNoTimestamp: an RFC 3161 timestamp is required and there is
+	// none.
+	CheckNoTimestamp Check = "no RFC 3161 timestamp"
 	// CheckExpired: the certificate was not valid at the signing time.
 	CheckExpired Check = "certificate expired at signing time"
 	// CheckChain: the certificate does not chain to a certificate
@@ -110,9 +112,11 @@ type Result struct {
 	// LogIndex is the verified transparency-log entry's index, -1 without
 	// one.
 	LogIndex int64
-	// SignedAt is the verified time of signing, from the log entry or a
-	// timestamp authority (TimeSource says which: "tlog" or "timestamp
-	// authority"); zero when none was needed (a key without a log).
+	// SignedAt is the time the signature was checked at: its verified time
+	// of signing, from the log entry or a timestamp authority, or the
+	// current time where no proof was there or needed (TimeSource says
+	// which: TimeTlog, TimeAuthority or TimeCurrent); zero for a key
+	// without a log.
 	SignedAt   time.Time
 	TimeSource string
 }
@@ -133,6 +137,7 @@ type Signed struct {
 	messageDigest string
 	cert          *x509.Certificate
 	tlogEntries   int
+	timestamps    int // RFC 3161 timestamps
 	// message is the raw message signature with its digest algorithm, for
 	// key checks without a log.
 	message *bundle.MessageSignature
@@ -141,6 +146,17 @@ type Signed struct {
 // HasCertificate reports whether s is signed with a certificate (keyless)
 // rather than a key.
 func (s *Signed) HasCertificate() bool { return s.cert != nil }
+
+// CertificateKeyID names the key of s's signing certificate as PublicKey.ID
+// names a key ("sha256:" and the hex SHA-256 of its DER encoding); "" when
+// s has no certificate. One key signs, however many identities match it.
+func (s *Signed) CertificateKeyID() string {
+	if s.cert == nil {
+		return ""
+	}
+	sum := sha256.Sum256(s.cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // IsImageSignature reports whether s signs an image as such: a cosign
 // simple-signing payload, a message signature over a digest, or a DSSE
@@ -180,6 +196,11 @@ func ParseBundle(raw []byte) (*Signed, error) {
 		return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
 	}
 	s.tlogEntries = len(entries)
+	ts, err := b.Timestamps()
+	if err != nil {
+		return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
+	}
+	s.timestamps = len(ts)
 	switch c := pb.Content.(type) {
 	case *protobundle.Bundle_DsseEnvelope:
 		// protojson writes the envelope in DSSE's own JSON form.
@@ -311,6 +332,7 @@ func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error
 			return fmt.Errorf("RFC 3161 timestamp annotation is not cosign's JSON")
 		}
 		e.timestamps = [][]byte{ts.SignedRFC3161Timestamp}
+		s.timestamps = 1
 	}
 	return nil
 }
@@ -363,55 +385,98 @@ type Identity struct {
 	// Issuer is the OIDC issuer, exactly.
 	Issuer string
 	// Subject is the subject alternative name, exactly; or SubjectRegexp
-	// a regular expression it must match.
+	// a regular expression it must match. Without either, a FieldMatch of
+	// the subject made by Matching is required.
 	Subject, SubjectRegexp string
+	// Fields are further conditions on the certificate (its Fulcio
+	// extensions, or the subject again), all of which must hold.
+	Fields []FieldMatch
 }
 
 func (id Identity) String() string {
-	if id.SubjectRegexp != "" {
-		return fmt.Sprintf("issuer %s, subject matching %s", id.Issuer, id.SubjectRegexp)
+	var parts []string
+	for _, m := range id.matches() {
+		parts = append(parts, m.Field+" "+m.Want)
 	}
-	return fmt.Sprintf("issuer %s, subject %s", id.Issuer, id.Subject)
+	return strings.Join(parts, ", ")
+}
+
+// matches are all the conditions of id, the issuer and subject first.
+func (id Identity) matches() []FieldMatch {
+	ms := []FieldMatch{Exact(FieldIssuer, "", id.Issuer)}
+	if id.Subject != "" {
+		ms = append(ms, Exact(FieldSubject, "", id.Subject))
+	}
+	if id.SubjectRegexp != "" {
+		ms = append(ms, Matching(FieldSubject, "", regexp.MustCompile(id.SubjectRegexp), ""))
+	}
+	return append(ms, id.Fields...)
+}
+
+// SigningTime says what proves when a keyless signature was made, which is
+// when its certificate must have been valid.
+type SigningTime struct {
+	// RequireTlog: a transparency-log entry verified against a log of the
+	// trusted root; its signed entry timestamp (Rekor v1) or an RFC 3161
+	// timestamp (needed with a Rekor v2 entry, which carries no time)
+	// dates the signature.
+	RequireTlog bool
+	// RequireTimestamp: an RFC 3161 timestamp from a timestamp authority
+	// of the trusted root, which dates the signature.
+	RequireTimestamp bool
 }
 
 // Keyless verifies signatures made with Fulcio certificates: trusted
-// material (the root), verifier strictness (the log and timestamps
+// material (the roots), verifier strictness (the proofs of signing time
 // required) and per-call policy (identity and artifact digest), as
 // sigstore-go separates them.
 type Keyless struct {
-	identity    sgverify.CertificateIdentity
-	want        Identity
-	material    root.TrustedMaterial
-	requireTlog bool
-	// withTlog verifies an entity's log entries and takes the signing
-	// time from them or a timestamp authority; timestampOnly, for an
-	// entity without log entries when none is required, from a timestamp
-	// authority alone.
-	withTlog, timestampOnly *sgverify.Verifier
+	identity sgverify.CertificateIdentity
+	want     Identity
+	matches  []FieldMatch
+	roots    []*TrustedRoot
+	time     SigningTime
 }
 
-// NewKeyless makes the verifier of one keyless identity under r. With
-// requireTlog, a verified transparency-log entry is needed; without, a
-// signature may carry an RFC 3161 timestamp instead, but a log entry that
-// is there must verify. Signed certificate timestamps are required when
-// the root lists CT logs.
-func NewKeyless(r *TrustedRoot, id Identity, requireTlog bool) (*Keyless, error) {
-	ci, err := sgverify.NewShortCertificateIdentity(id.Issuer, "", id.Subject, id.SubjectRegexp)
+// NewKeyless makes the verifier of one keyless identity under roots: a
+// signature counts when it verifies under one of them, the one whose
+// certificate authority issued its certificate. Signed certificate
+// timestamps are required when that root lists CT logs.
+//
+// Without RequireTlog or RequireTimestamp, the proofs a signature carries
+// from the root's logs and timestamp authorities must still verify, and
+// date it; a signature without any is checked at the current time, as
+// `cosign verify --insecure-ignore-tlog` does for the long-lived
+// certificates of a private CA (a Fulcio certificate, valid ten minutes,
+// will have expired).
+func NewKeyless(roots []*TrustedRoot, id Identity, t SigningTime) (*Keyless, error) {
+	if len(roots) == 0 {
+		return nil, errors.New("no trusted root")
+	}
+	// sigstore-go checks the issuer and one condition on the subject;
+	// Verify then checks them all.
+	san := id.SubjectRegexp
+	if id.Subject == "" && san == "" {
+		for _, f := range id.Fields {
+			if f.Field == FieldSubject && f.re != nil {
+				san = f.re.String()
+				break
+			}
+		}
+		if san == "" {
+			return nil, errors.New("a subject or subject regexp is required")
+		}
+	}
+	ci, err := sgverify.NewShortCertificateIdentity(id.Issuer, "", id.Subject, san)
 	if err != nil {
 		return nil, err
 	}
-	k := &Keyless{identity: ci, want: id, material: r.root, requireTlog: requireTlog}
-	var sct []sgverify.VerifierOption
-	if len(r.root.CTLogs()) > 0 {
-		sct = append(sct, sgverify.WithSignedCertificateTimestamps(1))
+	for _, f := range id.Fields {
+		if !IsCertificateField(f.Field) {
+			return nil, fmt.Errorf("%q is not a certificate field", f.Field)
+		}
 	}
-	if k.withTlog, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1)})...); err != nil {
-		return nil, err
-	}
-	if k.timestampOnly, err = sgverify.NewVerifier(r.root, slices.Concat(sct, []sgverify.VerifierOption{sgverify.WithObserverTimestamps(1)})...); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return &Keyless{identity: ci, want: id, matches: id.matches(), roots: roots, time: t}, nil
 }
 
 // Verify checks that s was signed by k's identity for digest
@@ -422,11 +487,82 @@ func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
 	if s.cert == nil {
 		return nil, fail(CheckSignature, "signed with a key, not a Fulcio certificate")
 	}
-	v := k.withTlog
-	if s.tlogEntries == 0 && !k.requireTlog {
-		v = k.timestampOnly
+	var first error
+	for _, r := range k.roots {
+		// The root whose certificate authority issued the certificate
+		// judges it; another root's opinion says nothing.
+		if _, err := sgverify.VerifyLeafCertificate(s.cert.NotBefore, s.cert, r.root); err != nil {
+			continue
+		}
+		v, err := k.verifier(r, s)
+		if err != nil {
+			return nil, err
+		}
+		res, err := verifyEntity(v, r.root, s, digest, sgverify.WithCertificateIdentity(k.identity), k)
+		if err == nil {
+			return res, nil
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	return verifyEntity(v, k.material, s, digest, sgverify.WithCertificateIdentity(k.identity), k.want.String())
+	if first != nil {
+		return nil, first
+	}
+	roots := "the trusted root"
+	if len(k.roots) > 1 {
+		roots = fmt.Sprintf("any of the %d trusted roots", len(k.roots))
+	}
+	return nil, fail(CheckChain, "the certificate (issued by %q) does not chain to a certificate authority of %s", s.cert.Issuer.String(), roots)
+}
+
+// verifier is the sigstore-go verifier for s under r: it demands what k
+// requires and, beyond that, checks the proofs s carries that r can check.
+func (k *Keyless) verifier(r *TrustedRoot, s *Signed) (*sgverify.Verifier, error) {
+	var opts []sgverify.VerifierOption
+	if len(r.root.CTLogs()) > 0 {
+		opts = append(opts, sgverify.WithSignedCertificateTimestamps(1))
+	}
+	entries, dated := s.knownEntries(r.root)
+	if k.time.RequireTlog || entries > 0 {
+		opts = append(opts, sgverify.WithTransparencyLog(1))
+	}
+	hasTSA := s.timestamps > 0 && len(r.root.TimestampingAuthorities()) > 0
+	switch {
+	case k.time.RequireTimestamp:
+		opts = append(opts, sgverify.WithSignedTimestamps(1))
+	case k.time.RequireTlog || hasTSA || dated > 0:
+		opts = append(opts, sgverify.WithObserverTimestamps(1))
+	default:
+		opts = append(opts, sgverify.WithCurrentTime())
+	}
+	return sgverify.NewVerifier(r.root, opts...)
+}
+
+// knownEntries counts the log entries of s from logs of tm, and among them
+// those that carry a signed entry timestamp (Rekor v1), which dates them.
+func (s *Signed) knownEntries(tm root.TrustedMaterial) (entries, dated int) {
+	all, _ := s.entity.TlogEntries()
+	for _, e := range all {
+		if _, ok := tm.RekorLogs()[hex.EncodeToString([]byte(e.LogKeyID()))]; !ok {
+			continue
+		}
+		entries++
+		if e.HasInclusionPromise() {
+			dated++
+		}
+	}
+	return entries, dated
+}
+
+// CertificateFields are the fields of the certificate s was signed with
+// (see the package function), nil for a signature made with a key. Only
+// a verified signature's fields mean anything.
+func (s *Signed) CertificateFields() (map[string]string, error) {
+	if s.cert == nil {
+		return nil, nil
+	}
+	return CertificateFields(s.cert)
 }
 
 // LogVerifier verifies signatures of a key together with their
@@ -454,12 +590,12 @@ func (l *LogVerifier) Verify(s *Signed, digest string) (*Result, error) {
 	if s.cert != nil {
 		return nil, fail(CheckSignature, "signed with a certificate, not a key")
 	}
-	return verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), "")
+	return verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), nil)
 }
 
 // verifyEntity runs sigstore-go's verification of s for digest and, when
 // it fails, finds the check that failed.
-func verifyEntity(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, want string) (*Result, error) {
+func verifyEntity(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, k *Keyless) (*Result, error) {
 	alg, hexDigest, _ := strings.Cut(digest, ":")
 	d, err := hex.DecodeString(hexDigest)
 	if err != nil || alg != "sha256" {
@@ -468,10 +604,17 @@ func verifyEntity(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, dige
 	artifact := s.artifactPolicy(d)
 	res, err := v.Verify(s.entity, sgverify.NewPolicy(artifact, who))
 	if err != nil {
-		return nil, diagnose(v, tm, s, digest, who, want, err)
+		return nil, diagnose(v, tm, s, digest, who, k, err)
 	}
 	if s.payload != nil {
 		if err := payloadDigest(s.payload, digest); err != nil {
+			return nil, err
+		}
+	}
+	if k != nil {
+		// sigstore-go checked the issuer and subject; the extensions are
+		// checked here, on the certificate it verified.
+		if err := k.checkFields(s); err != nil {
 			return nil, err
 		}
 	}
@@ -482,14 +625,46 @@ func verifyEntity(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, dige
 	if entries, _ := s.entity.TlogEntries(); len(entries) > 0 {
 		out.LogIndex = entries[0].LogIndex()
 	}
+	// The time the certificate was checked at: a timestamp authority's
+	// or the log's when there is one, else the current time.
 	for _, ts := range res.VerifiedTimestamps {
-		out.SignedAt, out.TimeSource = ts.Timestamp, "tlog"
-		if ts.Type == "TimestampAuthority" {
-			out.TimeSource = "timestamp authority"
+		src := timeSource(ts)
+		if out.TimeSource == "" || out.TimeSource == TimeCurrent {
+			out.SignedAt, out.TimeSource = ts.Timestamp, src
 		}
-		break
 	}
 	return out, nil
+}
+
+// Where the time a certificate was checked at came from (Result.TimeSource).
+const (
+	TimeTlog      = "tlog"
+	TimeAuthority = "timestamp authority"
+	// TimeCurrent: no proof of the signing time was there, or needed; the
+	// certificate was valid when the signature was verified.
+	TimeCurrent = "current time"
+)
+
+func timeSource(ts sgverify.TimestampVerificationResult) string {
+	switch ts.Type {
+	case "TimestampAuthority":
+		return TimeAuthority
+	case "CurrentTime":
+		return TimeCurrent
+	}
+	return TimeTlog
+}
+
+// checkFields checks the certificate of s against every condition of k.
+func (k *Keyless) checkFields(s *Signed) error {
+	fields, err := CertificateFields(s.cert)
+	if err != nil {
+		return fail(CheckIdentity, "%v", err)
+	}
+	if diff := mismatches(k.matches, fields); len(diff) > 0 {
+		return fail(CheckIdentity, "%s", strings.Join(diff, "; "))
+	}
+	return nil
 }
 
 // artifactPolicy binds the verification to the image digest d: a DSSE
@@ -526,11 +701,11 @@ func (s *Signed) signedFor() string {
 // diagnose replays the steps of a failed verification one at a time to
 // say which failed, in sigstore-go's order: the log, the signing time, the
 // certificate at that time, its SCT, the signature, then the identity.
-func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, want string, verr error) error {
+func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest string, who sgverify.PolicyOption, k *Keyless, verr error) error {
 	logTimes, err := v.VerifyTransparencyLogInclusion(s.entity)
 	if err != nil {
 		if s.tlogEntries == 0 {
-			return fail(CheckNoTlog, "the signature carries no transparency-log entry, and one is required")
+			return fail(CheckNoTlog, "the signature carries no transparency-log entry, and one is required (requireTlog)")
 		}
 		// Entries of the root's logs: an entry of a log the root does
 		// not list proves nothing, not even its time.
@@ -548,11 +723,11 @@ func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest s
 		if known == 0 {
 			return fail(CheckNoTlog, "its transparency-log entries are from no log of the trusted root")
 		}
-		return fail(CheckTlog, "%v", err)
+		return fail(CheckTlog, "%s", libraryError(err))
 	}
 	times, err := v.VerifyObserverTimestamps(s.entity, logTimes)
 	if err != nil {
-		return fail(CheckTimestamp, "no verified time of signing (transparency-log entry or RFC 3161 timestamp from the trusted root): %v", err)
+		return signingTimeError(s, tm, k, logTimes)
 	}
 	if c := s.cert; c != nil {
 		var chains [][]*x509.Certificate
@@ -566,7 +741,7 @@ func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest s
 		}
 		if len(tm.CTLogs()) > 0 && len(chains) > 0 {
 			if err := sgverify.VerifySignedCertificateTimestamp(chains, 1, tm); err != nil {
-				return fail(CheckSCT, "the trusted root lists CT logs, and the certificate carries no valid signed certificate timestamp from one: %v", err)
+				return fail(CheckSCT, "the trusted root lists CT logs, and the certificate carries no valid signed certificate timestamp from one: %s", libraryError(err))
 			}
 		}
 	}
@@ -575,18 +750,63 @@ func diagnose(v *sgverify.Verifier, tm root.TrustedMaterial, s *Signed, digest s
 		if other, err := claimedDigest(s); err == nil {
 			if _, err := v.Verify(s.entity, sgverify.NewPolicy(sgverify.WithArtifactDigest("sha256", other), who)); err == nil {
 				return &DigestMismatchError{Signed: claimed}
-			} else if id := identityError(err, s, want); id != nil {
+			} else if id := identityError(err, s, k); id != nil {
 				return id
 			}
 		}
 	}
-	if id := identityError(verr, s, want); id != nil {
+	if id := identityError(verr, s, k); id != nil {
 		return id
 	}
-	return fail(CheckSignature, "%v", verr)
+	return fail(CheckSignature, "%s", libraryError(verr))
+}
+
+// signingTimeError says why s has no verified time of signing: the proof
+// the attestor requires is missing, or a proof that is there does not
+// verify.
+func signingTimeError(s *Signed, tm root.TrustedMaterial, k *Keyless, logTimes []sgverify.TimestampVerificationResult) error {
+	var verified int
+	var errs []string
+	if s.timestamps > 0 {
+		ok, verrs, err := sgverify.VerifySignedTimestamp(s.entity, tm)
+		if err != nil {
+			verrs = append(verrs, err)
+		}
+		verified = len(ok)
+		for _, e := range verrs {
+			errs = append(errs, libraryError(e))
+		}
+	}
+	requireTimestamp := k != nil && k.time.RequireTimestamp
+	switch {
+	case s.timestamps == 0 && requireTimestamp:
+		return fail(CheckNoTimestamp, "the signature carries no RFC 3161 timestamp, and one is required (requireTimestamp)")
+	case s.timestamps > 0 && verified == 0 && len(tm.TimestampingAuthorities()) == 0:
+		return fail(CheckTimestamp, "its RFC 3161 timestamp cannot be verified: the trusted root lists no timestamp authority")
+	case s.timestamps > 0 && verified == 0:
+		return fail(CheckTimestamp, "its RFC 3161 timestamp does not verify against a timestamp authority of the trusted root: %s", strings.Join(errs, "; "))
+	case len(logTimes) == 0 && s.tlogEntries > 0 && s.timestamps == 0:
+		return fail(CheckTimestamp, "its transparency-log entry carries no signed time (a Rekor v2 entry has only an inclusion proof), and it has no RFC 3161 timestamp to date it")
+	}
+	return fail(CheckTimestamp, "no verified time of signing: neither a transparency-log entry with a signed timestamp nor an RFC 3161 timestamp from the trusted root")
+}
+
+// artefacts are the marks fmt leaves where a library formatted a nil or
+// mismatched argument, such as "%!w(<nil>)".
+var artefacts = regexp.MustCompile(`(;\s*)?(error:\s*)?%!\w\((<nil>|[^)]*)\)`)
+
+// libraryError is err's text for a reason: a library's wrapping without
+// formatting artefacts.
+func libraryError(err error) string {
+	s := artefacts.ReplaceAllString(err.Error(), "")
+	return strings.TrimRight(strings.TrimSpace(s), ":;")
 }
 
 func expired(c *x509.Certificate, at time.Time, source string) error {
+	if source == TimeCurrent {
+		return fail(CheckExpired, "the certificate is valid from %s to %s, and it is now %s: no transparency-log entry or RFC 3161 timestamp shows that it was valid when it signed",
+			c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
+	}
 	return fail(CheckExpired, "signed at %s (time from the %s), the certificate is valid from %s to %s",
 		at.UTC().Format(time.RFC3339), source, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
 }
@@ -607,25 +827,21 @@ func claimedDigest(s *Signed) ([]byte, error) {
 }
 
 // identityError turns sigstore-go's identity mismatch into a CheckError
-// showing what the certificate says and what was wanted.
-func identityError(err error, s *Signed, want string) error {
+// naming each certificate field that differs, with what it is and what
+// was wanted.
+func identityError(err error, s *Signed, k *Keyless) error {
 	var vm *sgverify.ErrValueMismatch
 	var rm *sgverify.ErrValueRegexMismatch
 	if !errors.As(err, &vm) && !errors.As(err, &rm) {
 		return nil
 	}
-	got, serr := certificate.SummarizeCertificate(s.cert)
-	if serr != nil {
-		return fail(CheckIdentity, "want %s; %v", want, err)
+	if k == nil {
+		return fail(CheckIdentity, "%s", libraryError(err))
 	}
-	return fail(CheckIdentity, "the certificate names issuer %s, subject %s; want %s", got.Issuer, got.SubjectAlternativeName, want)
-}
-
-func timeSource(ts sgverify.TimestampVerificationResult) string {
-	if ts.Type == "TimestampAuthority" {
-		return "timestamp authority"
+	if err := k.checkFields(s); err != nil {
+		return err
 	}
-	return "transparency log"
+	return fail(CheckIdentity, "want %s; %s", k.want, libraryError(err))
 }
 
 // VerifySigned checks, without any log, that s is k's signature for

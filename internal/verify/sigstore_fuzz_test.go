@@ -24,7 +24,7 @@ func fuzzSigstore(f *testing.F) (*verify.Keyless, [][]byte, sign.Signature) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	k, err := verify.NewKeyless(r, verify.Identity{Issuer: ghIssuer, Subject: ghSubject}, false)
+	k, err := verify.NewKeyless([]*verify.TrustedRoot{r}, verify.Identity{Issuer: ghIssuer, Subject: ghSubject}, verify.SigningTime{})
 	if err != nil {
 		f.Fatal(err)
 	}

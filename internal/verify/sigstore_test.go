@@ -59,6 +59,7 @@ func TestKeylessVerification(t *testing.T) {
 		root        virtual.Parts
 		identity    verify.Identity
 		requireTlog bool
+		time        verify.SigningTime // when requireTlog is not enough
 		bundle      func() ([]byte, error)
 		// legacy, when set, is a cosign .sig layer instead of a bundle.
 		legacy    func() (sign.Signature, error)
@@ -93,8 +94,20 @@ func TestKeylessVerification(t *testing.T) {
 			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true}), wantCheck: verify.CheckNoTlog},
 		{name: "LogOfAnotherSigstore", root: virtual.Parts{CA: vs, Log: other, TSA: vs}, identity: exact, requireTlog: true,
 			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckNoTlog},
-		{name: "NoTimeOfSigning", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
-			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true, NoTimestamp: true}), wantCheck: verify.CheckTimestamp},
+		{name: "NoProofChecksTheCertificateAtTheCurrentTime", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true, NoTimestamp: true})},
+		{name: "NoTimestampWhenRequired", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, time: verify.SigningTime{RequireTimestamp: true},
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTimestamp: true}), wantCheck: verify.CheckNoTimestamp},
+		{name: "TimestampWhenRequired", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, time: verify.SigningTime{RequireTimestamp: true},
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true})},
+		{name: "TimestampOfAnAuthorityTheRootDoesNotList", root: virtual.Parts{CA: vs, Log: vs, TSA: other}, identity: exact, time: verify.SigningTime{RequireTimestamp: true},
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{NoTlog: true}), wantCheck: verify.CheckTimestamp},
+		{name: "RekorV2EntryDatedByTheTimestampAuthority", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{RekorV2: true}), wantLog: true},
+		{name: "RekorV2EntryWithoutATimestampHasNoSigningTime", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{RekorV2: true, NoTimestamp: true}), wantCheck: verify.CheckTimestamp},
+		{name: "RekorV2EntryOfAnotherLog", root: virtual.Parts{CA: vs, Log: other, TSA: vs}, identity: exact, requireTlog: true,
+			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{RekorV2: true}), wantCheck: verify.CheckNoTlog},
 		{name: "SCTRequiredWhenTheRootListsCTLogs", root: virtual.Parts{CA: vs, Log: vs, TSA: vs, CTLog: vs}, identity: exact,
 			bundle: dsse(ghSubject, ghIssuer, image, virtual.Options{}), wantCheck: verify.CheckSCT},
 		{name: "BundleForAnotherDigest", root: virtual.Parts{CA: vs, Log: vs, TSA: vs}, identity: exact,
@@ -110,7 +123,9 @@ func TestKeylessVerification(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := verify.NewKeyless(mustRoot(t, tt.root), tt.identity, tt.requireTlog)
+			st := tt.time
+			st.RequireTlog = st.RequireTlog || tt.requireTlog
+			k, err := verify.NewKeyless([]*verify.TrustedRoot{mustRoot(t, tt.root)}, tt.identity, st)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,6 +57,10 @@ func New() (*Sigstore, error) {
 // Sigstore named, nil leaves it out.
 type Parts struct {
 	CA, Log, TSA, CTLog *Sigstore
+	// Authorities are further certificate authorities (test CAs), TSAs
+	// further timestamp authorities.
+	Authorities []*CA
+	TSAs        []*TSA
 }
 
 // TrustedRoot is the trusted_root.json of p.
@@ -67,8 +71,14 @@ func TrustedRoot(p Parts) ([]byte, error) {
 	if p.CA != nil {
 		cas = p.CA.FulcioCertificateAuthorities()
 	}
+	for _, a := range p.Authorities {
+		cas = append(cas, a.Authority())
+	}
 	if p.TSA != nil {
 		tsas = p.TSA.TimestampingAuthorities()
+	}
+	for _, t := range p.TSAs {
+		tsas = append(tsas, t.Authority())
 	}
 	if p.Log != nil {
 		logs = rawIDs(p.Log.RekorLogs())
@@ -112,6 +122,11 @@ type Options struct {
 	// NoTlog leaves the transparency-log entry out (as cosign
 	// --tlog-upload=false does); NoTimestamp the RFC 3161 timestamp.
 	NoTlog, NoTimestamp bool
+	// RekorV2 logs a DSSE bundle's signature as a Rekor v2 log does: a
+	// hashedrekord v0.0.2 entry with an inclusion proof and a signed
+	// checkpoint, and neither a signed entry timestamp nor an integrated
+	// time.
+	RekorV2 bool
 }
 
 func (o Options) at() time.Time {
@@ -125,7 +140,13 @@ func (o Options) at() time.Time {
 // issuer, into a Sigstore bundle holding a DSSE envelope, as `cosign sign`
 // (v3) and `cosign attest --new-bundle-format` write.
 func (s *Sigstore) DSSEBundle(identity, issuer string, statement []byte, o Options) ([]byte, error) {
-	e, err := s.AttestAtTime(identity, issuer, statement, o.at(), true)
+	attest := func() (*ca.TestEntity, error) { return s.AttestAtTime(identity, issuer, statement, o.at(), true) }
+	if o.RekorV2 {
+		attest = func() (*ca.TestEntity, error) {
+			return s.AttestAtTimeHashedRekordV2(identity, issuer, statement, o.at())
+		}
+	}
+	e, err := attest()
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +210,12 @@ func (s *Sigstore) bundle(e *ca.TestEntity, o Options) ([]byte, error) {
 			return nil, err
 		}
 		for _, entry := range entries {
+			if entry.IsRekorV2() {
+				tle := entry.TransparencyLogEntry()
+				tle.IntegratedTime = 0
+				b.VerificationMaterial.TlogEntries = append(b.VerificationMaterial.TlogEntries, tle)
+				continue
+			}
 			tle, err := s.complete(entry, true)
 			if err != nil {
 				return nil, err

@@ -1,0 +1,122 @@
+package policy_test
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+)
+
+// clock is a fake clock that tests move by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestInheritedOutcomesLiveNoLongerThanTheIndexs(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	ci := newKey(t, filepath.Join(dir, "ci.pub"))
+	cfgText := "upstreams: [{name: lab, url: '" + srv.URL + "', insecure: true}]\ncache: {allowTTL: 10m, denyTTL: 30s}\n" + `
+attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
+policy:
+  rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(filepath.Join(dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/multi/app", name.Insecure)
+	idx, _ := random.Index(64, 1, 2)
+	if err := remote.WriteIndex(repo.Tag("v1"), idx); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := idx.Digest()
+	sig, err := sign.New(ci, repo, d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Now()}
+	j, err := policy.NewJudge(100, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	decide := func(ref string) policy.Decision {
+		t.Helper()
+		m, err := up.Manifest(ctx, "multi/app", ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := j.Decide(ctx, p, up, policy.Subject{Upstream: "lab", Repository: "multi/app"}, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dec
+	}
+	im, _ := idx.IndexManifest()
+	child := im.Manifests[0].Digest.String()
+	if dec := decide(child); dec.Allowed {
+		t.Fatalf("a child alone passed: %+v", dec)
+	}
+	clk.advance(5 * time.Minute)
+	if dec := decide(d.String()); !dec.Allowed {
+		t.Fatalf("the signed index: %+v", dec)
+	}
+	if dec := decide(child); !dec.Allowed || !strings.Contains(dec.Reasons[0], "listed in allowed index "+d.String()) {
+		t.Fatalf("the child after its index: %+v", dec)
+	}
+	// The index's outcome was verified at 5m and holds for 10m; its
+	// child's inherited one ends with it, not 10m after it was passed on.
+	clk.advance(10*time.Minute - time.Second)
+	if dec := decide(child); !dec.Allowed || !dec.Cached {
+		t.Fatalf("the child just before the index's outcome expires: %+v", dec)
+	}
+	clk.advance(2 * time.Second)
+	if dec := decide(child); dec.Allowed {
+		t.Fatalf("the child after the index's outcome expired: %+v", dec)
+	}
+}

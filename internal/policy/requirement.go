@@ -1,0 +1,325 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+)
+
+// requirement is one compiled demand of a rule: signatures or an
+// attestation. Rules that demand the same thing share one requirement, and
+// so one cached outcome per digest.
+type requirement struct {
+	// key names what it demands, uniquely within a policy.
+	key string
+	// tagged is true when its outcome depends on the tag asked for (a
+	// condition reads image.tag): the outcome is then kept per tag.
+	tagged bool
+	sig    *signatureRequirement
+	att    *attestationRequirement
+}
+
+// signatureRequirement is met by valid signatures over the digest from at
+// least threshold listed attestors, each by a key no other counted
+// attestor's signature was made with.
+type signatureRequirement struct {
+	attestors []*attestor
+	threshold int
+}
+
+func compileRequirement(r config.Requirement, attestors map[string]*attestor) (*requirement, error) {
+	if s := r.Signature; s != nil {
+		q := &requirement{sig: &signatureRequirement{threshold: s.Threshold}}
+		for _, name := range s.Attestors {
+			q.sig.attestors = append(q.sig.attestors, attestors[name])
+		}
+		q.key = fmt.Sprintf("signature attestors=%s threshold=%d", strings.Join(s.Attestors, ","), s.Threshold)
+		return q, nil
+	}
+	a := r.Attestation
+	q := &requirement{att: &attestationRequirement{predicateType: a.PredicateType, threshold: a.Threshold}}
+	for _, name := range a.Attestors {
+		q.att.attestors = append(q.att.attestors, attestors[name])
+	}
+	if strings.TrimSpace(a.Condition) != "" {
+		cond, err := compileCondition(a.Condition)
+		if err != nil {
+			return nil, err
+		}
+		q.att.condition, q.tagged = cond, cond.readsTag
+	}
+	q.key = fmt.Sprintf("attestation predicateType=%s attestors=%s threshold=%d condition=%s", a.PredicateType, strings.Join(a.Attestors, ","), a.Threshold, strings.TrimSpace(a.Condition))
+	return q, nil
+}
+
+// attestors lists whom q asks.
+func (q *requirement) attestors() []*attestor {
+	if q.sig != nil {
+		return q.sig.attestors
+	}
+	return q.att.attestors
+}
+
+// sharedKeyWarnings reports the attestors of q, at path, that hold the same
+// key: a signature by it counts for one of them only.
+func sharedKeyWarnings(c *config.Config, path []any, q *requirement) []string {
+	var warnings []string
+	holders := map[string]string{}
+	for _, a := range q.attestors() {
+		for _, k := range a.keys {
+			if first, ok := holders[k.ID]; ok && first != a.name {
+				warnings = append(warnings, c.Errorf(path, "attestors %s and %s share the key %s: a signature by it counts once toward the threshold", first, a.name, short(k.ID)).Error())
+				continue
+			}
+			holders[k.ID] = a.name
+		}
+	}
+	return warnings
+}
+
+// want is the evidence that reqs need.
+func want(reqs []*requirement) upstream.Want {
+	var w upstream.Want
+	for _, q := range reqs {
+		if q.sig != nil {
+			w.Signatures = true
+		} else if !slices.Contains(w.PredicateTypes, q.att.predicateType) {
+			w.PredicateTypes = append(w.PredicateTypes, q.att.predicateType)
+		}
+	}
+	return w
+}
+
+// outcome is what one requirement came to for one digest: verified, with
+// who vouched and why it holds, or not, with the reasons a person can act
+// on.
+type outcome struct {
+	ok      bool
+	by      []audit.Verification
+	reasons []string
+	// mediaType is the judged manifest's, for decisions answered from
+	// outcomes alone.
+	mediaType string
+}
+
+// check judges reqs against the evidence found for s: each signature and
+// attestation is parsed once, whatever the number of requirements.
+func check(ctx context.Context, s Subject, ev *upstream.Evidence, reqs []*requirement) ([]outcome, error) {
+	outs := make([]outcome, len(reqs))
+	var sigs []signature
+	var as *attestations
+	for i, q := range reqs {
+		var o outcome
+		if q.sig != nil {
+			if sigs == nil {
+				sigs = parseSignatures(ev)
+			}
+			o = q.sig.check(sigs, s)
+			if !o.ok {
+				o.reasons = append(o.reasons, ev.Problems...)
+			}
+		} else {
+			if as == nil {
+				as = newAttestations(ev, s, time.Now())
+			}
+			o = q.att.check(ctx, as)
+			// A condition interrupted because time ran out failed for
+			// want of time, not on its merits: that is no outcome to keep.
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("judging the attestations of %s@%s: %w", s.Image(), s.Digest, err)
+			}
+			if !o.ok {
+				o.reasons = append(o.reasons, ev.AttestationProblems...)
+			}
+		}
+		o.mediaType = s.MediaType
+		outs[i] = o
+	}
+	return outs, nil
+}
+
+// verdict completes v, the verdict of rule r, with the outcomes of its
+// requirements: allowed when every one holds.
+func verdict(v Verdict, outs []outcome) Verdict {
+	v.Allowed = true
+	for _, o := range outs {
+		v.VerifiedBy = append(v.VerifiedBy, o.by...)
+		v.Allowed = v.Allowed && o.ok
+	}
+	for _, o := range outs {
+		if o.ok == v.Allowed {
+			for _, r := range o.reasons {
+				if !slices.Contains(v.Reasons, r) {
+					v.Reasons = append(v.Reasons, r)
+				}
+			}
+		}
+	}
+	return v
+}
+
+// signature is one signature found, parsed once for every requirement.
+type signature struct {
+	source string
+	signed *verify.Signed
+	err    error // why it cannot be used at all
+}
+
+// parseSignatures parses the signatures of ev: cosign simple-signing
+// layers (with their keyless and log annotations) and Sigstore bundles.
+// Bundles of attestations other than cosign's signature statement are not
+// signatures and are left out.
+func parseSignatures(ev *upstream.Evidence) []signature {
+	out := []signature{}
+	for _, sig := range ev.Signatures {
+		var s signature
+		s.source = sig.Source
+		if sig.Bundle != nil {
+			s.signed, s.err = verify.ParseBundle(sig.Bundle)
+			if s.err == nil && !s.signed.IsImageSignature() {
+				continue
+			}
+		} else {
+			s.signed, s.err = verify.ParseCosignSignature(sig.Payload, sig.Signature, sig.Certificate, sig.RekorBundle, sig.Timestamp)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// hit is one verification that counts for an attestor, with the key that
+// made it.
+type hit struct {
+	v      audit.Verification
+	signer string
+}
+
+// signerOf names the key that made s, verified as v: the attestor's key, or
+// the key of the signing certificate.
+func signerOf(v *audit.Verification, s *verify.Signed) string {
+	if v.KeyID != "" {
+		return v.KeyID
+	}
+	return s.CertificateKeyID()
+}
+
+// check verifies the signatures as each listed attestor, and counts toward
+// the threshold at most one attestor per signing key.
+func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
+	hits := make([][]hit, len(req.attestors))
+	var unusable []string // genuine signatures that still do not count
+	var mismatch *verify.DigestMismatchError
+	var failed *verify.CheckError
+	for i, a := range req.attestors {
+		for _, sig := range sigs {
+			if sig.err != nil {
+				continue
+			}
+			v, err := a.verify(sig.signed, s.Digest, sig.source)
+			switch {
+			case err == nil:
+				hits[i] = append(hits[i], hit{*v, signerOf(v, sig.signed)})
+			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
+			case errors.As(err, &mismatch):
+				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
+			case errors.As(err, &failed):
+				unusable = append(unusable, fmt.Sprintf("a signature (%s) does not count for attestor %s: %v", sig.source, a.name, err))
+			default:
+				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s (%s) has an unusable payload: %v", a.name, sig.source, err))
+			}
+			if len(hits[i]) > 0 && req.threshold == 1 {
+				break // one will do
+			}
+		}
+	}
+	by, spare := count(req.attestors, hits)
+	o := outcome{by: by}
+	if len(by) >= req.threshold {
+		o.ok = true
+		for _, b := range by {
+			o.reasons = append(o.reasons, fmt.Sprintf("signed by attestor %s (%s)", b.Attestor, describe(&b)))
+		}
+		return o
+	}
+	names := make([]string, len(req.attestors))
+	for i, a := range req.attestors {
+		names[i] = a.name
+	}
+	switch {
+	case len(sigs) == 0:
+		r := fmt.Sprintf("no cosign signature found (.sig tag or referrers); need one from attestor %s", orList(names))
+		if !s.IsIndex {
+			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
+		}
+		o.reasons = append(o.reasons, r)
+	case len(by) == 0 && len(unusable) > 0:
+		o.reasons = append(o.reasons, unusable...)
+	case len(by) == 0:
+		what := "with a key of"
+		if slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.keyless != nil }) {
+			what = "as"
+		}
+		o.reasons = append(o.reasons, fmt.Sprintf("%d signature(s) found, none verifies %s attestor %s", len(sigs), what, orList(names)))
+		for _, sig := range sigs {
+			if sig.err != nil {
+				o.reasons = append(o.reasons, fmt.Sprintf("signature %s is unusable: %v", sig.source, sig.err))
+			}
+		}
+	default:
+		var missing []string
+		for _, n := range names {
+			if !slices.ContainsFunc(by, func(b audit.Verification) bool { return b.Attestor == n }) {
+				missing = append(missing, n)
+			}
+		}
+		o.reasons = append(o.reasons, fmt.Sprintf("signed by %d of the %d attestors required; missing: %s", len(by), req.threshold, strings.Join(missing, ", ")))
+		o.reasons = append(o.reasons, spare...)
+	}
+	return o
+}
+
+// count pairs attestors with the keys that made their hits so that no key
+// counts twice (a maximum bipartite matching: an attestor takes another of
+// its keys when that frees one for another attestor). It returns the
+// verification of each paired attestor, in the attestors' order, and a
+// reason for each attestor that verified but could not be paired.
+func count(attestors []*attestor, hits [][]hit) (by []audit.Verification, spare []string) {
+	owner := map[string]int{} // key -> attestor paired with it
+	paired := make([]int, len(attestors))
+	var augment func(i int, seen map[string]bool) bool
+	augment = func(i int, seen map[string]bool) bool {
+		for j, h := range hits[i] {
+			if seen[h.signer] {
+				continue
+			}
+			seen[h.signer] = true
+			if o, taken := owner[h.signer]; !taken || augment(o, seen) {
+				owner[h.signer], paired[i] = i, j
+				return true
+			}
+		}
+		return false
+	}
+	ok := make([]bool, len(attestors))
+	for i := range attestors {
+		ok[i] = augment(i, map[string]bool{})
+	}
+	for i, a := range attestors {
+		switch {
+		case ok[i] && owner[hits[i][paired[i]].signer] == i:
+			by = append(by, hits[i][paired[i]].v)
+		case len(hits[i]) > 0:
+			other := attestors[owner[hits[i][0].signer]].name
+			spare = append(spare, fmt.Sprintf("attestor %s verified only with key %s, which already counts for attestor %s: a key counts once toward the threshold", a.name, short(hits[i][0].signer), other))
+		}
+	}
+	return by, spare
+}

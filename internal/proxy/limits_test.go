@@ -1,0 +1,111 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bigManifest is an OCI image manifest of about size bytes (an annotation
+// pads it), distinct for each n.
+func bigManifest(n, size int) []byte {
+	return []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%064x","size":2},"layers":[],"annotations":{"n":"%d","pad":"%s"}}`,
+		n, n, strings.Repeat("x", size)))
+}
+
+// smallSendBuffers accepts connections with a small send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(8192)
+	}
+	return c, err
+}
+
+// slowClient asks for path and never reads the answer, with a receive
+// buffer so small that the proxy's write blocks.
+func slowClient(t *testing.T, host, path string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n", path, host)
+	return conn
+}
+
+// TestSlowClientsCannotHoldMoreThanTheManifestBudget: clients that ask for
+// large manifests and do not read hold at most the budget; past it large
+// requests are refused with Retry-After, everyday pulls are still served,
+// and a slow client lets go at the write timeout.
+func TestSlowClientsCannotHoldMoreThanTheManifestBudget(t *testing.T) {
+	const mib = 1 << 20
+	e := newEnv(t, withConfigLimits("maxManifestBytesInFlight: 16777216, writeTimeout: 2s"))
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		var n int
+		if _, err := fmt.Sscanf(r.URL.Path, "/v2/open/big/manifests/big-%d", &n); err != nil {
+			return false
+		}
+		body := bigManifest(n, 3*mib)
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		_, _ = w.Write(body)
+		return true
+	}
+	e.front.Store(&f)
+	// The proxy's side of each connection gets a small send buffer, so that
+	// a client that does not read blocks the write at once, as a full
+	// kernel buffer does under a real flood.
+	srv := httptest.NewUnstartedServer(e.server)
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	// 16 MiB, of which large manifests may take 14: four of 3 MiB.
+	for n := range 4 {
+		slowClient(t, host, fmt.Sprintf("/v2/lab/open/big/manifests/big-%d", n))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for held := 0.0; held < 4*3*mib; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow clients hold %v bytes, want 4 manifests of 3 MiB", held)
+		}
+		time.Sleep(10 * time.Millisecond)
+		held, _ = value(scrape(t, e.metrics.Handler()), "authz_proxy_manifest_bytes_in_flight")
+	}
+	resp := e.get(http.MethodGet, "/v2/lab/open/big/manifests/big-99")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a large manifest while slow clients hold the budget: %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("an everyday pull while slow clients hold the budget: %d", resp.StatusCode)
+	}
+	if log := e.decisions.String(); !strings.Contains(log, `"decision":"error"`) || !strings.Contains(log, "the proxy is busy") {
+		t.Errorf("no error record says the proxy was busy:\n%s", log)
+	}
+	// The write timeout frees the budget.
+	deadline = time.Now().Add(10 * time.Second)
+	for held := 1.0; held > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("past the write timeout, %v bytes are still held", held)
+		}
+		time.Sleep(50 * time.Millisecond)
+		held, _ = value(scrape(t, e.metrics.Handler()), "authz_proxy_manifest_bytes_in_flight")
+	}
+	if resp := e.get(http.MethodGet, "/v2/lab/open/big/manifests/big-100"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the write timeout, a large manifest gets %d", resp.StatusCode)
+	}
+}
