@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ type storeEnv struct {
 	logs  *syncBuffer
 }
 
-func newStoreEnv(t *testing.T, root string) *storeEnv {
+func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 	t.Helper()
 	d, err := store.NewDriver(context.Background(), store.Filesystem, map[string]any{"rootdirectory": root})
 	if err != nil {
@@ -42,7 +44,7 @@ func newStoreEnv(t *testing.T, root string) *storeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &storeEnv{env: newEnv(t, withStore(st)), store: st, root: root, logs: logs}
+	return &storeEnv{env: newEnv(t, append(opts, withStore(st))...), store: st, root: root, logs: logs}
 }
 
 // image pushes a signed image of one layer of size bytes to repo:v1 and
@@ -391,4 +393,42 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestAClientThatStopsReadingAStoredBlobIsLetGoAtTheWriteTimeout(t *testing.T) {
+	e := newStoreEnv(t, t.TempDir(), withConfigLimits("writeTimeout: 1s"))
+	l := e.image("signed/app", 8<<20)
+	if resp, _, err := e.pull(http.MethodGet, blobPath("signed/app", l)); err != nil || resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode, err)
+	}
+	e.settle()
+	srv := httptest.NewUnstartedServer(e.server)
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, rng := range []string{"", "Range: bytes=0-8000000\r\n"} {
+		conn := rawGet(t, strings.TrimPrefix(srv.URL, "http://"), blobPath("signed/app", l), rng)
+		time.Sleep(3 * time.Second) // past the write timeout, reading nothing
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got, err := io.Copy(io.Discard, conn)
+		if err != nil || got >= l.Size {
+			t.Errorf("%q: %d bytes read after stalling, %v: want the connection closed before the end", rng, got, err)
+		}
+	}
+}
+
+// rawGet sends a GET with extra header lines and never reads, with a tiny
+// receive buffer.
+func rawGet(t *testing.T, host, path, headers string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path, host, headers)
+	return conn
 }
