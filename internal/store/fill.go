@@ -113,8 +113,8 @@ func (s *Store) join(ctx context.Context, f *fill, scope Scope, o Origin) (*Read
 
 // fill is one digest being fetched from the upstream and stored. The
 // newest bytes received (the window) are kept for the clients reading
-// along; chunks are never written once appended, so readers use them
-// without copying.
+// along; chunks are never written while in the window, so readers use
+// them without copying.
 type fill struct {
 	s     *Store
 	d     digest
@@ -124,7 +124,7 @@ type fill struct {
 
 	mu       sync.Mutex
 	wake     chan struct{} // closed and replaced at every change
-	chunks   [][]byte
+	chunks   []*chunk
 	start    int64 // offset of chunks[0]
 	end      int64 // bytes received
 	size     int64 // the whole length, -1 while unknown
@@ -155,17 +155,37 @@ func (f *fill) answer(length int64) {
 	}
 }
 
-func (f *fill) append(chunk []byte) {
+func (f *fill) append(c *chunk) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.chunks = append(f.chunks, chunk)
-	f.end += int64(len(chunk))
-	for len(f.chunks) > 1 && f.end-f.start-int64(len(f.chunks[0])) >= f.s.o.Window {
-		f.start += int64(len(f.chunks[0]))
+	f.chunks = append(f.chunks, c)
+	f.end += int64(len(c.b))
+	for len(f.chunks) > 1 && f.end-f.start-int64(len(f.chunks[0].b)) >= f.s.o.Window {
+		old := f.chunks[0]
+		f.start += int64(len(old.b))
 		f.chunks[0] = nil
 		f.chunks = f.chunks[1:]
+		old.drop()
 	}
 	f.changed()
+}
+
+// chunk is a piece of a fill's window. Readers take a reference while they
+// write from it; one that leaves the window with none is used again,
+// so that a fill's memory stays flat whatever the blob's size.
+type chunk struct {
+	b    []byte
+	refs int // readers writing from it; under the fill's mu
+	pool *sync.Pool
+}
+
+// drop takes c out of the window; f.mu is held.
+func (c *chunk) drop() {
+	if c.refs == 0 {
+		c.pool.Put(c)
+	} else {
+		c.pool = nil // a reader still has it: left to the collector
+	}
 }
 
 func (f *fill) verify() {
@@ -239,23 +259,26 @@ func (f *fill) run(o Origin) {
 	defer idle.Stop()
 	var n int64
 	for {
-		buf := make([]byte, chunkSize)
-		m, rerr := readChunk(body, buf)
+		c := s.chunks.Get().(*chunk)
+		c.pool = &s.chunks
+		m, rerr := readChunk(body, c.b[:cap(c.b)])
 		if m > 0 {
 			idle.Reset(s.o.FillIdleTimeout)
-			chunk := buf[:m]
-			h.Write(chunk)
+			c.b = c.b[:m]
+			h.Write(c.b)
 			n += int64(m)
 			s.stats.upstreamBytes.Add(int64(m))
 			if w != nil {
-				if _, err := w.Write(chunk); err != nil {
+				if _, err := w.Write(c.b); err != nil {
 					s.failed(&s.writeDown, "write", err)
 					s.stats.fillError("store")
 					s.discard(w, upload)
 					w = nil
 				}
 			}
-			f.append(chunk)
+			f.append(c)
+		} else {
+			s.chunks.Put(c)
 		}
 		if rerr == io.EOF {
 			break
@@ -373,23 +396,24 @@ type fillReader struct {
 // errBehind: the bytes at the reader's offset left the window.
 var errBehind = errors.New("fell behind the fill")
 
-// next returns up to max bytes at r.off from the window, waiting for them.
-func (r *fillReader) next(max int) ([]byte, error) {
+// next returns up to max bytes at r.off from the window, waiting for them,
+// and the chunk they are in, which the caller releases once it used them.
+func (r *fillReader) next(max int) ([]byte, *chunk, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
 		if f.err != nil {
 			err := f.err
 			f.mu.Unlock()
-			return nil, err
+			return nil, nil, err
 		}
 		if f.verified && r.off >= f.end {
 			f.mu.Unlock()
-			return nil, io.EOF
+			return nil, nil, io.EOF
 		}
 		if r.off < f.start {
 			f.mu.Unlock()
-			return nil, errBehind
+			return nil, nil, errBehind
 		}
 		avail := f.end
 		if !f.verified {
@@ -400,28 +424,36 @@ func (r *fillReader) next(max int) ([]byte, error) {
 			if r.off >= avail {
 				break
 			}
-			if r.off < pos+int64(len(c)) {
-				b := c[r.off-pos:]
+			if r.off < pos+int64(len(c.b)) {
+				b := c.b[r.off-pos:]
 				b = b[:min(int64(len(b)), avail-r.off, int64(max))]
+				c.refs++
 				f.mu.Unlock()
-				return b, nil
+				return b, c, nil
 			}
-			pos += int64(len(c))
+			pos += int64(len(c.b))
 		}
 		if f.finished {
 			// Ended without these bytes in the window: stored
 			// elsewhere meanwhile.
 			f.mu.Unlock()
-			return nil, errBehind
+			return nil, nil, errBehind
 		}
 		wake := f.wake
 		f.mu.Unlock()
 		select {
 		case <-wake:
 		case <-r.ctx.Done():
-			return nil, r.ctx.Err()
+			return nil, nil, r.ctx.Err()
 		}
 	}
+}
+
+// release gives back a reader's reference to c.
+func (r *fillReader) release(c *chunk) {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	c.refs--
 }
 
 // catchUp finds where a reader that fell behind reads on from, once the
@@ -455,9 +487,12 @@ func (r *fillReader) catchUp() error {
 
 func (r *fillReader) Read(p []byte) (int, error) {
 	if r.rest == nil {
-		b, err := r.next(len(p))
+		b, c, err := r.next(len(p))
 		if !errors.Is(err, errBehind) {
 			n := copy(p, b)
+			if c != nil {
+				r.release(c)
+			}
 			r.off += int64(n)
 			return n, err
 		}
@@ -474,9 +509,10 @@ func (r *fillReader) Read(p []byte) (int, error) {
 func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for r.rest == nil {
-		b, err := r.next(1 << 20)
-		if len(b) > 0 {
+		b, c, err := r.next(1 << 20)
+		if c != nil {
 			m, werr := w.Write(b)
+			r.release(c)
 			r.off += int64(m)
 			total += int64(m)
 			if werr != nil {

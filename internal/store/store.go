@@ -145,6 +145,8 @@ type Store struct {
 	// wait their turn.
 	background chan struct{}
 
+	chunks sync.Pool // of *chunk: the pieces of fills' windows
+
 	size     atomic.Int64 // bytes stored, as of the last sweep and since
 	sweepNow chan struct{}
 	sweeping sync.Mutex // one sweep at a time
@@ -211,6 +213,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		background: make(chan struct{}, 16),
 		sweepNow:   make(chan struct{}, 1),
 	}
+	s.chunks.New = func() any { return &chunk{b: make([]byte, chunkSize)} }
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.clearOwnUploads(ctx)
 	s.wg.Add(1)
