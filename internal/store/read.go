@@ -68,11 +68,31 @@ func (s *Store) openAt(ctx context.Context, d digest, off, n int64, whole bool) 
 	if whole {
 		return &verifier{s: s, d: d, rc: rc, h: d.hash(), left: n}, nil
 	}
-	return &counting{ReadCloser: struct {
-		io.Reader
-		io.Closer
-	}{io.LimitReader(rc, n), rc}, n: &s.stats.storeBytes}, nil
+	return &part{rc: rc, r: io.LimitedReader{R: rc, N: n}, n: &s.stats.storeBytes}, nil
 }
+
+// part is n stored bytes from an offset, not checked.
+type part struct {
+	rc io.ReadCloser
+	r  io.LimitedReader
+	n  *atomic.Int64
+}
+
+func (p *part) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n.Add(int64(n))
+	return n, err
+}
+
+// WriteTo hands w a limited reader of the file itself, which w may send
+// with sendfile(2).
+func (p *part) WriteTo(w io.Writer) (int64, error) {
+	n, err := io.Copy(w, &p.r)
+	p.n.Add(n)
+	return n, err
+}
+
+func (p *part) Close() error { return p.rc.Close() }
 
 // ReadRange returns length bytes of dgst from offset on, from the store;
 // Stat says first whether the store holds dgst for the scope. A part of a
