@@ -6,7 +6,7 @@
 tools=$(bash scripts/tools.sh --bench)
 work=$(mktemp -d /tmp/authz-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"; }
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -42,7 +42,9 @@ upstreams: [{name: lab, url: "http://$REG", insecure: true}]
 cache: {maxEntries: ${MAX_ENTRIES:-100000}, allowTTL: 1h, denyTTL: 1h}
 attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
 policy:
-  rules: [{name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}]
+  rules:
+    - {name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}
+    - {name: open, images: ["lab/open/**"], action: allow}
 YML
 "$work/minproxy" -listen "$MIN" -upstream "http://$REG" >"$work/minproxy.log" 2>&1 & pids+=($!); MINPID=$!
 "$work/authz-proxy" serve --config "$work/config.yaml" >"$work/decisions.jsonl" 2>"$work/authz.log" & pids+=($!); AUTHZPID=$!

@@ -3,14 +3,15 @@
 # reverse proxy (bench/minproxy, the floor of any Go proxy) and authz-proxy,
 # in one run on this machine, loaded by the same pinned load generator
 # (vegeta, closed loop, CONCURRENCY workers). Prints requests/s, p50, p99 and
-# the ratios. Then the content store: a second authz-proxy with a
-# filesystem store serving the large blob against the registry serving it
-# from its own disk, and CLIENTS concurrent cold pulls of another blob
-# (COLD_BLOB_MIB) through it, counting its upstream fetches. Not run by CI:
-# its numbers depend on the machine.
+# the ratios; then cached pulls through authz-proxy with the decision log's
+# hash chain off and on, side by side; then the content store: a second
+# authz-proxy with a filesystem store serving the large blob against the
+# registry serving it from its own disk, and CLIENTS concurrent cold pulls
+# of another blob (COLD_BLOB_MIB) through it, counting its upstream
+# fetches. Not run by CI: its numbers depend on the machine.
 #
 #   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob, 32 x 256 MiB
-#   DURATION=5s BLOB_MIB=256 COLD=500 bash bench/run.sh
+#   DURATION=5s BLOB_MIB=256 ROUNDS=5 COLD=500 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,41 @@ for t in direct minproxy authz-proxy; do
   MBS[$t]=$(curl -fs -o /dev/null -w '%{speed_download}' "${BASE[$t]}/blobs/$BLOB")
   [ -n "$pid" ] && GROW[$t]=$(( ($(hwm "$pid") - before) / 1024 )) || GROW[$t]="-"
 done
+
+# The decision log's hash chain: two more proxies writing audit.file, one
+# with chain: false, one chained and signing an Ed25519 checkpoint every
+# second; cached pulls through each, alternating over ROUNDS rounds so that
+# a drift of the shared machine falls on both.
+ROUNDS=${ROUNDS:-3}
+openssl genpkey -algorithm ed25519 -out "$work/audit.key" 2>/dev/null
+declare -A CHAIN_ADDR CHAIN_PID
+for v in off on; do
+  CHAIN_ADDR[$v]=127.0.0.1:$(port)
+  sed -e "s#^listen: .*#listen: {addr: ${CHAIN_ADDR[$v]}}#" -e "/^metrics:/d" "$work/config.yaml" > "$work/config-chain-$v.yaml"
+  if [ "$v" = off ]; then
+    echo "audit: {file: $work/decisions-chain-off.jsonl, chain: false}" >> "$work/config-chain-$v.yaml"
+  else
+    echo "audit: {file: $work/decisions-chain-on.jsonl, checkpoint: {keyFile: $work/audit.key, every: 1s}}" >> "$work/config-chain-$v.yaml"
+  fi
+  "$work/authz-proxy" serve --config "$work/config-chain-$v.yaml" >/dev/null 2>"$work/authz-chain-$v.log" & pids+=($!); CHAIN_PID[$v]=$!
+  wait_up "${CHAIN_ADDR[$v]}"
+  curl -fso /dev/null -H "$ACCEPT" "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1"
+  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/$SIGNED" > "$work/chain-digest-$v.targets"
+  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1" > "$work/chain-tag-$v.targets"
+done
+for r in $(seq "$ROUNDS"); do
+  order="off on"; [ $((r % 2)) = 0 ] && order="on off"
+  for s in digest tag; do
+    for v in $order; do
+      echo "load: chain $v, $s, round $r" >&2
+      t0=$(cputicks "${CHAIN_PID[$v]}")
+      "$tools/vegeta" attack -targets "$work/chain-$s-$v.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
+        | "$tools/vegeta" report -type json > "$work/chain-$s-$v-$r.json"
+      echo $(( $(cputicks "${CHAIN_PID[$v]}") - t0 )) > "$work/chain-$s-$v-$r.cpu"
+    done
+  done
+done
+"$work/authz-proxy" audit verify --log "$work/decisions-chain-on.jsonl" >"$work/chain-verify.txt" 2>&1 || { echo "the chained log does not verify:" >&2; cat "$work/chain-verify.txt" >&2; exit 1; }
 
 # The content store: authz-proxy with a filesystem store, same policy.
 STORE=127.0.0.1:$(port); STORE_METRICS=127.0.0.1:$(port)
@@ -151,4 +187,25 @@ print(f"  {'authz-proxy, from its store':34} {st/1e6:8.0f} MB/s   runs {' '.join
 print(f"  {'authz-proxy, from its store, unchecked':34} {rg/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in range_runs)}   {rg/d:5.2f}x the registry   (the same bytes as one range: not hashed)")
 print(f"  {'authz-proxy, first pull (a fill)':34} {fill_mbs/1e6:8.0f} MB/s   peak RSS growth {grow_fill} MiB")
 print(f"\n{clients} concurrent cold pulls of one {cold_mib} MiB blob through the store: {cold_fetches} upstream fetch(es) (target 1), {cold_ok}/{clients} complete, {cold_secs:.1f} s, peak RSS growth {grow_cold} MiB")
+PY
+
+python3 - "$work" "$ROUNDS" "$(grep -c . "$work/decisions-chain-on.jsonl")" "$(grep "^OK:" "$work/chain-verify.txt" | cut -c1-70)" <<'PY'
+import json, os, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+tick = os.sysconf("SC_CLK_TCK")
+def run(s, v, r):
+    rep = json.load(open(f"{work}/chain-{s}-{v}-{r}.json"))
+    cpu = int(open(f"{work}/chain-{s}-{v}-{r}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
+    return rep["throughput"], rep["latencies"]["99th"] / 1e6, cpu, rep["success"]
+print(f"\ndecision-log hash chain, audit.file on both; chain on also signs an Ed25519 checkpoint every second ({rounds} alternating rounds, medians)\n")
+print(f"{'scenario':34} {'chain off':>10} {'chain on':>10} {'on/off':>7} {'p99 off':>8} {'p99 on':>7} {'CPU us/req off':>15} {'on':>6} {'CPU cost':>9}")
+for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)")]:
+    off = [run(s, "off", r) for r in range(1, rounds + 1)]
+    on = [run(s, "on", r) for r in range(1, rounds + 1)]
+    med = lambda xs, i: statistics.median(x[i] for x in xs)
+    ok = min(x[3] for x in off + on)
+    rps_off, rps_on, cpu_off, cpu_on = med(off, 0), med(on, 0), med(off, 2), med(on, 2)
+    print(f"{title:34} {rps_off:10.0f} {rps_on:10.0f} {rps_on/rps_off:6.3f}x {med(off,1):8.2f} {med(on,1):7.2f} {cpu_off:15.0f} {cpu_on:6.0f} {(cpu_on/cpu_off-1)*100:+8.1f}%  ok {ok:.1%}")
+    print(f"{'':34} per round on/off: " + ", ".join(f"{b[0]/a[0]:.3f}" for a, b in zip(off, on)))
+print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
 PY

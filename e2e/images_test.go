@@ -3,8 +3,12 @@
 package e2e_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -42,6 +46,44 @@ func ociImage(os, arch string) (v1.Image, error) {
 		}
 	}
 	return img, nil
+}
+
+// payloadFile is the file that the disguised image's layer holds.
+const payloadFile = "bin/payload"
+
+// disguisedImage is a runnable OCI image whose one layer, a tar+gzip holding
+// payloadFile, is labelled application/octet-stream, with subject set.
+func disguisedImage(subject *v1.Descriptor) (v1.Image, error) {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	script := []byte("#!/bin/sh\necho payload ran\n")
+	if err := tw.WriteHeader(&tar.Header{Name: payloadFile, Mode: 0o755, Size: int64(len(script)), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	tw.Write(script)
+	tw.Close()
+	zw.Close()
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Cmd = []string{"/" + payloadFile}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b.Bytes())), nil },
+		tarball.WithMediaType("application/octet-stream"))
+	if err != nil {
+		return nil, err
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		return nil, err
+	}
+	return mutate.Subject(img, *subject).(v1.Image), nil
 }
 
 // ociIndex is a two-platform OCI image index of ociImages.
@@ -176,6 +218,16 @@ func (w *world) push(ctx context.Context) error {
 		return err
 	}
 	if i.trojanDock, err = w.pushImage(ctx, mutate.Subject(dockerTrojan, *base).(v1.Image), "e2e/trojan2:"+sigTag(i.trojanBase)); err != nil {
+		return err
+	}
+
+	// The same, labelled as no image layer: clients that unpack by content
+	// (containers/image) would still run it.
+	disguised, err := disguisedImage(base)
+	if err != nil {
+		return err
+	}
+	if i.disguised, err = w.pushImage(ctx, disguised, "e2e/disguised:"+sigTag(i.trojanBase)); err != nil {
 		return err
 	}
 

@@ -3,8 +3,9 @@
 // Package e2e_test drives the authz-proxy binary end to end: the real
 // distribution registry as the upstream, images signed by the real cosign
 // CLI, and pulls by the real crane, skopeo and cosign clients through the
-// proxy; the content store on a folder and on versitygw's S3. Everything
-// listens on 127.0.0.1 only; nothing needs the internet.
+// proxy; the decision-log report is opened in headless chromium; the
+// content store on a folder and on versitygw's S3. Everything listens on
+// 127.0.0.1 only; nothing needs the internet.
 //
 // Run with:
 //
@@ -62,6 +63,10 @@ type images struct {
 	trojanBase  v1.Hash // e2e/trojan:base, unsigned
 	trojanOCI   v1.Hash // e2e/trojan:sha256-<trojanBase hex>.sig, runnable OCI image with a subject
 	trojanDock  v1.Hash // e2e/trojan2:sha256-<trojanBase hex>.sig, runnable Docker image with a subject
+	// disguised: e2e/disguised:sha256-<trojanBase hex>.sig, a runnable
+	// image (one tar+gzip layer holding bin/payload) whose layer is
+	// labelled application/octet-stream, with a subject.
+	disguised v1.Hash
 	tool        v1.Hash // tools/debug:latest, unsigned but allowlisted
 	misc        v1.Hash // misc/app:v1, unsigned, matched by no rule
 	tarball     string  // an image tarball for crane push
@@ -87,9 +92,11 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
-	if _, err := exec.LookPath("skopeo"); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: e2e: skopeo is not on PATH: run `bash scripts/tools.sh`")
-		return 1
+	for _, tool := range []string{"skopeo", "chromium"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: e2e: %s is not on PATH: run `bash scripts/tools.sh`\n", tool)
+			return 1
+		}
 	}
 	dir, err := os.MkdirTemp("", "authz-proxy-e2e-")
 	if err != nil {

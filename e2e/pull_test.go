@@ -272,3 +272,43 @@ func TestImageMatchingNoRuleIsDenied(t *testing.T) {
 		t.Errorf("an image outside lab/e2e/** was decided by rule e2e:\n%s", d)
 	}
 }
+
+// TestDisguisedImageIsRefusedToRuntimes pulls a runnable image labelled as
+// no image layer, with a subject, under a cosign signature tag: podman and
+// CRI-O's containers/image unpacks such a layer by its content, so the
+// proxy must judge it like any image.
+func TestDisguisedImageIsRefusedToRuntimes(t *testing.T) {
+	tag := sigTag(lab.img.trojanBase)
+	storage := func(t *testing.T) (ref, root string) {
+		dir := t.TempDir()
+		root = filepath.Join(dir, "root")
+		return fmt.Sprintf("containers-storage:[vfs@%s+%s]", root, filepath.Join(dir, "run")), root
+	}
+	t.Run("straight from the upstream, skopeo unpacks it", func(t *testing.T) {
+		dst, root := storage(t)
+		out, err := lab.tool(t.Context(), nil, "skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+			"docker://"+lab.reg+"/e2e/disguised:"+tag, dst+"e2e/disguised:direct")
+		mustSucceed(t, "skopeo copy from the upstream into containers-storage", out, err)
+		found, _ := filepath.Glob(filepath.Join(root, "vfs", "dir", "*", payloadFile))
+		if len(found) == 0 {
+			t.Fatalf("containers-storage holds no unpacked %s: the test does not show the threat\n%s", payloadFile, out)
+		}
+	})
+	t.Run("skopeo into containers-storage through the proxy", func(t *testing.T) {
+		p := lab.main
+		mark := p.mark()
+		dst, root := storage(t)
+		out, err := skopeo(t, p, "copy", "docker://lab.example/e2e/disguised:"+tag, dst+"e2e/disguised:proxied")
+		out = mustFail(t, "skopeo copy of a disguised image through the proxy", out, err)
+		wantContains(t, "skopeo copy of a disguised image", out, "denied")
+		if found, _ := filepath.Glob(filepath.Join(root, "vfs", "dir", "*", payloadFile)); len(found) > 0 {
+			t.Errorf("the payload reached containers-storage through the proxy: %v", found)
+		}
+		d := p.decisionFor(t, mark, lab.img.disguised.String(), tag)
+		checkDecision(t, d, "deny", "lab/e2e/disguised", "e2e")
+	})
+	t.Run("crane by tag and by digest", func(t *testing.T) {
+		wantDenied(t, "e2e/disguised:"+tag, "lab/e2e/disguised", lab.img.disguised, tag)
+		wantDenied(t, at("e2e/disguised", lab.img.disguised), "lab/e2e/disguised", lab.img.disguised, lab.img.disguised.String())
+	})
+}

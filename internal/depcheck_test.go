@@ -20,6 +20,7 @@ func TestPackageEdges(t *testing.T) {
 		"verify":   {"net/http", mod + "upstream", mod + "policy", mod + "proxy", mod + "config"},
 		"pattern":  {mod},
 		"audit":    {mod},
+		"report":   {mod + "proxy", mod + "policy", mod + "upstream", mod + "config", "net/http"},
 		"cache":    {mod},
 		"config":   {mod + "policy", mod + "proxy", mod + "upstream", mod + "verify"},
 		"upstream": {mod + "policy", mod + "proxy", mod + "verify"},

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the end-to-end suite drives, once per machine:
 # the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
-# CLI (as cosign3), crane, versitygw (an S3 server over a folder, for the
-# store's s3 driver), and skopeo from Debian. Prints the folder that holds the Go-built tools.
+# CLI (as cosign3), crane, the OCI distribution-spec conformance suite,
+# versitygw (an S3 server over a folder, for the store's s3 driver), and
+# skopeo and chromium from Debian. Prints the folder that holds the Go-built
+# tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -13,6 +15,7 @@ COSIGN_VERSION=v2.6.5
 COSIGN3_VERSION=v3.1.3
 VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
@@ -37,16 +40,22 @@ install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
 install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
+install conformance github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION >&2
 install versitygw github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi
 
-if ! command -v skopeo >/dev/null 2>&1; then
-  echo "tools: installing skopeo from Debian" >&2
+# From Debian: skopeo (pulls like CRI-O and podman) and chromium (opens the
+# HTML report headless).
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tools: installing ${missing[*]} from Debian" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq skopeo >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 echo "$tools/bin"

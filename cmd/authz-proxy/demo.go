@@ -43,7 +43,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "Upstream registry (in process): %s, with sample images under lab/\n", lab.Upstream)
 	fmt.Fprintf(stdout, "Proxy: http://%s, policy: %s\n\n", addr, lab.ConfigPath)
 	lab.Tour(ctx, addr, stdout)
-	fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision):\n")
+	fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision, hash-chained by seq and prev; checkpoint lines mark where the proxy started and stopped):\n")
 	if !*keep {
 		stop()
 		err := <-done

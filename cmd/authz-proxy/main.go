@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,6 +33,12 @@ Usage:
                                             judge the digests of past pulls under the
                                             configuration, show the decisions that change;
                                             exit 0 none, 1 some change, 2 error
+  authz-proxy audit verify --log FILE... [--key PUB]... [--output text|json]
+                                            check the decision log's hash chain and signed
+                                            checkpoints; exit 0 intact, 1 altered, 2 error
+  authz-proxy report   --log FILE... [--since D] [--until T] [--output text|json|html] [--out FILE]
+                                            denials, dryrun-denies, breakglass uses, errors
+                                            and clients of the decision logs
   authz-proxy version
 `
 
@@ -87,6 +94,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return validateCmd(args[1:], stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(args[1:], stdout, stderr, time.Now())
 	case "version":
 		fmt.Fprintln(stdout, "authz-proxy", versionString())
 		return nil

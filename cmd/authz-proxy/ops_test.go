@@ -233,7 +233,8 @@ func (in *instance) reload(configText string) {
 	in.waitMetric("authz_proxy_config_info", map[string]string{"generation": c.Generation}, 1)
 }
 
-// decisionLines parses the decision log written so far.
+// decisionLines parses the decision records written so far (not the
+// checkpoints between them).
 func (in *instance) decisionLines() []map[string]any {
 	in.t.Helper()
 	var out []map[string]any
@@ -245,7 +246,9 @@ func (in *instance) decisionLines() []map[string]any {
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			in.t.Fatalf("decision line is not JSON: %q", line)
 		}
-		out = append(out, m)
+		if m["msg"] == "decision" {
+			out = append(out, m)
+		}
 	}
 	return out
 }
@@ -365,6 +368,9 @@ func TestReloadOfWhatNeedsARestartIsRefused(t *testing.T) {
 		{"listen.addr", `listen: {addr: "127.0.0.1:0"}`, `listen: {addr: "127.0.0.1:5999"}`, "listen.addr: changed from 127.0.0.1:0 to 127.0.0.1:5999"},
 		{"metrics.addr", `metrics: {addr: "127.0.0.1:1"}`, `metrics: {addr: "127.0.0.1:2"}`, "metrics.addr: changed from 127.0.0.1:1 to 127.0.0.1:2"},
 		{"audit.file", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {file: decisions.jsonl}\n", "audit.file: changed from (none) to " + filepath.Join(dir, "decisions.jsonl")},
+		{"audit.required", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {required: true}\n", "audit.required: changed from false to true"},
+		{"audit.chain", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {chain: false}\n", "audit.chain: changed from true to false"},
+		{"audit.checkpoint", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {checkpoint: {keyFile: " + writeCheckpointKey(t, dir) + "}}\n", "audit.checkpoint.every: changed from (none) to 1m0s"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,10 +411,22 @@ func TestSIGHUPReopensTheAuditFileForLogrotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+		var decisions []string
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if strings.Contains(line, `"msg":"decision"`) {
+				decisions = append(decisions, line)
+			}
+		}
+		if len(decisions) != 1 || !strings.Contains(decisions[0], c.want) {
 			t.Errorf("%s holds %q, want the one decision %s", filepath.Base(c.file), b, c.want)
 		}
 	}
+	// The chain runs from the rotated file into the new one.
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"audit", "verify", "--log", auditFile, auditFile + ".1"}, &out, io.Discard); err != nil {
+		t.Errorf("audit verify of the rotated log: %v\n%s", err, out.String())
+	}
+	wantContains(t, out.String(), "ends with the reopen checkpoint (rotated)", "ends with the shutdown checkpoint", "OK: 2 decision(s)")
 }
 
 func TestMetricsListenerServesHealthReadinessAndCounters(t *testing.T) {

@@ -70,7 +70,7 @@ func (r *reloader) prepare() (*loaded, *tls.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := restartNeeded(r.cur.cfg, l.cfg); err != nil {
+	if err := restartNeeded(r.cur, l); err != nil {
 		return nil, nil, err
 	}
 	if (r.cur.store == nil) != (l.store == nil) || (l.store != nil && !l.store.same(r.cur.store)) {
@@ -88,8 +88,25 @@ func (r *reloader) prepare() (*loaded, *tls.Config, error) {
 }
 
 // restartNeeded refuses changes that a running process cannot apply: where
-// it listens, whether it speaks TLS, and where the audit file is.
-func restartNeeded(old, c *config.Config) error {
+// it listens, whether it speaks TLS, and how the decision log is written.
+func restartNeeded(old, c *loaded) error {
+	if err := restartNeededConfig(old.cfg, c.cfg); err != nil {
+		return err
+	}
+	if old.checkpointKeyID != c.checkpointKeyID {
+		return c.cfg.Errorf([]any{"audit", "checkpoint", "keyFile"}, "the checkpoint key changed from %s to %s: this takes a restart, not a reload (restart with the new key to apply it; keep the old public key to verify the log written so far)", orNone(old.checkpointKeyID), orNone(c.checkpointKeyID))
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func restartNeededConfig(old, c *config.Config) error {
 	metricsAddr := func(c *config.Config) string {
 		if c.Metrics == nil {
 			return "(none)"
@@ -101,6 +118,12 @@ func restartNeeded(old, c *config.Config) error {
 			return "(none)"
 		}
 		return c.Path(c.Audit.File)
+	}
+	every := func(c *config.Config) string {
+		if c.Audit.Checkpoint == nil {
+			return "(none)"
+		}
+		return c.Audit.Checkpoint.Every.String()
 	}
 	tlsOn := func(c *config.Config) string {
 		if c.Listen.TLS == nil {
@@ -116,6 +139,9 @@ func restartNeeded(old, c *config.Config) error {
 		{[]any{"listen", "tls"}, tlsOn(old), tlsOn(c)},
 		{[]any{"metrics", "addr"}, metricsAddr(old), metricsAddr(c)},
 		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
+		{[]any{"audit", "chain"}, fmt.Sprint(old.Audit.Chained()), fmt.Sprint(c.Audit.Chained())},
+		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},
+		{[]any{"audit", "checkpoint", "every"}, every(old), every(c)},
 		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
 	} {
 		if f.old != f.new {

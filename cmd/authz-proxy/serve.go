@@ -90,7 +90,8 @@ type serveEnv struct {
 // then drains in-flight requests for at most shutdownGrace.
 func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	logger := env.logger
-	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File))
+	m := metrics.New()
+	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File), auditOptions(l, logger, m)...)
 	if err != nil {
 		return l.cfg.Errorf([]any{"audit", "file"}, "%v", err)
 	}
@@ -99,8 +100,13 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 			logger.Error("closing the audit file", "err", err.Error())
 		}
 	}()
-	m := metrics.New()
 	m.WatchBudget(l.budget.InUse, l.budget.Max)
+	if auditLog.Required() {
+		m.AddReadinessCheck("decision log", auditLog.Healthy)
+	}
+	if cp := l.cfg.Audit.Checkpoint; cp != nil {
+		m.AuditCheckpointInterval(cp.Every)
+	}
 	st, err := openStore(ctx, l.cfg, l.store, env.ln.Addr(), logger)
 	if err != nil {
 		return err
@@ -213,6 +219,22 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Logger:          logger,
 		Metrics:         m,
 	}
+}
+
+// auditOptions are the decision log's options for configuration l.
+func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Option {
+	a := l.cfg.Audit
+	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m)}
+	if a.Chained() {
+		opts = append(opts, audit.WithChain())
+	}
+	if l.checkpointKey != nil {
+		opts = append(opts, audit.WithCheckpoints(l.checkpointKey, a.Checkpoint.Every))
+	}
+	if a.Required {
+		opts = append(opts, audit.WithRequired())
+	}
+	return opts
 }
 
 func logWarnings(logger *slog.Logger, l *loaded) {

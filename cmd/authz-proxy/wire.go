@@ -1,18 +1,25 @@
 package main
 
 import (
+	"crypto"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"reflect"
 	"strings"
+	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
+
+// budgetWait is how long a large manifest request waits for room in the
+// manifest budget before it is refused with 503.
+const budgetWait = 5 * time.Second
 
 // loaded is a configuration with its policy compiled and its upstream
 // clients built.
@@ -26,6 +33,10 @@ type loaded struct {
 	// budget bounds the manifest bytes in flight; one per process, kept
 	// across reloads.
 	budget *budget.Budget
+	// checkpointKey signs the decision log's checkpoints (nil without
+	// audit.checkpoint), and checkpointKeyID names it.
+	checkpointKey   crypto.Signer
+	checkpointKeyID string
 	// store is what the content store opens with; nil without one.
 	store *storeSpec
 }
@@ -53,9 +64,22 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight), store: sp}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp}
 	if prev != nil {
 		l.budget = prev.budget
+	}
+	if cp := cfg.Audit.Checkpoint; cp != nil {
+		path := []any{"audit", "checkpoint", "keyFile"}
+		b, err := os.ReadFile(cfg.Path(cp.KeyFile))
+		if err != nil {
+			return nil, cfg.Errorf(path, "%v", err)
+		}
+		if l.checkpointKey, err = audit.ParsePrivateKey(b); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
+		if l.checkpointKeyID, err = audit.KeyID(l.checkpointKey.Public()); err != nil {
+			return nil, cfg.Errorf(path, "%s: %v", cp.KeyFile, err)
+		}
 	}
 	for i, u := range cfg.Upstreams {
 		lim := cfg.Limits

@@ -1,18 +1,20 @@
-// Package audit defines the decision record, one per manifest decision, and
-// writes it as a JSON line to standard output and, if configured, to a file
-// that auditors keep. Records carry no secrets. The file can be reopened
-// (after logrotate moved it away) without losing or splitting a line, and
-// Parse reads records back, for replaying them.
+// Package audit is the decision log: the record of each manifest decision,
+// written as one JSON line to standard output and, if configured, to a file
+// that auditors keep, and read back. Records carry no secrets.
+//
+// The log is tamper-evident: each line carries its sequence number and the
+// SHA-256 of the line before it (a hash chain that continues across files
+// when logrotate moves the file away and the proxy reopens it), and
+// checkpoint lines signed with an Ed25519 or ECDSA key vouch for everything
+// before them. Verify finds the first line removed, inserted, changed or
+// moved, and a file cut short. A write that fails is never silent: it is
+// logged, counted, retried, and the gap is recorded once the log can be
+// written again.
 package audit
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"os"
-	"sync"
 	"time"
 )
 
@@ -45,6 +47,12 @@ type Record struct {
 	Cached      bool
 	Client      Client
 	Duration    time.Duration
+	// Seq and Prev are the record's place in the hash chain: its sequence
+	// number, and "sha256:<hex>" of the line before it ("" for the first
+	// line of a chain). Write assigns them; Parse fills them in (zero when
+	// the line was written without a chain).
+	Seq  uint64
+	Prev string
 }
 
 // Verification names one piece of evidence that counted: a signature, or an
@@ -86,134 +94,6 @@ type Client struct {
 	Environment string `json:"environment,omitempty"`
 }
 
-// Log writes records.
-type Log struct {
-	sinks []*slog.Logger
-	file  *fileWriter // nil without a file
-}
-
-// New writes records to stdout and, when path is not empty, appends them to
-// the file at path.
-func New(stdout io.Writer, path string) (*Log, error) {
-	l := &Log{}
-	if stdout != nil {
-		l.sinks = append(l.sinks, slog.New(slog.NewJSONHandler(stdout, nil)))
-	}
-	if path != "" {
-		f, err := openFile(path)
-		if err != nil {
-			return nil, err
-		}
-		l.file = &fileWriter{f: f, path: path}
-		l.sinks = append(l.sinks, slog.New(slog.NewJSONHandler(l.file, nil)))
-	}
-	return l, nil
-}
-
-func openFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-}
-
-// fileWriter is the audit file, which Reopen may swap for a new one between
-// two records. Each record arrives as one Write.
-type fileWriter struct {
-	mu   sync.Mutex
-	f    *os.File // nil once closed
-	path string
-}
-
-func (w *fileWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.f == nil {
-		return 0, os.ErrClosed
-	}
-	return w.f.Write(p)
-}
-
-// Write logs r: allows at info level, denials and breakglass at warn, errors
-// at error. Each record is one Write to each sink, so lines never
-// interleave.
-func (l *Log) Write(ctx context.Context, r Record) {
-	level := slog.LevelInfo
-	switch r.Decision {
-	case Deny, DryRunDeny, Breakglass:
-		level = slog.LevelWarn
-	case Error:
-		level = slog.LevelError
-	}
-	if r.Reasons == nil {
-		r.Reasons = []string{}
-	}
-	if r.VerifiedBy == nil {
-		r.VerifiedBy = []Verification{}
-	}
-	attrs := []slog.Attr{
-		slog.String("decision", r.Decision),
-		slog.String("image", r.Image),
-		slog.String("reference", r.Reference),
-		slog.String("digest", r.Digest),
-		slog.String("mediaType", r.MediaType),
-		slog.String("upstream", r.Upstream),
-		slog.String("rule", r.Rule),
-		slog.String("enforcement", r.Enforcement),
-		slog.Any("reasons", r.Reasons),
-		slog.Any("verifiedBy", r.VerifiedBy),
-		slog.Bool("cached", r.Cached),
-		slog.Any("client", r.Client),
-		slog.Float64("durationMs", float64(r.Duration.Microseconds())/1000),
-	}
-	for _, s := range l.sinks {
-		s.LogAttrs(ctx, level, "decision", attrs...)
-	}
-}
-
-// Path is the audit file's path, "" without one.
-func (l *Log) Path() string {
-	if l.file == nil {
-		return ""
-	}
-	return l.file.path
-}
-
-// Reopen opens the audit file at its path anew and writes to it from the
-// next record on: after logrotate renamed the old file, records go to a new
-// one. A record is never split between the two. When the file cannot be
-// opened, the old one is kept and the error returned.
-func (l *Log) Reopen() error {
-	if l.file == nil {
-		return nil
-	}
-	f, err := openFile(l.file.path)
-	if err != nil {
-		return err
-	}
-	l.file.mu.Lock()
-	old := l.file.f
-	l.file.f = f
-	l.file.mu.Unlock()
-	if old == nil {
-		return nil
-	}
-	return old.Close()
-}
-
-// Close flushes the audit file to stable storage and closes it; records
-// written after Close go to stdout only.
-func (l *Log) Close() error {
-	if l.file == nil {
-		return nil
-	}
-	l.file.mu.Lock()
-	defer l.file.mu.Unlock()
-	if l.file.f == nil {
-		return nil
-	}
-	err := errors.Join(l.file.f.Sync(), l.file.f.Close())
-	l.file.f = nil
-	return err
-}
-
 // ErrNotDecision is returned by Parse for a log line that is valid JSON but
 // not a decision record (operational log lines share stdout's format).
 var ErrNotDecision = errors.New("not a decision record")
@@ -235,6 +115,8 @@ type line struct {
 	Cached      bool           `json:"cached"`
 	Client      Client         `json:"client"`
 	DurationMs  float64        `json:"durationMs"`
+	Seq         uint64         `json:"seq"`
+	Prev        string         `json:"prev"`
 }
 
 // Parse reads one line of a decision log back into a Record.
@@ -250,6 +132,6 @@ func Parse(data []byte) (Record, error) {
 		Time: l.Time, Decision: l.Decision, Image: l.Image, Reference: l.Reference, Digest: l.Digest,
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
-		Duration: time.Duration(l.DurationMs * float64(time.Millisecond)),
+		Duration: time.Duration(l.DurationMs * float64(time.Millisecond)), Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

@@ -1,21 +1,25 @@
 // Package budget bounds the bytes of manifests that requests hold at once:
 // read from an upstream, judged, and written to a client that may read
-// slowly or not at all. Past the bound a request is refused at once, so
-// that memory stays bounded whatever clients do.
+// slowly or not at all. Past the bound a request is refused, so that
+// memory stays bounded whatever clients do; a request of unknown size is
+// counted at the most it may be, which also bounds how many of them reach
+// an upstream at once.
 package budget
 
 import (
+	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrExhausted is returned when a request's bytes do not fit the budget:
 // the caller answers 503 with Retry-After.
 var ErrExhausted = errors.New("too many manifest bytes in flight")
 
-// Large is the size past which a request must leave Reserve of the budget
-// free: everyday manifests (a few KiB) are then still served while clients
-// hold large ones.
+// Large is the size past which a request must leave an eighth of the budget
+// free, and may wait for room: everyday manifests (a few KiB) are then
+// still served at once while clients hold large ones.
 const Large = 64 << 10
 
 // Budget is a byte budget; a nil *Budget admits everything. Safe for
@@ -24,15 +28,22 @@ type Budget struct {
 	mu   sync.Mutex
 	max  int64
 	used int64
+	wait time.Duration
+	// freed is closed, and replaced, whenever bytes are given back.
+	freed chan struct{}
 }
 
-// New returns a budget of max bytes.
-func New(max int64) *Budget { return &Budget{max: max} }
+// New returns a budget of max bytes, in which a large request waits at
+// most wait for room.
+func New(max int64, wait time.Duration) *Budget {
+	return &Budget{max: max, wait: wait, freed: make(chan struct{})}
+}
 
 // SetMax changes the budget; bytes already taken stay taken.
 func (b *Budget) SetMax(max int64) {
 	b.mu.Lock()
 	b.max = max
+	b.notify()
 	b.mu.Unlock()
 }
 
@@ -46,34 +57,6 @@ func (b *Budget) Max() int64 {
 	return b.max
 }
 
-// reserve is how much of the budget a request of more than Large bytes
-// must leave free: an eighth.
-func (b *Budget) reserve() int64 { return b.max / 8 }
-
-// Acquire takes n bytes if they fit, without waiting, and returns the
-// function that gives them back (safe to call more than once). It returns
-// ErrExhausted when they do not fit.
-func (b *Budget) Acquire(n int64) (release func(), err error) {
-	if b == nil || n <= 0 {
-		return func() {}, nil
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	free := b.max - b.used
-	if n > free || n > Large && free-n < b.reserve() {
-		return nil, ErrExhausted
-	}
-	b.used += n
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.mu.Lock()
-			b.used -= n
-			b.mu.Unlock()
-		})
-	}, nil
-}
-
 // InUse is the number of bytes taken.
 func (b *Budget) InUse() int64 {
 	if b == nil {
@@ -82,4 +65,85 @@ func (b *Budget) InUse() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used
+}
+
+// Lease is bytes taken from a budget; a nil *Lease holds nothing.
+type Lease struct {
+	b *Budget
+	n int64
+}
+
+// Take takes n bytes. A request of at most Large bytes is admitted at once
+// when they fit; a larger one must leave an eighth of the budget free and
+// waits for room for at most the budget's wait (or until ctx ends). It
+// returns ErrExhausted when they do not fit.
+func (b *Budget) Take(ctx context.Context, n int64) (*Lease, error) {
+	if b == nil {
+		return nil, nil
+	}
+	l := &Lease{b: b}
+	if err := l.grow(ctx, n); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Resize makes the lease hold n bytes: giving some back, or taking more
+// under the rules of Take.
+func (l *Lease) Resize(ctx context.Context, n int64) error {
+	if l == nil {
+		return nil
+	}
+	if n <= l.n {
+		l.b.mu.Lock()
+		l.b.used -= l.n - n
+		l.n = n
+		l.b.notify()
+		l.b.mu.Unlock()
+		return nil
+	}
+	return l.grow(ctx, n-l.n)
+}
+
+// Release gives every byte back. It may be called more than once.
+func (l *Lease) Release() { _ = l.Resize(context.Background(), 0) }
+
+// grow takes n more bytes for l.
+func (l *Lease) grow(ctx context.Context, n int64) error {
+	b := l.b
+	var deadline <-chan time.Time
+	for {
+		b.mu.Lock()
+		free := b.max - b.used
+		large := l.n+n > Large
+		if n <= free && (!large || free-n >= b.max/8) {
+			b.used += n
+			l.n += n
+			b.mu.Unlock()
+			return nil
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		if !large {
+			return ErrExhausted
+		}
+		if deadline == nil {
+			t := time.NewTimer(b.wait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-freed:
+		case <-deadline:
+			return ErrExhausted
+		case <-ctx.Done():
+			return ErrExhausted
+		}
+	}
+}
+
+// notify wakes the waiters; b.mu is held.
+func (b *Budget) notify() {
+	close(b.freed)
+	b.freed = make(chan struct{})
 }

@@ -1,50 +1,82 @@
 package budget_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 )
 
 func TestLargeRequestsLeaveRoomForSmallOnes(t *testing.T) {
-	b := budget.New(32 << 20) // reserve: 4 MiB
-	var releases []func()
+	ctx := context.Background()
+	b := budget.New(32<<20, 10*time.Millisecond) // reserve: 4 MiB
+	var leases []*budget.Lease
 	for {
-		release, err := b.Acquire(4 << 20)
+		l, err := b.Take(ctx, 4<<20)
 		if errors.Is(err, budget.ErrExhausted) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		releases = append(releases, release)
+		leases = append(leases, l)
 	}
-	if len(releases) != 7 {
-		t.Fatalf("%d large requests admitted, want 7 (28 of 32 MiB, leaving the 4 MiB reserve)", len(releases))
+	if len(leases) != 7 {
+		t.Fatalf("%d large requests admitted, want 7 (28 of 32 MiB, leaving the 4 MiB reserve)", len(leases))
 	}
 	for range 64 {
-		release, err := b.Acquire(budget.Large)
+		l, err := b.Take(ctx, budget.Large)
 		if err != nil {
 			t.Fatalf("a small request was refused while large ones hold the budget: %v", err)
 		}
-		defer release()
+		defer l.Release()
 	}
-	if _, err := b.Acquire(budget.Large + 1); !errors.Is(err, budget.ErrExhausted) {
+	if _, err := b.Take(ctx, budget.Large+1); !errors.Is(err, budget.ErrExhausted) {
 		t.Fatalf("a large request was admitted into the reserve: %v", err)
 	}
-	releases[0]()
-	releases[0]() // twice gives back once
+	leases[0].Release()
+	leases[0].Release() // twice gives back once
 	if got := b.InUse(); got != 6*(4<<20)+64*budget.Large {
 		t.Fatalf("in use %d after one release", got)
 	}
 }
 
-func TestNilBudgetAdmitsEverything(t *testing.T) {
-	var b *budget.Budget
-	release, err := b.Acquire(1 << 40)
+func TestALargeRequestWaitsForRoom(t *testing.T) {
+	ctx := context.Background()
+	b := budget.New(16<<20, time.Minute)
+	held, err := b.Take(ctx, 14<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	release()
+	got := make(chan error, 1)
+	go func() {
+		l, err := b.Take(ctx, 4<<20)
+		got <- err
+		l.Release()
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("admitted while the budget was full: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if err := held.Resize(ctx, 1<<20); err != nil { // the upstream said 1 MiB
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("not admitted once room was made: %v", err)
+	}
+}
+
+func TestNilBudgetAdmitsEverything(t *testing.T) {
+	var b *budget.Budget
+	l, err := b.Take(context.Background(), 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Resize(context.Background(), 1<<41); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
 }

@@ -98,6 +98,31 @@ type Audit struct {
 	// File, if set, receives every decision record as a JSON line, besides
 	// standard output.
 	File string `yaml:"file"`
+	// Chain makes each line carry its sequence number and the hash of the
+	// line before it, so that a line removed, inserted, changed or moved
+	// shows (`authz-proxy audit verify`). Default true.
+	Chain *bool `yaml:"chain"`
+	// Checkpoint, if set, signs the chain at an interval.
+	Checkpoint *Checkpoint `yaml:"checkpoint"`
+	// Required refuses to answer a manifest request whose decision record
+	// could not be written (503, and /readyz not ready) instead of serving
+	// it unlogged. Default false: a failing write is logged and counted.
+	Required bool `yaml:"required"`
+}
+
+// Chained reports whether decision-log lines are hash-chained.
+func (a Audit) Chained() bool { return a.Chain == nil || *a.Chain }
+
+// Checkpoint signs the decision log's chain: a checkpoint line, signed with
+// the private key in KeyFile, is written every Every, when the proxy starts,
+// before it leaves a file (SIGHUP) and when it stops.
+type Checkpoint struct {
+	// KeyFile is a PEM private key, Ed25519 or ECDSA P-256/384/521
+	// (PKCS #8 "PRIVATE KEY" or SEC 1 "EC PRIVATE KEY", unencrypted);
+	// required. Auditors verify with its public key.
+	KeyFile string `yaml:"keyFile"`
+	// Every is the interval between checkpoints; default 1m.
+	Every time.Duration `yaml:"every"`
 }
 
 // Environment groups clients for per-environment rules. A client belongs to
@@ -399,7 +424,7 @@ var PredicateTypeAliases = map[string]string{
 }
 
 // Files lists, resolved, every file the configuration reads: key, trusted
-// root, TLS and password files. A change to any of them is a change of
+// root, TLS, password and checkpoint key files. A change to any of them is a change of
 // configuration.
 func (c *Config) Files() []string {
 	var files []string
@@ -407,6 +432,9 @@ func (c *Config) Files() []string {
 		if name != "" {
 			files = append(files, c.Path(name))
 		}
+	}
+	if cp := c.Audit.Checkpoint; cp != nil {
+		add(cp.KeyFile)
 	}
 	if t := c.Listen.TLS; t != nil {
 		add(t.CertFile)
@@ -631,6 +659,9 @@ func (c *Config) setDefaults() {
 	}
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = 30 * time.Second
+	}
+	if cp := c.Audit.Checkpoint; cp != nil && cp.Every == 0 {
+		cp.Every = time.Minute
 	}
 	if c.Policy.Enforcement == "" {
 		c.Policy.Enforcement = Enforce

@@ -35,6 +35,7 @@ func (c *Config) validate() error {
 	v := &validator{c: c}
 	v.listen()
 	v.metrics()
+	v.audit()
 	v.upstreams()
 	environments := v.environments()
 	if c.Cache.MaxEntries < 0 {
@@ -164,6 +165,25 @@ func (v *validator) metrics() {
 		v.errorf(p("metrics", "addr"), "want host:port, e.g. 127.0.0.1:9090: %v", err)
 	} else if m.Addr == v.c.Listen.Addr {
 		v.errorf(p("metrics", "addr"), "%s is listen.addr too: give metrics a port of its own", m.Addr)
+	}
+}
+
+func (v *validator) audit() {
+	a := v.c.Audit
+	cp := a.Checkpoint
+	if cp == nil {
+		return
+	}
+	if !a.Chained() {
+		v.errorf(p("audit", "checkpoint"), "a checkpoint signs the chain: it needs audit.chain: true")
+	}
+	if cp.KeyFile == "" {
+		v.errorf(p("audit", "checkpoint"), "keyFile is required: the PEM private key (Ed25519 or ECDSA) that signs the checkpoints")
+	} else {
+		v.readable(p("audit", "checkpoint", "keyFile"), cp.KeyFile)
+	}
+	if cp.Every < time.Second {
+		v.errorf(p("audit", "checkpoint", "every"), "%s: want an interval of at least 1s, such as 1m", cp.Every)
 	}
 }
 

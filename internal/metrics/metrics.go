@@ -1,6 +1,7 @@
 // Package metrics is authz-proxy's Prometheus instrumentation and its
 // operational endpoints: /metrics, /healthz (the process is up) and /readyz
-// (a configuration is loaded and the proxy listener is up). Every method is
+// (a configuration is loaded, the proxy listener is up and every readiness
+// check passes). Every method is
 // safe on a nil *Metrics, which records nothing, so that code paths need no
 // checks.
 //
@@ -10,10 +11,13 @@
 package metrics
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +45,22 @@ type Metrics struct {
 	reloads        *prometheus.CounterVec
 	lastReloadOK   prometheus.Gauge
 	lastReloadTime prometheus.Gauge
+	auditErrors    prometheus.Counter
+	auditOK        prometheus.Gauge
+	checkpoints    prometheus.Counter
+	lastCheckpoint prometheus.Gauge
+	checkpointsDue prometheus.Gauge
 	ready          atomic.Bool
+
+	mu     sync.Mutex
+	checks []check
+}
+
+// check is a readiness condition: /readyz answers 503 while f returns an
+// error.
+type check struct {
+	name string
+	f    func() error
 }
 
 // Reload results, the values of the result label of
@@ -107,11 +126,64 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
 			Help: "When the configuration in force was loaded, in Unix seconds.",
 		}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "write_errors_total",
+			Help: "Decision-log lines (decision records and checkpoints) that could not be written to audit.file, or to standard output without one.",
+		}),
+		auditOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "last_write_successful",
+			Help: "1 when the last decision-log line was written, 0 while the decision log cannot be written.",
+		}),
+		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "checkpoints_total",
+			Help: "Checkpoint lines written to the decision log (signed when audit.checkpoint is set).",
+		}),
+		lastCheckpoint: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "last_checkpoint_timestamp_seconds",
+			Help: "When the last checkpoint was written to the decision log, in Unix seconds.",
+		}),
+		checkpointsDue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "checkpoint_interval_seconds",
+			Help: "audit.checkpoint.every: how often a signed checkpoint is due, in seconds; 0 without a checkpoint key.",
+		}),
 	}
+	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
+		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// AuditWrite counts one decision-log line written (ok) or not.
+func (m *Metrics) AuditWrite(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.auditOK.Set(1)
+		return
+	}
+	m.auditOK.Set(0)
+	m.auditErrors.Inc()
+}
+
+// AuditCheckpointInterval records how often signed checkpoints are due (0:
+// never), for alerting when they stop.
+func (m *Metrics) AuditCheckpointInterval(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.checkpointsDue.Set(d.Seconds())
+}
+
+// AuditCheckpoint counts one checkpoint written to the decision log.
+func (m *Metrics) AuditCheckpoint(at time.Time) {
+	if m == nil {
+		return
+	}
+	m.checkpoints.Inc()
+	m.lastCheckpoint.Set(float64(at.UnixNano()) / 1e9)
 }
 
 // Request counts one answered HTTP request. upstream is "" when the
@@ -241,6 +313,37 @@ func (m *Metrics) SetReady(ready bool) {
 	m.ready.Store(ready)
 }
 
+// AddReadinessCheck makes /readyz answer 503, naming the check and its
+// error, while f returns an error. /readyz calls f at each probe.
+func (m *Metrics) AddReadinessCheck(name string, f func() error) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checks = append(m.checks, check{name, f})
+}
+
+// notReady says why the process is not ready, "" when it is.
+func (m *Metrics) notReady() string {
+	if !m.ready.Load() {
+		return "not ready"
+	}
+	m.mu.Lock()
+	checks := m.checks
+	m.mu.Unlock()
+	var why []string
+	for _, c := range checks {
+		if err := c.f(); err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", c.name, err))
+		}
+	}
+	if len(why) > 0 {
+		return "not ready: " + strings.Join(why, "; ")
+	}
+	return ""
+}
+
 // Handler serves /metrics, /healthz and /readyz.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -249,8 +352,8 @@ func (m *Metrics) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if why := m.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

@@ -59,11 +59,11 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	rec.Digest, rec.MediaType = m.Digest, m.MediaType
 	// The bytes are held from here until the client has them.
-	release, err := s.budget.Acquire(int64(len(m.Raw)))
+	lease, err := s.budget.Take(r.Context(), int64(len(m.Raw)))
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
-	defer release()
+	defer lease.Release()
 	judged := time.Now()
 	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
 	if err != nil {
@@ -80,7 +80,9 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 		return s.refuse(w, r, rec, d.Verdict, start)
 	}
 	fill(&rec, d.Verdict, start)
-	s.record(r.Context(), rec)
+	if err := s.record(r.Context(), rec); err != nil {
+		return err
+	}
 	s.link(rt, m)
 	s.send(w, r, st, m, rt.ref)
 	return nil
@@ -137,10 +139,17 @@ func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest
 	return t.up.Recognize(ctx, repo, m)
 }
 
-// record writes rec to the decision log and counts it.
-func (s *Server) record(ctx context.Context, rec audit.Record) {
-	s.audit.Write(ctx, rec)
+// record writes rec to the decision log and counts it. When the record
+// could not be written and the log is required (audit.required), it returns
+// the 503 to answer instead of the decision: nothing is served unlogged.
+func (s *Server) record(ctx context.Context, rec audit.Record) error {
+	err := s.audit.Write(ctx, rec)
 	s.metrics.Decision(rec.Upstream, rec.Client.Environment, rec.Rule, rec.Decision)
+	if err != nil && s.audit.Required() {
+		// The cause (a file name, an errno) is in the operator's log.
+		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "%s@%s: the decision could not be written to the decision log, and audit.required forbids answering without it; try again later", rec.Image, rec.Digest)
+	}
+	return nil
 }
 
 func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
@@ -153,7 +162,9 @@ func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
 // refuse answers 403 DENIED with the reasons, and logs the denial.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, v policy.Verdict, start time.Time) error {
 	fill(&rec, v, start)
-	s.record(r.Context(), rec)
+	if err := s.record(r.Context(), rec); err != nil {
+		return err
+	}
 	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
 	// The reasons are in the message already; clients print both.
 	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{

@@ -117,7 +117,10 @@ type Client struct {
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// recognized keeps artifact checks by manifest digest.
 	recognized *lru.Cache[string, Recognition]
-	budget     *budget.Budget
+	// sizes keeps the size each "<repo>:<ref>" last had, so that a
+	// manifest counts at its size against the budget before it is asked.
+	sizes  *lru.Cache[string, int64]
+	budget *budget.Budget
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64
@@ -157,9 +160,11 @@ func New(o Options) (*Client, error) {
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
 	recognized, _ := lru.New[string, Recognition](4096)
+	sizes, _ := lru.New[string, int64](16384)
 	return &Client{
 		manifests:  cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
 		recognized: recognized,
+		sizes:      sizes,
 		budget:     o.Budget,
 		name:       o.Name,
 		base:       &url.URL{Scheme: u.Scheme, Host: u.Host},

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
@@ -167,9 +168,12 @@ type sourced struct {
 	m      *oci.Manifest
 }
 
-// optionalManifest is Manifest where "not found" is an answer, not an error.
+// optionalManifest fetches a signature, attestation or referrers manifest,
+// where "not found" is an answer, not an error. Such manifests are small:
+// one never seen counts as small against the budget until the upstream says
+// its size.
 func (c *Client) optionalManifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
-	m, err := c.Manifest(ctx, repo, ref)
+	m, err := c.manifest(ctx, repo, ref, budget.Large)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -425,11 +429,11 @@ func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit 
 	if l.Size > 0 {
 		limit = l.Size
 	}
-	release, err := c.budget.Acquire(limit)
+	lease, err := c.budget.Take(ctx, limit)
 	if err != nil {
 		return nil, "", &Error{Upstream: c.name, Op: op, Err: err}
 	}
-	defer release()
+	defer lease.Release()
 	resp, err := c.Do(ctx, http.MethodGet, repo, "blobs/"+l.Digest, "", nil)
 	if err != nil {
 		return nil, "", err

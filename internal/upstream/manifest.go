@@ -20,11 +20,28 @@ var (
 
 // Manifest fetches the manifest at repo:ref (a tag or a digest) once, reading
 // at most the manifest size limit, and derives its digest from the bytes.
-// When ref is a digest the bytes must hash to it. While the bytes are read
-// they count against the memory budget; past it, the error wraps
-// budget.ErrExhausted.
+// When ref is a digest the bytes must hash to it. From before the request
+// until the bytes are read, they count against the memory budget at the
+// size last seen for repo:ref, or the limit when none was (so that a flood
+// of unknown manifests reaches the upstream only as far as the budget
+// allows); past it, the error wraps budget.ErrExhausted.
 func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
+	return c.manifest(ctx, repo, ref, c.limits.MaxManifestSize)
+}
+
+// manifest is Manifest, counting a manifest never seen at guess bytes
+// until the upstream says its size.
+func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
+	limit := c.limits.MaxManifestSize
+	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
+		guess = seen
+	}
+	lease, err := c.budget.Take(ctx, min(guess, limit))
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: err}
+	}
+	defer lease.Release()
 	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
 	if err != nil {
 		return nil, err
@@ -33,7 +50,6 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.StatusError(op, resp)
 	}
-	limit := c.limits.MaxManifestSize
 	if resp.ContentLength > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrManifestTooLarge, resp.ContentLength, limit)}
 	}
@@ -41,11 +57,9 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 	if resp.ContentLength >= 0 {
 		size = resp.ContentLength
 	}
-	release, err := c.budget.Acquire(size)
-	if err != nil {
+	if err := lease.Resize(ctx, size); err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
-	defer release()
 	buf := bytes.NewBuffer(make([]byte, 0, size+1))
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
@@ -67,6 +81,7 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
 	}
+	c.sizes.Add(repo+":"+ref, int64(len(raw)))
 	// The same digest is the same bytes: keep one copy, parsed once.
 	if held, ok := c.Cached(repo, m.Digest); ok {
 		return held, nil

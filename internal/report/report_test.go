@@ -1,0 +1,137 @@
+package report_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/report"
+)
+
+// recorded is a decision log that authz-proxy wrote (examples/decision-log:
+// a rotated, gzipped file and the current one), with an allowlisted image,
+// signed and unsigned pulls, a dryrun rule, a breakglass entry and an
+// upstream that was down.
+var recorded = []string{"../../examples/decision-log/decisions.jsonl.1.gz", "../../examples/decision-log/decisions.jsonl"}
+
+func build(t *testing.T, w report.Window) *report.Report {
+	t.Helper()
+	var sources []report.Source
+	for _, p := range recorded {
+		rc, err := audit.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		sources = append(sources, report.Source{Name: p, R: rc})
+	}
+	r, err := report.Build(sources, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestReportOfARecordedLogCountsWhatAuditorsAskAbout(t *testing.T) {
+	r := build(t, report.Window{})
+	if r.Records != 13 || r.Unreadable != 0 {
+		t.Errorf("%d records, %d unreadable; want 13 decisions (the 3 checkpoints are not decisions), 0", r.Records, r.Unreadable)
+	}
+	want := []report.Count{{"allow", 4}, {"deny", 3}, {"dryrun-deny", 2}, {"breakglass", 2}, {"error", 2}}
+	if !equal(r.Decisions, want) {
+		t.Errorf("decisions %v, want %v", r.Decisions, want)
+	}
+	d := r.Denials
+	if d.Total != 3 || !equal(d.ByImage, []report.Count{{"lab/demo/app", 3}}) || !equal(d.ByRule, []report.Count{{"demo-images", 3}}) ||
+		!equal(d.ByEnvironment, []report.Count{{"ci", 3}}) {
+		t.Errorf("denials by image %v, rule %v, environment %v", d.ByImage, d.ByRule, d.ByEnvironment)
+	}
+	if len(d.Pulls) != 1 || d.Pulls[0].Pulls != 3 || d.Pulls[0].Tags[0] != "unsigned" || !strings.HasPrefix(d.Pulls[0].Reason, "no cosign signature found") {
+		t.Errorf("denied pulls %+v; want the unsigned image's digest, pulled 3 times", d.Pulls)
+	}
+	if len(r.DryRun) != 1 || r.DryRun[0].Image != "lab/demo/multiarch" || r.DryRun[0].Rule != "qa-approved" || r.DryRun[0].Pulls != 2 {
+		t.Errorf("dryrun %+v; want lab/demo/multiarch, which qa-approved would have denied twice", r.DryRun)
+	}
+	bg := r.Breakglass
+	if len(bg) != 1 || bg[0].Entry != "lab/demo/referrer" || bg[0].Reason != "INC-4211 release blocked by the signing outage" ||
+		!bg[0].Expires.Equal(time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)) || bg[0].Pulls != 2 {
+		t.Errorf("breakglass %+v; want the INC-4211 entry, expiring 2027-01-31, used twice", bg)
+	}
+	if len(r.Errors) != 1 || r.Errors[0].Upstream != "mirror" || r.Errors[0].Count != 2 || !strings.Contains(r.Errors[0].Reasons[0].Key, "connection refused") {
+		t.Errorf("errors %+v; want 2 on mirror, connection refused", r.Errors)
+	}
+	if len(r.Clients) != 1 || r.Clients[0].Client != "127.0.0.1" || r.Clients[0].Environment != "ci" || r.Clients[0].Decisions != 13 || r.Clients[0].Denials != 3 || r.Clients[0].Errors != 2 {
+		t.Errorf("clients %+v; want 127.0.0.1 of ci with 13 decisions, 3 denials, 2 errors", r.Clients)
+	}
+}
+
+func equal(a, b []report.Count) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestReportWindowKeepsOnlyTheRecordsWithinIt(t *testing.T) {
+	all := build(t, report.Window{})
+	mid := all.First.Add(all.Last.Sub(all.First) / 2)
+	before, after := build(t, report.Window{Until: mid}), build(t, report.Window{Since: mid})
+	if before.Records+after.Records != all.Records || before.Records == 0 || after.Records == 0 {
+		t.Errorf("%d records before %s and %d from then on; want the %d split between them", before.Records, mid, after.Records, all.Records)
+	}
+	if !after.First.After(mid) && !after.First.Equal(mid) {
+		t.Errorf("the window from %s holds a record of %s", mid, after.First)
+	}
+}
+
+func TestReportGroupsReasonsWithDigestsElided(t *testing.T) {
+	got := report.Reason([]string{"a signature by attestor release was made for sha256:" + strings.Repeat("ab", 32) + ", not for this digest"})
+	if got != "a signature by attestor release was made for sha256:…, not for this digest" {
+		t.Errorf("got %q", got)
+	}
+}
+
+// TestHTMLReportIsOneSelfContainedPage checks what opening the file
+// offline needs: nothing fetched, the charts inline, the denied pulls in a
+// table, and log content escaped.
+func TestHTMLReportIsOneSelfContainedPage(t *testing.T) {
+	r := build(t, report.Window{})
+	r.Denials.Pulls[0].Reason = `<script>alert("from a log line")</script>`
+	var b bytes.Buffer
+	if err := r.HTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	html := b.String()
+	for _, want := range []string{`<table id="denials">`, "lab/demo/app", `<table id="dryrun">`, `<table id="breakglass">`, "INC-4211", `<table id="errors">`, `<svg id="timeline"`, "&lt;script&gt;"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	if m := regexp.MustCompile(`(?i)(src|href)\s*=|url\(|@import|<script`).FindString(html); m != "" {
+		t.Errorf("the page refers to something outside it (%q): it must open offline", m)
+	}
+}
+
+func TestJSONReportRoundTrips(t *testing.T) {
+	r := build(t, report.Window{})
+	var b bytes.Buffer
+	if err := r.JSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var back report.Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Records != r.Records || len(back.Breakglass) != 1 || back.Denials.Total != 3 {
+		t.Errorf("read back %+v", back)
+	}
+}
