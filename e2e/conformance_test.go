@@ -23,7 +23,7 @@ func TestOCIConformancePullSuite(t *testing.T) {
 		raw, err := crane(t, "manifest", "--insecure", lab.reg+"/"+ref)
 		mustSucceed(t, "crane manifest "+ref, raw, err)
 		var m struct {
-			Config struct{ Digest string } `json:"config"`
+			Config struct{ Digest string }   `json:"config"`
 			Layers []struct{ Digest string } `json:"layers"`
 		}
 		if err := json.Unmarshal([]byte(raw), &m); err != nil {

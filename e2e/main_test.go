@@ -67,9 +67,9 @@ type images struct {
 	// image (one tar+gzip layer holding bin/payload) whose layer is
 	// labelled application/octet-stream, with a subject.
 	disguised v1.Hash
-	tool        v1.Hash // tools/debug:latest, unsigned but allowlisted
-	misc        v1.Hash // misc/app:v1, unsigned, matched by no rule
-	tarball     string  // an image tarball for crane push
+	tool      v1.Hash // tools/debug:latest, unsigned but allowlisted
+	misc      v1.Hash // misc/app:v1, unsigned, matched by no rule
+	tarball   string  // an image tarball for crane push
 }
 
 const setupTimeout = 4 * time.Minute
@@ -86,7 +86,7 @@ func runMain(m *testing.M) int {
 			"  AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh) go test -tags e2e -count=1 -v ./e2e/...")
 		return 1
 	}
-	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "versitygw"} {
+	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "notation", "versitygw"} {
 		if _, err := os.Stat(filepath.Join(tools, tool)); err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: e2e: AUTHZ_E2E_TOOLS=%s has no %s binary (%v): run `bash scripts/tools.sh`\n", tools, tool, err)
 			return 1

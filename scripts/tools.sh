@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the pinned tools the end-to-end suite drives, once per machine:
 # the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
-# CLI (as cosign3), crane, the OCI distribution-spec conformance suite,
-# versitygw (an S3 server over a folder, for the store's s3 driver), and
-# skopeo and chromium from Debian. Prints the folder that holds the Go-built
-# tools.
+# CLI (as cosign3), crane, the notation CLI, the OCI distribution-spec
+# conformance suite, versitygw (an S3 server over a folder, for the store's
+# s3 driver), and skopeo and chromium from Debian. Prints the folder that
+# holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -13,6 +13,7 @@ REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
 COSIGN3_VERSION=v3.1.3
+NOTATION_VERSION=v1.3.2
 VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
@@ -36,11 +37,27 @@ install() { # install NAME MODULE@VERSION: the command is installed as NAME
   echo "$2" > "$stamp"
 }
 
+build() { # build NAME PACKAGE VERSION: in a throw-away module, for commands
+  # that `go install` refuses (notation's go.mod has replace directives)
+  local stamp="$tools/bin/.$1.version"
+  if [ -x "$tools/bin/$1" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$2@$3" ]; then
+    return
+  fi
+  echo "tools: building $2@$3 (a minute, once)" >&2
+  local mod
+  mod=$(mktemp -d)
+  (cd "$mod" && go mod init x >/dev/null 2>&1 && GOFLAGS= go get "$2@$3" && GOFLAGS= go build -o "$mod/$1" "$2")
+  mv "$mod/$1" "$tools/bin/$1"
+  rm -rf "$mod"
+  echo "$2@$3" > "$stamp"
+}
+
 install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION >&2
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
 install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
 install conformance github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION >&2
+build notation github.com/notaryproject/notation/cmd/notation $NOTATION_VERSION >&2
 install versitygw github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2

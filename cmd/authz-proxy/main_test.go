@@ -76,6 +76,8 @@ func TestDemoShowsAllowedAndDeniedPullsAndTheDecisionLog(t *testing.T) {
 		"/lab/demo/app:signed", "403 DENIED: no cosign signature found",
 		"pulled: the index and its 2 platform images",
 		"does not satisfy the condition `predicate.runDetails.builder.id == \"https://ci.example/builder@v1\"`",
+		"/lab/notary/app:forged", "does not count for attestor release: certificate chain:",
+		`"x509Subject":"CN=release,O=Acme,ST=WA,C=US"`,
 		`"decision":"allow"`, `"decision":"deny"`,
 	} {
 		if !strings.Contains(out, want) {
@@ -83,7 +85,7 @@ func TestDemoShowsAllowedAndDeniedPullsAndTheDecisionLog(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if (strings.Contains(line, "/lab/demo/app:signed ") || strings.Contains(line, "/lab/vetted/app:ci-built ")) && !strings.HasSuffix(strings.TrimSpace(line), "pulled") {
+		if (strings.Contains(line, "/lab/demo/app:signed ") || strings.Contains(line, "/lab/vetted/app:ci-built ") || strings.Contains(line, "/lab/notary/app:signed ")) && !strings.HasSuffix(strings.TrimSpace(line), "pulled") {
 			t.Errorf("signed image not pulled: %s", line)
 		}
 	}

@@ -564,7 +564,7 @@ func TestReplayShowsWhatACandidatePolicyWouldChange(t *testing.T) {
 		t.Fatalf("replay: exit %d, want 1 (decisions change)\n%s%s", code, out, errOut)
 	}
 	t.Logf("replay output:\n%s", out)
-	for _, want := range []string{"6 decision(s) would change: 1 allow -> deny, 5 dryrun-deny -> deny.", "lab/tools/debug:latest", "lab/demo/app:unsigned", "default", "no cosign signature found"} {
+	for _, want := range []string{"8 decision(s) would change: 1 allow -> deny, 7 dryrun-deny -> deny.", "lab/tools/debug:latest", "lab/demo/app:unsigned", "default", "no cosign signature found"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("replay output lacks %q:\n%s", want, out)
 		}
@@ -574,7 +574,7 @@ func TestReplayShowsWhatACandidatePolicyWouldChange(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &report); err != nil || code != 1 {
 		t.Fatalf("--output json: exit %d, %v\n%s", code, err, out)
 	}
-	if s := report.Summary; s.Changed != 6 || s.Errors != 0 || s.Judged != len(report.Results) || s.Judged < 9 {
+	if s := report.Summary; s.Changed != 8 || s.Errors != 0 || s.Judged != len(report.Results) || s.Judged < 9 {
 		t.Errorf("summary %+v with %d results", s, len(report.Results))
 	}
 	inherited := 0

@@ -73,6 +73,12 @@ type Verification struct {
 	// came from ("tlog" or "timestamp authority"), when one was needed.
 	SignedAt   *time.Time `json:"signedAt,omitempty"`
 	TimeSource string     `json:"timeSource,omitempty"`
+	// X509Subject is the subject of the certificate that made a Notary
+	// Project signature.
+	X509Subject string `json:"x509Subject,omitempty"`
+	// Logged are the checks that failed but that the attestor's level
+	// only logs (notation's permissive level).
+	Logged []string `json:"logged,omitempty"`
 	// Source is where the signature or attestation was found.
 	Source string `json:"source"`
 	// PredicateType is the attestation's predicate type; empty for a

@@ -236,12 +236,14 @@ const (
 	StoreInMemory   = "inmemory"
 )
 
-// Attestor is a party whose signatures vouch for images: either holders of
-// PublicKeys or a Sigstore Keyless identity, exactly one of the two.
+// Attestor is a party whose signatures vouch for images: holders of
+// PublicKeys, a Sigstore Keyless identity, or a Notary Project (Notation)
+// signer, exactly one of the three.
 type Attestor struct {
 	Name       string      `yaml:"name"`
 	PublicKeys []PublicKey `yaml:"publicKeys"`
 	Keyless    *Keyless    `yaml:"keyless"`
+	Notation   *Notation   `yaml:"notation"`
 	// RequireTlog, for a key-based attestor, demands a transparency-log
 	// proof (a Rekor entry's signed timestamp or inclusion proof) verified
 	// against TrustedRootFile, as `cosign verify` does unless told
@@ -297,6 +299,57 @@ type Keyless struct {
 	// the long-lived certificates of a private CA. Both default to false.
 	RequireTlog      bool `yaml:"requireTlog"`
 	RequireTimestamp bool `yaml:"requireTimestamp"`
+}
+
+// Notation levels (Notation.Level) and verifyTimestamp options.
+const (
+	NotationStrict           = "strict"
+	NotationPermissive       = "permissive"
+	NotationAudit            = "audit"
+	TimestampAlways          = "always"
+	TimestampAfterCertExpiry = "afterCertExpiry"
+)
+
+// Notation is a Notary Project signer, as notation's trust policy and
+// trust store describe one: whoever signs (`notation sign`, or a signing
+// plug-in such as Azure Key Vault's) with a certificate that chains to the
+// trust store and whose subject is a trusted identity.
+type Notation struct {
+	// TrustStore are files of PEM (or DER) certificates: the CA
+	// certificates, or self-signed signing certificates, that the
+	// signature's certificate chain must include (notation's "ca" trust
+	// store). At least one.
+	TrustStore []string `yaml:"trustStore"`
+	// TSARoots are files of the root certificates of the timestamp
+	// authorities trusted for RFC 3161 timestamps (notation's "tsa" trust
+	// store). With them a timestamp is verified and dates the signature,
+	// which then stays valid after its certificate expires; without them
+	// the certificate chain must be valid at the time of the pull.
+	TSARoots []string `yaml:"tsaRoots"`
+	// TrustedIdentities are "x509.subject: <distinguished name>" entries
+	// (the signing certificate's subject must carry every attribute
+	// named), or "*" for any signer of the trust store. At least one.
+	TrustedIdentities []string `yaml:"trustedIdentities"`
+	// Level is strict (default), permissive or audit, with notation's
+	// meanings; audit logs without blocking, which here is a rule with
+	// enforcement dryrun, so every rule that names the attestor must be
+	// one.
+	Level string `yaml:"level"`
+	// VerifyTimestamp is always (default: with TSARoots, every signature
+	// needs a timestamp) or afterCertExpiry (a timestamp is needed, and
+	// verified, only once the certificate has expired). It needs TSARoots.
+	VerifyTimestamp string `yaml:"verifyTimestamp"`
+	// CheckRevocation asks the OCSP responders and CRL distribution points
+	// that the certificates name, over the network, whether any is
+	// revoked. Default false: revocation is not checked. When set, a
+	// status that cannot be learnt fails the pull with 503 under strict
+	// (it is only logged under permissive).
+	CheckRevocation bool `yaml:"checkRevocation"`
+}
+
+// Files lists the certificate files of n, the trust store first.
+func (n *Notation) Files() []string {
+	return append(append([]string{}, n.TrustStore...), n.TSARoots...)
 }
 
 // TrustedRoots lists the trusted root files of k, trustedRootFile first.
@@ -457,6 +510,11 @@ func (c *Config) Files() []string {
 		add(a.TrustedRootFile)
 		if a.Keyless != nil {
 			for _, f := range a.Keyless.TrustedRoots() {
+				add(f)
+			}
+		}
+		if a.Notation != nil {
+			for _, f := range a.Notation.Files() {
 				add(f)
 			}
 		}
@@ -695,7 +753,7 @@ func setRuleDefaults(r *Rule) {
 }
 
 // generation hashes the configuration and every file it names whose content
-// changes verdicts: key files and trusted roots.
+// changes verdicts: key files, trusted roots and certificates.
 func (c *Config) generation(data []byte) (string, error) {
 	h := sha256.New()
 	h.Write(data)
@@ -726,6 +784,18 @@ func (c *Config) generation(data []byte) (string, error) {
 			for j, f := range k.TrustedRootFiles {
 				if err := hashFile([]any{"attestors", i, "keyless", "trustedRootFiles", j}, f); err != nil {
 					return "", err
+				}
+			}
+		}
+		if n := a.Notation; n != nil {
+			for _, set := range []struct {
+				field string
+				files []string
+			}{{"trustStore", n.TrustStore}, {"tsaRoots", n.TSARoots}} {
+				for j, f := range set.files {
+					if err := hashFile([]any{"attestors", i, "notation", set.field, j}, f); err != nil {
+						return "", err
+					}
 				}
 			}
 		}

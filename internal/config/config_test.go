@@ -166,7 +166,38 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "config.yaml:15: attestors[0].keyless.trustedRootFile: open"},
 		{"keyless and keys at once", func(s string) string {
 			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    keyless: {issuer: https://x, subject: a, trustedRootFile: ci.pub}", 1)
-		}, "config.yaml:11: attestors[0]: set exactly one of publicKeys and keyless"},
+		}, "config.yaml:11: attestors[0]: set exactly one of publicKeys, keyless and notation"},
+		{"notation and keys at once", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    notation: {trustStore: [ci.pub], trustedIdentities: ['*']}", 1)
+		}, "config.yaml:11: attestors[0]: set exactly one of publicKeys, keyless and notation"},
+		{"notation without a trust store", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustedIdentities: ['*']}", 1)
+		}, "config.yaml:12: attestors[0].notation: trustStore is required"},
+		{"notation with a missing trust store file", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation:\n      trustStore: [ci.pub, nope.crt]\n      trustedIdentities: ['*']", 1)
+		}, "config.yaml:13: attestors[0].notation.trustStore[1]: open"},
+		{"notation with a missing TSA root", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation:\n      trustStore: [ci.pub]\n      tsaRoots: [nope.crt]\n      trustedIdentities: ['*']", 1)
+		}, "config.yaml:14: attestors[0].notation.tsaRoots[0]: open"},
+		{"notation without identities", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub]}", 1)
+		}, "attestors[0].notation: trustedIdentities is required"},
+		{"notation with * among identities", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub], trustedIdentities: ['*', 'x509.subject: O=Acme']}", 1)
+		}, `attestors[0].notation.trustedIdentities: "*" trusts any signer of the trust store`},
+		{"notation with an unknown level", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub], trustedIdentities: ['*'], level: skip}", 1)
+		}, `attestors[0].notation.level: "skip": want strict, permissive or audit`},
+		{"notation verifyTimestamp without tsaRoots", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub], trustedIdentities: ['*'], verifyTimestamp: afterCertExpiry}", 1)
+		}, "attestors[0].notation.verifyTimestamp: needs tsaRoots"},
+		{"notation audit under an enforcing rule", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub], trustedIdentities: ['*'], level: audit}", 1)
+		}, `config.yaml:26: policy.rules[0].require[0].signature.attestors[0]: attestor "ci" has level audit, which logs failures without blocking: that is enforcement dryrun here; set policy.rules[0].enforcement: dryrun`},
+		{"notation attestor asked for an attestation", func(s string) string {
+			s = strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ci.pub], trustedIdentities: ['*']}", 1)
+			return strings.Replace(s, "        - signature:\n            attestors: [ci, release]\n            threshold: 2", "        - attestation:\n            predicateType: vuln\n            attestors: [ci]", 1)
+		}, `policy.rules[0].require[0].attestation.attestors[0]: attestor "ci" is a Notary Project signer: notation signs images, not in-toto attestations`},
 		{"keyless with the attestor's requireTlog", func(s string) string {
 			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    requireTlog: true\n    keyless: {issuer: https://x, subject: a, trustedRootFile: ci.pub}", 1)
 		}, "config.yaml:12: attestors[0].requireTlog: for a keyless attestor, set keyless.requireTlog instead"},
@@ -324,6 +355,30 @@ func TestAttestationRequirementDefaultsAndCosignTypeNames(t *testing.T) {
 	}
 	if a := reqs[1].Attestation; a.PredicateType != "https://example.com/review/v1" {
 		t.Errorf("a predicate type URI was changed to %q", a.PredicateType)
+	}
+}
+
+func TestNotationAuditLevelLoadsUnderADryrunRule(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	write(t, dir, "ca.crt", "ca")
+	text := strings.Replace(validYAML, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ca.crt], trustedIdentities: ['*'], level: audit}", 1)
+	text = strings.Replace(text, `      images: ["lab/acme/**"]`, `      images: ["lab/acme/**"]`+"\n      enforcement: dryrun", 1)
+	c, err := config.Load(write(t, dir, "config.yaml", text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := c.Files(); !slices.Contains(files, filepath.Join(dir, "ca.crt")) {
+		t.Errorf("the trust store is not among the watched files %v", files)
+	}
+	gen := c.Generation
+	write(t, dir, "ca.crt", "another ca")
+	c, err = config.Load(filepath.Join(dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Generation == gen {
+		t.Error("a new trust store left the generation unchanged: verdicts under the old one would be reused")
 	}
 }
 

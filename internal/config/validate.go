@@ -324,13 +324,21 @@ func (v *validator) attestors() map[string]bool {
 			v.errorf(p("attestors", i, "name"), "%q is used twice", a.Name)
 		}
 		names[a.Name] = true
+		kinds := 0
+		for _, set := range []bool{len(a.PublicKeys) > 0, a.Keyless != nil, a.Notation != nil} {
+			if set {
+				kinds++
+			}
+		}
 		switch {
-		case a.Keyless != nil && len(a.PublicKeys) > 0:
-			v.errorf(p("attestors", i), "set exactly one of publicKeys and keyless: an attestor is either key holders or a keyless identity")
+		case kinds > 1:
+			v.errorf(p("attestors", i), "set exactly one of publicKeys, keyless and notation: an attestor is key holders, a keyless identity or a Notary Project signer")
 		case a.Keyless != nil:
 			v.keyless(i, a)
+		case a.Notation != nil:
+			v.notation(i, a)
 		case len(a.PublicKeys) == 0:
-			v.errorf(p("attestors", i), "publicKeys or keyless is required")
+			v.errorf(p("attestors", i), "publicKeys, keyless or notation is required")
 		case a.RequireTlog && a.TrustedRootFile == "":
 			v.errorf(p("attestors", i, "requireTlog"), "needs trustedRootFile: the Sigstore trusted root (trusted_root.json) whose Rekor keys verify the transparency-log proofs")
 		default:
@@ -397,6 +405,49 @@ func (v *validator) keyless(i int, a Attestor) {
 			v.errorf(append(p(path...), "trustedRootFiles", j), "empty file name")
 		}
 		v.readable(append(p(path...), "trustedRootFiles", j), f)
+	}
+}
+
+// notation checks the Notary Project signer of attestor i. The
+// certificates and identities are parsed when the policy compiles.
+func (v *validator) notation(i int, a Attestor) {
+	n := a.Notation
+	path := p("attestors", i, "notation")
+	if a.RequireTlog || a.TrustedRootFile != "" {
+		v.errorf(p("attestors", i), "requireTlog and trustedRootFile are Sigstore's: a notation attestor uses trustStore (and tsaRoots for timestamps)")
+	}
+	if len(n.TrustStore) == 0 {
+		v.errorf(path, "trustStore is required: files of the CA certificates (PEM) that the signature's certificate chain must include, as in notation's trust store")
+	}
+	for _, set := range []struct {
+		field string
+		files []string
+	}{{"trustStore", n.TrustStore}, {"tsaRoots", n.TSARoots}} {
+		for j, f := range set.files {
+			fp := append(p(path...), set.field, j)
+			if f == "" {
+				v.errorf(fp, "empty file name")
+				continue
+			}
+			v.readable(fp, f)
+		}
+	}
+	switch {
+	case len(n.TrustedIdentities) == 0:
+		v.errorf(path, `trustedIdentities is required: "x509.subject: C=US, ST=WA, O=Acme, CN=release" as notation's trust policy writes them, or "*" for any signer of the trust store`)
+	case len(n.TrustedIdentities) > 1 && slices.Contains(n.TrustedIdentities, "*"):
+		v.errorf(append(p(path...), "trustedIdentities"), `"*" trusts any signer of the trust store: it cannot be listed with other identities`)
+	}
+	switch n.Level {
+	case "", NotationStrict, NotationPermissive, NotationAudit:
+	default:
+		v.errorf(append(p(path...), "level"), "%q: want strict, permissive or audit (notation's levels; skip is leaving the attestor out)", n.Level)
+	}
+	switch {
+	case n.VerifyTimestamp != "" && n.VerifyTimestamp != TimestampAlways && n.VerifyTimestamp != TimestampAfterCertExpiry:
+		v.errorf(append(p(path...), "verifyTimestamp"), "%q: want always or afterCertExpiry", n.VerifyTimestamp)
+	case n.VerifyTimestamp != "" && len(n.TSARoots) == 0:
+		v.errorf(append(p(path...), "verifyTimestamp"), "needs tsaRoots: the root certificates of the timestamp authorities whose timestamps are verified")
 	}
 }
 
@@ -516,6 +567,35 @@ func (v *validator) rule(path []any, r Rule, attestors map[string]bool) {
 			v.attestation(append(rp, "attestation"), req.Attestation, attestors)
 		default:
 			v.requirementAttestors(append(rp, "signature"), req.Signature.Attestors, req.Signature.Threshold, attestors)
+			v.auditLevel(path, append(rp, "signature"), r, req.Signature.Attestors)
+		}
+	}
+}
+
+// notationAttestor returns the Notary Project signer named name, nil if
+// there is none.
+func (v *validator) notationAttestor(name string) *Notation {
+	for _, a := range v.c.Attestors {
+		if a.Name == name {
+			return a.Notation
+		}
+	}
+	return nil
+}
+
+// auditLevel checks that a notation attestor of level audit is only asked
+// by rules in dryrun: audit means "log, never block".
+func (v *validator) auditLevel(rulePath, path []any, r Rule, names []string) {
+	enforcement := r.Enforcement
+	if enforcement == "" {
+		enforcement = v.c.Policy.Enforcement
+	}
+	if enforcement != Enforce {
+		return
+	}
+	for i, name := range names {
+		if n := v.notationAttestor(name); n != nil && n.Level == NotationAudit {
+			v.errorf(append(append([]any{}, path...), "attestors", i), "attestor %q has level audit, which logs failures without blocking: that is enforcement dryrun here; set %s.enforcement: dryrun (or give the attestor level strict or permissive)", name, fieldName(rulePath))
 		}
 	}
 }
@@ -532,6 +612,11 @@ func (v *validator) attestation(path []any, a *AttestationRequirement, attestors
 		}
 	}
 	v.requirementAttestors(path, a.Attestors, a.Threshold, attestors)
+	for i, name := range a.Attestors {
+		if v.notationAttestor(name) != nil {
+			v.errorf(append(append([]any{}, path...), "attestors", i), "attestor %q is a Notary Project signer: notation signs images, not in-toto attestations; list it under a signature requirement", name)
+		}
+	}
 }
 
 // requirementAttestors checks the attestors and threshold of a requirement.

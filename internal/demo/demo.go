@@ -1,6 +1,6 @@
 // Package demo is the self-contained tour behind `authz-proxy demo`: an
-// in-process upstream registry holding signed, unsigned, forged, attested
-// and multi-arch sample images, a configuration for it, and a client that pulls
+// in-process upstream registry holding signed (cosign and notation),
+// unsigned, forged, attested and multi-arch sample images, a configuration for it, and a client that pulls
 // each image through the proxy and tabulates what happened. It needs no
 // network beyond loopback.
 package demo
@@ -10,10 +10,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -65,6 +68,10 @@ attestors:
   - name: ci
     publicKeys:
       - file: ci.pub
+  - name: release
+    notation:
+      trustStore: [release-ca.crt]
+      trustedIdentities: ["x509.subject: C=US, ST=WA, O=Acme, CN=release"]
 policy:
   allowlist:
     - lab/tools/**
@@ -78,6 +85,11 @@ policy:
             predicateType: https://slsa.dev/provenance/v1
             attestors: [ci]
             condition: 'predicate.runDetails.builder.id == "https://ci.example/builder@v1"'
+    - name: notary
+      images: ["lab/notary/**"]
+      require:
+        - signature:
+            attestors: [release]
     - name: demo-images
       images: ["lab/demo/**"]
       require:
@@ -189,6 +201,9 @@ func (l *Lab) populate(ctx context.Context) error {
 		err = l.pushIndex(ctx, "demo/multiarch:v1", ci)
 	}
 	if err == nil {
+		err = l.pushNotation(ctx)
+	}
+	if err == nil {
 		err = l.pushVetted(ctx, ci, "vetted/app:ci-built", "signed; SLSA provenance: built by the CI builder", "https://ci.example/builder@v1")
 	}
 	if err == nil {
@@ -223,6 +238,96 @@ func (l *Lab) pushVetted(ctx context.Context, ci signature.Signer, ref, what, bu
 		return err
 	}
 	return sign.AttachAttestationTag(ctx, r.Context(), d.String(), []sign.Attestation{att})
+}
+
+// pushNotation makes a release CA (its root written as release-ca.crt)
+// and pushes an image signed with notation by its release certificate,
+// and one signed by a certificate of the same name from another CA.
+func (l *Lab) pushNotation(ctx context.Context) error {
+	key, chain, err := notationSigner(filepath.Join(l.Dir, "release-ca.crt"))
+	if err != nil {
+		return err
+	}
+	alienKey, alienChain, err := notationSigner("")
+	if err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		ref, what string
+		key       *ecdsa.PrivateKey
+		chain     []*x509.Certificate
+	}{
+		{"notary/app:signed", "signed with notation by the release certificate (Notary Project)", key, chain},
+		{"notary/app:forged", "signed with notation, by another CA's \"release\"", alienKey, alienChain},
+	} {
+		r, _, err := l.push(ctx, s.ref, s.what)
+		if err != nil {
+			return err
+		}
+		desc, err := sign.Describe(ctx, r)
+		if err != nil {
+			return err
+		}
+		env, err := sign.Notation(s.key, s.chain, desc, sign.NotationOptions{})
+		if err != nil {
+			return err
+		}
+		if _, err := sign.AttachNotation(ctx, r.Context(), desc, env, sign.NotationJWS, s.chain, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notationSigner makes a root CA and a code-signing certificate it issues
+// to C=US, ST=WA, O=Acme, CN=release, and writes the root's PEM to
+// rootPath when given.
+func notationSigner(rootPath string) (*ecdsa.PrivateKey, []*x509.Certificate, error) {
+	now := time.Now()
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	rootTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"Acme"}, CommonName: "Acme release CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	root, err := certificate(rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaf, err := certificate(&x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{Country: []string{"US"}, Province: []string{"WA"}, Organization: []string{"Acme"}, CommonName: "release"},
+		NotBefore:    now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
+	}, root, &key.PublicKey, rootKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rootPath != "" {
+		pem, err := cryptoutils.MarshalCertificateToPEM(root)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := os.WriteFile(rootPath, pem, 0o644); err != nil {
+			return nil, nil, err
+		}
+	}
+	return key, []*x509.Certificate{leaf, root}, nil
+}
+
+func certificate(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, priv *ecdsa.PrivateKey) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, priv)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
 }
 
 // pushCopied pushes an image whose .sig tag holds a genuine ci signature of

@@ -9,35 +9,43 @@ import (
 	"io"
 	"strings"
 	"unicode"
+
+	"github.com/veraison/go-cose"
 )
 
 // Signature artifacts are served without policy, so that cosign, notation
 // and podman can read them through the proxy. What makes a manifest one is
 // its content, never how it was asked for: every layer is of a media type
-// of the closed list below, exactly, and every layer's bytes are JSON of
-// that kind, not an archive a client could unpack. Anything else is judged.
+// of the closed list below, exactly, and every layer's bytes are a document
+// of that kind (JSON, or for a COSE envelope a CBOR COSE_Sign1 message), not
+// an archive a client could unpack. Anything else is judged.
 
 // layerKind is what a layer of an artifact media type must hold.
 type layerKind struct {
 	name string
 	// check inspects the top-level fields of the layer's JSON object.
 	check func(fields map[string]json.RawMessage) error
+	// binary, set for a kind that is not JSON, checks the layer's bytes
+	// in place of check.
+	binary func(data []byte) error
 }
 
 // artifactLayers is the closed list of layer media types of signature and
 // attestation artifacts, the one place it is kept.
 var artifactLayers = map[string]layerKind{
-	SimpleSigning: {"cosign simple-signing payload", checkSimpleSigning},
-	DSSE:          {"DSSE envelope", checkDSSE},
-	InToto:        {"in-toto statement", checkStatement},
-	Bundle01:      {"Sigstore bundle", checkBundle},
-	Bundle02:      {"Sigstore bundle", checkBundle},
-	Bundle03:      {"Sigstore bundle", checkBundle},
-	BundleV03:     {"Sigstore bundle", checkBundle},
-	SPDXJSON:      {"SPDX SBOM", checkSPDX},
-	SPDXJSONIANA:  {"SPDX SBOM", checkSPDX},
-	CycloneDXJSON: {"CycloneDX SBOM", checkCycloneDX},
-	SyftJSON:      {"Syft SBOM", checkSyft},
+	SimpleSigning: {"cosign simple-signing payload", checkSimpleSigning, nil},
+	DSSE:          {"DSSE envelope", checkDSSE, nil},
+	InToto:        {"in-toto statement", checkStatement, nil},
+	Bundle01:      {"Sigstore bundle", checkBundle, nil},
+	Bundle02:      {"Sigstore bundle", checkBundle, nil},
+	Bundle03:      {"Sigstore bundle", checkBundle, nil},
+	BundleV03:     {"Sigstore bundle", checkBundle, nil},
+	SPDXJSON:      {"SPDX SBOM", checkSPDX, nil},
+	SPDXJSONIANA:  {"SPDX SBOM", checkSPDX, nil},
+	CycloneDXJSON: {"CycloneDX SBOM", checkCycloneDX, nil},
+	SyftJSON:      {"Syft SBOM", checkSyft, nil},
+	JWS:           {"Notary Project JWS envelope", checkJWS, nil},
+	COSE:          {"Notary Project COSE envelope", nil, checkCOSE},
 }
 
 // ErrNotArtifact is wrapped by every reason a manifest is not a signature
@@ -82,8 +90,9 @@ func CheckArtifactManifest(m *Manifest) error {
 }
 
 // CheckArtifactLayer checks that data, a layer of media type mediaType, is
-// what that type says: a JSON object of that kind, not a compressed stream
-// or a tar archive. The error wraps ErrNotArtifact and says why.
+// what that type says: a JSON object of that kind (a COSE_Sign1 message for
+// a COSE envelope), not a compressed stream or a tar archive. The error
+// wraps ErrNotArtifact and says why.
 func CheckArtifactLayer(mediaType string, data []byte) error {
 	kind, ok := artifactLayers[mediaType]
 	if !ok {
@@ -91,6 +100,12 @@ func CheckArtifactLayer(mediaType string, data []byte) error {
 	}
 	if isTar(data) {
 		return notArtifact("a %s layer holds a tar archive", kind.name)
+	}
+	if kind.binary != nil {
+		if err := kind.binary(data); err != nil {
+			return notArtifact("a %s layer %v", kind.name, err)
+		}
+		return nil
 	}
 	// A JSON object starts with '{' after optional white space: gzip, zstd,
 	// bzip2 and xz streams cannot.
@@ -181,6 +196,30 @@ func checkSyft(f map[string]json.RawMessage) error {
 	}
 	if json.Unmarshal(f["descriptor"], &d) != nil || d.Name != "syft" {
 		return errors.New("lacks descriptor.name syft")
+	}
+	return nil
+}
+
+// checkJWS checks a JWS in flattened JSON serialization, as notation
+// writes its envelopes.
+func checkJWS(f map[string]json.RawMessage) error {
+	if str(f, "payload") == "" || str(f, "protected") == "" || str(f, "signature") == "" {
+		return errors.New("lacks payload, protected or signature")
+	}
+	return nil
+}
+
+// checkCOSE checks that data is one COSE_Sign1 message, CBOR-tagged or not,
+// and nothing after it. A gzip, zstd, bzip2 or xz stream cannot start like
+// one (CBOR tag 18 or an array of four).
+func checkCOSE(data []byte) error {
+	var tagged cose.Sign1Message
+	if tagged.UnmarshalCBOR(data) == nil {
+		return nil
+	}
+	var untagged cose.UntaggedSign1Message
+	if err := untagged.UnmarshalCBOR(data); err != nil {
+		return fmt.Errorf("is not a COSE_Sign1 message: %v", err)
 	}
 	return nil
 }

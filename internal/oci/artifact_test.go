@@ -4,16 +4,24 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
+	"github.com/veraison/go-cose"
 
 	"github.com/authz-proxy/authz-proxy/internal/oci"
-	"github.com/klauspost/compress/zstd"
+	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 )
 
 // Layer contents, real and disguised.
@@ -25,6 +33,74 @@ var (
 	spdx          = []byte(`{"spdxVersion":"SPDX-2.3","name":"x"}`)
 	cyclonedx     = []byte(`{"bomFormat":"CycloneDX","specVersion":"1.5"}`)
 )
+
+// notation returns a Notary Project signature envelope of mediaType (JWS
+// or COSE), as `notation sign` writes it, made once.
+var notation = sync.OnceValues(func() (map[string][]byte, error) {
+	ca, err := virtual.NewCA("Acme", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	s, err := ca.Issue(virtual.Leaf{Name: pkix.Name{Country: []string{"US"}, Province: []string{"WA"}, Organization: []string{"Acme"}, CommonName: "release"}})
+	if err != nil {
+		return nil, err
+	}
+	target := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}, Size: 1}
+	out := map[string][]byte{}
+	for _, mt := range []string{oci.JWS, oci.COSE} {
+		if out[mt], err = sign.Notation(s.Key, s.Chain(), target, sign.NotationOptions{MediaType: mt}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+})
+
+func envelope(t testing.TB, mediaType string) []byte {
+	t.Helper()
+	envs, err := notation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envs[mediaType]
+}
+
+// coseTarPolyglot is a COSE_Sign1 message (empty protected header, empty
+// unprotected header, a 496-byte payload, an 8-byte signature) that Go's
+// tar reader also accepts as an archive header: tar's name field holds the
+// CBOR heads, the rest of the header sits in the payload.
+func coseTarPolyglot() []byte {
+	hdr := make([]byte, 512)
+	copy(hdr, []byte{0xd2, 0x84, 0x40, 0xa0, 0x59, 0x01, 0xf0})
+	for i := 7; i < 100; i++ {
+		hdr[i] = 'a'
+	}
+	copy(hdr[100:], "0000755 ")
+	copy(hdr[108:], "0000000 ")
+	copy(hdr[116:], "0000000 ")
+	copy(hdr[124:], "00000000000 ")
+	copy(hdr[136:], "00000000000 ")
+	hdr[156] = '0'
+	hdr[503] = 0x48 // the signature: a bstr of 8 bytes
+	sum := 0
+	for i, c := range hdr {
+		if i >= 148 && i < 156 {
+			c = ' '
+		}
+		sum += int(c)
+	}
+	copy(hdr[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return hdr
+}
+
+func TestCOSETarPolyglotIsBoth(t *testing.T) {
+	var m cose.Sign1Message
+	if err := m.UnmarshalCBOR(coseTarPolyglot()); err != nil {
+		t.Fatalf("not a COSE_Sign1 message: %v", err)
+	}
+	if _, err := tar.NewReader(bytes.NewReader(coseTarPolyglot())).Next(); err != nil {
+		t.Fatalf("not a tar header: %v", err)
+	}
+}
 
 func tarball(t testing.TB, name string, content []byte) []byte {
 	t.Helper()
@@ -112,6 +188,7 @@ func recognise(m *oci.Manifest, contents func(i int) []byte) error {
 
 func TestArtifactRecognisedByContent(t *testing.T) {
 	runnable := tarball(t, "bin/sh", []byte("\x7fELF payload"))
+	jws, cose := envelope(t, oci.JWS), envelope(t, oci.COSE)
 	tests := []struct {
 		name      string
 		mediaType string
@@ -119,6 +196,17 @@ func TestArtifactRecognisedByContent(t *testing.T) {
 		extra     string
 		wantWhy   string // "" when it is an artifact
 	}{
+		{"notation JWS envelope", oci.JWS, jws, "", ""},
+		{"notation COSE envelope", oci.COSE, cose, "", ""},
+		{"untagged COSE_Sign1", oci.COSE, cose[1:], "", ""},
+		{"COSE type holding a tar", oci.COSE, runnable, "", "holds a tar archive"},
+		{"COSE type holding a COSE/tar polyglot", oci.COSE, coseTarPolyglot(), "", "holds a tar archive"},
+		{"COSE type holding gzip", oci.COSE, gzipped(t, runnable), "", "not a COSE_Sign1 message"},
+		{"COSE type holding JSON", oci.COSE, jws, "", "not a COSE_Sign1 message"},
+		{"COSE with bytes after the message", oci.COSE, append(append([]byte{}, cose...), 0), "", "not a COSE_Sign1 message"},
+		{"empty COSE layer", oci.COSE, nil, "", "not a COSE_Sign1 message"},
+		{"JWS type holding COSE", oci.JWS, cose, "", "not a JSON object"},
+		{"JWS type holding other JSON", oci.JWS, dsse, "", "lacks payload, protected or signature"},
 		{"cosign signature", oci.SimpleSigning, simpleSigning, "", ""},
 		{"DSSE attestation", oci.DSSE, dsse, "", ""},
 		{"Sigstore bundle v0.3", oci.BundleV03, bundle, "", ""},
@@ -219,13 +307,15 @@ func unpacksToTar(data []byte) bool {
 // recognised as an artifact has no layer that decompresses to a tar stream.
 func TestServedWithoutPolicyImpliesNothingToUnpack(t *testing.T) {
 	runnable := tarball(t, "bin/app", []byte("#!/bin/sh\necho pwned\n"))
+	cose := envelope(t, oci.COSE)
 	contents := [][]byte{
 		simpleSigning, dsse, bundle, statement, spdx, cyclonedx, polyglot(),
 		runnable, gzipped(t, runnable), zstded(t, runnable), gzipped(t, simpleSigning),
 		append([]byte("  \n"), simpleSigning...), []byte(`{}`), []byte("not json"),
+		envelope(t, oci.JWS), cose, cose[1:], coseTarPolyglot(), gzipped(t, cose),
 	}
 	mediaTypes := []string{
-		oci.SimpleSigning, oci.DSSE, oci.InToto, oci.BundleV03, oci.Bundle02, oci.SPDXJSON, oci.CycloneDXJSON,
+		oci.SimpleSigning, oci.DSSE, oci.InToto, oci.BundleV03, oci.Bundle02, oci.SPDXJSON, oci.CycloneDXJSON, oci.JWS, oci.COSE,
 		"", "application/octet-stream", "application/json", strings.ToUpper(oci.DSSE), " " + oci.SimpleSigning,
 		"application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
 		"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.oci.image.config.v1+json",
@@ -267,6 +357,9 @@ func FuzzArtifactRecognition(f *testing.F) {
 	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:aa","size":1}]}`), simpleSigning)
 	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.dsse.envelope.v1+json","digest":"sha256:aa","size":1}]}`), polyglot())
 	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}],"Layers":[]}`), bundle)
+	f.Add([]byte(`{"schemaVersion":2,"config":{"mediaType":"application/vnd.cncf.notary.signature","digest":"sha256:aa","size":2},"layers":[{"mediaType":"application/cose","digest":"sha256:aa","size":1}]}`), envelope(f, oci.COSE))
+	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/cose","digest":"sha256:aa","size":1}]}`), coseTarPolyglot())
+	f.Add([]byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/jose+json","digest":"sha256:aa","size":1}]}`), envelope(f, oci.JWS))
 	f.Fuzz(func(t *testing.T, raw, layer []byte) {
 		m, err := oci.ParseManifest(raw, "")
 		if err != nil {
@@ -286,9 +379,19 @@ func FuzzArtifactRecognition(f *testing.F) {
 		if unpacksToTar(layer) {
 			t.Fatalf("recognised a layer that unpacks to a tar stream: %q", layer)
 		}
-		var probe map[string]any
-		if json.Unmarshal(layer, &probe) != nil {
-			t.Fatalf("recognised a layer that is not a JSON object: %q", layer)
+		for _, l := range m.Layers {
+			if l.MediaType == oci.COSE {
+				var tagged cose.Sign1Message
+				var untagged cose.UntaggedSign1Message
+				if tagged.UnmarshalCBOR(layer) != nil && untagged.UnmarshalCBOR(layer) != nil {
+					t.Fatalf("recognised a COSE layer that is not a COSE_Sign1 message: %q", layer)
+				}
+				continue
+			}
+			var probe map[string]any
+			if json.Unmarshal(layer, &probe) != nil {
+				t.Fatalf("recognised a layer of type %q that is not a JSON object: %q", l.MediaType, layer)
+			}
 		}
 	})
 }

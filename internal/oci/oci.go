@@ -48,6 +48,15 @@ const (
 	SPDXJSONIANA  = "application/spdx+json"
 	CycloneDXJSON = "application/vnd.cyclonedx+json"
 	SyftJSON      = "application/vnd.syft+json"
+	// NotationSignature is the artifact type of a Notary Project
+	// (notation) signature manifest: its artifactType, or the media type
+	// of its empty config as notation writes it.
+	NotationSignature = "application/vnd.cncf.notary.signature"
+	// JWS and COSE are the media types of the layer of a Notary Project
+	// signature: its envelope, a JWS in JSON serialization or a CBOR
+	// COSE_Sign1 message.
+	JWS  = "application/jose+json"
+	COSE = "application/cose"
 )
 
 // Annotations of signature and attestation manifests and layers.
@@ -76,6 +85,13 @@ const (
 // CosignSignPredicateType is the predicate type of the DSSE bundle that
 // `cosign sign` (v3) stores as a referrer: an image signature.
 const CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
+
+// IsNotationSignature reports whether m says it is a Notary Project
+// signature: by its artifact type, or by its config's media type, which is
+// where notation puts it. Its envelope is then its one JWS or COSE layer.
+func IsNotationSignature(m *Manifest) bool {
+	return m.ArtifactType == NotationSignature || m.ArtifactType == "" && m.Config.MediaType == NotationSignature
+}
 
 // IsDigest reports whether a manifest reference is a digest rather than a
 // tag (a tag cannot hold a colon).

@@ -74,7 +74,7 @@ type checked struct {
 func (p *parsedAttestation) check(a *attestor, digest string) (*audit.Verification, error) {
 	c, ok := p.checks[a.name]
 	if !ok {
-		c.v, c.err = a.verify(p.signed, digest, p.Source)
+		c.v, c.err = a.verifySigned(p.signed, digest, p.Source)
 		p.checks[a.name] = c
 	}
 	return c.v, c.err
@@ -177,7 +177,7 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			}
 			h := *v
 			h.PredicateType, h.Attestation = req.predicateType, p.Digest
-			hits[i] = append(hits[i], hit{h, signerOf(v, p.signed)})
+			hits[i] = append(hits[i], hit{h, signerOf(v, signature{signed: p.signed})})
 			if req.threshold == 1 {
 				break // one will do
 			}

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -13,7 +15,8 @@ import (
 )
 
 // attestor is a compiled attestor: keys, optionally with their
-// transparency-log verifiers, or a keyless identity.
+// transparency-log verifiers, a keyless identity, or a Notary Project
+// signer.
 type attestor struct {
 	name string
 	keys []*verify.PublicKey
@@ -22,6 +25,10 @@ type attestor struct {
 	logged []*verify.LogVerifier
 	// keyless is set for a keyless attestor, keys is then empty.
 	keyless *verify.Keyless
+	// notation is set for a Notary Project signer, keys is then empty.
+	notation *verify.Notation
+	// warnings are problems of its configuration that do not stop it.
+	warnings []string
 }
 
 // compileAttestor parses attestor i's keys or trusted root; errors carry
@@ -87,7 +94,59 @@ func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[strin
 			return at, append(errs, c.Errorf(path, "%v", err))
 		}
 	}
+	if n := a.Notation; n != nil {
+		errs = append(errs, compileNotation(c, i, n, at)...)
+	}
 	return at, errs
+}
+
+// compileNotation reads the certificates and parses the identities of the
+// Notary Project signer of attestor i into at.
+func compileNotation(c *config.Config, i int, n *config.Notation, at *attestor) []error {
+	path := []any{"attestors", i, "notation"}
+	var errs []error
+	certs := func(field string, files []string) []*x509.Certificate {
+		var out []*x509.Certificate
+		for j, f := range files {
+			fp := slices.Concat(path, []any{field, j})
+			data, err := os.ReadFile(c.Path(f))
+			if err != nil {
+				errs = append(errs, c.Errorf(fp, "%v", err))
+				continue
+			}
+			cs, err := verify.ParseCertificates(data)
+			if err != nil {
+				errs = append(errs, c.Errorf(fp, "%s: %v", f, err))
+				continue
+			}
+			out = append(out, cs...)
+		}
+		return out
+	}
+	p := verify.NotationPolicy{
+		TrustStore: certs("trustStore", n.TrustStore), TSARoots: certs("tsaRoots", n.TSARoots),
+		Level: n.Level, VerifyTimestamp: n.VerifyTimestamp, Revocation: n.CheckRevocation,
+	}
+	for j, s := range n.TrustedIdentities {
+		fp := slices.Concat(path, []any{"trustedIdentities", j})
+		id, err := verify.ParseNotationIdentity(s)
+		if err != nil {
+			errs = append(errs, c.Errorf(fp, "%v", err))
+			continue
+		}
+		if missing := id.MissingNotationAttributes(); len(missing) > 0 {
+			at.warnings = append(at.warnings, c.Errorf(fp, "%q names no %s: notation itself requires C, ST and O in a trusted identity; this one trusts every certificate of the trust store whose subject has the attributes it names", s, strings.Join(missing, ", ")).Error())
+		}
+		p.Identities = append(p.Identities, id)
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	var err error
+	if at.notation, err = verify.NewNotation(p); err != nil {
+		return []error{c.Errorf(path, "%v", err)}
+	}
+	return nil
 }
 
 // trustedRoot reads and parses a trusted root file once per Compile.
@@ -112,11 +171,28 @@ func trustedRoot(c *config.Config, path []any, name string, roots map[string]*ve
 // key, or with a key where a certificate is wanted and the reverse.
 var errNotMine = errors.New("not signed by this attestor")
 
-// verify checks s for digest as this attestor. It returns what verified,
-// or why not: errNotMine, a *verify.DigestMismatchError (a genuine
-// signature for another digest), a *verify.CheckError (a keyless or log
-// check that failed), or another error (an unusable payload).
-func (a *attestor) verify(s *verify.Signed, digest, source string) (*audit.Verification, error) {
+// verify checks sig for the subject s as this attestor. It returns what
+// verified, or why not: errNotMine, a *verify.DigestMismatchError (a
+// genuine signature for another digest), a *verify.CheckError (a keyless,
+// log or notation check that failed), an error wrapping
+// verify.ErrRevocationUnavailable (it could not be decided), or another
+// error (an unusable payload).
+func (a *attestor) verify(ctx context.Context, sig signature, s Subject) (*audit.Verification, error) {
+	if (a.notation != nil) != (sig.notation != nil) {
+		return nil, errNotMine // a signature of the other ecosystem
+	}
+	if a.notation != nil {
+		res, err := a.notation.Verify(ctx, sig.notation, verify.Target{MediaType: s.MediaType, Digest: s.Digest, Size: s.Size})
+		if err != nil {
+			return nil, err
+		}
+		return verification(a.name, "", sig.source, res), nil
+	}
+	return a.verifySigned(sig.signed, s.Digest, sig.source)
+}
+
+// verifySigned checks the cosign or Sigstore signature s for digest.
+func (a *attestor) verifySigned(s *verify.Signed, digest, source string) (*audit.Verification, error) {
 	if a.keyless != nil {
 		if !s.HasCertificate() {
 			return nil, errNotMine
@@ -154,7 +230,8 @@ func (a *attestor) verify(s *verify.Signed, digest, source string) (*audit.Verif
 }
 
 func verification(name, keyID, source string, res *verify.Result) *audit.Verification {
-	v := &audit.Verification{Attestor: name, KeyID: keyID, Source: source, Issuer: res.Issuer, Subject: res.Subject, TimeSource: res.TimeSource}
+	v := &audit.Verification{Attestor: name, KeyID: keyID, Source: source, Issuer: res.Issuer, Subject: res.Subject, TimeSource: res.TimeSource,
+		X509Subject: res.X509Subject, Logged: res.Logged}
 	if res.LogIndex >= 0 {
 		v.LogIndex = &res.LogIndex
 	}
@@ -174,6 +251,9 @@ func describe(v *audit.Verification) string {
 	if v.Subject != "" {
 		parts = append(parts, fmt.Sprintf("keyless: issuer %s, subject %s", v.Issuer, v.Subject))
 	}
+	if v.X509Subject != "" {
+		parts = append(parts, fmt.Sprintf("Notary Project signature: x509.subject %q", v.X509Subject))
+	}
 	if v.LogIndex != nil {
 		parts = append(parts, fmt.Sprintf("log index %d", *v.LogIndex))
 	}
@@ -184,6 +264,7 @@ func describe(v *audit.Verification) string {
 	default:
 		parts = append(parts, fmt.Sprintf("signed at %s by the %s", v.SignedAt.Format("2006-01-02T15:04:05Z"), v.TimeSource))
 	}
+	parts = append(parts, v.Logged...)
 	return strings.Join(append(parts, v.Source), ", ")
 }
 
@@ -192,6 +273,8 @@ func (a *attestor) kind() string {
 	switch {
 	case a.keyless != nil:
 		return "its keyless identity"
+	case a.notation != nil:
+		return "its Notary Project trust store and identities"
 	case a.logged != nil:
 		return "its keys (with a transparency-log proof)"
 	}

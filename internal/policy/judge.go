@@ -83,7 +83,7 @@ type Decision struct {
 // index is allowed by its requirements, its children inherit the outcomes
 // it proved.
 func (j *Judge) Decide(ctx context.Context, p *Policy, reg Registry, s Subject, m *oci.Manifest) (Decision, error) {
-	s.Digest, s.MediaType, s.IsIndex = m.Digest, m.MediaType, m.IsIndex()
+	s.Digest, s.MediaType, s.Size, s.IsIndex = m.Digest, m.MediaType, int64(len(m.Raw)), m.IsIndex()
 	rec, err := reg.Recognize(ctx, s.Repository, m)
 	if err != nil {
 		return Decision{}, fmt.Errorf("checking whether %s@%s is a signature artifact: %w", s.Image(), s.Digest, err)

@@ -2,8 +2,9 @@
 // digest at a time: the allowlist, then an unexpired breakglass entry, then
 // the first rule that matches the image as it was asked for (name, tag,
 // digest) and applies to the client's environment (or the default), then
-// that rule's requirements against verified evidence: cosign signatures,
-// and in-toto attestations whose CEL conditions hold. A Judge keeps the
+// that rule's requirements against verified evidence: cosign, Sigstore and
+// Notary Project signatures, and in-toto attestations whose CEL conditions
+// hold. A Judge keeps the
 // verified outcome of each requirement per digest, so that matching stays
 // per request and only verification is cached, and passes to the children
 // of an allowed index what the index proved. A denial is a Verdict with
@@ -50,6 +51,9 @@ type Subject struct {
 	Tag       string
 	Digest    string
 	MediaType string
+	// Size is the manifest's length in bytes, which a Notary Project
+	// signature names along with its digest and media type.
+	Size int64
 	// IsIndex is true for image indexes and manifest lists.
 	IsIndex bool
 	// Environment is the asking client's environment (see
@@ -154,6 +158,9 @@ func Compile(c *config.Config) (*Policy, error) {
 		attestors[a.Name] = at
 	}
 	p := &Policy{Generation: c.Generation, allowTTL: c.Cache.AllowTTL, denyTTL: c.Cache.DenyTTL, timeout: c.Limits.VerifyTimeout}
+	for _, a := range c.Attestors {
+		p.Warnings = append(p.Warnings, attestors[a.Name].warnings...)
+	}
 	reqs := map[string]*requirement{} // one per distinct demand, shared by rules
 	for _, a := range c.Policy.Allowlist {
 		pat, err := pattern.Parse(a)

@@ -2,11 +2,15 @@ package policy_test
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
@@ -251,6 +255,57 @@ policy:
 		}
 		if _, err := policy.Compile(c); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+func TestCompileReportsBadNotationTrustWithItsPosition(t *testing.T) {
+	ca, err := virtual.NewCA("Acme", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(virtual.Leaf{Name: pkix.Name{CommonName: "release"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootPEM, _ := cryptoutils.MarshalCertificateToPEM(ca.Root)
+	leafPEM, _ := cryptoutils.MarshalCertificateToPEM(leaf.Cert)
+	tests := []struct {
+		name, store, identity, want string
+	}{
+		{"TrustStoreNotCertificates", "garbage", "*", "config.yaml:4: attestors[0].notation.trustStore[0]: ca.crt: neither PEM nor DER certificates"},
+		{"TrustStoreHoldingAKey", testKeyPEM, "*", "config.yaml:4: attestors[0].notation.trustStore[0]: ca.crt: holds a PEM PUBLIC KEY, not a CERTIFICATE"},
+		{"TrustStoreHoldingALeaf", string(leafPEM), "*", `config.yaml:4: attestors[0].notation: trust store: certificate with subject "CN=release" is not a CA certificate or self-signed signing certificate`},
+		{"IdentityThatDoesNotParse", string(rootPEM), "x509.subject: not a dn", `config.yaml:4: attestors[0].notation.trustedIdentities[0]: "x509.subject: not a dn" is not a distinguished name (RFC 4514)`},
+		{"IdentityOfAnotherKind", string(rootPEM), "x509.issuer: O=Acme", `config.yaml:4: attestors[0].notation.trustedIdentities[0]: "x509.issuer: O=Acme": want "x509.subject: <distinguished name>"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, base+"attestors:\n  - name: release\n    notation: {trustStore: [ca.crt], trustedIdentities: ["+fmt.Sprintf("%q", tt.identity)+"]}\n"+
+				"policy:\n  rules: [{name: r, images: [\"lab/**\"], require: [{signature: {attestors: [release]}}]}]\n",
+				map[string]string{"ca.crt": tt.store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := policy.Compile(c); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("IdentityWithoutCountryStateAndOrganizationWarns", func(t *testing.T) {
+		c, err := load(t, base+"attestors:\n  - name: release\n    notation: {trustStore: [ca.crt], trustedIdentities: [\"x509.subject: O=Acme, CN=release\"]}\n"+
+			"policy:\n  rules: [{name: r, images: [\"lab/**\"], require: [{signature: {attestors: [release]}}]}]\n",
+			map[string]string{"ca.crt": string(rootPEM)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := policy.Compile(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `config.yaml:4: attestors[0].notation.trustedIdentities[0]: "x509.subject: O=Acme, CN=release" names no C, ST: notation itself requires C, ST and O`
+		if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, want) {
+			t.Fatalf("warnings %q, want %q", w, want)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,7 +123,10 @@ func check(ctx context.Context, s Subject, ev *upstream.Evidence, reqs []*requir
 			if sigs == nil {
 				sigs = parseSignatures(ev)
 			}
-			o = q.sig.check(sigs, s)
+			var err error
+			if o, err = q.sig.check(ctx, sigs, s); err != nil {
+				return nil, fmt.Errorf("verifying the signatures of %s@%s: %w", s.Image(), s.Digest, err)
+			}
 			if !o.ok {
 				o.reasons = append(o.reasons, ev.Problems...)
 			}
@@ -166,22 +170,30 @@ func verdict(v Verdict, outs []outcome) Verdict {
 	return v
 }
 
-// signature is one signature found, parsed once for every requirement.
+// signature is one signature found, parsed once for every requirement:
+// a cosign or Sigstore signature (signed), or a Notary Project one
+// (notation).
 type signature struct {
-	source string
-	signed *verify.Signed
-	err    error // why it cannot be used at all
+	source   string
+	signed   *verify.Signed
+	notation *verify.NotationSignature
+	err      error // why it cannot be used at all
 }
 
 // parseSignatures parses the signatures of ev: cosign simple-signing
-// layers (with their keyless and log annotations) and Sigstore bundles.
-// Bundles of attestations other than cosign's signature statement are not
-// signatures and are left out.
+// layers (with their keyless and log annotations), Sigstore bundles and
+// Notary Project envelopes. Bundles of attestations other than cosign's
+// signature statement are not signatures and are left out.
 func parseSignatures(ev *upstream.Evidence) []signature {
 	out := []signature{}
 	for _, sig := range ev.Signatures {
 		var s signature
 		s.source = sig.Source
+		if sig.Notation != nil {
+			s.notation, s.err = verify.ParseNotation(sig.NotationMediaType, sig.Notation)
+			out = append(out, s)
+			continue
+		}
 		if sig.Bundle != nil {
 			s.signed, s.err = verify.ParseBundle(sig.Bundle)
 			if s.err == nil && !s.signed.IsImageSignature() {
@@ -202,20 +214,26 @@ type hit struct {
 	signer string
 }
 
-// signerOf names the key that made s, verified as v: the attestor's key, or
-// the key of the signing certificate.
-func signerOf(v *audit.Verification, s *verify.Signed) string {
-	if v.KeyID != "" {
+// signerOf names the key that made sig, verified as v: the attestor's key,
+// or the key of the signing certificate (keyless or Notary Project).
+func signerOf(v *audit.Verification, sig signature) string {
+	switch {
+	case v.KeyID != "":
 		return v.KeyID
+	case sig.notation != nil:
+		return sig.notation.KeyID()
 	}
-	return s.CertificateKeyID()
+	return sig.signed.CertificateKeyID()
 }
 
 // check verifies the signatures as each listed attestor, and counts toward
-// the threshold at most one attestor per signing key.
-func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
+// the threshold at most one attestor per signing key. An error means that
+// the threshold is not met without a signature whose outcome could not be
+// decided (an online revocation check that got no answer).
+func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s Subject) (outcome, error) {
 	hits := make([][]hit, len(req.attestors))
 	var unusable []string // genuine signatures that still do not count
+	var undecided error
 	var mismatch *verify.DigestMismatchError
 	var failed *verify.CheckError
 	for i, a := range req.attestors {
@@ -223,10 +241,12 @@ func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
 			if sig.err != nil {
 				continue
 			}
-			v, err := a.verify(sig.signed, s.Digest, sig.source)
+			v, err := a.verify(ctx, sig, s)
 			switch {
 			case err == nil:
-				hits[i] = append(hits[i], hit{*v, signerOf(v, sig.signed)})
+				hits[i] = append(hits[i], hit{*v, signerOf(v, sig)})
+			case errors.Is(err, verify.ErrRevocationUnavailable):
+				undecided = cmp.Or(undecided, err)
 			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
 			case errors.As(err, &mismatch):
 				unusable = append(unusable, fmt.Sprintf("a signature by attestor %s was made for %s, not for this digest: a signature does not carry over to another image", a.name, mismatch.Signed))
@@ -247,16 +267,27 @@ func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
 		for _, b := range by {
 			o.reasons = append(o.reasons, fmt.Sprintf("signed by attestor %s (%s)", b.Attestor, describe(&b)))
 		}
-		return o
+		return o, nil
+	}
+	if undecided != nil {
+		return outcome{}, undecided
 	}
 	names := make([]string, len(req.attestors))
 	for i, a := range req.attestors {
 		names[i] = a.name
 	}
+	notation := slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.notation != nil })
 	switch {
 	case len(sigs) == 0:
 		r := fmt.Sprintf("no cosign signature found (.sig tag or referrers); need one from attestor %s", orList(names))
-		if !s.IsIndex {
+		if notation {
+			r = fmt.Sprintf("no signature found (cosign's .sig tag, or referrers: cosign, Sigstore bundle or Notary Project); need one from attestor %s", orList(names))
+		}
+		switch {
+		case s.IsIndex:
+		case notation:
+			r += " (a platform image passes when its signed index is pulled through the proxy first, or when it is signed itself)"
+		default:
 			r += " (a platform image passes when its signed index is pulled through the proxy first, or when signed with cosign sign --recursive)"
 		}
 		o.reasons = append(o.reasons, r)
@@ -264,7 +295,7 @@ func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
 		o.reasons = append(o.reasons, unusable...)
 	case len(by) == 0:
 		what := "with a key of"
-		if slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.keyless != nil }) {
+		if notation || slices.ContainsFunc(req.attestors, func(a *attestor) bool { return a.keyless != nil }) {
 			what = "as"
 		}
 		o.reasons = append(o.reasons, fmt.Sprintf("%d signature(s) found, none verifies %s attestor %s", len(sigs), what, orList(names)))
@@ -283,7 +314,7 @@ func (req *signatureRequirement) check(sigs []signature, s Subject) outcome {
 		o.reasons = append(o.reasons, fmt.Sprintf("signed by %d of the %d attestors required; missing: %s", len(by), req.threshold, strings.Join(missing, ", ")))
 		o.reasons = append(o.reasons, spare...)
 	}
-	return o
+	return o, nil
 }
 
 // count pairs attestors with the keys that made their hits so that no key

@@ -182,8 +182,12 @@ type referrer struct {
 	layerAnnotations   map[string]string
 	annotations        map[string]string
 	configArtifactType string
-	artifactType       string
-	indexArtifactType  types.MediaType
+	// configMediaType is the empty config's media type; "" is
+	// application/vnd.oci.empty.v1+json.
+	configMediaType types.MediaType
+	// artifactType is left out of the manifest when empty.
+	artifactType      string
+	indexArtifactType types.MediaType
 }
 
 // putReferrer uploads r's layer and the empty config, pushes r's manifest
@@ -192,7 +196,11 @@ type referrer struct {
 func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, r referrer, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
 	opts = append(opts, remote.WithContext(ctx))
 	layer := static.NewLayer(r.layer, types.MediaType(r.layerMediaType))
-	emptyConfig := static.NewLayer([]byte("{}"), types.OCIEmptyJSON)
+	configType := r.configMediaType
+	if configType == "" {
+		configType = types.OCIEmptyJSON
+	}
+	emptyConfig := static.NewLayer([]byte("{}"), configType)
 	for _, l := range []v1.Layer{layer, emptyConfig} {
 		if err := remote.WriteLayer(repo, l, opts...); err != nil {
 			return v1.Hash{}, err
@@ -203,7 +211,7 @@ func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descripto
 	manifest := v1.Manifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: types.OCIEmptyJSON, Digest: configDigest, Size: 2, ArtifactType: r.configArtifactType},
+		Config:        v1.Descriptor{MediaType: configType, Digest: configDigest, Size: 2, ArtifactType: r.configArtifactType},
 		Layers: []v1.Descriptor{{
 			MediaType: types.MediaType(r.layerMediaType), Digest: layerDigest, Size: int64(len(r.layer)), Annotations: r.layerAnnotations,
 		}},
@@ -213,7 +221,7 @@ func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descripto
 	artifactType, indexArtifactType := r.artifactType, r.indexArtifactType
 	raw, err := json.Marshal(struct {
 		v1.Manifest
-		ArtifactType string `json:"artifactType"`
+		ArtifactType string `json:"artifactType,omitempty"`
 	}{manifest, artifactType})
 	if err != nil {
 		return v1.Hash{}, err

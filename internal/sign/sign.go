@@ -1,9 +1,9 @@
-// Package sign writes cosign key-based image signatures and in-toto
-// attestations (DSSE envelopes) into a registry, in the layouts cosign
-// writes: the `sha256-<hex>.sig` and `.att` tag schemes and OCI 1.1
-// referrers (with the `sha256-<hex>` referrers-tag fallback). The demo uses
-// it to make its sample images; tests use it to make real signatures and
-// attestations.
+// Package sign writes cosign key-based image signatures, in-toto
+// attestations (DSSE envelopes) and Notary Project (notation) signatures
+// into a registry, in the layouts cosign and notation write: the
+// `sha256-<hex>.sig` and `.att` tag schemes and OCI 1.1 referrers (with the
+// `sha256-<hex>` referrers-tag fallback). The demo uses it to make its
+// sample images; tests use it to make real signatures and attestations.
 package sign
 
 import (

@@ -26,8 +26,8 @@ const referrersRecheck = 10 * time.Minute
 
 // Signature is one signature found for a digest, checked against its layer
 // digest: a cosign simple-signing layer (the payload, the signature from
-// its annotation, and the keyless and log annotations), or a Sigstore
-// bundle. Nothing about it is verified yet.
+// its annotation, and the keyless and log annotations), a Sigstore bundle,
+// or a Notary Project signature envelope. Nothing about it is verified yet.
 type Signature struct {
 	// Source says where it was found, for decision logs:
 	// "tag sha256-<hex>.sig" or "referrer sha256:<digest>".
@@ -40,6 +40,11 @@ type Signature struct {
 	// Bundle is a Sigstore bundle (as `cosign sign` v3 writes), in place
 	// of Payload and Signature.
 	Bundle []byte
+	// Notation is a Notary Project signature envelope (as `notation sign`
+	// writes) of media type NotationMediaType (oci.JWS or oci.COSE), in
+	// place of Payload and Signature.
+	Notation          []byte
+	NotationMediaType string
 }
 
 // Attestation is one attestation layer found for a digest: a DSSE envelope,
@@ -94,8 +99,9 @@ type Evidence struct {
 
 // Evidence finds what want asks for, stored for digest in repo, in the
 // places it names: cosign signatures in the `sha256-<hex>.sig` tag,
-// attestations in the `sha256-<hex>.att` tag, and both among the digest's
-// OCI 1.1 referrers (or, where the upstream has no referrers API, in the
+// attestations in the `sha256-<hex>.att` tag, and both, with Notary Project
+// signatures, among the digest's OCI 1.1 referrers (or, where the upstream
+// has no referrers API, in the
 // `sha256-<hex>` fallback tag), asking for the referrers once for both. An
 // error means the upstream could not be asked; finding nothing is not an
 // error.
@@ -222,7 +228,7 @@ func (w Want) mayHold(d oci.Descriptor) bool {
 		// take the artifact type from the empty config: it could be
 		// anything.
 		return w.Signatures || len(w.PredicateTypes) > 0
-	case at == oci.SignatureArtifactType:
+	case at == oci.SignatureArtifactType, at == oci.NotationSignature:
 		return w.Signatures
 	case strings.HasPrefix(at, oci.BundlePrefix) || at == oci.DSSE:
 		return w.wantsBundle(d.Annotations) || w.wantsPredicate(d.Annotations[oci.BundlePredicateTypeAnnotation]) &&
@@ -298,15 +304,17 @@ type reader struct {
 	mu   sync.Mutex // guards the problem lists while reading
 }
 
-// signatureLayers plans reading the simple-signing layers of manifests,
-// within the configured limits.
+// signatureLayers plans reading the signature layers of manifests (cosign
+// simple-signing payloads, Sigstore bundles of image signatures, Notary
+// Project envelopes), within the configured limits.
 func (r *reader) signatureLayers(manifests []sourced) {
 	n := 0
 	want := Want{Signatures: true}
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
 			isBundle := strings.HasPrefix(l.MediaType, oci.BundlePrefix) && want.wantsBundle(s.m.Annotations)
-			if l.MediaType != oci.SimpleSigning && !isBundle {
+			isNotation := (l.MediaType == oci.JWS || l.MediaType == oci.COSE) && oci.IsNotationSignature(s.m)
+			if l.MediaType != oci.SimpleSigning && !isBundle && !isNotation {
 				continue
 			}
 			if n == r.c.limits.MaxSignatures {
@@ -314,6 +322,19 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				return
 			}
 			n++ // unusable layers count too: hostile artifacts cost bounded work
+			if isNotation {
+				r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source, NotationMediaType: l.MediaType})
+				i, source, l := len(r.ev.Signatures)-1, s.source, l
+				r.jobs = append(r.jobs, func(ctx context.Context) error {
+					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "notation signature envelope")
+					if problem != "" {
+						r.problem(&r.ev.Problems, source+": "+problem)
+					}
+					r.ev.Signatures[i].Notation = raw
+					return err
+				})
+				continue
+			}
 			if isBundle {
 				r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source})
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
@@ -408,7 +429,7 @@ func (r *reader) read(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s Signature) bool { return s.Payload == nil && s.Bundle == nil })
+	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s Signature) bool { return s.Payload == nil && s.Bundle == nil && s.Notation == nil })
 	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a Attestation) bool { return a.Raw == nil })
 	return nil
 }

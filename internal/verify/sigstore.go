@@ -119,6 +119,12 @@ type Result struct {
 	// without a log.
 	SignedAt   time.Time
 	TimeSource string
+	// X509Subject is the subject distinguished name of the certificate
+	// that made a Notary Project signature.
+	X509Subject string
+	// Logged are the checks that failed but that the verification level
+	// only logs (notation's permissive level), each with why.
+	Logged []string
 }
 
 // Signed is one signed thing in Sigstore's terms, parsed but not

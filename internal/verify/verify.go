@@ -1,7 +1,10 @@
 // Package verify does the cryptography of authz-proxy and nothing else: it
 // parses attestor public keys, checks cosign signatures over simple-signing
-// payloads, and checks DSSE envelopes of in-toto statements (attestations).
-// It never touches the network; callers hand it the bytes they fetched.
+// payloads, DSSE envelopes of in-toto statements (attestations), Sigstore
+// bundles and keyless certificates, and Notary Project (notation) signature
+// envelopes with notation-go's verifier. Callers hand it the bytes they
+// fetched; it never touches the network, except for the online revocation
+// checks (OCSP, CRL) that a notation attestor may opt into.
 package verify
 
 import (

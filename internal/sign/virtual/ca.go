@@ -108,6 +108,13 @@ type Leaf struct {
 	// NotBefore and NotAfter: zero is a minute ago and ten minutes from
 	// NotBefore, a Fulcio certificate's life.
 	NotBefore, NotAfter time.Time
+	// Name is the certificate's subject distinguished name, which Fulcio
+	// leaves empty and a private CA's code-signing certificates carry
+	// (what a Notary Project trusted identity names).
+	Name pkix.Name
+	// CRLDistributionPoints are the URLs where the CA publishes whether
+	// the certificate is revoked (see CA.CRL).
+	CRLDistributionPoints []string
 }
 
 // Signer is an issued certificate and its private key.
@@ -134,13 +141,14 @@ func (c *CA) Issue(l Leaf) (*Signer, error) {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, NotBefore: l.NotBefore, NotAfter: l.NotAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
+		SerialNumber: serial, NotBefore: l.NotBefore, NotAfter: l.NotAfter, Subject: l.Name,
+		CRLDistributionPoints: l.CRLDistributionPoints,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 	}
 	if u, err := url.Parse(l.Subject); err == nil && u.Scheme != "" {
 		tmpl.URIs = []*url.URL{u}
-	} else {
+	} else if l.Subject != "" {
 		tmpl.EmailAddresses = []string{l.Subject}
 	}
 	exts := map[int]string{}
@@ -164,6 +172,26 @@ func (c *CA) Issue(l Leaf) (*Signer, error) {
 		return nil, err
 	}
 	return &Signer{Cert: cert, Key: key, ca: c}, nil
+}
+
+// CRL is the certificate revocation list of the CA's intermediate, the
+// issuer of its leaves, revoking the certificates given, valid for an hour.
+func (c *CA) CRL(revoked ...*x509.Certificate) ([]byte, error) {
+	now := time.Now()
+	var entries []x509.RevocationListEntry
+	for _, r := range revoked {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.SerialNumber, RevocationTime: now.Add(-time.Minute)})
+	}
+	return x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(now.Unix()), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour),
+		RevokedCertificateEntries: entries,
+	}, c.Intermediate, c.key)
+}
+
+// Chain is the certificate, the CA's intermediate and its root: the chain a
+// Notary Project signature carries.
+func (s *Signer) Chain() []*x509.Certificate {
+	return []*x509.Certificate{s.Cert, s.ca.Intermediate, s.ca.Root}
 }
 
 // CertPEM and KeyPEM are the certificate and its PKCS #8 private key, PEM.

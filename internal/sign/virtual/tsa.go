@@ -2,6 +2,7 @@ package virtual
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/digitorus/timestamp"
+	"github.com/notaryproject/tspclient-go"
 	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
@@ -74,14 +76,17 @@ func (t *TSA) Authority() root.TimestampingAuthority {
 
 // Respond answers the DER timestamp request req, stamping the current
 // time; the response always carries t's certificate.
-func (t *TSA) Respond(req []byte) ([]byte, error) {
+func (t *TSA) Respond(req []byte) ([]byte, error) { return t.RespondAt(req, time.Now()) }
+
+// RespondAt is Respond stamping the time at: a timestamp made then.
+func (t *TSA) RespondAt(req []byte, at time.Time) ([]byte, error) {
 	r, err := timestamp.ParseRequest(req)
 	if err != nil {
 		return nil, err
 	}
 	ts := timestamp.Timestamp{
 		HashAlgorithm: r.HashAlgorithm, HashedMessage: r.HashedMessage, Nonce: r.Nonce,
-		Time: time.Now(), Policy: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 2},
+		Time: at, Policy: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 2},
 		AddTSACertificate: true, ExtraExtensions: r.Extensions,
 	}
 	return ts.CreateResponseWithOpts(t.leaf, t.key, crypto.SHA256)
@@ -95,6 +100,38 @@ func (t *TSA) TimestampResponse(sig []byte) ([]byte, error) {
 		return nil, err
 	}
 	return t.Respond(req)
+}
+
+// Root is t's root certificate, what a verifier trusts.
+func (t *TSA) Root() *x509.Certificate { return t.root }
+
+// Timestamper is t as notation's signing asks a timestamp authority (a
+// tspclient.Timestamper), stamping the time at (zero: the current time).
+func (t *TSA) Timestamper(at time.Time) tspclient.Timestamper { return tspStamper{t, at} }
+
+type tspStamper struct {
+	t  *TSA
+	at time.Time
+}
+
+func (s tspStamper) Timestamp(_ context.Context, req *tspclient.Request) (*tspclient.Response, error) {
+	der, err := req.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	at := s.at
+	if at.IsZero() {
+		at = time.Now()
+	}
+	raw, err := s.t.RespondAt(der, at)
+	if err != nil {
+		return nil, err
+	}
+	resp := &tspclient.Response{}
+	if err := resp.UnmarshalBinary(raw); err != nil {
+		return nil, err
+	}
+	return resp, resp.Validate(req)
 }
 
 // ServeHTTP answers a POST of an RFC 3161 request (application/timestamp-query)
