@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, vet, unit and integration
 # tests with the race detector, brief fuzzing, and the end-to-end suite
-# against the real registry, cosign, crane and skopeo.
+# against the real registry, cosign, crane, skopeo and versitygw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ fi
 
 echo "== go vet"
 go vet ./...
-go vet -tags e2e ./e2e/...
+go vet -tags e2e ./e2e/... ./internal/store/drivertest/
 
 echo "== static build (as the Dockerfile does)"
 CGO_ENABLED=0 go build -trimpath -o /tmp/authz-proxy-static ./cmd/authz-proxy
@@ -35,3 +35,6 @@ echo "== end to end"
 AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh)
 export AUTHZ_E2E_TOOLS
 go test -tags e2e -count=1 -v -timeout 20m ./e2e/...
+# The store on S3 (versitygw): distribution's driver conformance suite, and
+# two stores filling one bucket at once.
+go test -tags e2e -race -count=1 -timeout 10m ./internal/store/drivertest/

@@ -39,6 +39,8 @@ type loaded struct {
 	// audit.checkpoint), and checkpointKeyID names it.
 	checkpointKey   crypto.Signer
 	checkpointKeyID string
+	// store is what the content store opens with; nil without one.
+	store *storeSpec
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -60,7 +62,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait)}
+	sp, err := storeSpecOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp}
 	if prev != nil {
 		l.budget = prev.budget
 	}

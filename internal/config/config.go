@@ -34,6 +34,7 @@ type Config struct {
 	Environments    []Environment `yaml:"environments"`
 	Cache           Cache         `yaml:"cache"`
 	Limits          limits.Limits `yaml:"limits"`
+	Store           *Store        `yaml:"store"`
 	Attestors       []Attestor    `yaml:"attestors"`
 	Policy          Policy        `yaml:"policy"`
 
@@ -153,6 +154,46 @@ type Cache struct {
 	// DenyTTL defaults to 30s.
 	DenyTTL time.Duration `yaml:"denyTTL"`
 }
+
+// Store keeps verified content by digest (blobs today) on one of
+// distribution's storage drivers, so that a second pull is served without
+// the upstream. Without a store, blobs stream from the upstream every time.
+type Store struct {
+	// Driver is filesystem, s3, or inmemory (tests: nothing survives the
+	// process).
+	Driver string `yaml:"driver"`
+	// RootDirectory is the filesystem driver's folder (relative to the
+	// configuration file's folder), or the s3 driver's key prefix in the
+	// bucket.
+	RootDirectory string `yaml:"rootdirectory"`
+	// MaxSize bounds what is stored, e.g. 100GiB or 500MB (KiB, MiB, GiB,
+	// TiB; KB, MB, GB, TB; or bytes); past it the least recently used
+	// blobs are evicted. Required.
+	MaxSize string `yaml:"maxSize"`
+	// Bucket, Region, RegionEndpoint and ForcePathStyle place the s3
+	// driver: any S3-compatible service. Region defaults to us-east-1 when
+	// RegionEndpoint is set.
+	Bucket         string `yaml:"bucket"`
+	Region         string `yaml:"region"`
+	RegionEndpoint string `yaml:"regionendpoint"`
+	ForcePathStyle bool   `yaml:"forcepathstyle"`
+	// AccessKeyFile and SecretKeyFile hold the s3 credential; without
+	// them it comes from the environment (AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY, a shared credentials file, or an instance
+	// role). It is never written to the logs.
+	AccessKeyFile string `yaml:"accesskeyFile"`
+	SecretKeyFile string `yaml:"secretkeyFile"`
+
+	// MaxBytes is MaxSize in bytes, set when the configuration loads.
+	MaxBytes int64 `yaml:"-"`
+}
+
+// Store drivers.
+const (
+	StoreFilesystem = "filesystem"
+	StoreS3         = "s3"
+	StoreInMemory   = "inmemory"
+)
 
 // Attestor is a party whose signatures vouch for images: holders of
 // PublicKeys, a Sigstore Keyless identity, or a Notary Project (Notation)
@@ -416,6 +457,10 @@ func (c *Config) Files() []string {
 		if u.Auth != nil {
 			add(u.Auth.PasswordFile)
 		}
+	}
+	if st := c.Store; st != nil {
+		add(st.AccessKeyFile)
+		add(st.SecretKeyFile)
 	}
 	for _, a := range c.Attestors {
 		for _, k := range a.PublicKeys {

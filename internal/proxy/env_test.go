@@ -38,6 +38,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -100,6 +101,7 @@ type envConfig struct {
 	username, password string
 	limits             limits.Limits
 	verifyTimeout      time.Duration
+	store              *store.Store
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
@@ -122,6 +124,9 @@ func withCredentials(user, pass string) envOption {
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
+
+// withStore puts blobs through st.
+func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -175,6 +180,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
+		Store: ec.store,
 	})
 	if err != nil {
 		t.Fatal(err)

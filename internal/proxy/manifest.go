@@ -78,6 +78,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if err := s.record(r.Context(), rec); err != nil {
 		return err
 	}
+	s.link(rt, m)
 	s.send(w, r, st, m, rt.ref)
 	return nil
 }

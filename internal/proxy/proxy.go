@@ -2,7 +2,8 @@
 // distribution API, routed to the configured upstreams. Manifests are
 // fetched once, judged (a policy.Judge recognises signature artifacts by
 // their content and judges everything else by policy) and served as the
-// very bytes judged, or refused; blobs stream; the referrers API is answered
+// very bytes judged, or refused; blobs stream, through the content store
+// when one is configured; the referrers API is answered
 // even for upstreams without one; writes are refused. Manifest bytes in
 // flight and response write times are bounded. It is the one place that
 // renders OCI errors and writes the decision log.
@@ -31,6 +32,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
@@ -56,6 +58,10 @@ type Options struct {
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
+	// Store, if not nil, keeps blobs: served from it when held, else
+	// fetched once per digest and stored. Without it blobs stream from the
+	// upstream every time.
+	Store *store.Store
 }
 
 // Server is the proxy's http.Handler.
@@ -69,6 +75,7 @@ type Server struct {
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	store    *store.Store
 }
 
 // state is one configuration's policy, upstreams and write timeout.
@@ -103,16 +110,21 @@ func New(o Options) (*Server, error) {
 		audit:   o.Audit,
 		log:     o.Logger,
 		metrics: o.Metrics,
+		store:   o.Store,
 	}
 	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
 	s.state.Store(st)
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
+	if o.Store != nil {
+		o.Metrics.WatchStore(o.Store.Stats)
+	}
 	return s, nil
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
 // DefaultUpstream, MaxEntries and WriteTimeout replace the old ones together
-// (its other fields are ignored; those given to New stay).
+// (its other fields are ignored; those given to New stay, the Store
+// among them).
 // Requests in flight finish under the configuration they started with.
 // Outcomes cached under another policy generation are not used again; they
 // leave the cache as it fills.
@@ -171,10 +183,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
 	}()
 	rt, err := s.serve(sw, r, s.state.Load())
+	var cut *streamCut
+	if errors.As(err, &cut) {
+		// Past the status line: only a cut connection tells the client.
+		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
+		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 	if err != nil {
 		he := s.classify(r, err, errcode.ErrorCodeUnknown)
 		if he.status() >= 500 {
-			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
+			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status(), "err", err)
 		}
 		writeError(sw, r, he)
 	}
@@ -212,6 +231,18 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom passes a file on to the underlying writer, which sends it with
+// sendfile(2) where it can.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -275,9 +306,9 @@ func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.
 	return err
 }
 
-// blob streams a blob from the upstream; memory use does not grow with its
-// size.
-func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
+// blobThrough streams a blob from the upstream; memory use does not grow
+// with its size.
+func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	hdr := http.Header{}
 	if v := r.Header.Get("Range"); v != "" {
 		hdr.Set("Range", v)
