@@ -61,11 +61,11 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want,
 		sigs []sourced
 		atts []sourced
 		refs []sourced
+		jobs []func(ctx context.Context) error
 	)
-	g, gctx := errgroup.WithContext(ctx)
 	tagged := func(suffix string, into *[]sourced) {
-		g.Go(func() error {
-			m, err := c.optionalManifest(gctx, repo, tag+suffix)
+		jobs = append(jobs, func(ctx context.Context) error {
+			m, err := c.optionalManifest(ctx, repo, tag+suffix)
 			if m != nil {
 				mu.Lock()
 				*into = append(*into, sourced{"tag " + tag + suffix, m})
@@ -81,13 +81,13 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want,
 		tagged(".att", &atts)
 	}
 	if referrers {
-		g.Go(func() error {
+		jobs = append(jobs, func(ctx context.Context) error {
 			var err error
-			refs, err = c.referrers(gctx, repo, digest, tag, want, ev)
+			refs, err = c.referrers(ctx, repo, digest, tag, want, ev)
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
+	if err := each(ctx, len(jobs), jobs); err != nil {
 		return err
 	}
 	r := &reader{c: c, repo: repo, ev: ev}
@@ -352,17 +352,31 @@ func (r *reader) problem(list *[]string, p string) {
 // read runs the planned reads, a few at a time, and drops the layers that
 // could not be used (their problems are noted).
 func (r *reader) read(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, job := range r.jobs {
-		g.Go(func() error { return job(gctx) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := each(ctx, 4, r.jobs); err != nil {
 		return err
 	}
 	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s oci.Signature) bool { return s.Payload == nil && s.Bundle == nil && s.Notation == nil })
 	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a oci.Attestation) bool { return a.Raw == nil })
 	return nil
+}
+
+// each runs jobs, at most limit at once, and returns the first error (the
+// others are then cancelled). A lone job runs in the caller's goroutine:
+// the common case (one signature tag, one payload) starts no goroutine,
+// whose stack would grow through the HTTP client on every cold decision.
+func each(ctx context.Context, limit int, jobs []func(ctx context.Context) error) error {
+	switch len(jobs) {
+	case 0:
+		return nil
+	case 1:
+		return jobs[0](ctx)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for _, job := range jobs {
+		g.Go(func() error { return job(gctx) })
+	}
+	return g.Wait()
 }
 
 // blob reads one layer of at most limit bytes and checks it against its
