@@ -281,21 +281,7 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.VerifiedBy == nil {
 		r.VerifiedBy = []Verification{}
 	}
-	line := encode(ctx, time.Now(), level, "decision",
-		slog.String("decision", r.Decision),
-		slog.String("image", r.Image),
-		slog.String("reference", r.Reference),
-		slog.String("digest", r.Digest),
-		slog.String("mediaType", r.MediaType),
-		slog.String("upstream", r.Upstream),
-		slog.String("rule", r.Rule),
-		slog.String("enforcement", r.Enforcement),
-		slog.Any("reasons", r.Reasons),
-		slog.Any("verifiedBy", r.VerifiedBy),
-		slog.Bool("cached", r.Cached),
-		slog.Any("client", r.Client),
-		slog.Float64("durationMs", float64(r.Duration.Microseconds())/1000),
-	)
+	line := encodeDecision(ctx, time.Now(), level, &r)
 	defer linePool.Put(line)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -311,6 +297,40 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 }
 
 var linePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encodeDecision renders the decision line of r, outside any lock, with
+// appendDecision, or slog's JSON handler where appendDecision leaves it to
+// slog. The caller returns the buffer to linePool.
+func encodeDecision(ctx context.Context, t time.Time, level slog.Level, r *Record) *bytes.Buffer {
+	buf := linePool.Get().(*bytes.Buffer)
+	buf.Reset()
+	buf.Grow(1024)
+	if b, ok := appendDecision(buf.AvailableBuffer(), t, level, r); ok {
+		buf.Write(b)
+		return buf
+	}
+	linePool.Put(buf)
+	return encode(ctx, t, level, "decision", decisionAttrs(r)...)
+}
+
+// decisionAttrs are the attributes of r's decision line, in order.
+func decisionAttrs(r *Record) []slog.Attr {
+	return []slog.Attr{
+		slog.String("decision", r.Decision),
+		slog.String("image", r.Image),
+		slog.String("reference", r.Reference),
+		slog.String("digest", r.Digest),
+		slog.String("mediaType", r.MediaType),
+		slog.String("upstream", r.Upstream),
+		slog.String("rule", r.Rule),
+		slog.String("enforcement", r.Enforcement),
+		slog.Any("reasons", r.Reasons),
+		slog.Any("verifiedBy", r.VerifiedBy),
+		slog.Bool("cached", r.Cached),
+		slog.Any("client", r.Client),
+		slog.Float64("durationMs", float64(r.Duration.Microseconds())/1000),
+	}
+}
 
 // encode renders one line as slog's JSON handler does, outside any lock.
 // The caller returns the buffer to linePool.
