@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/cache"
@@ -27,6 +28,24 @@ type Judge struct {
 	outcomes *cache.Cache[outcomeKey, outcome]
 	flight   cache.Group[[]outcome]
 	now      func() time.Time
+
+	// prefetched holds, by the flight key of a verification, the
+	// evidence read that Prefetch started for it, or a claimed one (with
+	// or without a read) while that verification runs: then no other read
+	// starts for it.
+	mu         sync.Mutex
+	prefetched map[string]*prefetch
+}
+
+// prefetch is one evidence read started ahead of its verification (done
+// is closed once ev and err are set), or a mark that the verification
+// runs (done is nil).
+type prefetch struct {
+	done    chan struct{}
+	ev      *oci.Evidence
+	err     error
+	cancel  context.CancelFunc
+	claimed bool
 }
 
 // outcomeKey names one requirement's outcome for one digest.
@@ -49,7 +68,7 @@ func NewJudge(maxEntries int, now func() time.Time) (*Judge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Judge{outcomes: c, now: now}, nil
+	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}}, nil
 }
 
 // Resize changes the most outcomes kept.
@@ -145,7 +164,13 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 	if len(missing) == 0 {
 		return Decision{Verdict: verdict(v, outs), Judged: true, Cached: true}, r, nil
 	}
-	computed, err := j.flight.Do(ctx, j.flightKey(p, s, missing), p.timeout, func(ctx context.Context) ([]outcome, error) {
+	key := j.flightKey(p, s, missing)
+	computed, err := j.flight.Do(ctx, key, p.timeout, func(ctx context.Context) ([]outcome, error) {
+		if f := j.claim(key); f.done != nil {
+			src = &prefetchedSource{Source: src, f: f}
+			defer f.cancel()
+		}
+		defer j.unclaim(key)
 		outs, err := p.verify(ctx, src, s, missing)
 		if err != nil {
 			return nil, err
@@ -170,6 +195,101 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 		}
 	}
 	return Decision{Verdict: verdict(v, outs), Judged: true}, r, nil
+}
+
+// Prefetch starts reading, for a pull of s by digest whose manifest is
+// still being fetched, the evidence that the rule matching s needs from the
+// tag schemes and the cache does not hold, so that the manifest and the
+// signatures are read at once; the verification that Decide then starts
+// for s takes it. Nothing is judged on it before: the manifest may still
+// turn out to be a signature artifact, or another digest, and then the read
+// is dropped. The caller calls release once Decide has returned (or when
+// it will not be called): an unused read is cancelled.
+func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) (release func()) {
+	_, r := p.match(s, j.now())
+	if r == nil || s.Digest == "" {
+		return func() {}
+	}
+	var missing []*requirement
+	for _, q := range r.reqs {
+		if _, _, ok := j.lookup(p, s, q); !ok {
+			missing = append(missing, q)
+		}
+	}
+	if len(missing) == 0 {
+		return func() {}
+	}
+	key := j.flightKey(p, s, missing)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.prefetched[key] != nil {
+		return func() {} // read already, or being verified
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	f := &prefetch{done: make(chan struct{}), cancel: cancel}
+	j.prefetched[key] = f
+	go func() {
+		defer close(f.done)
+		w := want(missing)
+		w.From = oci.TagSchemes
+		f.ev, f.err = src.Evidence(rctx, s.Repository, s.Digest, w)
+	}()
+	return func() {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.prefetched[key] == f && !f.claimed {
+			delete(j.prefetched, key)
+			f.cancel()
+		}
+	}
+}
+
+// claim marks the verification named key as running, so that Prefetch
+// starts no read for it, and returns the read Prefetch started for it
+// (done is nil when there is none).
+func (j *Judge) claim(key string) *prefetch {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f := j.prefetched[key]
+	if f == nil || f.claimed {
+		f = &prefetch{}
+		j.prefetched[key] = f
+	}
+	f.claimed = true
+	return f
+}
+
+// unclaim ends the verification named key: its outcomes are cached by
+// now (or it failed, and the next pull tries again).
+func (j *Judge) unclaim(key string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if f := j.prefetched[key]; f != nil && f.claimed {
+		delete(j.prefetched, key)
+	}
+}
+
+// prefetchedSource answers the first look in the tag schemes of one
+// verification with what Prefetch read for it (the same requirements, so
+// the same Want); everything else goes to Source.
+type prefetchedSource struct {
+	Source
+	f *prefetch
+}
+
+func (p *prefetchedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
+	f := p.f
+	if f == nil || want.From != oci.TagSchemes {
+		return p.Source.Evidence(ctx, repo, digest, want)
+	}
+	p.f = nil
+	defer f.cancel()
+	select {
+	case <-f.done:
+		return f.ev, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // CachedRefusal returns the decision on s when the cache alone refuses it:

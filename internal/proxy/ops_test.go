@@ -169,7 +169,7 @@ func TestMetricsCountRequestsDecisionsCacheAndUpstreamErrors(t *testing.T) {
 	e.signTag("signed/app", "ci", signed, signed)
 	broken := e.push("signed/broken:v1")
 	fail := func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.Contains(r.URL.Path, "/signed/broken/manifests/") {
+		if r.URL.Path == "/v2/signed/broken/manifests/"+broken.String() {
 			http.Error(w, "boom", http.StatusInternalServerError)
 			return true
 		}
@@ -209,7 +209,10 @@ func TestMetricsCountRequestsDecisionsCacheAndUpstreamErrors(t *testing.T) {
 		{"authz_proxy_cache_evictions_total", nil, 0},
 		{"authz_proxy_verification_duration_seconds", []string{"upstream", "lab"}, 2},
 		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "manifest", "upstream", "lab"}, 3}, // the cached pull by digest is served from held bytes
-		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "evidence", "upstream", "lab"}, 3}, // the tag schemes twice, the referrers once (for the unsigned image)
+		// the tag schemes twice, the referrers once (for the unsigned
+		// image), and the tag schemes of the broken image, read while its
+		// manifest was asked for (the pull is by digest)
+		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "evidence", "upstream", "lab"}, 4},
 		{"authz_proxy_upstream_request_duration_seconds", []string{"op", "blob", "upstream", "lab"}, 1},
 		{"authz_proxy_upstream_errors_total", []string{"kind", "server_error", "upstream", "lab"}, 1},
 	} {

@@ -1,0 +1,164 @@
+package proxy_test
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// upstreamRequests lists the upstream requests seen, "METHOD path" with
+// their counts.
+func (e *env) upstreamRequests() map[string]int64 {
+	out := map[string]int64{}
+	e.requests.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// since lists the upstream requests made after before, with the digests
+// and tags of this test written as placeholders.
+func since(before, after map[string]int64, names map[string]string) []string {
+	var out []string
+	for k, n := range after {
+		named := k
+		for long, short := range names {
+			named = strings.ReplaceAll(named, long, short)
+		}
+		for ; n > before[k]; n-- {
+			out = append(out, named)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts []envOption
+		sign func(e *env, d v1.Hash)
+		// byTag pulls v1; otherwise the pull is by digest.
+		byTag bool
+		want  []string
+	}{
+		{"a .sig tag signature, pulled by digest", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}},
+		{"a .sig tag signature, pulled by tag", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, true,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/manifests/v1"}},
+		// The tag schemes are read first: a referrer costs their tag more.
+		{"a cosign signature among the referrers", nil, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, false) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}},
+		{"a cosign v3 bundle among the referrers", nil, func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}},
+		// An upstream without the referrers API is known to be one after
+		// the warm-up: its fallback tag is read directly.
+		{"a cosign signature in the referrers fallback tag", []envOption{withoutReferrersAPI()}, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, true) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>", "GET /v2/signed/app/manifests/<tag>.sig"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.opts...)
+			// A warm-up in the same repository: the token handshake, and
+			// learning whether the upstream has the referrers API.
+			e.push("signed/app:unsigned")
+			if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/unsigned"); resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("warm-up: %d", resp.StatusCode)
+			}
+			d := e.push("signed/app:v1")
+			tt.sign(e, d)
+			names := map[string]string{d.String(): "<digest>", tagOf(d): "<tag>"}
+			before := e.upstreamRequests()
+			path := "/v2/lab/signed/app/manifests/" + d.String()
+			if tt.byTag {
+				path = "/v2/lab/signed/app/manifests/v1"
+			}
+			resp := e.get(http.MethodGet, path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%d, want 200", resp.StatusCode)
+			}
+			got := since(before, e.upstreamRequests(), names)
+			// The signature's own digests are not known in advance.
+			for i, r := range got {
+				switch {
+				case strings.HasPrefix(r, "GET /v2/signed/app/blobs/sha256:"):
+					got[i] = "GET /v2/signed/app/blobs/<payload>"
+				case strings.HasPrefix(r, "GET /v2/signed/app/manifests/sha256:"):
+					got[i] = "GET /v2/signed/app/manifests/<referrer>"
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("upstream requests of one cold decision:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
+			}
+		})
+	}
+}
+
+func TestColdPullByDigestReadsTheSignatureWhileTheManifestIsFetched(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	sigAsked := make(chan struct{})
+	var once atomic.Bool
+	var overlapped atomic.Bool
+	f := func(_ http.ResponseWriter, r *http.Request) bool {
+		switch r.URL.Path {
+		case "/v2/signed/app/manifests/" + tagOf(d) + ".sig":
+			if once.CompareAndSwap(false, true) {
+				close(sigAsked)
+			}
+		case "/v2/signed/app/manifests/" + d.String():
+			// The manifest is answered only once the signature has been
+			// asked for: read one after the other, they would wait here
+			// until the deadline.
+			select {
+			case <-sigAsked:
+				overlapped.Store(true)
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return false
+	}
+	e.front.Store(&f)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d, want 200", resp.StatusCode)
+	}
+	if !overlapped.Load() {
+		t.Error("the .sig tag was not asked for while the manifest was being fetched")
+	}
+	if rec := e.lastDecision(d.String()); rec.Decision != "allow" || len(rec.VerifiedBy) != 1 || rec.VerifiedBy[0].Attestor != "ci" {
+		t.Errorf("decision %+v, want allowed by ci", rec)
+	}
+}
+
+func TestSignatureReadAheadOfAManifestThatFailsIsDropped(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("signed/app:v1")
+	e.signTag("signed/app", "ci", d, d)
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/signed/app/manifests/"+d.String() {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return true
+		}
+		return false
+	}
+	e.front.Store(&f)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("%d, want 503", resp.StatusCode)
+	}
+	e.front.Store(nil)
+	sig := "/v2/signed/app/manifests/" + tagOf(d) + ".sig"
+	before := e.count(http.MethodGet, sig)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("once the upstream answers: %d, want 200", resp.StatusCode)
+	}
+	if n := e.count(http.MethodGet, sig) - before; n != 1 {
+		t.Errorf("the next pull read the .sig tag %d times, want 1 (a read of its own)", n)
+	}
+}
