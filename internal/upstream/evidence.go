@@ -128,10 +128,14 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 	limit := c.limits.MaxSignatures + c.limits.MaxAttestations
 	var out []sourced
 	read := 0
+	seen := map[string]bool{}
 	for _, d := range index.Manifests {
-		if !mayHold(want, d) {
+		// A referrer listed twice (some clients add it to the fallback
+		// tag that the registry client updated already) is read once.
+		if !mayHold(want, d) || seen[d.Digest] {
 			continue
 		}
+		seen[d.Digest] = true
 		if read == limit {
 			p := fmt.Sprintf("more than %d referrers stored for this digest: the rest were not read", limit)
 			ev.Problems = append(ev.Problems, p)
