@@ -10,6 +10,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // ArtifactRule is the rule name of decisions about signature and attestation
@@ -35,12 +36,18 @@ type Judge struct {
 	// starts for it.
 	mu         sync.Mutex
 	prefetched map[string]*prefetch
+	// firstPlace remembers, per upstream and repository, where the last
+	// verification that held found its evidence: the tag schemes (the
+	// default) or the referrers. That place is read first, the other only
+	// when the first does not satisfy the rule.
+	firstPlace *lru.Cache[string, oci.Places]
 }
 
 // prefetch is one evidence read started ahead of its verification (done
 // is closed once ev and err are set), or a mark that the verification
 // runs (done is nil).
 type prefetch struct {
+	from    oci.Places
 	done    chan struct{}
 	ev      *oci.Evidence
 	err     error
@@ -68,7 +75,21 @@ func NewJudge(maxEntries int, now func() time.Time) (*Judge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}}, nil
+	places, err := lru.New[string, oci.Places](4096)
+	if err != nil {
+		return nil, err
+	}
+	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}, firstPlace: places}, nil
+}
+
+// first is where the evidence for s is read first: the referrers when the
+// last verification in its repository that held found its evidence there,
+// else the tag schemes.
+func (j *Judge) first(s Subject) oci.Places {
+	if p, ok := j.firstPlace.Get(s.Upstream + "/" + s.Repository); ok {
+		return p
+	}
+	return oci.TagSchemes
 }
 
 // Resize changes the most outcomes kept.
@@ -166,14 +187,18 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 	}
 	key := j.flightKey(p, s, missing)
 	computed, err := j.flight.Do(ctx, key, p.timeout, func(ctx context.Context) ([]outcome, error) {
+		first := j.first(s)
 		if f := j.claim(key); f.done != nil {
-			src = &prefetchedSource{Source: src, f: f}
+			src, first = &prefetchedSource{Source: src, f: f}, f.from
 			defer f.cancel()
 		}
 		defer j.unclaim(key)
-		outs, err := p.verify(ctx, src, s, missing)
+		outs, found, err := p.verify(ctx, src, s, missing, first)
 		if err != nil {
 			return nil, err
+		}
+		if found != 0 {
+			j.firstPlace.Add(s.Upstream+"/"+s.Repository, found)
 		}
 		for k, q := range missing {
 			ttl := p.denyTTL
@@ -226,12 +251,12 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 		return func() {} // read already, or being verified
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
-	f := &prefetch{done: make(chan struct{}), cancel: cancel}
+	f := &prefetch{from: j.first(s), done: make(chan struct{}), cancel: cancel}
 	j.prefetched[key] = f
 	go func() {
 		defer close(f.done)
 		w := want(missing)
-		w.From = oci.TagSchemes
+		w.From = f.from
 		f.ev, f.err = src.Evidence(rctx, s.Repository, s.Digest, w)
 	}()
 	return func() {
@@ -269,9 +294,9 @@ func (j *Judge) unclaim(key string) {
 	}
 }
 
-// prefetchedSource answers the first look in the tag schemes of one
-// verification with what Prefetch read for it (the same requirements, so
-// the same Want); everything else goes to Source.
+// prefetchedSource answers the first look of one verification with what
+// Prefetch read for it (the same requirements and place, so the same
+// Want); everything else goes to Source.
 type prefetchedSource struct {
 	Source
 	f *prefetch
@@ -279,7 +304,7 @@ type prefetchedSource struct {
 
 func (p *prefetchedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	f := p.f
-	if f == nil || want.From != oci.TagSchemes {
+	if f == nil || want.From != f.from {
 		return p.Source.Evidence(ctx, repo, digest, want)
 	}
 	p.f = nil
@@ -386,30 +411,37 @@ func claimsArtifact(s Subject, m *oci.Manifest) bool {
 	return false
 }
 
-// verify reads the evidence that reqs need and judges them: the tag schemes
-// first, the referrers only when those do not satisfy every requirement.
-func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requirement) ([]outcome, error) {
+// verify reads the evidence that reqs need and judges them: first where
+// first says (the tag schemes or the referrers), the other place only when
+// that does not satisfy every requirement. Evidence only adds to what a
+// requirement can count, so the place read first changes what is read,
+// never the verdict of what was read. found is where the evidence that
+// satisfied them was, 0 when they do not all hold.
+func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requirement, first oci.Places) (outs []outcome, found oci.Places, err error) {
 	w := want(reqs)
-	w.From = oci.TagSchemes
+	w.From = first
 	ev, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
-		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
+		return nil, 0, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
-	outs, err := check(ctx, s, ev, reqs)
+	outs, err = check(ctx, s, ev, reqs)
 	if err != nil || allHold(outs) {
-		return outs, err
+		return outs, first, err
 	}
-	w.From, w.After = oci.Referrers, ev
+	w.From, w.After = oci.Everywhere&^first, ev
 	more, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
-		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
+		return nil, 0, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
 	ev.Signatures = append(ev.Signatures, more.Signatures...)
 	ev.Problems = append(ev.Problems, more.Problems...)
 	ev.Attestations = append(ev.Attestations, more.Attestations...)
 	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
 	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
-	return check(ctx, s, ev, reqs)
+	if outs, err = check(ctx, s, ev, reqs); err != nil || !allHold(outs) {
+		return outs, 0, err
+	}
+	return outs, w.From, nil
 }
 
 func allHold(outs []outcome) bool {

@@ -47,28 +47,45 @@ func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *t
 		// byTag pulls v1; otherwise the pull is by digest.
 		byTag bool
 		want  []string
+		// before, when set, signs an image of the same repository that is
+		// pulled first (else it is unsigned, and denied).
+		before func(e *env, d v1.Hash)
 	}{
 		{"a .sig tag signature, pulled by digest", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}},
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
 		{"a .sig tag signature, pulled by tag", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, true,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/manifests/v1"}},
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/manifests/v1"}, nil},
 		// The tag schemes are read first: a referrer costs their tag more.
 		{"a cosign signature among the referrers", nil, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, false) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}},
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}, nil},
 		{"a cosign v3 bundle among the referrers", nil, func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}},
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}, nil},
 		// An upstream without the referrers API is known to be one after
 		// the warm-up: its fallback tag is read directly.
 		{"a cosign signature in the referrers fallback tag", []envOption{withoutReferrersAPI()}, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, true) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>", "GET /v2/signed/app/manifests/<tag>.sig"}},
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
+		// Where the last signature of the repository was found is read
+		// first: the referrers, for a repository signed by cosign v3.
+		{"a cosign v3 bundle, in a repository whose signatures are bundles", nil, func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/referrers/<digest>"},
+			func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }},
+		// ... and the tag schemes after them, when they do not satisfy.
+		{"a .sig tag signature, in a repository whose signatures were bundles", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"},
+			func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, tt.opts...)
-			// A warm-up in the same repository: the token handshake, and
-			// learning whether the upstream has the referrers API.
-			e.push("signed/app:unsigned")
-			if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/unsigned"); resp.StatusCode != http.StatusForbidden {
-				t.Fatalf("warm-up: %d", resp.StatusCode)
+			// A first pull in the same repository: the token handshake,
+			// learning whether the upstream has the referrers API, and where
+			// the repository's signatures are.
+			first, status := e.push("signed/app:first"), http.StatusForbidden
+			if tt.before != nil {
+				tt.before(e, first)
+				status = http.StatusOK
+			}
+			if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/first"); resp.StatusCode != status {
+				t.Fatalf("warm-up: %d, want %d", resp.StatusCode, status)
 			}
 			d := e.push("signed/app:v1")
 			tt.sign(e, d)
