@@ -250,6 +250,13 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	if j.prefetched[key] != nil {
 		return func() {} // read already, or being verified
 	}
+	// A verification that ended since the look-up above stored its
+	// outcomes before it let go of its mark: look again.
+	for _, q := range missing {
+		if _, _, ok := j.lookup(p, s, q); ok {
+			return func() {}
+		}
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	f := &prefetch{from: j.first(s), done: make(chan struct{}), cancel: cancel}
 	j.prefetched[key] = f
