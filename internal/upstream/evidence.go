@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 	"golang.org/x/sync/errgroup"
 
@@ -256,12 +256,15 @@ type reader struct {
 // cold decision, a blob GET.
 func (r *reader) knownPayload(l oci.Descriptor) []byte {
 	if r.usual == nil {
-		d, err := name.NewDigest(r.c.reg.RegistryStr()+"/"+r.repo+"@"+r.digest, name.WeakValidation)
+		// What payload.Cosign marshals for the image
+		// <registry>/<repo>@<digest>, without parsing that reference.
+		var err error
+		r.usual, err = json.Marshal(payload.SimpleContainerImage{Critical: payload.Critical{
+			Identity: payload.Identity{DockerReference: r.c.reg.RegistryStr() + "/" + r.repo},
+			Image:    payload.Image{DockerManifestDigest: r.digest},
+			Type:     payload.CosignSignatureType,
+		}})
 		if err != nil {
-			r.usual = []byte{}
-			return nil
-		}
-		if r.usual, err = (payload.Cosign{Image: d}).MarshalJSON(); err != nil {
 			r.usual = []byte{}
 			return nil
 		}
