@@ -169,21 +169,10 @@ func (w *world) setup() error {
 		}
 		built <- err
 	}()
-	if err := w.startRegistry(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.keys(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.push(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.sign(ctx); err != nil {
-		<-built
-		return err
+	for _, step := range []func(context.Context) error{w.startRegistry, w.keys, w.push, w.sign} {
+		if err := step(ctx); err != nil {
+			return errors.Join(err, <-built) // the build's error too, once it is done
+		}
 	}
 	if err := <-built; err != nil {
 		return err

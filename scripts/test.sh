@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, vet, unit and integration
-# tests with the race detector, brief fuzzing, and the end-to-end suite
-# against the real registry, cosign, crane and skopeo.
+# The whole test suite, as CI runs it: formatting, vet, the linter, unit and
+# integration tests with the race detector, brief fuzzing, and the
+# end-to-end suite against the real registry, cosign, crane and skopeo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,13 @@ fi
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./e2e/...
+
+# The pinned tools: the linter now, the CLIs for the end-to-end suite.
+AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh)
+export AUTHZ_E2E_TOOLS
+
+echo "== golangci-lint (.golangci.yml)"
+"$AUTHZ_E2E_TOOLS/golangci-lint" run ./...
 
 echo "== static build (as the Dockerfile does)"
 CGO_ENABLED=0 go build -trimpath -o /tmp/authz-proxy-static ./cmd/authz-proxy
@@ -32,6 +39,4 @@ for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' inter
 done
 
 echo "== end to end"
-AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh)
-export AUTHZ_E2E_TOOLS
 go test -tags e2e -count=1 -v -timeout 20m ./e2e/...

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 func wantContains(t *testing.T, out string, subs ...string) {
@@ -216,11 +217,7 @@ func TestReportReadsRotatedAndGzippedLogsWithinAWindow(t *testing.T) {
 		`{"time":"2026-08-02T10:00:00Z","level":"WARN","msg":"decision","decision":"deny","image":"lab/old","reference":"v1","digest":"sha256:` + strings.Repeat("b", 64) + `","upstream":"lab","rule":"acme","enforcement":"enforce","reasons":["no cosign signature found"],"verifiedBy":[],"cached":false,"client":{"addr":"10.0.0.1:4000"},"durationMs":1}`,
 	}
 	writeFile(t, filepath.Join(dir, "old.jsonl"), lines[0]+"\n")
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(lines[1] + "\n"))
-	zw.Close()
-	writeFile(t, filepath.Join(dir, "new.jsonl.gz"), gz.String())
+	writeFile(t, filepath.Join(dir, "new.jsonl.gz"), string(testkit.Gzip(t, []byte(lines[1]+"\n"))))
 	for _, c := range []struct {
 		name string
 		args []string

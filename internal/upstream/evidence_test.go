@@ -155,7 +155,7 @@ func TestEvidenceOfTheTagSchemeIsTheSignedBytes(t *testing.T) {
 	if !bytes.Equal(got.Payload, sig.Payload) || !bytes.Equal(got.Signature, sig.Sig) {
 		t.Errorf("payload %q and signature %x; want the payload and signature cosign stored", got.Payload, got.Signature)
 	}
-	if got.Certificate != nil && len(got.Certificate) > 0 || len(got.RekorBundle) > 0 {
+	if len(got.Certificate) > 0 || len(got.RekorBundle) > 0 {
 		t.Errorf("a key-based signature came with a certificate or a Rekor bundle: %+v", got)
 	}
 }
