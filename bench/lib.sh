@@ -1,7 +1,8 @@
 # Shared by bench/run.sh and bench/soak.sh: builds the binaries, starts the
-# distribution registry, seeds it ($COLD signed images, a $BLOB_MIB MiB blob),
-# and starts bench/minproxy and authz-proxy in front of it. Sets REG, MIN,
-# AUTHZ, METRICS (host:port), REGPID, MINPID, AUTHZPID, SIGNED, BLOB, work, tools.
+# distribution registry, seeds it ($COLD signed images, a $BLOB_MIB MiB blob,
+# a $COLD_BLOB_MIB MiB blob), and starts bench/minproxy and authz-proxy in
+# front of it. Sets REG, MIN, AUTHZ, METRICS (host:port), REGPID, MINPID,
+# AUTHZPID, SIGNED, BLOB, COLD_BLOB, work, tools.
 tools=$(bash scripts/tools.sh --bench)
 work=$(mktemp -d /tmp/authz-bench.XXXXXX)
 pids=()
@@ -26,10 +27,11 @@ YML
 "$tools/registry" serve "$work/registry.yml" >"$work/registry.log" 2>&1 & pids+=($!); REGPID=$!
 wait_up "$REG"
 
-echo "seeding the registry ($COLD signed images, a $BLOB_MIB MiB blob)..." >&2
-"$work/seed" -registry "$REG" -out "$work" -cold "$COLD" -blob-mib "$BLOB_MIB" 2>>"$work/seed.log"
+echo "seeding the registry ($COLD signed images, a $BLOB_MIB MiB blob, a ${COLD_BLOB_MIB:-256} MiB blob)..." >&2
+"$work/seed" -registry "$REG" -out "$work" -cold "$COLD" -blob-mib "$BLOB_MIB" -cold-blob-mib "${COLD_BLOB_MIB:-256}" 2>>"$work/seed.log"
 SIGNED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signed"])' "$work/seed.json")
 BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blob"])' "$work/seed.json")
+COLD_BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coldBlob"])' "$work/seed.json")
 
 METRICS=127.0.0.1:$(port)
 cat > "$work/config.yaml" <<YML

@@ -4,11 +4,14 @@
 # in one run on this machine, loaded by the same pinned load generator
 # (vegeta, closed loop, CONCURRENCY workers). Prints requests/s, p50, p99 and
 # the ratios; then cached pulls through authz-proxy with the decision log's
-# hash chain off and on, side by side. Not run by CI: its numbers depend on
-# the machine.
+# hash chain off and on, side by side; then the content store: a second
+# authz-proxy with a filesystem store serving the large blob against the
+# registry serving it from its own disk, and CLIENTS concurrent cold pulls
+# of another blob (COLD_BLOB_MIB) through it, counting its upstream
+# fetches. Not run by CI: its numbers depend on the machine.
 #
-#   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob
-#   DURATION=5s BLOB_MIB=256 ROUNDS=5 bash bench/run.sh
+#   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob, 32 x 256 MiB
+#   DURATION=5s BLOB_MIB=256 ROUNDS=5 COLD=500 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,8 @@ DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-16}
 BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
+COLD_BLOB_MIB=${COLD_BLOB_MIB:-256}
+CLIENTS=${CLIENTS:-32}
 
 source bench/lib.sh
 
@@ -99,11 +104,59 @@ for r in $(seq "$ROUNDS"); do
 done
 "$work/authz-proxy" audit verify --log "$work/decisions-chain-on.jsonl" >"$work/chain-verify.txt" 2>&1 || { echo "the chained log does not verify:" >&2; cat "$work/chain-verify.txt" >&2; exit 1; }
 
-python3 - "$work" "$CONCURRENCY" "$DURATION" "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" <<'PY'
-import json, sys
+# The content store: authz-proxy with a filesystem store, same policy.
+STORE=127.0.0.1:$(port); STORE_METRICS=127.0.0.1:$(port)
+sed -e "s|addr: $AUTHZ|addr: $STORE|; s|addr: $METRICS|addr: $STORE_METRICS|" "$work/config.yaml" > "$work/store.yaml"
+echo "store: {driver: filesystem, rootdirectory: $work/store, maxSize: 64GiB}" >> "$work/store.yaml"
+"$work/authz-proxy" serve --config "$work/store.yaml" >"$work/store-decisions.jsonl" 2>"$work/store.log" & pids+=($!); STOREPID=$!
+wait_up "$STORE"
+SBASE="http://$STORE/v2/lab/bench/app"
+metric() { curl -fs "http://$STORE_METRICS/metrics" | awk -v m="$1" '$1 == m {print $2; found=1} END {if (!found) print 0}'; }
+settle() { while [ "$(metric authz_proxy_store_fills_in_flight)" != 0 ]; do sleep 0.1; done; }
+fetches() { metric 'authz_proxy_upstream_request_duration_seconds_count{op="blob",upstream="lab"}'; }
+
+# Peak RSS growth per phase: the peak is reset (clear_refs) at its start.
+resetpeak() { echo 5 > "/proc/$1/clear_refs"; }
+echo "store: first pull of the $BLOB_MIB MiB blob (a fill)" >&2
+resetpeak "$STOREPID"; before=$(rss "$STOREPID")
+FILL_MBS=$(curl -fs -o /dev/null -w '%{speed_download}' "$SBASE/blobs/$BLOB")
+settle
+GROW_FILL=$(( ($(hwm "$STOREPID") - before) / 1024 ))
+resetpeak "$STOREPID"; before=$(rss "$STOREPID")
+# Alternated, three times each: the machine's load drifts. The same bytes
+# asked for as one range are served unchecked: the difference is what
+# checking every whole read against the digest costs.
+DIRECT_RUNS=(); STORE_RUNS=(); RANGE_RUNS=()
+for i in 1 2 3; do
+  echo "store: $BLOB_MIB MiB, run $i: registry direct, from the store, from the store as one range" >&2
+  DIRECT_RUNS+=("$(curl -fs -o /dev/null -w '%{speed_download}' "${BASE[direct]}/blobs/$BLOB")")
+  STORE_RUNS+=("$(curl -fs -o /dev/null -w '%{speed_download}' "$SBASE/blobs/$BLOB")")
+  RANGE_RUNS+=("$(curl -fs -o /dev/null -w '%{speed_download}' -H "Range: bytes=0-$(( (BLOB_MIB << 20) - 1 ))" "$SBASE/blobs/$BLOB")")
+done
+GROW_STORE=$(( ($(hwm "$STOREPID") - before) / 1024 ))
+
+echo "store: $CLIENTS concurrent cold pulls of a $COLD_BLOB_MIB MiB blob" >&2
+f0=$(fetches); resetpeak "$STOREPID"; before=$(rss "$STOREPID"); t0=$(date +%s.%N)
+cold=()
+for i in $(seq "$CLIENTS"); do
+  curl -s -o /dev/null -w '%{http_code} %{size_download}\n' "$SBASE/blobs/$COLD_BLOB" > "$work/coldpull-$i.out" & cold+=($!)
+done
+wait "${cold[@]}"
+COLD_SECS=$(python3 -c "import time,sys; print(time.time() - float(sys.argv[1]))" "$t0")
+settle
+COLD_FETCHES=$(python3 -c "import sys; print(int(float(sys.argv[2]) - float(sys.argv[1])))" "$f0" "$(fetches)")
+COLD_OK=$(cat "$work"/coldpull-*.out | awk -v size=$((COLD_BLOB_MIB << 20)) '$1 == 200 && $2 == size' | wc -l)
+GROW_COLD=$(( ($(hwm "$STOREPID") - before) / 1024 ))
+
+python3 - "$work" "$CONCURRENCY" "$DURATION" "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" \
+  "$FILL_MBS" "${DIRECT_RUNS[*]}" "${STORE_RUNS[*]}" "$GROW_STORE" "$CLIENTS" "$COLD_BLOB_MIB" "$COLD_FETCHES" "$COLD_OK" "$COLD_SECS" "$GROW_COLD" "${RANGE_RUNS[*]}" "$GROW_FILL" <<'PY'
+import json, sys, statistics
 work, conc, dur, blob_mib = sys.argv[1:5]
 mbs = dict(zip(["direct", "minproxy", "authz-proxy"], map(float, sys.argv[5:8])))
 grow = {"minproxy": sys.argv[8], "authz-proxy": sys.argv[9]}
+fill_mbs, direct_runs, store_runs, grow_store = float(sys.argv[10]), list(map(float, sys.argv[11].split())), list(map(float, sys.argv[12].split())), sys.argv[13]
+clients, cold_mib, cold_fetches, cold_ok, cold_secs, grow_cold = sys.argv[14], sys.argv[15], int(sys.argv[16]), int(sys.argv[17]), float(sys.argv[18]), sys.argv[19]
+range_runs, grow_fill = list(map(float, sys.argv[20].split())), sys.argv[21]
 import os
 tick = os.sysconf("SC_CLK_TCK")
 def rep(name):
@@ -127,6 +180,13 @@ print(f"\nblob of {blob_mib} MiB, one stream:")
 for t in ["direct", "minproxy", "authz-proxy"]:
     g = grow.get(t, "-")
     print(f"  {t:12} {mbs[t]/1e6:8.0f} MB/s  {mbs[t]/mbs['minproxy']:5.2f}x minproxy  peak RSS growth {g} MiB")
+d, st, rg = statistics.median(direct_runs), statistics.median(store_runs), statistics.median(range_runs)
+print(f"\ncontent store (filesystem), blob of {blob_mib} MiB, one stream, median of {len(store_runs)} alternated runs:")
+print(f"  {'registry, from its own disk':34} {d/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in direct_runs)}")
+print(f"  {'authz-proxy, from its store':34} {st/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in store_runs)}   {st/d:5.2f}x the registry (target >= 1.0x)   peak RSS growth {grow_store} MiB")
+print(f"  {'authz-proxy, from its store, unchecked':34} {rg/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in range_runs)}   {rg/d:5.2f}x the registry   (the same bytes as one range: not hashed)")
+print(f"  {'authz-proxy, first pull (a fill)':34} {fill_mbs/1e6:8.0f} MB/s   peak RSS growth {grow_fill} MiB")
+print(f"\n{clients} concurrent cold pulls of one {cold_mib} MiB blob through the store: {cold_fetches} upstream fetch(es) (target 1), {cold_ok}/{clients} complete, {cold_secs:.1f} s, peak RSS growth {grow_cold} MiB")
 PY
 
 python3 - "$work" "$ROUNDS" "$(grep -c . "$work/decisions-chain-on.jsonl")" "$(grep "^OK:" "$work/chain-verify.txt" | cut -c1-70)" <<'PY'

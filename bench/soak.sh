@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10m}
 RATE=${RATE:-100}
 BLOB_MIB=${BLOB_MIB:-1}
+COLD_BLOB_MIB=${COLD_BLOB_MIB:-1}
 secs=$(python3 -c 'import sys,re; m=re.fullmatch(r"(\d+)([smh])", sys.argv[1]); print(int(m[1])*{"s":1,"m":60,"h":3600}[m[2]])' "$DURATION")
 total=$(( secs * RATE ))
 COLD=${COLD:-$(( total / 10 + 100 ))}   # one request in ten verifies a new digest

@@ -3,7 +3,9 @@
 // Package e2e_test drives the authz-proxy binary end to end: the real
 // distribution registry as the upstream, images signed by the real cosign
 // CLI, and pulls by the real crane, skopeo and cosign clients through the
-// proxy; the decision-log report is opened in headless chromium. Everything listens on 127.0.0.1 only; nothing needs the internet.
+// proxy; the decision-log report is opened in headless chromium; the
+// content store on a folder and on versitygw's S3. Everything listens on
+// 127.0.0.1 only; nothing needs the internet.
 //
 // Run with:
 //
@@ -84,7 +86,7 @@ func runMain(m *testing.M) int {
 			"  AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh) go test -tags e2e -count=1 -v ./e2e/...")
 		return 1
 	}
-	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "notation"} {
+	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "notation", "versitygw"} {
 		if _, err := os.Stat(filepath.Join(tools, tool)); err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: e2e: AUTHZ_E2E_TOOLS=%s has no %s binary (%v): run `bash scripts/tools.sh`\n", tools, tool, err)
 			return 1

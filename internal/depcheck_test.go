@@ -25,6 +25,7 @@ func TestPackageEdges(t *testing.T) {
 		"config":   {mod + "policy", mod + "proxy", mod + "upstream", mod + "verify"},
 		"upstream": {mod + "policy", mod + "proxy", mod + "verify"},
 		"policy":   {mod + "proxy", "net/http"},
+		"store":    {mod, "net/http"},
 	}
 	for pkg, banned := range forbidden {
 		files, err := filepath.Glob(filepath.Join(pkg, "*.go"))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, vet, the linter, unit and
 # integration tests with the race detector, brief fuzzing, and the
-# end-to-end suite against the real registry, cosign, crane and skopeo.
+# end-to-end suite against the real registry, cosign, crane, skopeo and
+# versitygw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ fi
 
 echo "== go vet"
 go vet ./...
-go vet -tags e2e ./e2e/...
+go vet -tags e2e ./e2e/... ./internal/store/drivertest/
 
 # The pinned tools: the linter now, the CLIs for the end-to-end suite.
 AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh)
@@ -40,3 +41,6 @@ done
 
 echo "== end to end"
 go test -tags e2e -count=1 -v -timeout 20m ./e2e/...
+# The store on S3 (versitygw): distribution's driver conformance suite, and
+# two stores filling one bucket at once.
+go test -tags e2e -race -count=1 -timeout 10m ./internal/store/drivertest/

@@ -3,8 +3,9 @@
 # (golangci-lint), and what the end-to-end suite drives: the distribution
 # registry (the upstream), the cosign v2 CLI, the cosign v3 CLI (as
 # cosign3), crane, the notation CLI, the OCI distribution-spec conformance
-# suite, and skopeo and chromium from Debian. Prints the folder that holds
-# the Go-built tools.
+# suite, versitygw (an S3 server over a folder, for the store's s3 driver),
+# and skopeo and chromium from Debian. Prints the folder that holds the
+# Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -14,6 +15,7 @@ CRANE_VERSION=v0.22.1
 COSIGN_VERSION=v2.6.5
 COSIGN3_VERSION=v3.1.3
 NOTATION_VERSION=v1.3.2
+VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 GOLANGCI_LINT_VERSION=v2.15.0
@@ -59,6 +61,7 @@ install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2
 install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
 install conformance github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION >&2
 build notation github.com/notaryproject/notation/cmd/notation $NOTATION_VERSION >&2
+install versitygw github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi

@@ -1,6 +1,6 @@
 // Command seed fills a registry for bench/: one signed image (bench/app:v1),
 // one unsigned (bench/app:unsigned), many signed images for cold
-// verifications, and one large blob. It signs in the layout
+// verifications, one large blob, and another for cold pulls. It signs in the layout
 // cosign writes, with a key it makes, and writes the public key and the
 // digests to -out.
 package main
@@ -39,6 +39,7 @@ func main() {
 	out := flag.String("out", ".", "folder for ci.pub, cold.txt and seed.json")
 	cold := flag.Int("cold", 2000, "signed images for cold verifications")
 	blobMiB := flag.Int64("blob-mib", 1024, "size of the large blob, MiB")
+	coldBlobMiB := flag.Int64("cold-blob-mib", 256, "size of the blob for concurrent cold pulls, MiB")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -83,10 +84,11 @@ func main() {
 	check(w.Flush())
 	check(f.Close())
 
-	blob := pushBlob(repo, *blobMiB<<20)
-	b, _ := json.Marshal(map[string]string{"repo": "bench/app", "signed": signed, "blob": blob})
+	blob := pushBlob(repo, *blobMiB<<20, 1)
+	coldBlob := pushBlob(repo, *coldBlobMiB<<20, 2)
+	b, _ := json.Marshal(map[string]string{"repo": "bench/app", "signed": signed, "blob": blob, "coldBlob": coldBlob})
 	check(os.WriteFile(filepath.Join(*out, "seed.json"), b, 0o644))
-	log.Printf("seeded %s: signed %s, %d cold images, blob %s (%d MiB)", *registry, signed, *cold, blob, *blobMiB)
+	log.Printf("seeded %s: signed %s, %d cold images, blob %s (%d MiB), cold blob %s (%d MiB)", *registry, signed, *cold, blob, *blobMiB, coldBlob, *coldBlobMiB)
 }
 
 func pushSigned(ctx context.Context, repo name.Repository, ref name.Tag, s signature.Signer) string {
@@ -105,11 +107,12 @@ func pushSigned(ctx context.Context, repo name.Repository, ref name.Tag, s signa
 // never held in memory.
 type pseudoBlob struct {
 	size   int64
+	seed   byte
 	digest v1.Hash
 }
 
 func (p *pseudoBlob) reader() io.Reader {
-	return io.LimitReader(rngReader{mrand.NewChaCha8([32]byte{1})}, p.size)
+	return io.LimitReader(rngReader{mrand.NewChaCha8([32]byte{p.seed})}, p.size)
 }
 
 type rngReader struct{ r *mrand.ChaCha8 }
@@ -123,8 +126,8 @@ func (p *pseudoBlob) MediaType() (types.MediaType, error)  { return types.OCILay
 func (p *pseudoBlob) Compressed() (io.ReadCloser, error)   { return io.NopCloser(p.reader()), nil }
 func (p *pseudoBlob) Uncompressed() (io.ReadCloser, error) { return io.NopCloser(p.reader()), nil }
 
-func pushBlob(repo name.Repository, size int64) string {
-	p := &pseudoBlob{size: size}
+func pushBlob(repo name.Repository, size int64, seed byte) string {
+	p := &pseudoBlob{size: size, seed: seed}
 	h := sha256.New()
 	_, err := io.Copy(h, p.reader())
 	check(err)

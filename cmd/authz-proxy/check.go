@@ -95,25 +95,17 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // after its index inherits what the index proved.
 func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string) checkResult {
 	up, repo, ref, err := l.parseImage(arg)
-	r := checkResult{Image: up + "/" + repo, Reference: ref, Reasons: []string{}, VerifiedBy: []audit.Verification{}}
+	r := checkResult{Image: up + "/" + repo, Reference: ref.String(), Reasons: []string{}, VerifiedBy: []audit.Verification{}}
 	if err != nil {
 		r.Image, r.Decision, r.Reasons = arg, audit.Error, []string{err.Error()}
 		return r
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	client := l.byName[up]
-	m, err := client.Manifest(ctx, repo, ref)
-	if err != nil {
-		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
-		return r
+	v, m, err := judge.Pull(ctx, l.policy, l.byName[up], policy.Subject{Upstream: up, Repository: repo, Environment: env}, ref)
+	if m != nil {
+		r.Digest, r.MediaType = m.Digest, m.MediaType
 	}
-	r.Digest, r.MediaType = m.Digest, m.MediaType
-	subj := policy.Subject{Upstream: up, Repository: repo, Environment: env}
-	if !oci.IsDigest(ref) {
-		subj.Tag = ref
-	}
-	v, err := judge.Decide(ctx, l.policy, client, subj, m)
 	if err != nil {
 		r.Decision, r.Reasons = audit.Error, []string{err.Error()}
 		return r
@@ -127,15 +119,15 @@ func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string
 // parseImage splits "<upstream>/<repository>[:tag|@digest]"; the upstream
 // may be left out when the configuration has a defaultUpstream. The tag
 // defaults to latest.
-func (l *loaded) parseImage(arg string) (up, repo, ref string, err error) {
-	name := arg
+func (l *loaded) parseImage(arg string) (up, repo string, ref oci.Reference, err error) {
+	name, raw := arg, "latest"
 	if i := strings.LastIndex(name, "@"); i >= 0 {
-		name, ref = name[:i], name[i+1:]
+		name, raw = name[:i], name[i+1:]
 	} else if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-		name, ref = name[:i], name[i+1:]
+		name, raw = name[:i], name[i+1:]
 	}
-	if ref == "" {
-		ref = "latest"
+	if ref, err = oci.ParseReference(raw); err != nil {
+		return "", "", ref, err
 	}
 	first, rest, ok := strings.Cut(name, "/")
 	switch {
@@ -144,7 +136,7 @@ func (l *loaded) parseImage(arg string) (up, repo, ref string, err error) {
 	case l.cfg.DefaultUpstream != "":
 		up, repo = l.cfg.DefaultUpstream, name
 	default:
-		return "", "", "", errors.New("names no configured upstream: write <upstream>/<repository>[:tag|@digest]")
+		return "", "", ref, errors.New("names no configured upstream: write <upstream>/<repository>[:tag|@digest]")
 	}
 	return up, repo, ref, nil
 }

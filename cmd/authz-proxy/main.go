@@ -1,6 +1,9 @@
 // Command authz-proxy is an OCI registry pull-through proxy that enforces
-// signature policy at pull time. This package parses flags and wires the
-// internal packages together; it holds no logic of its own.
+// signature and attestation policy at pull time. Its commands: serve, demo,
+// check, validate, replay, audit verify, report and version. This package
+// parses flags, loads the configuration and wires the internal packages
+// together (with reload on SIGHUP or a changed file, and graceful
+// shutdown); the judging, the verifying and the serving live in internal/.
 package main
 
 import (

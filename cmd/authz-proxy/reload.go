@@ -73,6 +73,10 @@ func (r *reloader) prepare() (*loaded, *tls.Config, error) {
 	if err := restartNeeded(r.cur, l); err != nil {
 		return nil, nil, err
 	}
+	if (r.cur.store == nil) != (l.store == nil) || (l.store != nil && !l.store.same(r.cur.store)) {
+		// Not the parameters: they hold the S3 credential.
+		return nil, nil, l.cfg.Errorf([]any{"store"}, "changed (driver, place, size or credential): this takes a restart, not a reload (restart with the new configuration to apply it)")
+	}
 	if l.cfg.Listen.TLS == nil {
 		return l, nil, nil
 	}

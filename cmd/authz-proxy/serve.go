@@ -107,7 +107,17 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	if cp := l.cfg.Audit.Checkpoint; cp != nil {
 		m.AuditCheckpointInterval(cp.Every)
 	}
-	handler, err := proxy.New(proxyOptions(l, auditLog, logger, m))
+	st, err := openStore(ctx, l.cfg, l.store, env.ln.Addr(), logger)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		// After the server's shutdown: fills its clients left go on till then.
+		defer st.Close()
+	}
+	opts := proxyOptions(l, auditLog, logger, m)
+	opts.Store = st
+	handler, err := proxy.New(opts)
 	if err != nil {
 		return err
 	}

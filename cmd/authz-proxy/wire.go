@@ -17,6 +17,8 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
+var _ policy.Registry = (*upstream.Client)(nil)
+
 // budgetWait is how long a large manifest request waits for room in the
 // manifest budget before it is refused with 503.
 const budgetWait = 5 * time.Second
@@ -37,6 +39,8 @@ type loaded struct {
 	// audit.checkpoint), and checkpointKeyID names it.
 	checkpointKey   crypto.Signer
 	checkpointKeyID string
+	// store is what the content store opens with; nil without one.
+	store *storeSpec
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -58,7 +62,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait)}
+	sp, err := storeSpecOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp}
 	if prev != nil {
 		l.budget = prev.budget
 	}
@@ -76,16 +84,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		}
 	}
 	for i, u := range cfg.Upstreams {
-		lim := cfg.Limits
-		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: upstream.Limits{
-			DialTimeout:        lim.DialTimeout,
-			ResponseTimeout:    lim.ResponseTimeout,
-			MaxSignatures:      lim.MaxSignatures,
-			MaxPayloadSize:     lim.MaxArtifactSize,
-			MaxAttestations:    lim.MaxAttestations,
-			MaxEnvelopeSize:    lim.MaxEnvelopeSize,
-			ManifestCacheBytes: lim.ManifestCacheBytes,
-		}, Budget: l.budget}
+		o := upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Limits: cfg.Limits, Budget: l.budget}
 		if a := u.Auth; a != nil {
 			o.Username = a.Username
 			if a.PasswordFile != "" {

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"gopkg.in/yaml.v3"
 )
 
@@ -32,7 +33,8 @@ type Config struct {
 	Audit           Audit         `yaml:"audit"`
 	Environments    []Environment `yaml:"environments"`
 	Cache           Cache         `yaml:"cache"`
-	Limits          Limits        `yaml:"limits"`
+	Limits          limits.Limits `yaml:"limits"`
+	Store           *Store        `yaml:"store"`
 	Attestors       []Attestor    `yaml:"attestors"`
 	Policy          Policy        `yaml:"policy"`
 
@@ -153,47 +155,45 @@ type Cache struct {
 	DenyTTL time.Duration `yaml:"denyTTL"`
 }
 
-// Limits bound the time and memory that upstreams and hostile artifacts can
-// cost. The defaults are safe; raise them only for a known reason.
-type Limits struct {
-	// DialTimeout bounds connecting to an upstream; default 10s.
-	DialTimeout time.Duration `yaml:"dialTimeout"`
-	// ResponseTimeout bounds the wait for an upstream's response headers;
-	// default 30s.
-	ResponseTimeout time.Duration `yaml:"responseTimeout"`
-	// VerifyTimeout bounds one whole verification, all its upstream calls
-	// included; past it the pull fails closed with 503. Default 30s.
-	VerifyTimeout time.Duration `yaml:"verifyTimeout"`
-	// MaxSignatures is the most signature layers read per digest (and
-	// referrer manifests followed); default 32.
-	MaxSignatures int `yaml:"maxSignatures"`
-	// MaxArtifactSize is the largest signature payload read, in bytes;
-	// default 131072 (128 KiB).
-	MaxArtifactSize int64 `yaml:"maxArtifactSize"`
-	// MaxAttestations is the most attestations of the required predicate
-	// types read per digest, newest first; default 32.
-	MaxAttestations int `yaml:"maxAttestations"`
-	// MaxEnvelopeSize is the largest attestation (DSSE envelope or Sigstore
-	// bundle) read, in bytes; default 2097152 (2 MiB).
-	MaxEnvelopeSize int64 `yaml:"maxEnvelopeSize"`
-	// ManifestCacheBytes bounds the memory of recently fetched manifests;
-	// default 67108864 (64 MiB).
-	ManifestCacheBytes int64 `yaml:"manifestCacheBytes"`
-	// MaxManifestBytesInFlight bounds the manifest and signature bytes
-	// that requests hold at once (read from an upstream, judged, written
-	// to a client); past it a request gets 503 with Retry-After. A request
-	// for more than 64 KiB must leave an eighth of it free, so everyday
-	// manifests are served while large ones are held. Default 134217728
-	// (128 MiB).
-	MaxManifestBytesInFlight int64 `yaml:"maxManifestBytesInFlight"`
-	// MaxConnections bounds the client connections open at once; further
-	// ones wait to be accepted. Default 4096.
-	MaxConnections int `yaml:"maxConnections"`
-	// WriteTimeout bounds writing one manifest response, and each stretch
-	// of a blob response without progress: a client that stops reading
-	// lets go. Default 30s.
-	WriteTimeout time.Duration `yaml:"writeTimeout"`
+// Store keeps verified content by digest (blobs today) on one of
+// distribution's storage drivers, so that a second pull is served without
+// the upstream. Without a store, blobs stream from the upstream every time.
+type Store struct {
+	// Driver is filesystem, s3, or inmemory (tests: nothing survives the
+	// process).
+	Driver string `yaml:"driver"`
+	// RootDirectory is the filesystem driver's folder (relative to the
+	// configuration file's folder), or the s3 driver's key prefix in the
+	// bucket.
+	RootDirectory string `yaml:"rootdirectory"`
+	// MaxSize bounds what is stored, e.g. 100GiB or 500MB (KiB, MiB, GiB,
+	// TiB; KB, MB, GB, TB; or bytes); past it the least recently used
+	// blobs are evicted. Required.
+	MaxSize string `yaml:"maxSize"`
+	// Bucket, Region, RegionEndpoint and ForcePathStyle place the s3
+	// driver: any S3-compatible service. Region defaults to us-east-1 when
+	// RegionEndpoint is set.
+	Bucket         string `yaml:"bucket"`
+	Region         string `yaml:"region"`
+	RegionEndpoint string `yaml:"regionendpoint"`
+	ForcePathStyle bool   `yaml:"forcepathstyle"`
+	// AccessKeyFile and SecretKeyFile hold the s3 credential; without
+	// them it comes from the environment (AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY, a shared credentials file, or an instance
+	// role). It is never written to the logs.
+	AccessKeyFile string `yaml:"accesskeyFile"`
+	SecretKeyFile string `yaml:"secretkeyFile"`
+
+	// MaxBytes is MaxSize in bytes, set when the configuration loads.
+	MaxBytes int64 `yaml:"-"`
 }
+
+// Store drivers.
+const (
+	StoreFilesystem = "filesystem"
+	StoreS3         = "s3"
+	StoreInMemory   = "inmemory"
+)
 
 // Attestor is a party whose signatures vouch for images: holders of
 // PublicKeys, a Sigstore Keyless identity, or a Notary Project (Notation)
@@ -458,6 +458,10 @@ func (c *Config) Files() []string {
 			add(u.Auth.PasswordFile)
 		}
 	}
+	if st := c.Store; st != nil {
+		add(st.AccessKeyFile)
+		add(st.SecretKeyFile)
+	}
 	for _, a := range c.Attestors {
 		for _, k := range a.PublicKeys {
 			add(k.File)
@@ -639,40 +643,7 @@ func (c *Config) setDefaults() {
 	if c.Cache.DenyTTL == 0 {
 		c.Cache.DenyTTL = 30 * time.Second
 	}
-	l := &c.Limits
-	if l.DialTimeout == 0 {
-		l.DialTimeout = 10 * time.Second
-	}
-	if l.ResponseTimeout == 0 {
-		l.ResponseTimeout = 30 * time.Second
-	}
-	if l.VerifyTimeout == 0 {
-		l.VerifyTimeout = 30 * time.Second
-	}
-	if l.MaxSignatures == 0 {
-		l.MaxSignatures = 32
-	}
-	if l.MaxArtifactSize == 0 {
-		l.MaxArtifactSize = 128 << 10
-	}
-	if l.MaxAttestations == 0 {
-		l.MaxAttestations = 32
-	}
-	if l.MaxEnvelopeSize == 0 {
-		l.MaxEnvelopeSize = 2 << 20
-	}
-	if l.ManifestCacheBytes == 0 {
-		l.ManifestCacheBytes = 64 << 20
-	}
-	if l.MaxManifestBytesInFlight == 0 {
-		l.MaxManifestBytesInFlight = 128 << 20
-	}
-	if l.MaxConnections == 0 {
-		l.MaxConnections = 4096
-	}
-	if l.WriteTimeout == 0 {
-		l.WriteTimeout = 30 * time.Second
-	}
+	c.Limits = c.Limits.WithDefaults()
 	if cp := c.Audit.Checkpoint; cp != nil && cp.Every == 0 {
 		cp.Every = time.Minute
 	}

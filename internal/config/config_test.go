@@ -415,3 +415,97 @@ func TestTrustedRootFilesCountInGenerationAndWatchedFiles(t *testing.T) {
 		a = b
 	}
 }
+
+func TestStoreSection(t *testing.T) {
+	tests := []struct {
+		name    string
+		store   string
+		wantErr string // "" when it loads
+	}{
+		{"filesystem", "{driver: filesystem, rootdirectory: cache, maxSize: 100GiB}", ""},
+		{"s3 with credential files", "{driver: s3, bucket: b, regionendpoint: 'http://127.0.0.1:7070', forcepathstyle: true, accesskeyFile: ak, secretkeyFile: sk, maxSize: 1TB}", ""},
+		{"s3 with the credential from the environment", "{driver: s3, bucket: b, region: eu-west-1, rootdirectory: /proxy, maxSize: 1073741824}", ""},
+		{"no driver", "{rootdirectory: cache, maxSize: 1GiB}", "config.yaml:32: store: driver is required: filesystem, s3 or inmemory"},
+		{"unknown driver", "{driver: azure, maxSize: 1GiB}", `config.yaml:32: store.driver: "azure": want filesystem, s3 or inmemory`},
+		{"filesystem without a folder", "{driver: filesystem, maxSize: 1GiB}", "store: rootdirectory is required with driver filesystem"},
+		{"no maxSize", "{driver: filesystem, rootdirectory: cache}", "store: maxSize is required"},
+		{"maxSize in a unit nobody knows", "{driver: filesystem, rootdirectory: cache, maxSize: 10 bananas}", `store.maxSize: "10 bananas": want a size such as 100GiB`},
+		{"an s3 field with the filesystem driver", "{driver: filesystem, rootdirectory: cache, bucket: b, maxSize: 1GiB}", "store.bucket: driver filesystem takes no bucket"},
+		{"s3 without a bucket", "{driver: s3, region: eu-west-1, maxSize: 1GiB}", "store: bucket is required with driver s3"},
+		{"s3 with nowhere to go", "{driver: s3, bucket: b, maxSize: 1GiB}", "store: region is required with driver s3"},
+		{"s3 endpoint that is no URL", "{driver: s3, bucket: b, regionendpoint: 'minio:9000', maxSize: 1GiB}", `store.regionendpoint: "minio:9000": want http(s)://host[:port]`},
+		{"s3 credential half given", "{driver: s3, bucket: b, region: eu-west-1, accesskeyFile: ak, maxSize: 1GiB}", "set both accesskeyFile and secretkeyFile, or neither"},
+		{"s3 credential file missing", "{driver: s3, bucket: b, region: eu-west-1, accesskeyFile: ak, secretkeyFile: missing, maxSize: 1GiB}", "store.secretkeyFile: open"},
+		{"unknown store field", "{driver: filesystem, rootdirectory: cache, maxsize: 1GiB}", `config.yaml:32: unknown field "maxsize"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, "ci.pub", "key")
+			write(t, dir, "ak", "AKID\n")
+			write(t, dir, "sk", "secret\n")
+			c, err := config.Load(write(t, dir, "config.yaml", validYAML+"store: "+tt.store+"\n"))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Store.MaxBytes <= 0 {
+					t.Errorf("MaxBytes %d", c.Store.MaxBytes)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestStoreCredentialFilesAreWatchedAndInMemoryIsAWarning(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "ci.pub", "key")
+	write(t, dir, "ak", "a")
+	write(t, dir, "sk", "s")
+	c, err := config.Load(write(t, dir, "config.yaml", validYAML+"store: {driver: s3, bucket: b, region: us-east-1, accesskeyFile: ak, secretkeyFile: sk, maxSize: 1GiB}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := c.Files(); !slices.Contains(files, filepath.Join(dir, "sk")) || !slices.Contains(files, filepath.Join(dir, "ak")) {
+		t.Errorf("Files() = %v: the credential files are not watched", files)
+	}
+	c, err = config.Load(write(t, dir, "config.yaml", validYAML+"store: {driver: inmemory, maxSize: 64MiB}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "store.driver: inmemory keeps nothing past the process") {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"100GiB": 100 << 30, "1.5GiB": 3 << 29, "500MB": 500e6, "1TB": 1e12, "64KiB": 64 << 10,
+		"1073741824": 1 << 30, "2 TiB": 2 << 40, "10B": 10,
+	} {
+		if got, err := config.ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GiB", "-1GiB", "1 GB extra", "1gib", "0", "0.1B", "9999999TiB", "1e3"} {
+		if got, err := config.ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"100GiB", "1.5 MB", "1", "9223372036854775807", "4.0TiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := config.ParseSize(s)
+		if err == nil && (n < 1 || n > 1<<62) {
+			t.Fatalf("ParseSize(%q) = %d: out of range", s, n)
+		}
+	})
+}

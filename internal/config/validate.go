@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -9,9 +10,11 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
 )
 
@@ -55,12 +58,103 @@ func (c *Config) validate() error {
 	}
 	if l.MaxManifestBytesInFlight < 0 {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "must be positive")
-	} else if l.MaxManifestBytesInFlight < 2*(4<<20) {
+	} else if l.MaxManifestBytesInFlight < 2*limits.MaxManifestSize {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "%d is less than two manifests of the 4 MiB limit: want at least 8388608", l.MaxManifestBytesInFlight)
 	}
+	v.store()
 	attestors := v.attestors()
 	v.policy(attestors, environments)
 	return errors.Join(v.errs...)
+}
+
+// store checks the store section: a driver, the fields it takes and only
+// those, and a size bound.
+func (v *validator) store() {
+	st := v.c.Store
+	if st == nil {
+		return
+	}
+	path := p("store")
+	fields := map[string]bool{
+		"rootdirectory": st.RootDirectory != "", "bucket": st.Bucket != "", "region": st.Region != "",
+		"regionendpoint": st.RegionEndpoint != "", "forcepathstyle": st.ForcePathStyle,
+		"accesskeyFile": st.AccessKeyFile != "", "secretkeyFile": st.SecretKeyFile != "",
+	}
+	var takes []string
+	switch st.Driver {
+	case StoreFilesystem:
+		takes = []string{"rootdirectory"}
+		if st.RootDirectory == "" {
+			v.errorf(path, "rootdirectory is required with driver filesystem: the folder that holds the content, e.g. /var/lib/authz-proxy")
+		}
+	case StoreS3:
+		takes = []string{"rootdirectory", "bucket", "region", "regionendpoint", "forcepathstyle", "accesskeyFile", "secretkeyFile"}
+		v.s3(st)
+	case StoreInMemory:
+	case "":
+		v.errorf(path, "driver is required: filesystem, s3 or inmemory")
+	default:
+		v.errorf(append(path, "driver"), "%q: want filesystem, s3 or inmemory", st.Driver)
+	}
+	if st.Driver != "" {
+		for _, f := range slices.Sorted(maps.Keys(fields)) {
+			if fields[f] && !slices.Contains(takes, f) {
+				v.errorf(append(path, f), "driver %s takes no %s", st.Driver, f)
+			}
+		}
+	}
+	if st.MaxSize == "" {
+		v.errorf(path, "maxSize is required: how much the store may hold, e.g. 100GiB; past it the least recently used blobs are evicted")
+	} else if n, err := ParseSize(st.MaxSize); err != nil {
+		v.errorf(append(path, "maxSize"), "%v", err)
+	} else {
+		st.MaxBytes = n
+	}
+}
+
+// s3 checks where the s3 driver connects and with what credential.
+func (v *validator) s3(st *Store) {
+	path := p("store")
+	if st.Bucket == "" {
+		v.errorf(path, "bucket is required with driver s3")
+	}
+	if st.RegionEndpoint == "" && st.Region == "" {
+		v.errorf(path, "region is required with driver s3 (or regionendpoint, for S3-compatible services)")
+	}
+	if e := st.RegionEndpoint; e != "" {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			v.errorf(append(path, "regionendpoint"), "%q: want http(s)://host[:port] of the S3 service, without credentials", e)
+		}
+	}
+	if (st.AccessKeyFile == "") != (st.SecretKeyFile == "") {
+		v.errorf(path, "set both accesskeyFile and secretkeyFile, or neither (the credential then comes from the environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+	}
+	v.readable(append(path, "accesskeyFile"), st.AccessKeyFile)
+	v.readable(append(path, "secretkeyFile"), st.SecretKeyFile)
+}
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$`)
+
+// ParseSize reads a size such as 100GiB (binary units KiB, MiB, GiB, TiB),
+// 500MB (decimal units KB, MB, GB, TB) or 1073741824 (bytes).
+func ParseSize(s string) (int64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q: want a size such as 100GiB, 500MB or a number of bytes", s)
+	}
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %v", s, err)
+	}
+	unit := map[string]float64{"": 1, "B": 1,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[m[2]]
+	size := n * unit
+	if size < 1 || size > 1<<62 {
+		return 0, fmt.Errorf("%q: want a size from 1 byte to 4 EiB", s)
+	}
+	return int64(size), nil
 }
 
 func (v *validator) metrics() {
@@ -129,6 +223,9 @@ func (v *validator) environments() map[string]bool {
 // warnings lists what loads but deserves a look, as of now.
 func (c *Config) warnings(now time.Time) []string {
 	var w []string
+	if c.Store != nil && c.Store.Driver == StoreInMemory {
+		w = append(w, c.Errorf(p("store", "driver"), "inmemory keeps nothing past the process and holds up to maxSize in memory: for tests; use filesystem").Error())
+	}
 	for i, b := range c.Policy.Breakglass {
 		if !b.Expires.IsZero() && !now.Before(b.Expires) {
 			w = append(w, c.Errorf(p("policy", "breakglass", i, "expires"), "%s has passed: this entry is ignored (remove it)", b.Expires.Format(time.RFC3339)).Error())

@@ -12,12 +12,16 @@ package metrics
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/store"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -355,4 +359,69 @@ func (m *Metrics) Handler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+// WatchStore exports the content store's counters and size, read from
+// stats at each scrape. Call it once.
+func (m *Metrics) WatchStore(stats func() store.Stats) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(storeCollector(stats))
+}
+
+// storeCollector reads the store's stats once per scrape.
+type storeCollector func() store.Stats
+
+func storeDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "store", name), help, labels, nil)
+}
+
+var (
+	storeRequests     = storeDesc("requests_total", "Whole-blob requests by result: hit (answered from the store) or miss (answered by a fill, started or joined).", "result")
+	storeBytes        = storeDesc("bytes_total", "Blob bytes by source: read from the store for clients, or fetched from the upstream by fills.", "source")
+	storeInFlight     = storeDesc("fills_in_flight", "Fills running: blobs being fetched from the upstream once for all their clients while written to the store.")
+	storeFills        = storeDesc("fills_stored_total", "Fills that ended with the blob verified and stored.")
+	storeFillErrors   = storeDesc("fill_errors_total", "Fills that went wrong, by reason: upstream (error answer or connection failure), digest (bytes not matching: not stored, streams cut), store (the store could not take it: served, not stored).", "reason")
+	storeEvictions    = storeDesc("evictions_total", "Blobs evicted, least recently used first, to stay under maxSize.")
+	storeEvictedBytes = storeDesc("evicted_bytes_total", "Bytes of the blobs evicted.")
+	storeCorrupt      = storeDesc("corrupt_total", "Stored blobs that did not match their digest when read: the stream was cut and the blob evicted.")
+	storeErrors       = storeDesc("errors_total", "Store failures by operation (stat, read, write, commit, link, touch, evict, sweep, cleanup); each was served from the upstream instead.", "op")
+	storeSize         = storeDesc("size_bytes", "Bytes stored, as of the last sweep and since.")
+	storeMaxSize      = storeDesc("max_size_bytes", "The store's maxSize.")
+	storeBlobs        = storeDesc("blobs", "Blobs stored at the last sweep.")
+)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{storeRequests, storeBytes, storeInFlight, storeFills, storeFillErrors, storeEvictions, storeEvictedBytes, storeCorrupt, storeErrors, storeSize, storeMaxSize, storeBlobs} {
+		ch <- d
+	}
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	counter(storeRequests, float64(s.Hits), "hit")
+	counter(storeRequests, float64(s.Misses), "miss")
+	counter(storeBytes, float64(s.StoreBytes), "store")
+	counter(storeBytes, float64(s.UpstreamBytes), "upstream")
+	gauge(storeInFlight, float64(s.FillsInFlight))
+	counter(storeFills, float64(s.FillsStored))
+	for _, reason := range []string{"upstream", "digest", "store"} {
+		counter(storeFillErrors, float64(s.FillErrors[reason]), reason)
+	}
+	counter(storeEvictions, float64(s.Evictions))
+	counter(storeEvictedBytes, float64(s.EvictedBytes))
+	counter(storeCorrupt, float64(s.Corrupt))
+	for _, op := range slices.Sorted(maps.Keys(s.StoreErrors)) {
+		counter(storeErrors, float64(s.StoreErrors[op]), op)
+	}
+	gauge(storeSize, float64(s.Size))
+	gauge(storeMaxSize, float64(s.MaxSize))
+	gauge(storeBlobs, float64(s.Blobs))
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
@@ -32,7 +32,7 @@ type attestations struct {
 }
 
 type parsedAttestation struct {
-	upstream.Attestation
+	oci.Attestation
 	signed *verify.Signed
 	env    *verify.Envelope // signed.Envelope
 	err    error            // why it cannot be used at all
@@ -42,7 +42,7 @@ type parsedAttestation struct {
 	vars map[string]any
 }
 
-func newAttestations(ev *upstream.Evidence, s Subject, now time.Time) *attestations {
+func newAttestations(ev *oci.Evidence, s Subject, now time.Time) *attestations {
 	as := &attestations{
 		img: ImageVars{Upstream: s.Upstream, Repository: s.Repository, Digest: s.Digest, Tag: s.Tag},
 		now: now,

@@ -24,6 +24,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -156,9 +157,9 @@ func TestEvaluateNamesTheAttestationThatSatisfied(t *testing.T) {
 
 // fetched is a Source holding evidence fetched from the registry once: it
 // leaves the verification and the condition alone in the measurement.
-type fetched struct{ ev *upstream.Evidence }
+type fetched struct{ ev *oci.Evidence }
 
-func (f fetched) Evidence(context.Context, string, string, upstream.Want) (*upstream.Evidence, error) {
+func (f fetched) Evidence(context.Context, string, string, oci.Want) (*oci.Evidence, error) {
 	return f.ev, nil
 }
 
@@ -182,7 +183,7 @@ func BenchmarkAttestationRequirement(b *testing.B) {
 		}
 	})
 	b.Run("uncached, evidence already fetched", func(b *testing.B) {
-		ev, err := w.client.Evidence(ctx, w.subj.Repository, w.subj.Digest, upstream.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
+		ev, err := w.client.Evidence(ctx, w.subj.Repository, w.subj.Digest, oci.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -217,7 +218,7 @@ func TestEvaluationCutShortByTheDeadlineIsAnErrorNotADeny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := w.client.Evidence(context.Background(), w.subj.Repository, w.subj.Digest, upstream.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
+	ev, err := w.client.Evidence(context.Background(), w.subj.Repository, w.subj.Digest, oci.Want{PredicateTypes: []string{"https://slsa.dev/provenance/v1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // ArtifactRule is the rule name of decisions about signature and attestation
@@ -103,6 +102,19 @@ func (j *Judge) Decide(ctx context.Context, p *Policy, reg Registry, s Subject, 
 		j.inherit(p, s, m, r)
 	}
 	return d, nil
+}
+
+// Pull fetches the manifest at s's repository and ref through reg and
+// decides it, tag-aware when ref is a tag: how check and replay judge an
+// image, as the proxy does a pull.
+func (j *Judge) Pull(ctx context.Context, p *Policy, reg Registry, s Subject, ref oci.Reference) (Decision, *oci.Manifest, error) {
+	m, err := reg.Manifest(ctx, s.Repository, ref.String())
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	s.Tag = ref.Tag
+	d, err := j.Decide(ctx, p, reg, s, m)
+	return d, m, err
 }
 
 // Evaluate judges s, a digest already known not to be a signature
@@ -258,7 +270,7 @@ func claimsArtifact(s Subject, m *oci.Manifest) bool {
 // first, the referrers only when those do not satisfy every requirement.
 func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requirement) ([]outcome, error) {
 	w := want(reqs)
-	w.From = upstream.TagSchemes
+	w.From = oci.TagSchemes
 	ev, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
@@ -267,7 +279,7 @@ func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requ
 	if err != nil || allHold(outs) {
 		return outs, err
 	}
-	w.From = upstream.Referrers
+	w.From, w.After = oci.Referrers, ev
 	more, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
 		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
@@ -276,6 +288,7 @@ func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requ
 	ev.Problems = append(ev.Problems, more.Problems...)
 	ev.Attestations = append(ev.Attestations, more.Attestations...)
 	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
+	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
 	return check(ctx, s, ev, reqs)
 }
 

@@ -4,11 +4,12 @@
 // digest) and applies to the client's environment (or the default), then
 // that rule's requirements against verified evidence: cosign, Sigstore and
 // Notary Project signatures, and in-toto attestations whose CEL conditions
-// hold. A Judge keeps the
-// verified outcome of each requirement per digest, so that matching stays
-// per request and only verification is cached, and passes to the children
-// of an allowed index what the index proved. A denial is a Verdict with
-// reasons; an error means "could not decide".
+// hold. A Judge, the one judging path of serve, check and replay, first
+// serves signature artifacts recognised by their content, keeps the
+// verified outcome of each requirement per digest (matching stays per
+// request, only verification is cached), and passes to the children of an
+// allowed index what the index proved. A denial is a Verdict with reasons;
+// an error means "could not decide".
 package policy
 
 import (
@@ -24,24 +25,23 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 // Source finds the signatures and attestations stored for a digest.
 // *upstream.Client is one.
 type Source interface {
-	Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error)
+	Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error)
 }
 
-// Registry is a Source that also tells signature artifacts from images, by
-// reading their layers. *upstream.Client is one.
+// Registry is a Source that also fetches manifests (their digest computed
+// from their bytes) and tells signature artifacts from images, by reading
+// their layers. *upstream.Client is one.
 type Registry interface {
 	Source
-	Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error)
+	Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error)
+	Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error)
 }
-
-var _ Registry = (*upstream.Client)(nil)
 
 // Subject is the manifest being judged.
 type Subject struct {

@@ -13,9 +13,9 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
@@ -66,7 +66,7 @@ func evaluate(ctx context.Context, p *policy.Policy, src policy.Source, s policy
 // noSignatures is a Source for rules that must not read any.
 type noSignatures struct{}
 
-func (noSignatures) Evidence(context.Context, string, string, upstream.Want) (*upstream.Evidence, error) {
+func (noSignatures) Evidence(context.Context, string, string, oci.Want) (*oci.Evidence, error) {
 	return nil, fmt.Errorf("the policy read evidence for a rule that needs none")
 }
 

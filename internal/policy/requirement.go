@@ -11,7 +11,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
@@ -87,8 +87,8 @@ func sharedKeyWarnings(c *config.Config, path []any, q *requirement) []string {
 }
 
 // want is the evidence that reqs need.
-func want(reqs []*requirement) upstream.Want {
-	var w upstream.Want
+func want(reqs []*requirement) oci.Want {
+	var w oci.Want
 	for _, q := range reqs {
 		if q.sig != nil {
 			w.Signatures = true
@@ -113,7 +113,7 @@ type outcome struct {
 
 // check judges reqs against the evidence found for s: each signature and
 // attestation is parsed once, whatever the number of requirements.
-func check(ctx context.Context, s Subject, ev *upstream.Evidence, reqs []*requirement) ([]outcome, error) {
+func check(ctx context.Context, s Subject, ev *oci.Evidence, reqs []*requirement) ([]outcome, error) {
 	outs := make([]outcome, len(reqs))
 	var sigs []signature
 	var as *attestations
@@ -184,7 +184,7 @@ type signature struct {
 // layers (with their keyless and log annotations), Sigstore bundles and
 // Notary Project envelopes. Bundles of attestations other than cosign's
 // signature statement are not signatures and are left out.
-func parseSignatures(ev *upstream.Evidence) []signature {
+func parseSignatures(ev *oci.Evidence) []signature {
 	out := []signature{}
 	for _, sig := range ev.Signatures {
 		var s signature

@@ -9,8 +9,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 const (
@@ -295,7 +295,7 @@ func TestSignaturesAndAttestationsShareOneReferrersRequest(t *testing.T) {
 
 func TestAttestationCapsAreDenyReasons(t *testing.T) {
 	t.Run("more attestations than the cap", func(t *testing.T) {
-		e := newEnv(t, withPolicy(attestationPolicy), withLimits(upstream.Limits{MaxAttestations: 2}, 10*time.Second))
+		e := newEnv(t, withPolicy(attestationPolicy), withLimits(limits.Limits{MaxAttestations: 2}, 10*time.Second))
 		d := e.push("builder/app:v1")
 		var atts []sign.Attestation
 		for range 3 {
@@ -308,7 +308,7 @@ func TestAttestationCapsAreDenyReasons(t *testing.T) {
 		}
 	})
 	t.Run("the newest attestations are the ones read", func(t *testing.T) {
-		e := newEnv(t, withPolicy(attestationPolicy), withLimits(upstream.Limits{MaxAttestations: 1}, 10*time.Second))
+		e := newEnv(t, withPolicy(attestationPolicy), withLimits(limits.Limits{MaxAttestations: 1}, 10*time.Second))
 		d := e.push("builder/app:v1")
 		e.attestTag("builder/app", d, e.attestation("builder/app", "nobody", d, slsaV1, provenance("x")))
 		e.attestTag("builder/app", d, e.attestation("builder/app", "ci", d, slsaV1, provenance("https://ci.example/builder@v1")))
@@ -318,7 +318,7 @@ func TestAttestationCapsAreDenyReasons(t *testing.T) {
 		}
 	})
 	t.Run("an envelope over the size cap", func(t *testing.T) {
-		e := newEnv(t, withPolicy(attestationPolicy), withLimits(upstream.Limits{MaxEnvelopeSize: 4096}, 10*time.Second))
+		e := newEnv(t, withPolicy(attestationPolicy), withLimits(limits.Limits{MaxEnvelopeSize: 4096}, 10*time.Second))
 		d := e.push("builder/app:v1")
 		p := provenance("https://ci.example/builder@v1")
 		p["padding"] = strings.Repeat("x", 8192)

@@ -34,9 +34,9 @@ func TestRouting(t *testing.T) {
 		{"unknown blob", "/v2/lab/signed/app/blobs/sha256:" + strings.Repeat("0", 64), 404, "BLOB_UNKNOWN"},
 		{"bad repository name", "/v2/lab/Signed/App/manifests/v1", 400, "NAME_INVALID"},
 		{"bad digest", "/v2/lab/signed/app/blobs/sha256:xyz", 400, "DIGEST_INVALID"},
-		{"bad tag", "/v2/lab/signed/app/manifests/-v1", 400, "MANIFEST_INVALID"},
-		{"not the registry API", "/v1/search", 404, "UNSUPPORTED"},
-		{"catalog is not served", "/v2/_catalog", 404, "UNSUPPORTED"},
+		{"bad tag", "/v2/lab/signed/app/manifests/-v1", 400, "TAG_INVALID"},
+		{"not the registry API", "/v1/search", 404, "NOT_FOUND"},
+		{"catalog is not served", "/v2/_catalog", 404, "NOT_FOUND"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,24 +172,24 @@ func TestHostileUpstreamAnswers(t *testing.T) {
 			w.Header().Set("Content-Length", fmt.Sprint(5<<20))
 			w.WriteHeader(200)
 			_, _ = w.Write(bytes.Repeat([]byte(" "), 5<<20))
-		}, 502, "MANIFEST_INVALID", "over the 4194304-byte limit"},
+		}, 502, "UPSTREAM_INVALID", "over the 4194304-byte limit"},
 		{"manifest over 4 MiB, chunked", func(w http.ResponseWriter) {
 			w.WriteHeader(200)
 			for range 5 {
 				_, _ = w.Write(bytes.Repeat([]byte(" "), 1<<20))
 				w.(http.Flusher).Flush()
 			}
-		}, 502, "MANIFEST_INVALID", "limit"},
+		}, 502, "UPSTREAM_INVALID", "limit"},
 		{"not JSON", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 			_, _ = io.WriteString(w, "<html>login</html>")
-		}, 502, "MANIFEST_INVALID", "not JSON"},
+		}, 502, "UPSTREAM_INVALID", "not JSON"},
 		{"truncated JSON", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[`)
-		}, 502, "MANIFEST_INVALID", "not JSON"},
+		}, 502, "UPSTREAM_INVALID", "not JSON"},
 		{"schema 1", func(w http.ResponseWriter) {
 			_, _ = io.WriteString(w, `{"schemaVersion":1,"name":"x"}`)
-		}, 502, "MANIFEST_INVALID", "schemaVersion 1"},
+		}, 502, "UPSTREAM_INVALID", "schemaVersion 1"},
 		{"too many requests", func(w http.ResponseWriter) {
 			w.Header().Set("Retry-After", "7")
 			w.WriteHeader(http.StatusTooManyRequests)
@@ -237,7 +237,7 @@ func TestManifestWhoseBytesDoNotMatchTheDigestIsRefused(t *testing.T) {
 		return false
 	}
 	e.front.Store(&f)
-	msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+signed.String()), 502, "MANIFEST_INVALID")
+	msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+signed.String()), 502, "UPSTREAM_INVALID")
 	if !strings.Contains(msg, "do not match the digest") {
 		t.Errorf("message: %s", msg)
 	}

@@ -33,10 +33,12 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -97,14 +99,15 @@ type envConfig struct {
 	policy             string
 	upstreamURL        string
 	username, password string
-	limits             upstream.Limits
+	limits             limits.Limits
 	verifyTimeout      time.Duration
+	store              *store.Store
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
 
 // withLimits sets the upstream limits and the verification timeout.
-func withLimits(l upstream.Limits, verifyTimeout time.Duration) envOption {
+func withLimits(l limits.Limits, verifyTimeout time.Duration) envOption {
 	return func(c *envConfig) { c.limits, c.verifyTimeout = l, verifyTimeout }
 }
 
@@ -121,6 +124,9 @@ func withCredentials(user, pass string) envOption {
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
+
+// withStore puts blobs through st.
+func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -172,8 +178,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.upstreams, e.metrics = ups, metrics.New()
 	e.metrics.WatchBudget(b.InUse, b.Max)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Upstreams: ups, DefaultUpstream: "lab",
+		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
+		Store: ec.store,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +218,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab"}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // fault makes the upstream misbehave for requests whose path matches; it
@@ -63,7 +62,7 @@ func hangUp(w http.ResponseWriter, _ *http.Request) {
 }
 
 func TestUpstreamFaultsEndInAClearErrorAndNothingUnverifiedIsServed(t *testing.T) {
-	limits := upstream.Limits{ResponseTimeout: 300 * time.Millisecond}
+	limits := limits.Limits{ResponseTimeout: 300 * time.Millisecond}
 	tests := []struct {
 		name      string
 		match     func(*http.Request) bool
@@ -238,7 +237,7 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, withLimits(upstream.Limits{MaxSignatures: 32, MaxPayloadSize: 128 << 10, ResponseTimeout: 5 * time.Second}, 10*time.Second))
+			e := newEnv(t, withLimits(limits.Limits{MaxSignatures: 32, MaxArtifactSize: 128 << 10, ResponseTimeout: 5 * time.Second}, 10*time.Second))
 			d := e.push("signed/app:v1")
 			counter := tt.setup(e, d)
 			var before runtime.MemStats

@@ -24,15 +24,12 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	env := st.policy.Environment(policyClient(r))
 	rec := audit.Record{
 		Image:     rt.upstream + "/" + rt.repo,
-		Reference: rt.ref,
+		Reference: rt.ref.String(),
 		Upstream:  rt.upstream,
 		Client:    clientOf(r),
 	}
 	rec.Client.Environment = env
-	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Environment: env}
-	if !oci.IsDigest(rt.ref) {
-		subj.Tag = rt.ref
-	}
+	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env}
 	// The cached path: verified bytes still held are judged again without
 	// the upstream (the rule is matched anew, the outcomes come from the
 	// cache); a digest the cache alone refuses is refused at once. A HEAD by
@@ -48,12 +45,10 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 			return s.refuse(w, r, rec, d.Verdict, start)
 		}
 	}
+	reg := s.registry(up, rt.upstream)
 	if m == nil {
-		fetched := time.Now()
 		var err error
-		m, err = up.Manifest(r.Context(), rt.repo, rt.ref)
-		s.upstreamDone(rt.upstream, "manifest", fetched, err)
-		if err != nil {
+		if m, err = reg.Manifest(r.Context(), rt.repo, rt.ref.String()); err != nil {
 			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
@@ -65,7 +60,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	defer lease.Release()
 	judged := time.Now()
-	d, err := s.judge.Decide(r.Context(), st.policy, s.registry(up, rt.upstream), subj, m)
+	d, err := s.judge.Decide(r.Context(), st.policy, reg, subj, m)
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
@@ -83,6 +78,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if err := s.record(r.Context(), rec); err != nil {
 		return err
 	}
+	s.link(rt, m)
 	s.send(w, r, st, m, rt.ref)
 	return nil
 }
@@ -91,9 +87,9 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 // is one; for a HEAD by tag, the upstream's answer to a HEAD. "" when
 // unknown: the manifest is then fetched.
 func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) string {
-	if oci.IsDigest(rt.ref) {
-		if strings.HasPrefix(rt.ref, "sha256:") {
-			return rt.ref
+	if rt.ref.Digest != "" {
+		if strings.HasPrefix(rt.ref.Digest, "sha256:") {
+			return rt.ref.Digest
 		}
 		return ""
 	}
@@ -101,9 +97,9 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 		return ""
 	}
 	start := time.Now()
-	d, err := up.Head(r.Context(), rt.repo, rt.ref)
+	d, err := up.Head(r.Context(), rt.repo, rt.ref.Tag)
 	s.upstreamDone(rt.upstream, "head", start, err)
-	if err != nil || !strings.HasPrefix(d, "sha256:") || !digestRE.MatchString(d) {
+	if _, perr := oci.ParseDigest(d); err != nil || perr != nil || !strings.HasPrefix(d, "sha256:") {
 		return "" // the GET path reports the error properly
 	}
 	return d
@@ -113,7 +109,7 @@ func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) str
 // has no such manifest, and returns the error to render.
 func (s *Server) failed(r *http.Request, rec audit.Record, err error, notFound errcode.ErrorCode, start time.Time) error {
 	he := s.classify(r, err, notFound)
-	if he.status != http.StatusNotFound {
+	if he.status() != http.StatusNotFound {
 		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
 		s.record(r.Context(), rec)
 	}
@@ -127,14 +123,21 @@ type timedSource struct {
 	name string
 }
 
-func (t timedSource) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
+func (t timedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	start := time.Now()
 	ev, err := t.up.Evidence(ctx, repo, digest, want)
 	t.s.upstreamDone(t.name, "evidence", start, err)
 	return ev, err
 }
 
-func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (upstream.Recognition, error) {
+func (t timedSource) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
+	start := time.Now()
+	m, err := t.up.Manifest(ctx, repo, ref)
+	t.s.upstreamDone(t.name, "manifest", start, err)
+	return m, err
+}
+
+func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error) {
 	return t.up.Recognize(ctx, repo, m)
 }
 
@@ -146,7 +149,7 @@ func (s *Server) record(ctx context.Context, rec audit.Record) error {
 	s.metrics.Decision(rec.Upstream, rec.Client.Environment, rec.Rule, rec.Decision)
 	if err != nil && s.audit.Required() {
 		// The cause (a file name, an errno) is in the operator's log.
-		return errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "%s@%s: the decision could not be written to the decision log, and audit.required forbids answering without it; try again later", rec.Image, rec.Digest)
+		return errorf(errcode.ErrorCodeUnavailable, "%s@%s: the decision could not be written to the decision log, and audit.required forbids answering without it; try again later", rec.Image, rec.Digest)
 	}
 	return nil
 }
@@ -166,7 +169,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record
 	}
 	msg := fmt.Sprintf("%s@%s denied by rule %q: %s", rec.Image, rec.Digest, v.Rule, strings.Join(v.Reasons, "; "))
 	// The reasons are in the message already; clients print both.
-	return &httpError{status: http.StatusForbidden, err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{
+	return &httpError{err: errcode.ErrorCodeDenied.WithMessage(msg).WithDetail(map[string]string{
 		"image":  rec.Image,
 		"digest": rec.Digest,
 		"rule":   v.Rule,
@@ -177,12 +180,12 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record
 // client that does not read lets go of them then. A request by digest gets
 // that digest back (the bytes were checked against it). Past the status
 // line, a write error can only be the client's hang-up.
-func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.Manifest, ref string) {
+func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.Manifest, ref oci.Reference) {
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	digest := m.Digest
-	if oci.IsDigest(ref) {
-		digest = ref
+	if ref.Digest != "" {
+		digest = ref.Digest
 	}
 	h.Set("Docker-Content-Digest", digest)
 	h.Set("Content-Length", strconv.Itoa(len(m.Raw)))

@@ -2,7 +2,8 @@
 // distribution API, routed to the configured upstreams. Manifests are
 // fetched once, judged (a policy.Judge recognises signature artifacts by
 // their content and judges everything else by policy) and served as the
-// very bytes judged, or refused; blobs stream; the referrers API is answered
+// very bytes judged, or refused; blobs stream, through the content store
+// when one is configured; the referrers API is answered
 // even for upstreams without one; writes are refused. Manifest bytes in
 // flight and response write times are bounded. It is the one place that
 // renders OCI errors and writes the decision log.
@@ -27,9 +28,11 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
@@ -39,21 +42,26 @@ type Options struct {
 	Policy          *policy.Policy
 	Upstreams       []*upstream.Client
 	DefaultUpstream string
-	// MaxEntries bounds the cache of verified outcomes; default 10000.
-	// How long outcomes hold and how long a verification may take are the
-	// policy's.
+	// MaxEntries bounds the cache of verified outcomes (config's
+	// cache.maxEntries); required. How long outcomes hold and how long a
+	// verification may take are the policy's.
 	MaxEntries int
 	// Budget bounds the manifest bytes that requests hold at once; give
 	// the same one to the upstream clients. nil: unbounded.
 	Budget *budget.Budget
 	// WriteTimeout bounds writing a manifest response, and each stretch of
-	// a blob response without progress; default 30s.
+	// a blob response without progress (limits.writeTimeout); zero takes
+	// its default.
 	WriteTimeout time.Duration
 	Audit        *audit.Log
 	Logger       *slog.Logger
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
+	// Store, if not nil, keeps blobs: served from it when held, else
+	// fetched once per digest and stored. Without it blobs stream from the
+	// upstream every time.
+	Store *store.Store
 }
 
 // Server is the proxy's http.Handler.
@@ -67,6 +75,7 @@ type Server struct {
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	store    *store.Store
 }
 
 // state is one configuration's policy, upstreams and write timeout.
@@ -91,7 +100,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(maxEntries(o), nil)
+	judge, err := policy.NewJudge(o.MaxEntries, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -101,16 +110,21 @@ func New(o Options) (*Server, error) {
 		audit:   o.Audit,
 		log:     o.Logger,
 		metrics: o.Metrics,
+		store:   o.Store,
 	}
 	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
 	s.state.Store(st)
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
+	if o.Store != nil {
+		o.Metrics.WatchStore(o.Store.Stats)
+	}
 	return s, nil
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
 // DefaultUpstream, MaxEntries and WriteTimeout replace the old ones together
-// (its other fields are ignored; those given to New stay).
+// (its other fields are ignored; those given to New stay, the Store
+// among them).
 // Requests in flight finish under the configuration they started with.
 // Outcomes cached under another policy generation are not used again; they
 // leave the cache as it fills.
@@ -119,7 +133,7 @@ func (s *Server) Reload(o Options) error {
 	if err != nil {
 		return err
 	}
-	s.judge.Resize(maxEntries(o))
+	s.judge.Resize(o.MaxEntries)
 	s.state.Store(st)
 	return nil
 }
@@ -135,7 +149,10 @@ func newState(o Options) (*state, error) {
 		writeTimeout: o.WriteTimeout,
 	}
 	if st.writeTimeout == 0 {
-		st.writeTimeout = 30 * time.Second
+		st.writeTimeout = limits.Defaults().WriteTimeout
+	}
+	if o.MaxEntries <= 0 {
+		return nil, errors.New("proxy: MaxEntries must be positive")
 	}
 	for _, u := range o.Upstreams {
 		st.upstreams[u.Name()] = u
@@ -144,13 +161,6 @@ func newState(o Options) (*state, error) {
 		return nil, fmt.Errorf("proxy: default upstream %q is not configured", st.def)
 	}
 	return st, nil
-}
-
-func maxEntries(o Options) int {
-	if o.MaxEntries == 0 {
-		return 10000
-	}
-	return o.MaxEntries
 }
 
 // ServeHTTP routes one request and renders any error it returns. A panic
@@ -167,16 +177,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.Panic()
 			s.log.Error("panic serving a request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			if sw.status == 0 {
-				writeError(sw, r, errorf(http.StatusServiceUnavailable, errcode.ErrorCodeUnavailable, "internal error, failing closed"))
+				writeError(sw, r, errorf(errcode.ErrorCodeUnavailable, "internal error, failing closed"))
 			}
 		}
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
 	}()
 	rt, err := s.serve(sw, r, s.state.Load())
+	var cut *streamCut
+	if errors.As(err, &cut) {
+		// Past the status line: only a cut connection tells the client.
+		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
+		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 	if err != nil {
 		he := s.classify(r, err, errcode.ErrorCodeUnknown)
-		if he.status >= 500 {
-			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", err)
+		if he.status() >= 500 {
+			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", he.status(), "err", err)
 		}
 		writeError(sw, r, he)
 	}
@@ -216,6 +233,18 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
+// ReadFrom passes a file on to the underlying writer, which sends it with
+// sendfile(2) where it can.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
+
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -223,7 +252,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // and returns the route it took (the zero route when it took none).
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return route{}, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
+		return route{}, errorf(errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
 	}
 	rt, err := parseRoute(r, func(n string) bool { return st.upstreams[n] != nil }, st.def)
 	if err != nil {
@@ -242,7 +271,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 		return rt, s.blob(w, r, st, up, rt)
 	case kindTags:
 		if r.Method != http.MethodGet {
-			return rt, errorf(http.StatusMethodNotAllowed, errcode.ErrorCodeUnsupported, "tags/list takes GET")
+			return rt, errorf(errcode.ErrorCodeUnsupported, "tags/list takes GET")
 		}
 		_, err := s.passThrough(w, r, up, rt, "tags/list", http.StatusOK, http.StatusNotFound)
 		return rt, err
@@ -257,12 +286,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 // that tag, which is an index and judged like any other.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
 func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
-	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref, http.StatusOK)
+	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref.Digest, http.StatusOK)
 	if served || err != nil {
 		return err
 	}
 	start := time.Now()
-	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref)
+	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref.Digest)
 	s.upstreamDone(rt.upstream, rt.kind, start, err)
 	if err != nil {
 		return err
@@ -277,15 +306,15 @@ func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.
 	return err
 }
 
-// blob streams a blob from the upstream; memory use does not grow with its
-// size.
-func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
+// blobThrough streams a blob from the upstream; memory use does not grow
+// with its size.
+func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
 	hdr := http.Header{}
 	if v := r.Header.Get("Range"); v != "" {
 		hdr.Set("Range", v)
 	}
 	start := time.Now()
-	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref, "", hdr)
+	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref.Digest, "", hdr)
 	if err != nil {
 		s.upstreamDone(rt.upstream, "blob", start, err)
 		return err
@@ -295,9 +324,9 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *ups
 	case http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
 	case http.StatusNotFound:
 		s.upstreamDone(rt.upstream, "blob", start, nil)
-		return errorf(http.StatusNotFound, errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref, rt.upstream, rt.repo)
+		return errorf(errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref.Digest, rt.upstream, rt.repo)
 	default:
-		err := up.StatusError("blob "+rt.ref, resp)
+		err := up.StatusError("blob "+rt.ref.Digest, resp)
 		s.upstreamDone(rt.upstream, "blob", start, err)
 		return err
 	}
@@ -308,7 +337,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, up *ups
 		// A failure here is past the status line: the client sees a short
 		// body, which its digest check catches.
 		if err := stream(w, resp.Body, st.writeTimeout); err != nil {
-			s.log.Debug("blob stream ended early", "digest", rt.ref, "err", err)
+			s.log.Debug("blob stream ended early", "digest", rt.ref.Digest, "err", err)
 		}
 	}
 	return nil

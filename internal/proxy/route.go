@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"regexp"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
@@ -22,19 +24,15 @@ type route struct {
 	kind     string
 	upstream string
 	repo     string
-	ref      string // tag or digest for manifests, digest for blobs and referrers
+	ref      oci.Reference // tag or digest for manifests, digest for blobs and referrers
 	// prefixed is true when the upstream came from the path, not ?ns= or
 	// the default; links handed back must keep the prefix.
 	prefixed bool
 	ns       bool
 }
 
-// The distribution spec's grammar for names, tags and digests.
-var (
-	repoRE   = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-	digestRE = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
-)
+// repoRE is the distribution spec's grammar of repository names.
+var repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // parseRoute reads the request path and query. upstreams reports whether a
 // name is a configured upstream.
@@ -45,9 +43,10 @@ func parseRoute(r *http.Request, upstreams func(string) bool, defaultUpstream st
 	}
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
-		return route{}, errorf(http.StatusNotFound, errcode.ErrorCodeUnsupported, "not a registry API path: %s", path)
+		return route{}, errorf(errNotRegistryPath, "not a registry API path: %s", path)
 	}
 	var rt route
+	var ref string
 	switch {
 	case strings.HasSuffix(rest, "/tags/list"):
 		rt.kind, rt.repo = kindTags, strings.TrimSuffix(rest, "/tags/list")
@@ -59,13 +58,13 @@ func parseRoute(r *http.Request, upstreams func(string) bool, defaultUpstream st
 			}
 		}
 		if at < 0 {
-			return route{}, errorf(http.StatusNotFound, errcode.ErrorCodeUnsupported, "not a registry API path: %s", path)
+			return route{}, errorf(errNotRegistryPath, "not a registry API path: %s", path)
 		}
-		rt.repo, rt.ref = rest[:at], rest[at+len(rt.kind)+2:]
+		rt.repo, ref = rest[:at], rest[at+len(rt.kind)+2:]
 	}
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		if !upstreams(ns) {
-			return route{}, errorf(http.StatusNotFound, errcode.ErrorCodeNameUnknown, "ns=%s names no upstream of this proxy", ns)
+			return route{}, errorf(errcode.ErrorCodeNameUnknown, "ns=%s names no upstream of this proxy", ns)
 		}
 		rt.upstream, rt.ns = ns, true
 	} else if first, repo, ok := strings.Cut(rt.repo, "/"); ok && upstreams(first) {
@@ -73,24 +72,24 @@ func parseRoute(r *http.Request, upstreams func(string) bool, defaultUpstream st
 	} else if defaultUpstream != "" {
 		rt.upstream = defaultUpstream
 	} else {
-		return route{}, errorf(http.StatusNotFound, errcode.ErrorCodeNameUnknown,
+		return route{}, errorf(errcode.ErrorCodeNameUnknown,
 			"%s names no upstream (use ?ns=<upstream> or /v2/<upstream>/<repository>; this proxy has no defaultUpstream)", rt.repo)
 	}
 	if !repoRE.MatchString(rt.repo) || len(rt.repo) > 255 {
-		return route{}, errorf(http.StatusBadRequest, errcode.ErrorCodeNameInvalid, "invalid repository name %q", rt.repo)
+		return route{}, errorf(errcode.ErrorCodeNameInvalid, "invalid repository name %q", rt.repo)
 	}
+	var err error
 	switch rt.kind {
 	case kindManifest:
-		if !tagRE.MatchString(rt.ref) && !digestRE.MatchString(rt.ref) {
-			return route{}, errorf(http.StatusBadRequest, errcode.ErrorCodeManifestInvalid, "invalid tag or digest %q", rt.ref)
-		}
+		rt.ref, err = oci.ParseReference(ref)
 	case kindBlob, kindReferrers:
-		if !digestRE.MatchString(rt.ref) {
-			return route{}, errorf(http.StatusBadRequest, errcode.ErrorCodeDigestInvalid, "invalid digest %q", rt.ref)
-		}
+		rt.ref.Digest, err = oci.ParseDigest(ref)
+	}
+	switch {
+	case errors.Is(err, oci.ErrInvalidTag):
+		return route{}, errorf(errcode.ErrorCodeTagInvalid, "%v", err)
+	case err != nil:
+		return route{}, errorf(errcode.ErrorCodeDigestInvalid, "%v", err)
 	}
 	return rt, nil
 }
-
-// isDigest reports whether ref is a digest rather than a tag.
-func isDigest(ref string) bool { return strings.Contains(ref, ":") }

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
 func FuzzParseRoute(f *testing.F) {
@@ -37,8 +39,11 @@ func FuzzParseRoute(f *testing.F) {
 		if !repoRE.MatchString(rt.repo) || strings.Contains(rt.repo, "..") {
 			t.Fatalf("routed %q to invalid repository %q", target, rt.repo)
 		}
-		if (rt.kind == kindBlob || rt.kind == kindReferrers) && !digestRE.MatchString(rt.ref) {
-			t.Fatalf("routed %q with invalid digest %q", target, rt.ref)
+		if _, err := oci.ParseReference(rt.ref.String()); rt.kind != kindTags && (err != nil || (rt.ref.Tag == "") == (rt.ref.Digest == "")) {
+			t.Fatalf("routed %q with an invalid reference %+v: %v", target, rt.ref, err)
+		}
+		if (rt.kind == kindBlob || rt.kind == kindReferrers) && rt.ref.Digest == "" {
+			t.Fatalf("routed %q without a digest: %+v", target, rt.ref)
 		}
 	})
 }

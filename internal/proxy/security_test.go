@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,11 +23,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // runnableTar is a layer a runtime would unpack: an executable script.
@@ -349,7 +350,7 @@ type panicking struct {
 	armed *atomic.Bool
 }
 
-func (p panicking) Evidence(ctx context.Context, repo, digest string, want upstream.Want) (*upstream.Evidence, error) {
+func (p panicking) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	if p.armed.Load() {
 		var m map[string]int
 		m["boom"]++ //nolint:staticcheck // SA5000: a nil map write, a runtime panic inside a verification
@@ -507,5 +508,31 @@ func TestADigestIsJudgedByItsSHA256WhateverAlgorithmWasAskedFor(t *testing.T) {
 		if !strings.Contains(msg, `rule "recalled"`) {
 			t.Errorf("%s: %s", ref, msg)
 		}
+	}
+}
+
+// TestMaxSignaturesCountsPerDigestAcrossPlaces: the tag schemes and the
+// referrers are read one after the other; the limit holds for both.
+func TestMaxSignaturesCountsPerDigestAcrossPlaces(t *testing.T) {
+	e := newEnv(t, withLimits(limits.Limits{MaxSignatures: 3}, 10*time.Second))
+	d := e.push("signed/app:v1")
+	for range 2 {
+		e.signTag("signed/app", "nobody", d, d)
+		e.signReferrer("signed/app", "nobody", d, false)
+	}
+	var blobs atomic.Int64
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			blobs.Add(1)
+		}
+		return false
+	}
+	e.front.Store(&f)
+	msg := expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1"), http.StatusForbidden, "DENIED")
+	if !strings.Contains(msg, "more than 3 signatures stored") {
+		t.Errorf("message: %s", msg)
+	}
+	if n := blobs.Load(); n > 3 {
+		t.Errorf("%d signature layers read for one digest, limit 3", n)
 	}
 }

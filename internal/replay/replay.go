@@ -115,10 +115,12 @@ func Read(r io.Reader, envs Environments) (*Log, error) {
 			l.Skipped++
 			continue
 		}
-		tag := rec.Reference
-		if oci.IsDigest(tag) {
-			tag = ""
+		ref, err := oci.ParseReference(rec.Reference)
+		if err != nil {
+			l.Skipped++
+			continue
 		}
+		tag := ref.Tag
 		client := policy.Client{}
 		if rec.Client.Identity != "" {
 			client.Names = []string{rec.Client.Identity}

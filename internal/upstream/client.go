@@ -1,8 +1,10 @@
 // Package upstream is authz-proxy's client for the registries it fronts: one
 // Client per configured upstream, with pooled connections and the token
-// handshake of the distribution spec. It fetches a manifest once and hashes
-// the bytes it got, streams blobs, and finds the signatures and attestations
-// stored for a digest. It makes no policy decisions.
+// handshake of the distribution spec. It fetches a manifest once (counted
+// against the memory budget) and hashes the bytes it got, streams blobs,
+// finds the signatures and attestations stored for a digest (tag schemes,
+// referrers, the referrers fallback tag), and reads a manifest's layers to
+// tell whether it is a signature artifact. It makes no policy decisions.
 package upstream
 
 import (
@@ -21,6 +23,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -42,62 +45,10 @@ type Options struct {
 	Username, Password string
 	// Limits bound what is read from this upstream; zero fields take the
 	// defaults.
-	Limits Limits
+	Limits limits.Limits
 	// Budget, shared by every upstream, bounds the manifest and signature
 	// bytes read at once; nil: unbounded.
 	Budget *budget.Budget
-}
-
-// Limits bound the work and memory one upstream can cause.
-type Limits struct {
-	// MaxManifestSize is the largest manifest read; default 4 MiB.
-	MaxManifestSize int64
-	// MaxSignatures is the most signature layers read per digest; default 32.
-	MaxSignatures int
-	// MaxPayloadSize is the largest signature payload read; default 128 KiB.
-	MaxPayloadSize int64
-	// MaxAttestations is the most attestation layers of the wanted
-	// predicate types read per digest; default 32.
-	MaxAttestations int
-	// MaxEnvelopeSize is the largest attestation (DSSE envelope or Sigstore
-	// bundle) read; default 2 MiB.
-	MaxEnvelopeSize int64
-	// DialTimeout bounds connecting; default 10s.
-	DialTimeout time.Duration
-	// ResponseTimeout bounds the wait for response headers; default 30s.
-	ResponseTimeout time.Duration
-	// ManifestCacheBytes bounds the memory of recently fetched manifests,
-	// kept by digest: a pull by digest with a cached verdict is then
-	// answered without an upstream call, and a manifest fetched again by
-	// tag is not parsed again. Default 64 MiB.
-	ManifestCacheBytes int64
-}
-
-func (l *Limits) setDefaults() {
-	if l.MaxManifestSize == 0 {
-		l.MaxManifestSize = 4 << 20
-	}
-	if l.MaxSignatures == 0 {
-		l.MaxSignatures = 32
-	}
-	if l.MaxPayloadSize == 0 {
-		l.MaxPayloadSize = 128 << 10
-	}
-	if l.DialTimeout == 0 {
-		l.DialTimeout = 10 * time.Second
-	}
-	if l.MaxAttestations == 0 {
-		l.MaxAttestations = 32
-	}
-	if l.MaxEnvelopeSize == 0 {
-		l.MaxEnvelopeSize = 2 << 20
-	}
-	if l.ResponseTimeout == 0 {
-		l.ResponseTimeout = 30 * time.Second
-	}
-	if l.ManifestCacheBytes == 0 {
-		l.ManifestCacheBytes = 64 << 20
-	}
 }
 
 // Client talks to one upstream registry.
@@ -107,7 +58,7 @@ type Client struct {
 	reg    name.Registry
 	auth   authn.Authenticator
 	inner  http.RoundTripper
-	limits Limits
+	limits limits.Limits
 
 	// repos holds one authenticated transport per repository: registry
 	// tokens are scoped to a repository, and reusing the transport reuses
@@ -116,7 +67,7 @@ type Client struct {
 	flight    singleflight.Group
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// recognized keeps artifact checks by manifest digest.
-	recognized *lru.Cache[string, Recognition]
+	recognized *lru.Cache[string, oci.Recognition]
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.
 	sizes  *lru.Cache[string, int64]
@@ -140,7 +91,7 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", o.Name, err)
 	}
-	o.Limits.setDefaults()
+	o.Limits = o.Limits.WithDefaults()
 	var auth authn.Authenticator = authn.Anonymous
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
@@ -159,7 +110,7 @@ func New(o Options) (*Client, error) {
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
-	recognized, _ := lru.New[string, Recognition](4096)
+	recognized, _ := lru.New[string, oci.Recognition](4096)
 	sizes, _ := lru.New[string, int64](16384)
 	return &Client{
 		manifests:  cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),

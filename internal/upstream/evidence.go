@@ -17,85 +17,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
 // referrersRecheck is how long an upstream without the referrers API is
 // not asked again.
 const referrersRecheck = 10 * time.Minute
-
-// Signature is one signature found for a digest, checked against its layer
-// digest: a cosign simple-signing layer (the payload, the signature from
-// its annotation, and the keyless and log annotations), a Sigstore bundle,
-// or a Notary Project signature envelope. Nothing about it is verified yet.
-type Signature struct {
-	// Source says where it was found, for decision logs:
-	// "tag sha256-<hex>.sig" or "referrer sha256:<digest>".
-	Source    string
-	Payload   []byte
-	Signature []byte
-	// Certificate, RekorBundle and Timestamp are the layer's annotations
-	// of those names (see oci.CertificateAnnotation), empty when absent.
-	Certificate, RekorBundle, Timestamp []byte
-	// Bundle is a Sigstore bundle (as `cosign sign` v3 writes), in place
-	// of Payload and Signature.
-	Bundle []byte
-	// Notation is a Notary Project signature envelope (as `notation sign`
-	// writes) of media type NotationMediaType (oci.JWS or oci.COSE), in
-	// place of Payload and Signature.
-	Notation          []byte
-	NotationMediaType string
-}
-
-// Attestation is one attestation layer found for a digest: a DSSE envelope,
-// or a Sigstore bundle holding one, checked against its layer digest.
-// Nothing about it is verified yet.
-type Attestation struct {
-	// Source says where it was found: "tag sha256-<hex>.att" or
-	// "referrer sha256:<digest>".
-	Source string
-	// Digest is the layer's digest: the digest of the envelope (or bundle)
-	// bytes, which names this attestation in decision logs.
-	Digest    string
-	MediaType string
-	Raw       []byte
-	// Certificate, RekorBundle and Timestamp are the annotations of a
-	// keyless or logged DSSE layer of the .att tag, empty when absent.
-	Certificate, RekorBundle, Timestamp []byte
-}
-
-// Want says which evidence a caller needs, so that nothing else is read.
-type Want struct {
-	Signatures bool
-	// PredicateTypes are the predicate types of the attestations wanted;
-	// none means no attestations.
-	PredicateTypes []string
-	// From says where to look; zero means Everywhere.
-	From Places
-}
-
-// Places are where evidence is stored.
-type Places int
-
-// The places of evidence: cosign's tag schemes (`sha256-<hex>.sig` and
-// `.att`), and the OCI 1.1 referrers (or their fallback tag).
-const (
-	TagSchemes Places = 1 << iota
-	Referrers
-	Everywhere = TagSchemes | Referrers
-)
-
-// Evidence is everything found stored for one digest.
-type Evidence struct {
-	Signatures []Signature
-	// Problems are signature artifacts that could not be used, each with
-	// the reason; they are not infrastructure errors.
-	Problems     []string
-	Attestations []Attestation
-	// AttestationProblems are attestations that could not be used, or were
-	// not read because a limit was reached.
-	AttestationProblems []string
-}
 
 // Evidence finds what want asks for, stored for digest in repo, in the
 // places it names: cosign signatures in the `sha256-<hex>.sig` tag,
@@ -105,16 +33,19 @@ type Evidence struct {
 // `sha256-<hex>` fallback tag), asking for the referrers once for both. An
 // error means the upstream could not be asked; finding nothing is not an
 // error.
-func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (*Evidence, error) {
-	ev := &Evidence{}
+func (c *Client) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
+	ev := &oci.Evidence{}
 	if !want.Signatures && len(want.PredicateTypes) == 0 {
 		return ev, nil
 	}
+	if want.After != nil {
+		ev.SignatureLayers, ev.AttestationLayers = want.After.SignatureLayers, want.After.AttestationLayers
+	}
 	from := want.From
 	if from == 0 {
-		from = Everywhere
+		from = oci.Everywhere
 	}
-	if err := c.gather(ctx, repo, digest, want, ev, from&TagSchemes != 0, from&Referrers != 0); err != nil {
+	if err := c.gather(ctx, repo, digest, want, ev, from&oci.TagSchemes != 0, from&oci.Referrers != 0); err != nil {
 		return nil, err
 	}
 	return ev, nil
@@ -122,7 +53,7 @@ func (c *Client) Evidence(ctx context.Context, repo, digest string, want Want) (
 
 // gather reads into ev what want asks for from the tag schemes (tags) and
 // from the referrers (referrers), the manifests concurrently.
-func (c *Client) gather(ctx context.Context, repo, digest string, want Want, ev *Evidence, tags, referrers bool) error {
+func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want, ev *oci.Evidence, tags, referrers bool) error {
 	tag := oci.FallbackTag(digest)
 	wantAtt := len(want.PredicateTypes) > 0
 	var (
@@ -189,7 +120,7 @@ func (c *Client) optionalManifest(ctx context.Context, repo, ref string) (*oci.M
 // referrers returns the manifests that refer to digest and may hold what
 // want asks for. At most MaxSignatures+MaxAttestations are read; past
 // that, a problem is noted in ev.
-func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string, want Want, ev *Evidence) ([]sourced, error) {
+func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string, want oci.Want, ev *oci.Evidence) ([]sourced, error) {
 	index, err := c.referrersIndex(ctx, repo, digest, fallbackTag)
 	if index == nil || err != nil {
 		return nil, err
@@ -198,7 +129,7 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 	var out []sourced
 	read := 0
 	for _, d := range index.Manifests {
-		if !want.mayHold(d) {
+		if !mayHold(want, d) {
 			continue
 		}
 		if read == limit {
@@ -219,9 +150,9 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 	return out, nil
 }
 
-// mayHold reports whether the referrer d may hold wanted evidence, judging
+// mayHold reports whether the referrer d may hold evidence that w wants, judging
 // by the artifact type and annotations of its descriptor.
-func (w Want) mayHold(d oci.Descriptor) bool {
+func mayHold(w oci.Want, d oci.Descriptor) bool {
 	switch at := d.ArtifactType; {
 	case at == "" || at == oci.EmptyJSON:
 		// Some registries, and the fallback index that cosign writes,
@@ -231,7 +162,7 @@ func (w Want) mayHold(d oci.Descriptor) bool {
 	case at == oci.SignatureArtifactType, at == oci.NotationSignature:
 		return w.Signatures
 	case strings.HasPrefix(at, oci.BundlePrefix) || at == oci.DSSE:
-		return w.wantsBundle(d.Annotations) || w.wantsPredicate(d.Annotations[oci.BundlePredicateTypeAnnotation]) &&
+		return wantsBundle(w, d.Annotations) || wantsPredicate(w, d.Annotations[oci.BundlePredicateTypeAnnotation]) &&
 			d.Annotations[oci.BundleContentAnnotation] != "message-signature"
 	}
 	return false // SBOMs, other artifacts
@@ -240,7 +171,7 @@ func (w Want) mayHold(d oci.Descriptor) bool {
 // wantsBundle reports whether a bundle annotated with annotations may be
 // a wanted image signature: a message signature, cosign's signature
 // statement, or one that does not say.
-func (w Want) wantsBundle(annotations map[string]string) bool {
+func wantsBundle(w oci.Want, annotations map[string]string) bool {
 	if !w.Signatures {
 		return false
 	}
@@ -250,7 +181,7 @@ func (w Want) wantsBundle(annotations map[string]string) bool {
 
 // wantsPredicate reports whether an attestation annotated with predicate
 // type pt is wanted; one without the annotation may be anything.
-func (w Want) wantsPredicate(pt string) bool {
+func wantsPredicate(w oci.Want, pt string) bool {
 	if len(w.PredicateTypes) == 0 {
 		return false
 	}
@@ -271,11 +202,11 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), oci.OCIIndex):
-		raw, err := io.ReadAll(io.LimitReader(resp.Body, c.limits.MaxManifestSize+1))
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, limits.MaxManifestSize+1))
 		if err != nil {
 			return nil, &Error{Upstream: c.name, Op: op, Err: err}
 		}
-		if int64(len(raw)) > c.limits.MaxManifestSize {
+		if int64(len(raw)) > limits.MaxManifestSize {
 			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: ErrManifestTooLarge}
 		}
 		m, err := oci.ParseManifest(raw, oci.OCIIndex)
@@ -299,7 +230,7 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 type reader struct {
 	c    *Client
 	repo string
-	ev   *Evidence
+	ev   *oci.Evidence
 	jobs []func(ctx context.Context) error
 	mu   sync.Mutex // guards the problem lists while reading
 }
@@ -308,25 +239,24 @@ type reader struct {
 // simple-signing payloads, Sigstore bundles of image signatures, Notary
 // Project envelopes), within the configured limits.
 func (r *reader) signatureLayers(manifests []sourced) {
-	n := 0
-	want := Want{Signatures: true}
+	want := oci.Want{Signatures: true}
 	for _, s := range manifests {
 		for _, l := range s.m.Layers {
-			isBundle := strings.HasPrefix(l.MediaType, oci.BundlePrefix) && want.wantsBundle(s.m.Annotations)
+			isBundle := strings.HasPrefix(l.MediaType, oci.BundlePrefix) && wantsBundle(want, s.m.Annotations)
 			isNotation := (l.MediaType == oci.JWS || l.MediaType == oci.COSE) && oci.IsNotationSignature(s.m)
 			if l.MediaType != oci.SimpleSigning && !isBundle && !isNotation {
 				continue
 			}
-			if n == r.c.limits.MaxSignatures {
+			if r.ev.SignatureLayers == r.c.limits.MaxSignatures {
 				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("more than %d signatures stored: the rest were not read", r.c.limits.MaxSignatures))
 				return
 			}
-			n++ // unusable layers count too: hostile artifacts cost bounded work
+			r.ev.SignatureLayers++ // unusable layers count too: hostile artifacts cost bounded work
 			if isNotation {
-				r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source, NotationMediaType: l.MediaType})
+				r.ev.Signatures = append(r.ev.Signatures, oci.Signature{Source: s.source, NotationMediaType: l.MediaType})
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
 				r.jobs = append(r.jobs, func(ctx context.Context) error {
-					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "notation signature envelope")
+					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "notation signature envelope")
 					if problem != "" {
 						r.problem(&r.ev.Problems, source+": "+problem)
 					}
@@ -336,7 +266,7 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				continue
 			}
 			if isBundle {
-				r.ev.Signatures = append(r.ev.Signatures, Signature{Source: s.source})
+				r.ev.Signatures = append(r.ev.Signatures, oci.Signature{Source: s.source})
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
 				r.jobs = append(r.jobs, func(ctx context.Context) error {
 					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxEnvelopeSize, "signature bundle")
@@ -353,7 +283,7 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				r.ev.Problems = append(r.ev.Problems, fmt.Sprintf("%s: layer %s has no valid %s annotation", s.source, l.Digest, oci.SignatureAnnotation))
 				continue
 			}
-			r.ev.Signatures = append(r.ev.Signatures, Signature{
+			r.ev.Signatures = append(r.ev.Signatures, oci.Signature{
 				Source: s.source, Signature: sig,
 				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),
 				RekorBundle: []byte(l.Annotations[oci.RekorBundleAnnotation]),
@@ -361,7 +291,7 @@ func (r *reader) signatureLayers(manifests []sourced) {
 			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
-				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxPayloadSize, "signature payload")
+				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
 				if problem != "" {
 					r.problem(&r.ev.Problems, source+": "+problem)
 				}
@@ -377,7 +307,7 @@ func (r *reader) signatureLayers(manifests []sourced) {
 // newest first: `cosign attest` appends to the .att manifest, so when the
 // limit is reached the oldest attestations are the ones left unread.
 func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string) {
-	want := Want{PredicateTypes: predicateTypes}
+	want := oci.Want{PredicateTypes: predicateTypes}
 	max := r.c.limits.MaxAttestations
 	for _, s := range manifests {
 		for _, l := range slices.Backward(s.m.Layers) {
@@ -386,14 +316,15 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 				pt = s.m.Annotations[oci.BundlePredicateTypeAnnotation]
 			}
 			isAtt := l.MediaType == oci.DSSE || strings.HasPrefix(l.MediaType, oci.BundlePrefix)
-			if !isAtt || !want.wantsPredicate(pt) {
+			if !isAtt || !wantsPredicate(want, pt) {
 				continue
 			}
-			if len(r.ev.Attestations) == max {
+			if r.ev.AttestationLayers == max {
 				r.ev.AttestationProblems = append(r.ev.AttestationProblems, fmt.Sprintf("more than %d attestations of the required predicate types stored for this digest: the rest were not read", max))
 				return
 			}
-			r.ev.Attestations = append(r.ev.Attestations, Attestation{
+			r.ev.AttestationLayers++
+			r.ev.Attestations = append(r.ev.Attestations, oci.Attestation{
 				Source: s.source, Digest: l.Digest, MediaType: l.MediaType,
 				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),
 				RekorBundle: []byte(l.Annotations[oci.RekorBundleAnnotation]),
@@ -429,8 +360,8 @@ func (r *reader) read(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s Signature) bool { return s.Payload == nil && s.Bundle == nil && s.Notation == nil })
-	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a Attestation) bool { return a.Raw == nil })
+	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s oci.Signature) bool { return s.Payload == nil && s.Bundle == nil && s.Notation == nil })
+	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a oci.Attestation) bool { return a.Raw == nil })
 	return nil
 }
 

@@ -97,7 +97,7 @@ func TestEvidenceFindsSignaturesWhereCosignAndNotationStoreThem(t *testing.T) {
 			w := newWorld(t, tt.referrersAPI)
 			d := w.push("acme/app", "v1")
 			wantSources := tt.store(w, "acme/app", d)
-			ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
+			ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestEvidenceOfTheTagSchemeIsTheSignedBytes(t *testing.T) {
 	w := newWorld(t, true)
 	d := w.push("acme/app", "v1")
 	sig := w.signTag("acme/app", d, 1)[0]
-	ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
+	ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestEvidenceFindsAttestationsOfTheWantedPredicateTypesOnly(t *testing.T) {
 	w.attestReferrer("acme/app", d, w.attestation("acme/app", d, vuln, "referrer"), false)
 	w.signTag("acme/app", d, 1)
 
-	ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), predicates(slsa))
+	ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), predicates(slsa))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestEvidenceIgnoresAReferrerWhoseSubjectIsAnotherDigest(t *testing.T) {
 
 func checkNoSignature(t *testing.T, w *world, d v1.Hash) {
 	t.Helper()
-	ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
+	ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func checkNoSignature(t *testing.T, w *world, d v1.Hash) {
 func TestEvidenceReadsNoMoreThanTheLimits(t *testing.T) {
 	tests := []struct {
 		name   string
-		limits limits
+		limits bounds
 		// store stores evidence for d in repo.
 		store func(w *world, repo string, d v1.Hash)
 		want  want
@@ -259,13 +259,13 @@ func TestEvidenceReadsNoMoreThanTheLimits(t *testing.T) {
 		wantBlobReads int64
 	}{
 		{
-			name: "signatures past maxSignatures are not read", limits: limits{signatures: 2},
+			name: "signatures past maxSignatures are not read", limits: bounds{signatures: 2},
 			store:          func(w *world, repo string, d v1.Hash) { w.signTag(repo, d, 3) },
 			want:           signatures(),
 			wantSignatures: 2, wantProblem: "more than 2 signatures stored: the rest were not read", wantBlobReads: 2,
 		},
 		{
-			name: "maxSignatures counts the tag and the referrers together", limits: limits{signatures: 2},
+			name: "maxSignatures counts the tag and the referrers together", limits: bounds{signatures: 2},
 			store: func(w *world, repo string, d v1.Hash) {
 				w.signTag(repo, d, 2)
 				w.signReferrer(repo, d, false)
@@ -274,7 +274,7 @@ func TestEvidenceReadsNoMoreThanTheLimits(t *testing.T) {
 			wantSignatures: 2, wantProblem: "more than 2 signatures stored", wantBlobReads: 2,
 		},
 		{
-			name: "attestations past maxAttestations are not read", limits: limits{attestations: 2},
+			name: "attestations past maxAttestations are not read", limits: bounds{attestations: 2},
 			store: func(w *world, repo string, d v1.Hash) {
 				w.attestTag(repo, d, w.attestation(repo, d, slsa, "1"), w.attestation(repo, d, slsa, "2"), w.attestation(repo, d, slsa, "3"))
 			},
@@ -282,7 +282,7 @@ func TestEvidenceReadsNoMoreThanTheLimits(t *testing.T) {
 			wantAttestations: 2, wantProblem: "more than 2 attestations of the required predicate types stored for this digest", wantBlobReads: 2,
 		},
 		{
-			name: "attestations of other predicate types do not count against maxAttestations", limits: limits{attestations: 1},
+			name: "attestations of other predicate types do not count against maxAttestations", limits: bounds{attestations: 1},
 			store: func(w *world, repo string, d v1.Hash) {
 				w.attestTag(repo, d, w.attestation(repo, d, vuln, "1"), w.attestation(repo, d, slsa, "2"), w.attestation(repo, d, vuln, "3"))
 			},
@@ -290,19 +290,19 @@ func TestEvidenceReadsNoMoreThanTheLimits(t *testing.T) {
 			wantAttestations: 1, wantBlobReads: 1,
 		},
 		{
-			name: "a payload over maxPayloadSize is not read", limits: limits{payload: 64},
+			name: "a payload over maxArtifactSize is not read", limits: bounds{payload: 64},
 			store:       func(w *world, repo string, d v1.Hash) { w.signTag(repo, d, 1) },
 			want:        signatures(),
 			wantProblem: "over the 64-byte limit", wantBlobReads: 0,
 		},
 		{
-			name: "an envelope over maxEnvelopeSize is not read", limits: limits{envelope: 64},
+			name: "an envelope over maxEnvelopeSize is not read", limits: bounds{envelope: 64},
 			store:       func(w *world, repo string, d v1.Hash) { w.attestTag(repo, d, w.attestation(repo, d, slsa, "1")) },
 			want:        predicates(slsa),
 			wantProblem: "over the 64-byte limit", wantBlobReads: 0,
 		},
 		{
-			name: "referrers past maxSignatures+maxAttestations are not fetched", limits: limits{signatures: 1, attestations: 1},
+			name: "referrers past maxSignatures+maxAttestations are not fetched", limits: bounds{signatures: 1, attestations: 1},
 			store: func(w *world, repo string, d v1.Hash) {
 				for range 3 {
 					w.signReferrer(repo, d, false)
@@ -346,7 +346,7 @@ func TestEvidenceReadsTheNewestAttestationsFirst(t *testing.T) {
 		h, _ := v1.NewHash(sha256Of(a.Envelope))
 		atts = append(atts, h)
 	}
-	ev, err := w.client(limits{attestations: 2}).Evidence(context.Background(), "acme/app", d.String(), predicates(slsa))
+	ev, err := w.client(bounds{attestations: 2}).Evidence(context.Background(), "acme/app", d.String(), predicates(slsa))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestEvidenceDropsLayersThatCannotCount(t *testing.T) {
 					return true
 				})
 			}
-			ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
+			ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
 			if err != nil {
 				t.Fatalf("a layer that cannot count made the evidence fail: %v", err)
 			}
@@ -434,7 +434,7 @@ func TestEvidenceFailsWhenTheUpstreamCannotAnswer(t *testing.T) {
 				http.Error(rw, "upstream is down", http.StatusServiceUnavailable)
 				return true
 			})
-			ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), tt.want)
+			ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), tt.want)
 			if status, ok := upstreamStatus(err); !ok || status != http.StatusServiceUnavailable {
 				t.Fatalf("evidence %+v, err %v; want an upstream error with status 503: could not verify is not \"nothing found\"", ev, err)
 			}
@@ -459,7 +459,7 @@ func TestEvidenceLooksOnlyWhereAsked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), tt.want)
+			ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), tt.want)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -470,7 +470,7 @@ func TestEvidenceLooksOnlyWhereAsked(t *testing.T) {
 	}
 	t.Run("nothing asked, nothing read", func(t *testing.T) {
 		before := w.count("")
-		ev, err := w.client(limits{}).Evidence(context.Background(), "acme/app", d.String(), want{})
+		ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), want{})
 		if err != nil || len(ev.Signatures)+len(ev.Attestations) > 0 {
 			t.Fatalf("%+v, %v", ev, err)
 		}
@@ -482,7 +482,7 @@ func TestEvidenceLooksOnlyWhereAsked(t *testing.T) {
 
 func TestEvidenceAsksARegistryWithoutTheReferrersAPIOnlyOnce(t *testing.T) {
 	w := newWorld(t, false)
-	c := w.client(limits{})
+	c := w.client(bounds{})
 	var asked int64
 	for _, tag := range []string{"v1", "v2", "v3"} {
 		d := w.push("acme/app", tag)
@@ -506,7 +506,7 @@ func TestReferrersFallbackIsAnIndexOfTheFallbackTag(t *testing.T) {
 	w := newWorld(t, false)
 	signed, unsigned := w.push("acme/app", "v1"), w.push("acme/app", "v2")
 	ref := w.signReferrer("acme/app", signed, true)
-	c := w.client(limits{})
+	c := w.client(bounds{})
 	tests := []struct {
 		name string
 		d    v1.Hash

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -12,23 +14,23 @@ import (
 // file: moving those types to a package of their own changes this file
 // alone.
 type (
-	evidence    = upstream.Evidence
-	want        = upstream.Want
-	recognition = upstream.Recognition
+	evidence    = oci.Evidence
+	want        = oci.Want
+	recognition = oci.Recognition
 )
 
-// limits are the client limits a test sets; zero fields take the defaults.
-type limits struct {
-	signatures, attestations    int
-	payload, envelope, manifest int64
+// bounds are the client limits a test sets; zero fields take the defaults.
+type bounds struct {
+	signatures, attestations int
+	payload, envelope        int64
 }
 
 // newClient is a client of the upstream at url with limits l.
-func newClient(t testing.TB, url string, l limits) *upstream.Client {
+func newClient(t testing.TB, url string, b bounds) *upstream.Client {
 	t.Helper()
-	c, err := upstream.New(upstream.Options{Name: "lab", URL: url, Insecure: true, Limits: upstream.Limits{
-		MaxSignatures: l.signatures, MaxAttestations: l.attestations,
-		MaxPayloadSize: l.payload, MaxEnvelopeSize: l.envelope, MaxManifestSize: l.manifest,
+	c, err := upstream.New(upstream.Options{Name: "lab", URL: url, Insecure: true, Limits: limits.Limits{
+		MaxSignatures: b.signatures, MaxAttestations: b.attestations,
+		MaxArtifactSize: b.payload, MaxEnvelopeSize: b.envelope,
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +46,8 @@ func predicates(pts ...string) want { return want{PredicateTypes: pts} }
 
 // inTags and inReferrers ask w in the cosign tag schemes, or in the
 // referrers (and their fallback tag), only.
-func inTags(w want) want      { w.From = upstream.TagSchemes; return w }
-func inReferrers(w want) want { w.From = upstream.Referrers; return w }
+func inTags(w want) want      { w.From = oci.TagSchemes; return w }
+func inReferrers(w want) want { w.From = oci.Referrers; return w }
 
 // upstreamStatus is the upstream's HTTP status that err reports, and
 // whether err is an upstream failure ("could not verify") at all.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
@@ -26,14 +27,14 @@ var (
 // of unknown manifests reaches the upstream only as far as the budget
 // allows); past it, the error wraps budget.ErrExhausted.
 func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
-	return c.manifest(ctx, repo, ref, c.limits.MaxManifestSize)
+	return c.manifest(ctx, repo, ref, limits.MaxManifestSize)
 }
 
 // manifest is Manifest, counting a manifest never seen at guess bytes
 // until the upstream says its size.
 func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
-	limit := c.limits.MaxManifestSize
+	limit := limits.MaxManifestSize
 	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
 		guess = seen
 	}
@@ -116,13 +117,13 @@ func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
 // every layer, read with the bounded, digest-checked fetch, passes
 // oci.CheckArtifactLayer. The answer depends on the bytes alone, so it is
 // kept per digest. An error means the upstream could not be asked.
-func (c *Client) Recognize(ctx context.Context, repo string, m *oci.Manifest) (Recognition, error) {
+func (c *Client) Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error) {
 	if r, ok := c.recognized.Get(m.Digest); ok {
 		return r, nil
 	}
 	r, final, err := c.recognize(ctx, repo, m)
 	if err != nil {
-		return Recognition{}, err
+		return oci.Recognition{}, err
 	}
 	if final {
 		c.recognized.Add(m.Digest, r)
@@ -130,35 +131,26 @@ func (c *Client) Recognize(ctx context.Context, repo string, m *oci.Manifest) (R
 	return r, nil
 }
 
-// Recognition is the outcome of the artifact check of one manifest.
-type Recognition struct {
-	// Artifact is true when the manifest is a signature or attestation
-	// artifact, served without policy.
-	Artifact bool
-	// Why says, when Artifact is false, why not.
-	Why string
-}
-
 // recognize does the check; final reports whether the outcome follows from
 // the bytes alone (a layer missing from this repository does not).
-func (c *Client) recognize(ctx context.Context, repo string, m *oci.Manifest) (r Recognition, final bool, err error) {
+func (c *Client) recognize(ctx context.Context, repo string, m *oci.Manifest) (r oci.Recognition, final bool, err error) {
 	if err := oci.CheckArtifactManifest(m); err != nil {
-		return Recognition{Why: strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": ")}, true, nil
+		return oci.Recognition{Why: strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": ")}, true, nil
 	}
 	if max := c.limits.MaxSignatures + c.limits.MaxAttestations; len(m.Layers) > max {
-		return Recognition{Why: fmt.Sprintf("it has %d layers, more than the %d read of an artifact", len(m.Layers), max)}, true, nil
+		return oci.Recognition{Why: fmt.Sprintf("it has %d layers, more than the %d read of an artifact", len(m.Layers), max)}, true, nil
 	}
 	for i, l := range m.Layers {
 		data, problem, err := c.blob(ctx, repo, l, c.limits.MaxEnvelopeSize, fmt.Sprintf("layer %d", i))
 		if err != nil {
-			return Recognition{}, false, err
+			return oci.Recognition{}, false, err
 		}
 		if problem != "" {
-			return Recognition{Why: problem}, !strings.Contains(problem, "missing upstream"), nil
+			return oci.Recognition{Why: problem}, !strings.Contains(problem, "missing upstream"), nil
 		}
 		if err := oci.CheckArtifactLayer(l.MediaType, data); err != nil {
-			return Recognition{Why: fmt.Sprintf("layer %d: %s", i, strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": "))}, true, nil
+			return oci.Recognition{Why: fmt.Sprintf("layer %d: %s", i, strings.TrimPrefix(err.Error(), oci.ErrNotArtifact.Error()+": "))}, true, nil
 		}
 	}
-	return Recognition{Artifact: true}, true, nil
+	return oci.Recognition{Artifact: true}, true, nil
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -29,7 +31,7 @@ func TestManifestIsReadOnceAndNamedByTheDigestOfItsBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := w.client(limits{})
+	c := w.client(bounds{})
 	for _, ref := range []string{"v1", d.String()} {
 		m, err := c.Manifest(context.Background(), "acme/app", ref)
 		if err != nil {
@@ -43,8 +45,7 @@ func TestManifestIsReadOnceAndNamedByTheDigestOfItsBytes(t *testing.T) {
 
 func TestManifestRefusesWhatItWillNotServe(t *testing.T) {
 	tests := []struct {
-		name   string
-		limits limits
+		name string
 		// bend, when set, answers the manifest request.
 		bend    func(rw http.ResponseWriter, r *http.Request) bool
 		byTag   bool
@@ -55,15 +56,20 @@ func TestManifestRefusesWhatItWillNotServe(t *testing.T) {
 			_, _ = rw.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`))
 			return true
 		}, wantErr: upstream.ErrDigestMismatch},
-		{name: "a manifest over maxManifestSize", limits: limits{manifest: 100}, byTag: true, wantErr: upstream.ErrManifestTooLarge},
-		{name: "a manifest over maxManifestSize, sent without a length", limits: limits{manifest: 100}, byTag: true, bend: func(rw http.ResponseWriter, r *http.Request) bool {
+		{name: "a manifest over the 4 MiB limit", bend: func(rw http.ResponseWriter, r *http.Request) bool {
 			rw.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-			for range 10 {
-				_, _ = rw.Write(bytes.Repeat([]byte(" "), 50))
+			rw.Header().Set("Content-Length", strconv.FormatInt(limits.MaxManifestSize+1, 10))
+			_, _ = rw.Write(bytes.Repeat([]byte(" "), int(limits.MaxManifestSize)+1))
+			return true
+		}, byTag: true, wantErr: upstream.ErrManifestTooLarge},
+		{name: "a manifest over the 4 MiB limit, sent without a length", bend: func(rw http.ResponseWriter, r *http.Request) bool {
+			rw.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			for range 5 {
+				_, _ = rw.Write(bytes.Repeat([]byte(" "), 1<<20))
 				rw.(http.Flusher).Flush() // chunked: no Content-Length
 			}
 			return true
-		}, wantErr: upstream.ErrManifestTooLarge},
+		}, byTag: true, wantErr: upstream.ErrManifestTooLarge},
 		{name: "a manifest the upstream does not have", bend: func(rw http.ResponseWriter, r *http.Request) bool {
 			http.Error(rw, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`, http.StatusNotFound)
 			return true
@@ -82,7 +88,7 @@ func TestManifestRefusesWhatItWillNotServe(t *testing.T) {
 			if tt.byTag {
 				ref = "v1"
 			}
-			m, err := w.client(tt.limits).Manifest(context.Background(), "acme/app", ref)
+			m, err := w.client(bounds{}).Manifest(context.Background(), "acme/app", ref)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("manifest %v, err %v; want %v", m, err, tt.wantErr)
 			}
@@ -95,7 +101,7 @@ func TestRecognizeKnowsSignatureArtifactsByTheirContent(t *testing.T) {
 	d := w.push("acme/app", "v1")
 	sig := w.signTag("acme/app", d, 1)[0]
 	w.attestTag("acme/app", d, w.attestation("acme/app", d, slsa, "1"))
-	c := w.client(limits{})
+	c := w.client(bounds{})
 	tests := []struct {
 		name, ref    string
 		wantArtifact bool
@@ -123,7 +129,7 @@ func TestRecognizeKnowsSignatureArtifactsByTheirContent(t *testing.T) {
 		w := newWorld(t, true)
 		d := w.push("acme/app", "v1")
 		sig = w.signTag("acme/app", d, 1)[0]
-		c := w.client(limits{})
+		c := w.client(bounds{})
 		m, err := c.Manifest(context.Background(), "acme/app", fallbackTag(d)+".sig")
 		if err != nil {
 			t.Fatal(err)

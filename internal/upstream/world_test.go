@@ -69,7 +69,7 @@ func (w *world) count(prefix string) int64 {
 }
 
 // client is a client of the world's registry with limits l.
-func (w *world) client(l limits) *upstream.Client { return newClient(w.t, w.srv.URL, l) }
+func (w *world) client(l bounds) *upstream.Client { return newClient(w.t, w.srv.URL, l) }
 
 func (w *world) host() string { return strings.TrimPrefix(w.srv.URL, "http://") }
 

@@ -236,9 +236,6 @@ func ParseBundle(raw []byte) (*Signed, error) {
 // annotation is not needed: certificates are verified against the
 // trusted root's certificate authorities, intermediates included.
 func ParseCosignSignature(payload, sig []byte, certPEM, rekorBundle, rfc3161 []byte) (*Signed, error) {
-	if len(payload) > MaxPayloadSize {
-		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
-	}
 	sum := sha256.Sum256(payload)
 	e := &tagEntity{version: "v0.1", content: bundle.NewMessageSignature(sum[:], "SHA2_256", sig)}
 	s := &Signed{payload: payload, message: e.content.(*bundle.MessageSignature)}

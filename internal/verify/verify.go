@@ -44,10 +44,6 @@ func (e *DigestMismatchError) Error() string {
 	return "signed payload is for another digest: " + e.Signed
 }
 
-// MaxPayloadSize bounds the simple-signing payloads this package will parse.
-// cosign's are a few hundred bytes.
-const MaxPayloadSize = 128 << 10
-
 // PublicKey is one parsed attestor key, ready to verify.
 type PublicKey struct {
 	// ID is "sha256:" and the hex SHA-256 of the key's DER encoding, as
@@ -141,11 +137,9 @@ type SimpleSigning struct {
 	Optional map[string]any `json:"optional"`
 }
 
-// ParseSimpleSigning decodes a simple-signing payload.
+// ParseSimpleSigning decodes a simple-signing payload. The caller bounds its
+// size (limits.maxArtifactSize).
 func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
-	if len(payload) > MaxPayloadSize {
-		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
-	}
 	var s SimpleSigning
 	if err := json.Unmarshal(payload, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedPayload, err)
@@ -164,9 +158,6 @@ func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 // checked first, so a *DigestMismatchError means a genuine signature of key
 // that was made for another image.
 func SimpleSigningSignature(key *PublicKey, payload, sig []byte, digest string) error {
-	if len(payload) > MaxPayloadSize {
-		return fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformedPayload, len(payload), MaxPayloadSize)
-	}
 	if err := key.Verify(sig, payload); err != nil {
 		return err
 	}

@@ -1,0 +1,55 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// The distribution spec's grammar of tags and digests.
+var (
+	tagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	digestRE = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
+)
+
+// Errors of references that do not parse.
+var (
+	ErrInvalidTag    = errors.New("invalid tag")
+	ErrInvalidDigest = errors.New("invalid digest")
+)
+
+// Reference is a manifest reference as a client gives it: a tag or a
+// digest, exactly one of the two.
+type Reference struct {
+	Tag, Digest string
+}
+
+// ParseReference parses a tag or a digest (sha256 or sha512). The error
+// wraps ErrInvalidTag or ErrInvalidDigest.
+func ParseReference(s string) (Reference, error) {
+	if IsDigest(s) {
+		d, err := ParseDigest(s)
+		return Reference{Digest: d}, err
+	}
+	if !tagRE.MatchString(s) {
+		return Reference{}, fmt.Errorf("%w %q: a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'", ErrInvalidTag, s)
+	}
+	return Reference{Tag: s}, nil
+}
+
+// ParseDigest checks that s is a sha256 or sha512 digest. The error wraps
+// ErrInvalidDigest.
+func ParseDigest(s string) (string, error) {
+	if !digestRE.MatchString(s) {
+		return "", fmt.Errorf("%w %q: want sha256:<64 hex digits> or sha512:<128 hex digits>", ErrInvalidDigest, s)
+	}
+	return s, nil
+}
+
+// String is the reference as written in a request path.
+func (r Reference) String() string {
+	if r.Digest != "" {
+		return r.Digest
+	}
+	return r.Tag
+}

@@ -1,0 +1,496 @@
+// Package store is authz-proxy's content store: bytes by digest, kept on one
+// of distribution's storage drivers (filesystem, s3, inmemory for tests).
+//
+// Content is written once per digest for all concurrent callers, streamed to
+// each of them while it is written, checked against its digest while it
+// streams, and made visible only after it verified (written under
+// /uploads, then moved into place). It is served to an (upstream,
+// repository) scope only when that scope fetched it, listed it in a manifest
+// the proxy served (Link), or the upstream confirms the scope holds it. The
+// least recently used content is evicted under a size bound.
+//
+// The store keeps no shared mutable state file: what it knows is in the
+// names and modification times of its objects (one object per blob, per
+// use marker, per link), so that replicas sharing one bucket stay correct,
+// and any object may vanish at any time without serving wrong bytes: a
+// store that fails, fills up or loses objects only costs upstream fetches.
+//
+// Layout, under the driver's root:
+//
+//	/blobs/<alg>/<hex[:2]>/<hex>/data                        the verified bytes
+//	/blobs/<alg>/<hex[:2]>/<hex>/used                        empty; its modification time is the last use
+//	/blobs/<alg>/<hex[:2]>/<hex>/links/<upstream>/<repository>/_link   the scopes that may read it
+//	/uploads/<owner>/<alg>-<hex>-<random>                    fills in progress
+//
+// Manifests and the signatures and attestations they are judged on are
+// content by digest too, and fit the same layout and rules.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Errors a caller tells apart.
+var (
+	// ErrNotStored means the store cannot answer: the blob is not stored,
+	// or the store is failing. The caller asks the upstream, as without a
+	// store.
+	ErrNotStored = errors.New("not in the store")
+	// ErrDigestMismatch means the upstream sent bytes that do not hash to
+	// the digest asked for. Nothing was stored; every client's stream was
+	// cut before its end.
+	ErrDigestMismatch = errors.New("the upstream's bytes do not match the digest")
+	// ErrCorrupt means stored bytes no longer hash to their digest (a disk
+	// or bucket fault). The stream was cut before its end and the blob
+	// evicted; the next request fetches it again.
+	ErrCorrupt = errors.New("stored bytes do not match their digest")
+)
+
+// Scope is where content is asked for: an upstream, by its configured
+// name, and one of its repositories.
+type Scope struct {
+	Upstream   string
+	Repository string
+}
+
+func (s Scope) String() string { return s.Upstream + "/" + s.Repository }
+
+// Origin is the upstream as one scope sees it, for one digest.
+type Origin interface {
+	// Fetch GETs the blob from offset on: all of it when offset is 0,
+	// else a Range request whose body must start exactly there (size, the
+	// blob's whole size, is then known). It returns the body and its
+	// length, -1 when unknown. An error is the upstream's answer (a 404,
+	// a 429, a connection failure) and is returned to the callers as is.
+	Fetch(ctx context.Context, offset, size int64) (io.ReadCloser, int64, error)
+	// Confirm asks the upstream whether the scope holds the blob (a HEAD):
+	// nil when it does.
+	Confirm(ctx context.Context) error
+}
+
+// Options configure a Store.
+type Options struct {
+	// Driver holds the content; see NewDriver.
+	Driver storagedriver.StorageDriver
+	// MaxSize bounds the bytes stored; past it the least recently used
+	// blobs are evicted, down to 90% of it. Required.
+	MaxSize int64
+	// Owner names this process's folder of fills in progress, which it
+	// clears when it starts: leftovers of a killed fill. Processes sharing
+	// a bucket need distinct owners; a restarted process should keep its
+	// own. Default: the host name.
+	Owner string
+	// Logger receives warnings about store failures (each kind at most
+	// every 10 seconds) and evictions.
+	Logger *slog.Logger
+	// SweepInterval is how often the stored size is measured and the
+	// least recently used blobs evicted; default 1m. A sweep also runs at
+	// start and as soon as what this process stored passes MaxSize.
+	SweepInterval time.Duration
+	// StaleUploads is how long another owner's fill may go without a write
+	// before a sweep deletes it as a leftover; default 1h.
+	StaleUploads time.Duration
+	// Window is the memory of one fill: the newest bytes received, from
+	// which every waiting client is served. A client that falls further
+	// behind continues from the store once the fill is stored. Default
+	// 4 MiB.
+	Window int64
+	// FillIdleTimeout ends a fill whose upstream sent nothing for that
+	// long; default 1m.
+	FillIdleTimeout time.Duration
+}
+
+// Store is verified content by digest on a storage driver. Its methods are
+// safe for concurrent use.
+type Store struct {
+	d   storagedriver.StorageDriver
+	o   Options
+	log *slog.Logger
+
+	// ctx ends at Close: fills and background writes run on it, detached
+	// from any one request.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	fills  map[string]*fill // by digest
+	closed bool             // no fill or background write starts once set
+
+	// links are scopes known to see a digest, manifests the manifests
+	// linked by Link; touched is when this process last marked a digest
+	// used.
+	links     *lru.Cache[link, struct{}]
+	manifests *lru.Cache[link, struct{}]
+	touched   *lru.Cache[string, time.Time]
+	// background bounds the writes of links and use marks in flight; more
+	// wait their turn.
+	background chan struct{}
+
+	chunks sync.Pool // of *chunk: the pieces of fills' windows
+
+	size     atomic.Int64 // bytes stored, as of the last sweep and since
+	sweepNow chan struct{}
+	sweeping sync.Mutex // one sweep at a time
+
+	// readDown and writeDown (unix nanoseconds) skip the store for reads
+	// or writes after it failed, so that a store that is down costs one
+	// failure every few seconds, not one per request.
+	readDown, writeDown atomic.Int64
+	warned              sync.Map // kind -> *atomic.Int64, unix nanoseconds of the last warning
+
+	stats counters
+}
+
+const (
+	opTimeout    = 10 * time.Second // one small store operation
+	chunkSize    = 256 << 10        // the unit of a fill's window
+	breakerPause = 5 * time.Second  // how long a failing store is skipped
+	warnEvery    = 10 * time.Second
+	touchEvery   = 10 * time.Minute // how stale a use mark may get
+)
+
+// New opens the store: it clears the leftovers of this owner's killed
+// fills, and starts the sweeper.
+func New(ctx context.Context, o Options) (*Store, error) {
+	if o.Driver == nil {
+		return nil, errors.New("store: Driver is required")
+	}
+	if o.MaxSize <= 0 {
+		return nil, errors.New("store: MaxSize must be positive")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Owner == "" {
+		o.Owner, _ = os.Hostname()
+	}
+	o.Owner = pathSafe(o.Owner)
+	if o.Owner == "" {
+		o.Owner = "authz-proxy"
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = time.Minute
+	}
+	if o.StaleUploads <= 0 {
+		o.StaleUploads = time.Hour
+	}
+	if o.Window <= 0 {
+		o.Window = 4 << 20
+	}
+	if o.FillIdleTimeout <= 0 {
+		o.FillIdleTimeout = time.Minute
+	}
+	links, _ := lru.New[link, struct{}](1 << 16)
+	manifests, _ := lru.New[link, struct{}](1 << 14)
+	touched, _ := lru.New[string, time.Time](1 << 16)
+	s := &Store{
+		d:          o.Driver,
+		o:          o,
+		log:        o.Logger,
+		fills:      map[string]*fill{},
+		links:      links,
+		manifests:  manifests,
+		touched:    touched,
+		background: make(chan struct{}, 16),
+		sweepNow:   make(chan struct{}, 1),
+	}
+	s.chunks.New = func() any { return &chunk{b: make([]byte, chunkSize)} }
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.clearOwnUploads(ctx)
+	s.wg.Add(1)
+	go s.sweeper()
+	return s, nil
+}
+
+// Close stops the sweeper and the fills still running, and waits for
+// them and for the links and use marks being written.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// digest is a parsed content digest: <alg>:<hex>.
+type digest struct {
+	alg, hex, str string
+}
+
+// parseDigest accepts sha256:<64 hex> and sha512:<128 hex>, lower case:
+// the digests of the OCI image spec. It is on the path of every manifest
+// served (Link), so it matches by hand.
+func parseDigest(s string) (digest, bool) {
+	alg, hx, _ := strings.Cut(s, ":")
+	if !(alg == "sha256" && len(hx) == 64 || alg == "sha512" && len(hx) == 128) {
+		return digest{}, false
+	}
+	for i := 0; i < len(hx); i++ {
+		if c := hx[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return digest{}, false
+		}
+	}
+	return digest{alg, hx, s}, true
+}
+
+func (d digest) String() string { return d.str }
+
+func (d digest) hash() hash.Hash {
+	if d.alg == "sha512" {
+		return sha512.New()
+	}
+	return sha256.New()
+}
+
+func (d digest) dir() string      { return "/blobs/" + d.alg + "/" + d.hex[:2] + "/" + d.hex }
+func (d digest) dataPath() string { return d.dir() + "/data" }
+func (d digest) usedPath() string { return d.dir() + "/used" }
+
+// Names the driver accepts: upstream names may hold ':' (host:port), which
+// no driver path may; no upstream name holds '_', so ':' becomes '_'.
+var (
+	upstreamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+	repoRE     = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+)
+
+func (s Scope) valid() bool {
+	return upstreamRE.MatchString(s.Upstream) && repoRE.MatchString(s.Repository) && len(s.Repository) <= 255
+}
+
+// linkPath is the object that lets scope read d. Repository components
+// start with a letter or digit, so "_link" is never one of them.
+func (d digest) linkPath(scope Scope) string {
+	return d.dir() + "/links/" + strings.ReplaceAll(scope.Upstream, ":", "_") + "/" + scope.Repository + "/_link"
+}
+
+// link is a scope's right to read a digest.
+type link struct {
+	scope  Scope
+	digest string
+}
+
+// pathSafe keeps the characters a driver path component may hold.
+func pathSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+func randomSuffix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Stat reports the size of digest when the store holds it and scope may
+// read it. A stored digest that scope has not been linked to is confirmed
+// with the upstream first (o.Confirm), and linked when it is; the
+// upstream's answer is returned when it is not. ErrNotStored: ask the
+// upstream.
+func (s *Store) Stat(ctx context.Context, scope Scope, dgst string, o Origin) (int64, error) {
+	d, ok := parseDigest(dgst)
+	if !ok || !scope.valid() {
+		return 0, ErrNotStored
+	}
+	size, err := s.stored(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.visible(ctx, scope, d, o); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+// stored returns the size of d's data, or ErrNotStored.
+func (s *Store) stored(ctx context.Context, d digest) (int64, error) {
+	if s.down(&s.readDown) {
+		return 0, ErrNotStored
+	}
+	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	fi, err := s.d.Stat(sctx, d.dataPath())
+	switch {
+	case err == nil:
+		return fi.Size(), nil
+	case isNotFound(err):
+		return 0, ErrNotStored
+	case ctx.Err() != nil:
+		return 0, ctx.Err() // the client left: not the store's fault
+	default:
+		s.failed(&s.readDown, "stat", err)
+		return 0, ErrNotStored
+	}
+}
+
+// visible returns nil when scope may read d: linked already, or confirmed
+// by the upstream now (and then linked).
+func (s *Store) visible(ctx context.Context, scope Scope, d digest, o Origin) error {
+	if s.linked(ctx, scope, d) {
+		return nil
+	}
+	if err := o.Confirm(ctx); err != nil {
+		return err
+	}
+	s.link(scope, d)
+	return nil
+}
+
+// linked reports whether a link of scope to d is known or stored.
+func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
+	key := link{scope, d.String()}
+	if s.links.Contains(key) {
+		return true
+	}
+	if s.down(&s.readDown) {
+		return false
+	}
+	sctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	_, err := s.d.Stat(sctx, d.linkPath(scope))
+	switch {
+	case err == nil:
+		s.links.Add(key, struct{}{})
+		return true
+	case !isNotFound(err) && ctx.Err() == nil:
+		s.failed(&s.readDown, "stat", err)
+	}
+	return false
+}
+
+// Link makes content readable by scope: the proxy served the manifest of
+// scope with that digest, which lists digests (its config and layers). It
+// returns at once; this process honours the links from now on, and they
+// are written to the store in the background for other replicas and
+// restarts. Content not stored yet may be linked. A manifest linked
+// already costs one look-up.
+func (s *Store) Link(scope Scope, manifest string, digests ...string) {
+	if ok, _ := s.manifests.ContainsOrAdd(link{scope, manifest}, struct{}{}); ok || !scope.valid() {
+		return
+	}
+	if d, ok := parseDigest(manifest); ok {
+		s.link(scope, d)
+	}
+	for _, dg := range digests {
+		if d, ok := parseDigest(dg); ok {
+			s.link(scope, d)
+		}
+	}
+}
+
+// link records that scope may read d, and writes the link unless it is
+// known to be written.
+func (s *Store) link(scope Scope, d digest) {
+	key := link{scope, d.String()}
+	if ok, _ := s.links.ContainsOrAdd(key, struct{}{}); ok {
+		return
+	}
+	s.inBackground("link", func(ctx context.Context) error {
+		return s.d.PutContent(ctx, d.linkPath(scope), nil)
+	})
+}
+
+// touch marks d used now, for least-recently-used eviction, at most every
+// touchEvery per process.
+func (s *Store) touch(d digest) {
+	key := d.String()
+	if last, ok := s.touched.Get(key); ok && time.Since(last) < touchEvery {
+		return
+	}
+	s.touched.Add(key, time.Now())
+	s.inBackground("touch", func(ctx context.Context) error {
+		return s.d.PutContent(ctx, d.usedPath(), nil)
+	})
+}
+
+// inBackground runs a small store write off the request path; Close waits
+// for it. While the store fails, writes are skipped: links and use marks
+// are hints, which cost an upstream round trip, or an early eviction, when
+// missing.
+func (s *Store) inBackground(kind string, write func(ctx context.Context) error) {
+	if s.down(&s.writeDown) || !s.started() {
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		s.background <- struct{}{}
+		defer func() { <-s.background }()
+		if s.down(&s.writeDown) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
+		defer cancel()
+		if err := write(ctx); err != nil {
+			s.failed(&s.writeDown, kind, err)
+		}
+	}()
+}
+
+// started counts one more goroutine for Close to wait for, unless the
+// store is closed.
+func (s *Store) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+func isNotFound(err error) bool {
+	var nf storagedriver.PathNotFoundError
+	return errors.As(err, &nf)
+}
+
+// down reports whether the store is being skipped after a failure.
+func (s *Store) down(until *atomic.Int64) bool {
+	return time.Now().UnixNano() < until.Load()
+}
+
+// failed counts a store failure of the given kind, warns (at most every
+// warnEvery per kind), and skips the store's reads or writes (until) for
+// a moment. The pull goes on without the store.
+func (s *Store) failed(until *atomic.Int64, kind string, err error) {
+	s.stats.storeError(kind)
+	now := time.Now()
+	if until != nil {
+		until.Store(now.Add(breakerPause).UnixNano())
+	}
+	v, _ := s.warned.LoadOrStore(kind, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	if prev := last.Load(); now.UnixNano()-prev < int64(warnEvery) || !last.CompareAndSwap(prev, now.UnixNano()) {
+		return
+	}
+	s.log.Warn("store failing, serving from the upstream without it", "op", kind, "driver", s.d.Name(), "err", err.Error())
+}
+
+// errorf wraps err with what the store was doing.
+func errorf(format string, args ...any) error { return fmt.Errorf("store: "+format, args...) }
+
+// closeQuietly closes rc; an error closing a reader changes nothing.
+func closeQuietly(rc io.Closer) { _ = rc.Close() }

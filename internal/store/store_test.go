@@ -1,0 +1,770 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+
+	"github.com/authz-proxy/authz-proxy/internal/store"
+)
+
+// origin is an upstream holding one blob, for one scope: it counts what it
+// is asked, and can hold its answer half-way (gate) or misbehave.
+type origin struct {
+	blob []byte
+	// serve, when set, replaces the bytes sent (a lying upstream).
+	serve      []byte
+	fetchErr   error
+	confirmErr error
+	// gate, when set, holds the body after its first 64 KiB until closed.
+	gate chan struct{}
+
+	fetches, confirms atomic.Int64
+	offsets           sync.Map // offset -> true: where fetches started
+}
+
+var errNotFound = errors.New("upstream: blob unknown to this repository")
+
+func (o *origin) Fetch(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
+	o.fetches.Add(1)
+	o.offsets.Store(off, true)
+	if o.fetchErr != nil {
+		return nil, 0, o.fetchErr
+	}
+	b := o.blob
+	if o.serve != nil {
+		b = o.serve
+	}
+	b = b[off:]
+	if o.gate == nil || len(b) <= 64<<10 {
+		return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+	}
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:64<<10]), &gated{ctx: ctx, gate: o.gate, r: bytes.NewReader(b[64<<10:])})), int64(len(b)), nil
+}
+
+func (o *origin) Confirm(context.Context) error {
+	o.confirms.Add(1)
+	return o.confirmErr
+}
+
+type gated struct {
+	ctx  context.Context
+	gate chan struct{}
+	r    io.Reader
+}
+
+func (g *gated) Read(p []byte) (int, error) {
+	select {
+	case <-g.gate:
+	case <-g.ctx.Done():
+		return 0, g.ctx.Err()
+	}
+	return g.r.Read(p)
+}
+
+// blob returns n random bytes and their digest.
+func blob(t testing.TB, n int) ([]byte, string) {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return b, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// fsStore opens a store on the filesystem driver at root.
+func fsStore(t testing.TB, root string, o store.Options) *store.Store {
+	t.Helper()
+	d, err := store.NewDriver(context.Background(), store.Filesystem, map[string]any{"rootdirectory": root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return open(t, d, o)
+}
+
+func open(t testing.TB, d storagedriver.StorageDriver, o store.Options) *store.Store {
+	t.Helper()
+	o.Driver = d
+	if o.MaxSize == 0 {
+		o.MaxSize = 1 << 30
+	}
+	if o.Owner == "" {
+		o.Owner = "test"
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = time.Hour // tests sweep by calling Sweep
+	}
+	s, err := store.New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// manifestDigest names the manifest that lists the blobs linked in tests.
+const manifestDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+var (
+	app   = store.Scope{Upstream: "lab", Repository: "team/app"}
+	other = store.Scope{Upstream: "lab", Repository: "rival/app"}
+)
+
+// get reads dgst whole through s for scope.
+func get(t testing.TB, s *store.Store, scope store.Scope, dgst string, o store.Origin) ([]byte, bool, error) {
+	t.Helper()
+	r, err := s.Get(context.Background(), scope, dgst, o)
+	if err != nil {
+		return nil, false, err
+	}
+	defer r.Close()
+	var buf bytes.Buffer
+	_, err = r.WriteTo(&buf)
+	return buf.Bytes(), r.FromStore(), err
+}
+
+// mustGet reads dgst whole, checks the bytes, and waits for the fill (if
+// any) to end: the last byte reaches the clients before the blob is moved
+// into place. It reports whether the bytes came from the store.
+func mustGet(t testing.TB, s *store.Store, scope store.Scope, dgst string, o *origin) bool {
+	t.Helper()
+	got, hit, err := get(t, s, scope, dgst, o)
+	if err != nil {
+		t.Fatalf("Get %s for %s: %v", dgst, scope, err)
+	}
+	if !bytes.Equal(got, o.blob) {
+		t.Fatalf("Get %s for %s: %d bytes that differ from the blob's %d", dgst, scope, len(got), len(o.blob))
+	}
+	settle(t, s)
+	return hit
+}
+
+// settle waits until no fill runs.
+func settle(t testing.TB, s *store.Store) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); s.Stats().FillsInFlight > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("fills still running after a minute")
+		}
+	}
+}
+
+func TestConcurrentCallersShareOneFetchAndAllGetTheBlob(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		window int64
+	}{
+		{"readers within the window", 64 << 20},
+		{"readers that fall behind continue from the store", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fsStore(t, t.TempDir(), store.Options{Window: tt.window})
+			b, d := blob(t, 3<<20)
+			o := &origin{blob: b, gate: make(chan struct{})}
+			const callers = 32
+			readers := make([]*store.Reader, callers)
+			var wg sync.WaitGroup
+			for i := range readers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r, err := s.Get(context.Background(), app, d, o)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					readers[i] = r
+				}()
+			}
+			wg.Wait() // every caller joined while the upstream holds the rest
+			if t.Failed() {
+				t.FailNow()
+			}
+			close(o.gate)
+			for i, r := range readers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer r.Close()
+					if r.Size() != int64(len(b)) {
+						t.Errorf("reader %d: size %d, want %d", i, r.Size(), len(b))
+					}
+					got, err := io.ReadAll(r)
+					if err != nil || !bytes.Equal(got, b) {
+						t.Errorf("reader %d: %d bytes, err %v", i, len(got), err)
+					}
+				}()
+			}
+			wg.Wait()
+			settle(t, s)
+			if n := o.fetches.Load(); n != 1 {
+				t.Errorf("%d upstream fetches for %d concurrent callers, want 1", n, callers)
+			}
+			if !mustGet(t, s, app, d, o) {
+				t.Error("the next Get was not served from the store")
+			}
+			if n := o.fetches.Load(); n != 1 {
+				t.Errorf("%d upstream fetches after a Get from the store, want 1", n)
+			}
+			st := s.Stats()
+			if st.Misses != callers || st.Hits != 1 || st.FillsStored != 1 || st.Size != int64(len(b)) {
+				t.Errorf("stats: %+v", st)
+			}
+		})
+	}
+}
+
+func TestBytesThatDoNotMatchTheDigestAreNeverStoredNorServedWhole(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<20)
+	lie := bytes.Clone(b)
+	lie[len(lie)-1] ^= 0xff // only the last byte differs
+	o := &origin{blob: b, serve: lie}
+	got, _, err := get(t, s, app, d, o)
+	if !errors.Is(err, store.ErrDigestMismatch) {
+		t.Fatalf("Get of lying bytes: err %v, want ErrDigestMismatch", err)
+	}
+	if len(got) >= len(b) {
+		t.Fatalf("the client got %d of %d bytes: a whole body of wrong bytes", len(got), len(b))
+	}
+	if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+		t.Fatalf("Stat after the mismatch: %v, want ErrNotStored", err)
+	}
+	o.serve = nil // the upstream mends its ways
+	if mustGet(t, s, app, d, o) {
+		t.Error("served from the store: it stored the lie")
+	}
+	if n := o.fetches.Load(); n != 2 {
+		t.Errorf("%d fetches, want 2: the next pull fetches again", n)
+	}
+	if st := s.Stats(); st.FillErrors["digest"] != 1 || st.FillsStored != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestStoredBlobIsServedOnlyToScopesEntitledToIt(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 100<<10)
+	mustGet(t, s, app, d, &origin{blob: b})
+
+	// Another repository whose upstream does not have it: refused, with
+	// the upstream's answer, and nothing fetched.
+	denied := &origin{blob: b, confirmErr: errNotFound}
+	if _, _, err := get(t, s, other, d, denied); !errors.Is(err, errNotFound) {
+		t.Fatalf("Get for a repository the upstream does not give it to: %v, want the upstream's answer", err)
+	}
+	if _, err := s.Stat(context.Background(), other, d, denied); !errors.Is(err, errNotFound) {
+		t.Fatalf("Stat for a repository the upstream does not give it to: %v", err)
+	}
+	if denied.fetches.Load() != 0 || denied.confirms.Load() != 2 {
+		t.Errorf("fetches %d, confirms %d: want 0 and 2", denied.fetches.Load(), denied.confirms.Load())
+	}
+
+	// The same repository on another upstream is another scope.
+	elsewhere := store.Scope{Upstream: "mirror.example:5000", Repository: app.Repository}
+	confirmed := &origin{blob: b}
+	if !mustGet(t, s, elsewhere, d, confirmed) || confirmed.confirms.Load() != 1 || confirmed.fetches.Load() != 0 {
+		t.Errorf("confirmed scope: confirms %d, fetches %d; want 1 and 0, from the store", confirmed.confirms.Load(), confirmed.fetches.Load())
+	}
+	mustGet(t, s, elsewhere, d, confirmed)
+	if confirmed.confirms.Load() != 1 {
+		t.Error("a confirmed scope was asked again")
+	}
+
+	// A manifest of the repository served by the proxy lists it: linked,
+	// no upstream asked.
+	listed := &origin{blob: b, confirmErr: errNotFound}
+	s.Link(other, manifestDigest, d)
+	if !mustGet(t, s, other, d, listed) || listed.confirms.Load() != 0 {
+		t.Errorf("linked scope: confirms %d, want 0", listed.confirms.Load())
+	}
+}
+
+func TestLinksOutliveTheProcessAndAreSharedByReplicas(t *testing.T) {
+	root := t.TempDir()
+	b, d := blob(t, 10<<10)
+	a := fsStore(t, root, store.Options{Owner: "a"})
+	mustGet(t, a, app, d, &origin{blob: b})
+	a.Link(other, manifestDigest, d)
+	a.Close() // waits for the links to be written
+
+	replica := fsStore(t, root, store.Options{Owner: "b"})
+	for _, scope := range []store.Scope{app, other} {
+		o := &origin{blob: b, confirmErr: errNotFound}
+		if !mustGet(t, replica, scope, d, o) || o.confirms.Load() != 0 || o.fetches.Load() != 0 {
+			t.Errorf("%s on a replica: from store, confirms %d, fetches %d", scope, o.confirms.Load(), o.fetches.Load())
+		}
+	}
+}
+
+func TestJoiningAFillOfAnotherScopeNeedsTheUpstreamsConfirmation(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<20)
+	first := &origin{blob: b, gate: make(chan struct{})}
+	r, err := s.Get(context.Background(), app, d, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	denied := &origin{blob: b, confirmErr: errNotFound}
+	if _, err := s.Get(context.Background(), other, d, denied); !errors.Is(err, errNotFound) {
+		t.Fatalf("joining another scope's fill unconfirmed: %v", err)
+	}
+	allowed := &origin{blob: b}
+	r2, err := s.Get(context.Background(), other, d, allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	close(first.gate)
+	for _, r := range []*store.Reader{r, r2} {
+		if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%d bytes, %v", len(got), err)
+		}
+	}
+	if first.fetches.Load()+allowed.fetches.Load() != 1 || allowed.confirms.Load() != 1 {
+		t.Errorf("fetches %d+%d, confirms %d: want one fetch, one confirmation", first.fetches.Load(), allowed.fetches.Load(), allowed.confirms.Load())
+	}
+}
+
+func TestUpstreamErrorsReachEveryCallerAndAreNotRemembered(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<10)
+	o := &origin{blob: b, fetchErr: errNotFound}
+	if _, _, err := get(t, s, app, d, o); !errors.Is(err, errNotFound) {
+		t.Fatalf("Get: %v, want the upstream's error", err)
+	}
+	o.fetchErr = nil
+	mustGet(t, s, app, d, o)
+	if st := s.Stats(); st.FillErrors["upstream"] != 1 || st.FillsStored != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestAFillThatStallsEndsAfterTheIdleTimeout(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{FillIdleTimeout: 50 * time.Millisecond})
+	b, d := blob(t, 1<<20)
+	o := &origin{blob: b, gate: make(chan struct{})} // never opened
+	_, _, err := get(t, s, app, d, o)
+	if err == nil || !strings.Contains(err.Error(), "no bytes from the upstream") {
+		t.Fatalf("stalled fill: %v", err)
+	}
+}
+
+func TestAFillGoesOnWhenItsClientsHangUp(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<20)
+	o := &origin{blob: b, gate: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := s.Get(ctx, app, d, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := io.ReadAll(r); !errors.Is(err, context.Canceled) {
+		t.Errorf("read after hanging up: %v", err)
+	}
+	r.Close()
+	close(o.gate)
+	settle(t, s)
+	if st := s.Stats(); st.FillsStored != 1 {
+		t.Errorf("the fill did not store the blob after its client left: %+v", st)
+	}
+}
+
+func TestRangesAreServedFromTheStore(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<20)
+	o := &origin{blob: b}
+	if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+		t.Fatalf("Stat before any fill: %v", err)
+	}
+	mustGet(t, s, app, d, o)
+	size, err := s.Stat(context.Background(), app, d, o)
+	if err != nil || size != int64(len(b)) {
+		t.Fatalf("Stat: %d, %v", size, err)
+	}
+	for _, rg := range [][2]int64{{0, 10}, {1000, 4096}, {int64(len(b)) - 1, 1}} {
+		rc, err := s.ReadRange(context.Background(), d, rg[0], rg[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, b[rg[0]:rg[0]+rg[1]]) {
+			t.Errorf("range %v: %d bytes, %v", rg, len(got), err)
+		}
+	}
+}
+
+func TestAPrefetchStoresTheBlobInTheBackground(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<20)
+	o := &origin{blob: b}
+	s.Prefetch(app, d, o)
+	s.Prefetch(app, d, o)
+	settle(t, s)
+	if st := s.Stats(); st.FillsStored != 1 || o.fetches.Load() != 1 {
+		t.Errorf("stored %d, fetches %d; want 1 and 1", st.FillsStored, o.fetches.Load())
+	}
+}
+
+func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		corrupt func(path string) error
+	}{
+		{"a byte flipped", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)/2] ^= 1
+			return os.WriteFile(p, b, 0o644)
+		}},
+		{"truncated", func(p string) error { return os.Truncate(p, 1000) }},
+		{"emptied", func(p string) error { return os.Truncate(p, 0) }},
+		{"its last byte changed", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)-1] ^= 1
+			return os.WriteFile(p, b, 0o644)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			var logs syncBuffer
+			s := fsStore(t, root, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			b, d := blob(t, 1<<20)
+			o := &origin{blob: b}
+			mustGet(t, s, app, d, o)
+			data := filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], "data")
+			if err := tt.corrupt(data); err != nil {
+				t.Fatal(err)
+			}
+			got, hit, err := get(t, s, app, d, o)
+			if !hit || !errors.Is(err, store.ErrCorrupt) {
+				t.Fatalf("corrupted blob: from store %v, err %v; want ErrCorrupt", hit, err)
+			}
+			if len(got) >= len(b) {
+				t.Fatalf("the client got %d bytes of a %d-byte blob: served whole", len(got), len(b))
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the corrupted data is still there: %v", err)
+			}
+			if !strings.Contains(logs.String(), "does not match its digest") {
+				t.Errorf("no error logged: %s", logs.String())
+			}
+			if mustGet(t, s, app, d, o) || o.fetches.Load() != 2 {
+				t.Errorf("after the eviction: fetches %d, want 2", o.fetches.Load())
+			}
+			if st := s.Stats(); st.Corrupt != 1 {
+				t.Errorf("stats: %+v", st)
+			}
+		})
+	}
+}
+
+func TestLeastRecentlyUsedBlobsAreEvictedPastMaxSize(t *testing.T) {
+	root := t.TempDir()
+	const size = 100 << 10
+	s := fsStore(t, root, store.Options{MaxSize: 5 * size})
+	var digests []string
+	var origins []*origin
+	for i := range 5 {
+		b, d := blob(t, size)
+		o := &origin{blob: b}
+		mustGet(t, s, app, d, o)
+		digests, origins = append(digests, d), append(origins, o)
+		// Last used i hours ago, oldest first: 0 is the least recent.
+		used := time.Now().Add(-time.Duration(10-i) * time.Hour)
+		for _, f := range []string{"data", "used"} {
+			if err := os.Chtimes(filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], f), used, used); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Evictions != 0 || st.Size != 5*size || st.Blobs != 5 {
+		t.Fatalf("at maxSize: %+v", st)
+	}
+	s.Close()
+
+	// A new process reads blob 0: it is the most recently used now.
+	s = fsStore(t, root, store.Options{MaxSize: 5 * size})
+	if !mustGet(t, s, app, digests[0], origins[0]) {
+		t.Fatal("blob 0 not served from the store")
+	}
+	s.Close() // the use mark is written
+	s = fsStore(t, root, store.Options{MaxSize: 5 * size})
+	b, d := blob(t, size)
+	mustGet(t, s, app, d, &origin{blob: b}) // one too many
+	if err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Past maxSize it evicts down to 90% of it: the two least recently used.
+	st := s.Stats()
+	if st.Evictions != 2 || st.Size != 4*size {
+		t.Fatalf("after the sweep: %+v", st)
+	}
+	for i, d := range digests {
+		_, err := s.Stat(context.Background(), app, d, origins[i])
+		if evicted := errors.Is(err, store.ErrNotStored); evicted != (i == 1 || i == 2) {
+			t.Errorf("blob %d (last used %dh ago, blob 0 read since): evicted %v", i, 10-i, evicted)
+		}
+	}
+}
+
+func TestLeftoversOfAKilledFillAreClearedAtStart(t *testing.T) {
+	root := t.TempDir()
+	b, d := blob(t, 1<<20)
+	// What a fill of owner "a" killed half-way leaves, and a fill of owner
+	// "b" (another replica) in progress, and one of "c" abandoned long ago.
+	for owner, age := range map[string]time.Duration{"a": 0, "b": 0, "c": 2 * time.Hour} {
+		p := filepath.Join(root, "uploads", owner, "sha256-"+d[7:]+"-0011223344556677")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b[:len(b)/2], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		then := time.Now().Add(-age)
+		if err := os.Chtimes(p, then, then); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs syncBuffer
+	s := fsStore(t, root, store.Options{Owner: "a", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if _, err := os.Stat(filepath.Join(root, "uploads", "a")); !os.IsNotExist(err) {
+		t.Errorf("owner a's leftovers are still there after its restart: %v", err)
+	}
+	if !strings.Contains(logs.String(), "removed the leftovers") {
+		t.Errorf("not logged: %s", logs.String())
+	}
+	if err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "uploads", "*", "*"))
+	if len(left) != 1 || !strings.Contains(left[0], "/b/") {
+		t.Errorf("uploads after a sweep: %v; want only replica b's fill in progress", left)
+	}
+	o := &origin{blob: b}
+	if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+		t.Errorf("a partial fill is visible: %v", err)
+	}
+	mustGet(t, s, app, d, o)
+}
+
+func TestTwoStoresOnOneBucketFillConcurrentlyAndServeEachOthersContent(t *testing.T) {
+	root := t.TempDir()
+	a := fsStore(t, root, store.Options{Owner: "replica-a"})
+	b := fsStore(t, root, store.Options{Owner: "replica-b"})
+	blobA, dA := blob(t, 2<<20)
+	blobB, dB := blob(t, 2<<20)
+	shared, dS := blob(t, 2<<20)
+	oS := &origin{blob: shared, gate: make(chan struct{})}
+	var wg sync.WaitGroup
+	for _, s := range []*store.Store{a, b} {
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := s.Get(context.Background(), app, dS, oS)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer r.Close()
+				if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, shared) {
+					t.Errorf("shared blob: %d bytes, %v", len(got), err)
+				}
+			}()
+		}
+	}
+	close(oS.gate)
+	mustGet(t, a, app, dA, &origin{blob: blobA})
+	mustGet(t, b, app, dB, &origin{blob: blobB})
+	wg.Wait()
+	settle(t, a)
+	settle(t, b)
+	for _, c := range []struct {
+		s    *store.Store
+		d    string
+		blob []byte
+	}{{a, dB, blobB}, {b, dA, blobA}, {a, dS, shared}, {b, dS, shared}} {
+		o := &origin{blob: c.blob}
+		if !mustGet(t, c.s, app, c.d, o) || o.fetches.Load() != 0 {
+			t.Errorf("%s: not served from the store filled by the other replica", c.d)
+		}
+	}
+}
+
+// failing is a storage driver whose writes fail as a full disk's do, after
+// room bytes.
+type failing struct {
+	storagedriver.StorageDriver
+	room int64
+}
+
+var errNoSpace = errors.New("no space left on device")
+
+func (f *failing) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
+	w, err := f.StorageDriver.Writer(ctx, path, append)
+	if err != nil {
+		return nil, err
+	}
+	return &fullWriter{FileWriter: w, room: f.room}, nil
+}
+
+func (f *failing) PutContent(context.Context, string, []byte) error { return errNoSpace }
+
+type fullWriter struct {
+	storagedriver.FileWriter
+	room int64
+}
+
+func (w *fullWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > w.room {
+		return 0, errNoSpace
+	}
+	w.room -= int64(len(p))
+	return w.FileWriter.Write(p)
+}
+
+func TestStoreFailuresServeFromTheUpstreamWithAWarning(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fsDriver := func(root string) storagedriver.StorageDriver {
+		d, err := store.NewDriver(context.Background(), store.Filesystem, map[string]any{"rootdirectory": root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, tt := range []struct {
+		name   string
+		driver storagedriver.StorageDriver
+	}{
+		{"disk full in the middle of a fill", &failing{StorageDriver: fsDriver(t.TempDir()), room: 1 << 20}},
+		{"root not a directory", fsDriver(notADir)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			s := open(t, tt.driver, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Window: 1})
+			b, d := blob(t, 3<<20)
+			o := &origin{blob: b, gate: make(chan struct{})}
+			// One reader keeps up; one falls behind and must catch up from
+			// the upstream, the store having failed.
+			fast, err := s.Get(context.Background(), app, d, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slow, err := s.Get(context.Background(), app, d, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(o.gate)
+			for _, r := range []*store.Reader{fast, slow} {
+				got, err := io.ReadAll(r)
+				r.Close()
+				if err != nil || !bytes.Equal(got, b) {
+					t.Fatalf("%d bytes, %v: the pull failed with the store", len(got), err)
+				}
+			}
+			if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+				t.Errorf("Stat: %v", err)
+			}
+			st := s.Stats()
+			if len(st.StoreErrors) == 0 || st.FillErrors["store"] == 0 {
+				t.Errorf("stats: %+v", st)
+			}
+			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "store failing") {
+				t.Errorf("no warning: %s", logs.String())
+			}
+			if o.fetches.Load() < 2 {
+				t.Errorf("fetches %d: want the fill's, and the slow reader's catching up", o.fetches.Load())
+			}
+		})
+	}
+}
+
+func TestDigestsAndScopesTheStoreDoesNotKeepAreLeftToTheUpstream(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 10)
+	for _, c := range []struct {
+		scope store.Scope
+		d     string
+	}{
+		{app, "md5:" + strings.Repeat("0", 32)},
+		{app, strings.ToUpper(d)},
+		{store.Scope{Upstream: "lab", Repository: "../etc"}, d},
+		{store.Scope{Upstream: "lab/x", Repository: "app"}, d},
+	} {
+		if _, err := s.Get(context.Background(), c.scope, c.d, &origin{blob: b}); !errors.Is(err, store.ErrNotStored) {
+			t.Errorf("Get %s %s: %v, want ErrNotStored", c.scope, c.d, err)
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAnEmptyBlobIsStoredAndServed(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 0)
+	o := &origin{blob: b}
+	if mustGet(t, s, app, d, o) || !mustGet(t, s, app, d, o) || o.fetches.Load() != 1 {
+		t.Errorf("fetches %d: the empty blob was not stored", o.fetches.Load())
+	}
+}
+
+func TestAClosedStoreLeavesEveryBlobToTheUpstream(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 1<<10)
+	o := &origin{blob: b}
+	s.Close()
+	if _, err := s.Get(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+		t.Errorf("Get after Close: %v, want ErrNotStored", err)
+	}
+	s.Prefetch(app, d, o)
+	s.Link(app, manifestDigest, d)
+	if o.fetches.Load() != 0 {
+		t.Error("a closed store fetched")
+	}
+}
