@@ -25,6 +25,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // lab is the shared world of the suite: set up once in TestMain.
@@ -211,7 +213,7 @@ http:
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return err
 	}
-	p, err := startProcess(w.env(), &syncBuffer{}, filepath.Join(w.tools, "registry"), "serve", cfg)
+	p, err := startProcess(w.env(), &testkit.Buffer{}, filepath.Join(w.tools, "registry"), "serve", cfg)
 	if err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}

@@ -51,7 +51,10 @@ func slowClient(t *testing.T, host, path string) net.Conn {
 // are still served, and a slow client lets go at the write timeout.
 func TestSlowClientsCannotHoldMoreThanTheManifestBudget(t *testing.T) {
 	const mib = 1 << 20
-	e := newEnv(t, withConfigLimits("maxManifestBytesInFlight: 16777216, writeTimeout: 2s"))
+	// The write timeout is a real deadline on the connections: long enough
+	// that all four slow clients are still held when counted on a loaded
+	// machine (with 2s, the first let go before the fourth was judged).
+	e := newEnv(t, withConfigLimits("maxManifestBytesInFlight: 16777216, writeTimeout: 5s"))
 	d := e.push("signed/app:v1")
 	e.signTag("signed/app", "ci", d, d)
 	// An everyday pull is of an image pulled before: its size is known.

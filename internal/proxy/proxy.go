@@ -62,6 +62,9 @@ type Options struct {
 	// fetched once per digest and stored. Without it blobs stream from the
 	// upstream every time.
 	Store *store.Store
+	// Now is the clock of verdict and breakglass expiry; nil: time.Now.
+	// Tests move it by hand.
+	Now func() time.Time
 }
 
 // Server is the proxy's http.Handler.
@@ -100,7 +103,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(o.MaxEntries, nil)
+	judge, err := policy.NewJudge(o.MaxEntries, o.Now)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // storeEnv is an env whose proxy keeps blobs in a filesystem store at root.
@@ -29,7 +30,7 @@ type storeEnv struct {
 	*env
 	store *store.Store
 	root  string
-	logs  *syncBuffer
+	logs  *testkit.Buffer
 }
 
 func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
@@ -38,7 +39,7 @@ func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	st, err := store.New(context.Background(), store.Options{Driver: d, MaxSize: 1 << 30, Owner: "test", Logger: slog.New(slog.NewTextHandler(logs, nil)), SweepInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
