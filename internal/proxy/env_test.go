@@ -158,7 +158,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	// As serve wires it: one budget for the upstreams and the proxy.
-	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 200*time.Millisecond)
+	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 2*time.Second)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
 		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits, Budget: b})
