@@ -37,7 +37,7 @@ echo "== fuzz (50,000 inputs each; a count, not a time, so a loaded machine cann
 # Each target in its own package: several packages have a FuzzParse.
 while IFS=: read -r file fn; do
   echo "-- ${fn#func } ./$(dirname "$file")"
-  go test -run='^$' -fuzz="^${fn#func }\$" -fuzztime=50000x "./$(dirname "$file")"  </dev/null
+  go test -run='^$' -fuzz="^${fn#func }\$" -fuzztime=50000x "./$(dirname "$file")" </dev/null
 done < <(grep -rHoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' internal | sort)
 
 echo "== end to end"
