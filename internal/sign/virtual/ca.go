@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -253,7 +254,7 @@ func (s *Signer) DSSEBundle(statement []byte, p BundleOptions) ([]byte, error) {
 		return nil, err
 	}
 	b := &protobundle.Bundle{
-		MediaType: BundleMediaType,
+		MediaType: oci.BundleV03,
 		VerificationMaterial: &protobundle.VerificationMaterial{
 			Content: &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: s.Cert.Raw}},
 		},
