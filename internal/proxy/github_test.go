@@ -177,7 +177,7 @@ func TestGitHubActionsIdentities(t *testing.T) {
 			}
 			mt := oci.BundleV03
 			if o.V02 {
-				mt = virtual.BundleMediaTypeV02
+				mt = oci.Bundle02
 			}
 			e.pushToRegistry(repo, d, githubBundle(t, ca, run, st, o), mt, fallbackTag)
 			return repo, tag
