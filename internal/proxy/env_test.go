@@ -27,6 +27,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
@@ -287,7 +288,7 @@ func (e *env) signReferrer(repo, key string, digest v1.Hash, fallbackTag bool) {
 // predicateType about subject, with key.
 func (e *env) attestation(repo, key string, subject v1.Hash, predicateType string, predicate any) sign.Attestation {
 	e.t.Helper()
-	return e.attestationOf(sign.StatementV01, repo, key, subject, predicateType, predicate)
+	return e.attestationOf(oci.StatementV01, repo, key, subject, predicateType, predicate)
 }
 
 // attestationOf is attestation with the statement type given.

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -28,22 +27,6 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		_ = tc.SetWriteBuffer(8192)
 	}
 	return c, err
-}
-
-// slowClient asks for path and never reads the answer, with a receive
-// buffer so small that the proxy's write blocks.
-func slowClient(t *testing.T, host, path string) net.Conn {
-	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	conn, err := d.Dial("tcp", host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n", path, host)
-	return conn
 }
 
 // TestSlowClientsCannotHoldMoreThanTheManifestBudget: clients that ask for
@@ -81,7 +64,7 @@ func TestSlowClientsCannotHoldMoreThanTheManifestBudget(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	// 16 MiB, of which large manifests may take 14: four of 3 MiB.
 	for n := range 4 {
-		slowClient(t, host, fmt.Sprintf("/v2/lab/open/big/manifests/big-%d", n))
+		rawGet(t, host, fmt.Sprintf("/v2/lab/open/big/manifests/big-%d", n), "Accept: application/vnd.oci.image.manifest.v1+json\r\n")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	// Each slow client's manifest is judged (a decision is logged) before

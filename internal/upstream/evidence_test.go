@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 )
@@ -77,10 +78,10 @@ func TestEvidenceFindsSignaturesWhereCosignAndNotationStoreThem(t *testing.T) {
 			return []string{"referrer " + ref.String() + " (bundle)"}
 		}},
 		{"a Notary Project JWS signature as a referrer", true, func(w *world, repo string, d v1.Hash) []string {
-			return []string{"referrer " + w.notationSign(repo, d, sign.NotationJWS, false) + " (notation application/jose+json)"}
+			return []string{"referrer " + w.notationSign(repo, d, oci.JWS, false) + " (notation application/jose+json)"}
 		}},
 		{"a Notary Project COSE signature in the fallback tag", false, func(w *world, repo string, d v1.Hash) []string {
-			return []string{"referrer " + w.notationSign(repo, d, sign.NotationCOSE, true) + " (notation application/cose)"}
+			return []string{"referrer " + w.notationSign(repo, d, oci.COSE, true) + " (notation application/cose)"}
 		}},
 		{"the .sig tag and a referrer both count", true, func(w *world, repo string, d v1.Hash) []string {
 			w.signTag(repo, d, 1)

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -148,7 +149,7 @@ func (w *world) signReferrer(repo string, d v1.Hash, fallbackTag bool) v1.Hash {
 // makes statements of the same type differ.
 func (w *world) attestation(repo string, d v1.Hash, predicateType, note string) sign.Attestation {
 	w.t.Helper()
-	st, err := sign.Statement(sign.StatementV01, w.repo(repo).Name(), d.String(), predicateType, map[string]string{"note": note})
+	st, err := sign.Statement(oci.StatementV01, w.repo(repo).Name(), d.String(), predicateType, map[string]string{"note": note})
 	if err != nil {
 		w.t.Fatal(err)
 	}

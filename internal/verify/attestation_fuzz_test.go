@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
@@ -59,14 +60,14 @@ func FuzzParseNotation(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, mt := range []string{sign.NotationJWS, sign.NotationCOSE} {
+	for _, mt := range []string{oci.JWS, oci.COSE} {
 		env, err := sign.Notation(leaf.Key, leaf.Chain(), w.target, sign.NotationOptions{MediaType: mt})
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(mt, env)
 	}
-	f.Add(sign.NotationJWS, []byte(`{"payload":"e30","protected":"e30","header":{"x5c":[]},"signature":"AA"}`))
+	f.Add(oci.JWS, []byte(`{"payload":"e30","protected":"e30","header":{"x5c":[]},"signature":"AA"}`))
 	f.Fuzz(func(t *testing.T, mediaType string, raw []byte) {
 		s, err := verify.ParseNotation(mediaType, raw)
 		if err != nil {
