@@ -108,9 +108,14 @@ func (b *tagBook) served(k tagKey, e tagEntry) {
 	}
 }
 
-// forget drops k: the upstream says it no longer exists.
-func (b *tagBook) forget(k tagKey) {
-	b.mem.Remove(k)
+// forget drops k, if it is known: the upstream says the tag does not
+// exist (any more).
+func (b *tagBook) forget(ctx context.Context, k tagKey) {
+	if _, ok := b.mem.Get(k); ok {
+		b.mem.Remove(k)
+	} else if _, err := b.store.Tag(ctx, k.scope, k.tag); err != nil {
+		return
+	}
 	b.store.ForgetTag(k.scope, k.tag)
 }
 
@@ -148,7 +153,7 @@ func (s *Server) resolveTag(ctx context.Context, st *state, up *upstream.Client,
 		s.tags.resolved(k, d)
 		return d, false, nil
 	case errors.Is(err, upstream.ErrNotFound):
-		s.tags.forget(k)
+		s.tags.forget(ctx, k)
 		return "", false, err
 	case !unavailable(err):
 		return "", false, nil // the GET says what is wrong

@@ -18,9 +18,11 @@ import (
 // nothing else.
 
 const (
-	// maxPendingBytes bounds the content held in memory by writes waiting
-	// their turn; past it, further writes are skipped.
-	maxPendingBytes = 64 << 20
+	// maxPendingBytes and maxPendingWrites bound the content held in
+	// memory by background writes waiting their turn, and their number;
+	// past either, further writes are skipped.
+	maxPendingBytes  = 64 << 20
+	maxPendingWrites = 4096
 	// tagRecordTTL: a sweep deletes tag records written longer ago.
 	tagRecordTTL = 30 * 24 * time.Hour
 )
@@ -35,7 +37,15 @@ var (
 // background. Data that does not hash to dgst is not stored.
 func (s *Store) Put(scope Scope, dgst string, data []byte) {
 	d, ok := parseDigest(dgst)
-	if !ok || !scope.valid() || int64(len(data)) > s.o.MaxSize {
+	if !ok {
+		return
+	}
+	// The everyday case, a manifest served again: stored, linked.
+	if s.held.Contains(d.String()) && s.links.Contains(link{scope, d.String()}) {
+		s.touch(d)
+		return
+	}
+	if !scope.valid() || int64(len(data)) > s.o.MaxSize {
 		return
 	}
 	s.link(scope, d)

@@ -455,16 +455,22 @@ func (s *Store) inBackgroundHolding(kind string, n int64, write func(ctx context
 	if s.down(&s.writeDown) {
 		return
 	}
+	if s.stats.writesInFlight.Add(1) > maxPendingWrites {
+		s.stats.writesInFlight.Add(-1)
+		s.stats.storeError("queue")
+		return
+	}
 	if n > 0 && s.pending.Add(n) > maxPendingBytes {
 		s.pending.Add(-n)
+		s.stats.writesInFlight.Add(-1)
 		s.stats.storeError("queue")
 		return
 	}
 	if !s.started() {
+		s.stats.writesInFlight.Add(-1)
 		s.pending.Add(-n)
 		return
 	}
-	s.stats.writesInFlight.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.stats.writesInFlight.Add(-1)
