@@ -62,7 +62,8 @@ type Record struct {
 	Duration    time.Duration
 	// Source is where the manifest judged came from: SourceUpstream,
 	// SourceStore or SourceStale; "" when no manifest was read (an error,
-	// or a refusal from the cache alone).
+	// or a refusal from the cache alone) unless the tag asked for was
+	// stale.
 	Source string
 	// Seq and Prev are the record's place in the hash chain: its sequence
 	// number, and "sha256:<hex>" of the line before it ("" for the first
