@@ -35,6 +35,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 )
 
@@ -260,7 +261,7 @@ func (l *Lab) pushVetted(ctx context.Context, ci signature.Signer, ref, what, bu
 		return err
 	}
 	const slsa = "https://slsa.dev/provenance/v1"
-	statement, err := sign.Statement(sign.StatementV1, r.Context().Name(), d.String(), slsa, map[string]any{
+	statement, err := sign.Statement(oci.StatementV1, r.Context().Name(), d.String(), slsa, map[string]any{
 		"buildDefinition": map[string]any{"buildType": "https://ci.example/build/v1"},
 		"runDetails":      map[string]any{"builder": map[string]any{"id": builder}},
 	})

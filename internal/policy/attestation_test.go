@@ -115,7 +115,7 @@ func newWorld(t testing.TB) *world {
 			"metadata": map[string]any{"finishedOn": time.Now().UTC().Format(time.RFC3339)},
 		},
 	}
-	st, _ := sign.Statement(sign.StatementV01, repo.Name(), d.String(), "https://slsa.dev/provenance/v1", predicate)
+	st, _ := sign.Statement(oci.StatementV01, repo.Name(), d.String(), "https://slsa.dev/provenance/v1", predicate)
 	a, err := sign.Attest(ci, "https://slsa.dev/provenance/v1", st)
 	if err != nil {
 		t.Fatal(err)

@@ -146,6 +146,11 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 		return Decision{Verdict: verdict(v, outs), Judged: true, Cached: true}, r, nil
 	}
 	computed, err := j.flight.Do(ctx, j.flightKey(p, s, missing), p.timeout, func(ctx context.Context) ([]outcome, error) {
+		// A verification that ended between this caller's look-up and
+		// this flight left its outcomes: no need to verify again.
+		if outs, ok := j.lookupAll(p, s, missing); ok {
+			return outs, nil
+		}
 		outs, err := p.verify(ctx, src, s, missing)
 		if err != nil {
 			return nil, err
@@ -181,19 +186,28 @@ func (j *Judge) CachedRefusal(p *Policy, s Subject) (Decision, bool) {
 	if r == nil {
 		return Decision{}, false
 	}
-	outs := make([]outcome, len(r.reqs))
-	for i, q := range r.reqs {
-		o, _, ok := j.lookup(p, s, q)
-		if !ok {
-			return Decision{}, false
-		}
-		outs[i] = o
+	outs, ok := j.lookupAll(p, s, r.reqs)
+	if !ok {
+		return Decision{}, false
 	}
 	v = verdict(v, outs)
 	if v.Serve() {
 		return Decision{}, false
 	}
 	return Decision{Verdict: v, Judged: true, Cached: true, MediaType: outs[0].mediaType}, true
+}
+
+// lookupAll finds the outcomes of reqs for s, if all are cached.
+func (j *Judge) lookupAll(p *Policy, s Subject, reqs []*requirement) ([]outcome, bool) {
+	outs := make([]outcome, len(reqs))
+	for i, q := range reqs {
+		o, _, ok := j.lookup(p, s, q)
+		if !ok {
+			return nil, false
+		}
+		outs[i] = o
+	}
+	return outs, true
 }
 
 // lookup finds q's outcome for s: one that an index proved, else s's own.

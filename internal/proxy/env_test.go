@@ -35,6 +35,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
@@ -175,7 +176,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	// As serve wires it: one budget for the upstreams and the proxy.
-	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 200*time.Millisecond)
+	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 2*time.Second)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
 		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits, Budget: b})
@@ -331,7 +332,7 @@ func (e *env) signReferrer(repo, key string, digest v1.Hash, fallbackTag bool) {
 // predicateType about subject, with key.
 func (e *env) attestation(repo, key string, subject v1.Hash, predicateType string, predicate any) sign.Attestation {
 	e.t.Helper()
-	return e.attestationOf(sign.StatementV01, repo, key, subject, predicateType, predicate)
+	return e.attestationOf(oci.StatementV01, repo, key, subject, predicateType, predicate)
 }
 
 // attestationOf is attestation with the statement type given.

@@ -436,18 +436,7 @@ func TestCredentialsNeverFollowARedirectToAnotherHost(t *testing.T) {
 		return false
 	}
 	e.front.Store(&f)
-	ref, _ := name.ParseReference(e.proxyHost()+"/lab/signed/app@"+d.String(), name.Insecure)
-	img, err := remote.Image(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	rc, err := layers[0].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); err != nil {
+	if err := pullFirstLayer(t, e.proxyHost()+"/lab/signed/app@"+d.String()); err != nil {
 		t.Fatal(err)
 	}
 	if served.Load() == 0 {
@@ -553,4 +542,29 @@ func TestMaxSignaturesCountsPerDigestAcrossPlaces(t *testing.T) {
 	if n := blobs.Load(); n > 3 {
 		t.Errorf("%d signature layers read for one digest, limit 3", n)
 	}
+}
+
+// pullFirstLayer pulls ref through the proxy with go-containerregistry and
+// reads its first layer whole.
+func pullFirstLayer(t *testing.T, ref string) error {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }

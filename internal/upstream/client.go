@@ -63,8 +63,10 @@ type Client struct {
 	// repos holds one authenticated transport per repository: registry
 	// tokens are scoped to a repository, and reusing the transport reuses
 	// its token.
-	repos     *lru.Cache[string, http.RoundTripper]
-	flight    singleflight.Group
+	repos  *lru.Cache[string, http.RoundTripper]
+	flight singleflight.Group
+	// fetches shares one manifest fetch among concurrent callers.
+	fetches   cache.Group[*oci.Manifest]
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// recognized keeps artifact checks by manifest digest.
 	recognized *lru.Cache[string, oci.Recognition]

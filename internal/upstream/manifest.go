@@ -31,8 +31,17 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 }
 
 // manifest is Manifest, counting a manifest never seen at guess bytes
-// until the upstream says its size.
+// until the upstream says its size. Concurrent requests for one repo:ref
+// share one fetch (a rollout of a new image asks the upstream once), which
+// no single caller hanging up cancels; it is bounded by the verification
+// timeout.
 func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
+	return c.fetches.Do(ctx, repo+"\x00"+ref, c.limits.VerifyTimeout, func(ctx context.Context) (*oci.Manifest, error) {
+		return c.fetchManifest(ctx, repo, ref, guess)
+	})
+}
+
+func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
 	limit := limits.MaxManifestSize
 	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
