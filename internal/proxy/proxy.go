@@ -68,7 +68,9 @@ type Options struct {
 	// pulled before is served and judged again without the upstream. Without
 	// it blobs stream from the upstream every time.
 	Store *store.Store
-	// Tags are, by upstream name, how tags are resolved with a Store.
+	// Tags are, by upstream name, how tags are resolved with a Store; an
+	// upstream without an entry has no immutable tags and never serves a
+	// tag stale.
 	Tags map[string]Tags
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -201,3 +202,35 @@ func TestSmallContentWritesAreSkippedWhileTheStoreFails(t *testing.T) {
 		t.Errorf("store errors %v, want a failed write", errs)
 	}
 }
+
+// FuzzATagRecordReadFromTheStore feeds Tag whatever a bucket may hold in a
+// tag's object: it answers a record naming a well-formed digest, or
+// ErrNotStored.
+func FuzzATagRecordReadFromTheStore(f *testing.F) {
+	f.Add([]byte(`{"digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","resolved":"2026-01-01T00:00:00Z","written":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"digest":"sha256:../../x"}`))
+	f.Add([]byte(`{"digest":"sha512:00"}`))
+	f.Add([]byte(`not json`))
+	d, err := store.NewDriver(context.Background(), store.InMemory, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := open(f, d, store.Options{})
+	f.Fuzz(func(t *testing.T, object []byte) {
+		if err := d.PutContent(context.Background(), "/tags/lab/team/app/_tags/v1", object); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Tag(context.Background(), app, "v1")
+		if err != nil {
+			if !errors.Is(err, store.ErrNotStored) {
+				t.Fatalf("Tag: %v, want ErrNotStored", err)
+			}
+			return
+		}
+		if !digestRE.MatchString(r.Digest) {
+			t.Fatalf("Tag answered %q from %q", r.Digest, object)
+		}
+	})
+}
+
+var digestRE = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
