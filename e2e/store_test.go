@@ -259,9 +259,10 @@ func TestAProxyKilledInTheMiddleOfAFillLeavesNothingPartialAndCleansUpAtRestart(
 			resp.Body.Close()
 		}
 	}()
-	// The fill has written its first MiB, and waits for the rest.
+	// The fill has written most of the first MiB (the storage driver may
+	// still buffer its tail), and waits for the rest.
 	uploads := filepath.Join(root, "uploads")
-	for deadline := time.Now().Add(time.Minute); filesOver(uploads, 1<<20) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); filesOver(uploads, 512<<10) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no fill in progress under %s", uploads)
 		}
