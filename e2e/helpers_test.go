@@ -201,6 +201,7 @@ type decision struct {
 		Identity string `json:"identity"`
 	} `json:"client"`
 	DurationMs *float64 `json:"durationMs"`
+	Source     string   `json:"source"`
 
 	line string
 }
