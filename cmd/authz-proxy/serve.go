@@ -208,6 +208,14 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 // proxyOptions are the proxy's options for configuration l.
 func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metrics) proxy.Options {
 	c := l.cfg
+	tags := map[string]proxy.Tags{}
+	for _, u := range c.Upstreams {
+		t := proxy.Tags{Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
+		if u.StaleIfError != nil {
+			t.StaleIfError = *u.StaleIfError
+		}
+		tags[u.Name] = t
+	}
 	return proxy.Options{
 		Policy:          l.policy,
 		Upstreams:       l.upstreams,
@@ -218,6 +226,7 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,
+		Tags:            tags,
 	}
 }
 

@@ -29,6 +29,19 @@ const (
 	Error      = "error"
 )
 
+// Sources of the manifest judged (Record.Source).
+const (
+	// SourceUpstream: fetched from the upstream for this request.
+	SourceUpstream = "upstream"
+	// SourceStore: the proxy's verified copy (its content store, or
+	// memory), the tag resolved by the upstream or, for an immutable tag,
+	// by its last resolution.
+	SourceStore = "store"
+	// SourceStale: the upstream failed, and the tag's last known digest
+	// was served (within the upstream's staleIfError).
+	SourceStale = "stale"
+)
+
 // Record is one manifest decision.
 type Record struct {
 	// Time is when the decision was logged. Write stamps the current time;
@@ -49,6 +62,11 @@ type Record struct {
 	Cached      bool
 	Client      Client
 	Duration    time.Duration
+	// Source is where the manifest judged came from: SourceUpstream,
+	// SourceStore or SourceStale; "" when no manifest was read (an error,
+	// or a refusal from the cache alone) unless the tag asked for was
+	// stale.
+	Source string
 	// Seq and Prev are the record's place in the hash chain: its sequence
 	// number, and "sha256:<hex>" of the line before it ("" for the first
 	// line of a chain). Write assigns them; Parse fills them in (zero when
@@ -133,6 +151,7 @@ type line struct {
 	Cached      bool           `json:"cached"`
 	Client      Client         `json:"client"`
 	DurationMs  float64        `json:"durationMs"`
+	Source      string         `json:"source"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
 }
@@ -155,6 +174,6 @@ func Parse(data []byte) (Record, error) {
 		Time: l.Time, Decision: l.Decision, Image: l.Image, Reference: l.Reference, Digest: l.Digest,
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
-		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Seq: l.Seq, Prev: l.Prev,
+		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source, Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

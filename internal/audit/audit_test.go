@@ -173,8 +173,14 @@ func TestParseReadsBackWhatWriteWrote(t *testing.T) {
 		Upstream: "lab", Rule: "breakglass", Enforcement: "enforce", Reasons: []string{"INC-1"},
 		VerifiedBy: []audit.Verification{{Attestor: "ci", KeyID: "sha256:k", Source: "tag"}}, Cached: true,
 		Client: audit.Client{Addr: "10.1.2.3:4567", Identity: "prod-cluster", Environment: "prod"}, Duration: 1500 * time.Microsecond,
+		Source: audit.SourceStale,
 	}
 	write(t, l, want)
+	// source is the last field of a decision, after those of the first
+	// version: the lines before it kept their bytes.
+	if line := buf.String(); !strings.Contains(line, `"durationMs":1.5,"source":"stale"}`) {
+		t.Errorf("source is not the last field: %s", line)
+	}
 	got, err := audit.Parse([]byte(buf.String()))
 	if err != nil {
 		t.Fatal(err)

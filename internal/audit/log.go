@@ -281,7 +281,7 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.VerifiedBy == nil {
 		r.VerifiedBy = []Verification{}
 	}
-	line := encode(ctx, time.Now(), level, "decision",
+	attrs := []slog.Attr{
 		slog.String("decision", r.Decision),
 		slog.String("image", r.Image),
 		slog.String("reference", r.Reference),
@@ -295,7 +295,13 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 		slog.Bool("cached", r.Cached),
 		slog.Any("client", r.Client),
 		slog.Float64("durationMs", float64(r.Duration.Microseconds())/1000),
-	)
+	}
+	// Fields added since the first version go last: the lines of older
+	// versions stay what they were.
+	if r.Source != "" {
+		attrs = append(attrs, slog.String("source", r.Source))
+	}
+	line := encode(ctx, time.Now(), level, "decision", attrs...)
 	defer linePool.Put(line)
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -500,3 +500,54 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+func TestUpstreamTagSettings(t *testing.T) {
+	lab := "  - name: lab\n    url: http://127.0.0.1:5001\n    insecure: true\n"
+	tests := []struct {
+		name     string
+		settings string // appended to the upstream lab
+		wantErr  string // "" when it loads
+		stale    time.Duration
+		warning  string
+		store    bool
+	}{
+		{"defaults", "", "", 24 * time.Hour, "", false},
+		{"immutable tags and a longer staleIfError", "    immutableTags: [\"v*.*.*\", \"sha-*\"]\n    staleIfError: 72h\n", "", 72 * time.Hour, "", true},
+		{"staleIfError 0s turns it off", "    staleIfError: 0s\n", "", 0, "", false},
+		{"immutable tags without a store are a warning", "    immutableTags: [\"v*\"]\n", "", 24 * time.Hour, "config.yaml:9: upstreams[1].immutableTags: takes effect only with a store section", false},
+		{"a glob with a slash", "    immutableTags: [\"v1/*\"]\n", "config.yaml:9: upstreams[1].immutableTags[0]: \"v1/*\": want a tag glob such as v*.*.*", 0, "", false},
+		{"every tag immutable", "    immutableTags: [\"v*\", \"**\"]\n", "config.yaml:9: upstreams[1].immutableTags[1]: \"**\" makes every tag immutable, latest included", 0, "", false},
+		{"a glob listed twice", "    immutableTags: [\"v*\", \"v*\"]\n", "upstreams[1].immutableTags[1]: \"v*\" is listed twice", 0, "", false},
+		{"negative staleIfError", "    staleIfError: -1h\n", "config.yaml:9: upstreams[1].staleIfError: -1h0m0s: want a duration of 0s (off) or more", 0, "", false},
+		{"staleIfError that is no duration", "    staleIfError: a day\n", "config.yaml:9: cannot unmarshal !!str `a day` into time.Duration", 0, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+			text := strings.Replace(validYAML, lab, lab+tt.settings, 1)
+			if tt.store {
+				text += "store: {driver: filesystem, rootdirectory: cache, maxSize: 1GiB}\n"
+			}
+			c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := *c.Upstreams[1].StaleIfError; got != tt.stale {
+				t.Errorf("staleIfError %s, want %s", got, tt.stale)
+			}
+			if *c.Upstreams[0].StaleIfError != config.DefaultStaleIfError {
+				t.Errorf("the other upstream's staleIfError is %s, want the default", *c.Upstreams[0].StaleIfError)
+			}
+			if tt.warning == "" && len(c.Warnings) > 0 || tt.warning != "" && (len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], tt.warning)) {
+				t.Errorf("warnings %q, want %q", c.Warnings, tt.warning)
+			}
+		})
+	}
+}

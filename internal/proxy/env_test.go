@@ -58,6 +58,8 @@ type env struct {
 	requests sync.Map // path -> *atomic.Int64, upstream requests seen
 	// limits are the configuration's limits: verifyTimeout and more.
 	limits string
+	// tags are how the upstreams' tags are resolved with a store.
+	tags map[string]proxy.Tags
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -99,6 +101,7 @@ type envConfig struct {
 	limits             limits.Limits
 	verifyTimeout      time.Duration
 	store              *store.Store
+	tags               map[string]proxy.Tags
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
@@ -122,8 +125,11 @@ func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers =
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
 
-// withStore puts blobs through st.
+// withStore puts blobs, manifests and tags through st.
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
+
+// withTags sets how the upstreams' tags are resolved with a store.
+func withTags(tags map[string]proxy.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -134,10 +140,17 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&ec)
 	}
+	if ec.store == nil && everyEnvHasAStore {
+		ec.store = tempStore(t)
+	}
+	if ec.tags == nil {
+		// As the configuration's defaults.
+		ec.tags = map[string]proxy.Tags{"lab": {StaleIfError: config.DefaultStaleIfError}, "other": {StaleIfError: config.DefaultStaleIfError}}
+	}
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
-	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout)}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout), tags: ec.tags}
 	if ec.moreLimits != "" {
 		e.limits += ", " + ec.moreLimits
 	}
@@ -177,7 +190,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
-		Store: ec.store, Now: e.clock.Now,
+		Store: ec.store, Tags: ec.tags, Now: e.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +221,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000, Tags: e.tags}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
@@ -360,7 +361,8 @@ func TestAStoreThatFailsServesFromTheUpstreamWithAWarning(t *testing.T) {
 
 // BenchmarkCachedManifestWithAStore measures what the store adds to the
 // hottest path, a cached manifest pull by digest: linking its layers to the
-// repository (after the first pull, a look-up per layer).
+// repository (after the first pull, a look-up per layer); and a pull by an
+// immutable tag, which the store answers without the upstream.
 func BenchmarkCachedManifestWithAStore(b *testing.B) {
 	d, err := store.NewDriver(context.Background(), store.InMemory, nil)
 	if err != nil {
@@ -374,9 +376,10 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 	for _, tt := range []struct {
 		name  string
 		store *store.Store
-	}{{"without a store", nil}, {"with a store", st}} {
+		ref   string
+	}{{"without a store", nil, ""}, {"with a store", st, ""}, {"by an immutable tag, with a store", st, "v1"}} {
 		b.Run(tt.name, func(b *testing.B) {
-			e := newEnv(b, withStore(tt.store))
+			e := newEnv(b, withStore(tt.store), withTags(map[string]proxy.Tags{"lab": {Immutable: []string{"v*"}}}))
 			img, err := random.Image(256, 10)
 			if err != nil {
 				b.Fatal(err)
@@ -385,6 +388,9 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 			e.signTag("signed/app", "ci", dg, dg)
 			h := e.proxy.Config.Handler
 			path := "/v2/lab/signed/app/manifests/" + dg.String()
+			if tt.ref != "" {
+				path = "/v2/lab/signed/app/manifests/" + tt.ref
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				req := httptest.NewRequest(http.MethodGet, path, nil)

@@ -132,6 +132,9 @@ func New(o Options) (*Client, error) {
 // Name is the upstream's configured name.
 func (c *Client) Name() string { return c.name }
 
+// Limits are the bounds the client reads with.
+func (c *Client) Limits() limits.Limits { return c.limits }
+
 // transport returns the authenticated transport for repo, doing the token
 // handshake once per repository for all concurrent callers.
 func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper, error) {

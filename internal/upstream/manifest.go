@@ -106,6 +106,13 @@ func (c *Client) Cached(repo, digest string) (*oci.Manifest, bool) {
 	return c.manifests.Get(repo + "@" + digest)
 }
 
+// Hold keeps m, the verified bytes of a manifest of repo that the caller
+// read back from elsewhere (the content store), as if fetched: Cached
+// finds it.
+func (c *Client) Hold(repo string, m *oci.Manifest) {
+	c.manifests.Add(repo+"@"+m.Digest, m)
+}
+
 // Head asks the upstream which digest repo:ref points at, without reading
 // the manifest. The answer is a lookup key for verified bytes the caller
 // already holds, never something served on its own.
