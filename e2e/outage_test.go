@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -27,7 +28,7 @@ func ownRegistry(t *testing.T) (string, *process) {
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := startProcess(lab.env(), &syncBuffer{}, filepath.Join(lab.tools, "registry"), "serve", cfg)
+	p, err := startProcess(lab.env(), &testkit.Buffer{}, filepath.Join(lab.tools, "registry"), "serve", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestImagesPulledBeforeStillPullWithTheUpstreamStopped(t *testing.T) {
 	mark = p2.mark()
 	pullAll("after a restart with the upstream stopped")
 	d := p2.decisionFor(t, mark, signed.String(), "latest")
-	if d.Decision != "allow" || d.Cached == nil || *d.Cached || len(d.VerifiedBy) == 0 || d.VerifiedBy[0].Attestor != "ci" {
+	if d.Decision != "allow" || d.Cached || len(d.VerifiedBy) == 0 || d.VerifiedBy[0].Attestor != "ci" {
 		t.Errorf("after the restart: want allowed, verified again by ci:\n%s", d)
 	}
 	out, err = crane(t, "manifest", "--insecure", p.addr+"/lab/e2e/unsigned:v1")

@@ -15,6 +15,8 @@ package audit
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -118,9 +120,19 @@ type Client struct {
 	Environment string `json:"environment,omitempty"`
 }
 
-// ErrNotDecision is returned by Parse for a log line that is valid JSON but
-// not a decision record (operational log lines share stdout's format).
-var ErrNotDecision = errors.New("not a decision record")
+// Errors of Parse. ErrNotDecision is a log line that is valid JSON but not
+// a decision record (operational log lines and checkpoints share the log's
+// format): a reader skips it. ErrMalformed is a line that cannot be read
+// as a decision (not JSON, a field of the wrong type, a duration out of
+// range): a reader counts it as unreadable.
+var (
+	ErrNotDecision = errors.New("not a decision record")
+	ErrMalformed   = errors.New("malformed decision-log line")
+)
+
+// maxDurationMs is the longest duration a record can carry, in
+// milliseconds: what a time.Duration holds.
+const maxDurationMs = float64(math.MaxInt64 / int64(time.Millisecond))
 
 // line is a decision record as written.
 type line struct {
@@ -144,19 +156,24 @@ type line struct {
 	Prev        string         `json:"prev"`
 }
 
-// Parse reads one line of a decision log back into a Record.
+// Parse reads one line of a decision log back into a Record. Its duration
+// is read to the microsecond, as Write writes it, so that a record read,
+// written and read again is the record first read.
 func Parse(data []byte) (Record, error) {
 	var l line
 	if err := json.Unmarshal(data, &l); err != nil {
-		return Record{}, err
+		return Record{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if l.Msg != "decision" || l.Decision == "" {
 		return Record{}, ErrNotDecision
+	}
+	if !(l.DurationMs >= 0 && l.DurationMs <= maxDurationMs) {
+		return Record{}, fmt.Errorf("%w: durationMs %v is not a duration", ErrMalformed, l.DurationMs)
 	}
 	return Record{
 		Time: l.Time, Decision: l.Decision, Image: l.Image, Reference: l.Reference, Digest: l.Digest,
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
-		Duration: time.Duration(l.DurationMs * float64(time.Millisecond)), Source: l.Source, Seq: l.Seq, Prev: l.Prev,
+		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source, Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

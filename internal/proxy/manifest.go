@@ -162,7 +162,9 @@ func (s *Server) failed(r *http.Request, rec audit.Record, err error, notFound e
 	he := s.classify(r, err, notFound)
 	if he.status() != http.StatusNotFound {
 		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-		s.record(r.Context(), rec)
+		// The request fails either way; a failed write is logged and
+		// counted by the audit log itself.
+		_ = s.record(r.Context(), rec)
 	}
 	return he
 }

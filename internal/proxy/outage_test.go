@@ -21,6 +21,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -137,7 +138,7 @@ func (e *env) signed(repoTag string) v1.Hash {
 
 // manifestOK asserts a 200 for path whose body hashes to want, and
 // returns the decision logged for it.
-func (e *env) manifestOK(path string, want v1.Hash) record {
+func (e *env) manifestOK(path string, want v1.Hash) testkit.Decision {
 	e.t.Helper()
 	resp := e.get(http.MethodGet, path)
 	body, _ := io.ReadAll(resp.Body)

@@ -72,6 +72,9 @@ type Options struct {
 	// upstream without an entry has no immutable tags and never serves a
 	// tag stale.
 	Tags map[string]Tags
+	// Now is the clock of verdict and breakglass expiry; nil: time.Now.
+	// Tests move it by hand.
+	Now func() time.Time
 }
 
 // Server is the proxy's http.Handler.
@@ -118,7 +121,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(o.MaxEntries, nil)
+	judge, err := policy.NewJudge(o.MaxEntries, o.Now)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // storeEnv is an env whose proxy keeps blobs in a filesystem store at root.
@@ -30,7 +31,7 @@ type storeEnv struct {
 	*env
 	store *store.Store
 	root  string
-	logs  *syncBuffer
+	logs  *testkit.Buffer
 }
 
 func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
@@ -39,7 +40,7 @@ func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	st, err := store.New(context.Background(), store.Options{Driver: d, MaxSize: 1 << 30, Owner: "test", Logger: slog.New(slog.NewTextHandler(logs, nil)), SweepInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,6 +229,14 @@ func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descripto
 		idx = existing
 	} else if !isNotFound(err) {
 		return v1.Hash{}, err
+	}
+	// On a registry without the referrers API, go-containerregistry's
+	// remote.Put has already listed the referrer there, as cosign does:
+	// list it once.
+	if m, err := idx.IndexManifest(); err != nil {
+		return v1.Hash{}, err
+	} else if slices.ContainsFunc(m.Manifests, func(l v1.Descriptor) bool { return l.Digest == d }) {
+		return d, nil
 	}
 	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 		Add: RawManifest{Raw: raw, Type: types.OCIManifestSchema1},

@@ -108,7 +108,9 @@ func (s *Store) Read(ctx context.Context, scope Scope, dgst string, max int64) (
 	h := d.hash()
 	h.Write(b)
 	if got := hex.EncodeToString(h.Sum(nil)); got != d.hex {
-		s.evictCorrupt(d, "the bytes hash to "+d.alg+":"+got)
+		// Logged and counted there; to the caller it is not stored, and
+		// the upstream is asked.
+		_ = s.evictCorrupt(d, "the bytes hash to "+d.alg+":"+got)
 		return nil, ErrNotStored
 	}
 	s.held.Add(d.String(), struct{}{})

@@ -94,7 +94,7 @@ func New(o Options) (*Client, error) {
 		return nil, fmt.Errorf("upstream %s: %w", o.Name, err)
 	}
 	o.Limits = o.Limits.WithDefaults()
-	var auth authn.Authenticator = authn.Anonymous
+	auth := authn.Anonymous
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
 	}
@@ -237,10 +237,11 @@ var ErrNotFound = errors.New("not found")
 // of the body for the message; a 404 wraps ErrNotFound.
 func (c *Client) StatusError(op string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	var err error = errors.New(strings.TrimSpace(string(msg)))
-	if len(msg) == 0 {
-		err = errors.New(http.StatusText(resp.StatusCode))
+	text := strings.TrimSpace(string(msg))
+	if text == "" {
+		text = http.StatusText(resp.StatusCode)
 	}
+	err := errors.New(text)
 	if resp.StatusCode == http.StatusNotFound {
 		err = ErrNotFound
 	}

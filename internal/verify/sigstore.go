@@ -296,18 +296,18 @@ func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error
 	if len(rekor) > 0 {
 		var rb rekorBundle
 		if err := json.Unmarshal(rekor, &rb); err != nil {
-			return fmt.Errorf("Rekor bundle annotation: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: %v", err)
 		}
 		logID, err := hex.DecodeString(rb.Payload.LogID)
 		if err != nil {
-			return fmt.Errorf("Rekor bundle annotation: log ID: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: log ID: %v", err)
 		}
 		var body struct {
 			Kind       string `json:"kind"`
 			APIVersion string `json:"apiVersion"`
 		}
 		if err := json.Unmarshal(rb.Payload.Body, &body); err != nil {
-			return fmt.Errorf("Rekor bundle annotation: entry body: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: entry body: %v", err)
 		}
 		entry, err := tlog.ParseTransparencyLogEntry(&protorekor.TransparencyLogEntry{
 			LogIndex:          rb.Payload.LogIndex,
@@ -318,7 +318,7 @@ func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error
 			CanonicalizedBody: rb.Payload.Body,
 		})
 		if err != nil {
-			return fmt.Errorf("Rekor bundle annotation: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: %v", err)
 		}
 		e.entries = []*tlog.Entry{entry}
 		s.tlogEntries = 1
