@@ -35,6 +35,7 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 			VerifiedBy: []Verification{{Attestor: "ci", KeyID: "sha256:8dad", Source: "tag sha256-957c.sig"}},
 			Client:     Client{Addr: "127.0.0.1:5555"}, Duration: 1234567 * time.Nanosecond,
 		}},
+		{"an allow from the store", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Source: SourceStore}},
 		{"a denial with nothing verified", slog.LevelWarn, Record{Decision: Deny, Reasons: []string{"no cosign signature found"}, VerifiedBy: []Verification{}, Cached: true, Duration: 0}},
 		{"an error without reasons or verifications", slog.LevelError, Record{Decision: Error, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 3 * time.Microsecond}},
 		{"every verification field", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{"a", "b"}, VerifiedBy: []Verification{
@@ -45,7 +46,7 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 		}, Client: Client{Addr: "[::1]:1", Identity: "node-1", Environment: "prod"}, Duration: 90 * time.Second}},
 		{"strings that need escaping", slog.LevelWarn, Record{
 			Decision: "deny\n", Image: "a\"b\\c", Reference: "\b\f\t\r\x00\x1f\x7f", Digest: "<script>&", MediaType: "\u2028\u2029é日本",
-			Rule: "bad \xff utf-8 \xe2\x82", Reasons: []string{"\b\f\x01\"<>&\u2028", "\xc3"}, VerifiedBy: []Verification{{Attestor: "\b\f", Source: "\x00\u2029"}},
+			Rule: "bad \xff utf-8 \xe2\x82", Source: "\u2028\x00", Reasons: []string{"\b\f\x01\"<>&\u2028", "\xc3"}, VerifiedBy: []Verification{{Attestor: "\b\f", Source: "\x00\u2029"}},
 			Client: Client{Addr: "\n", Identity: "\b", Environment: "\xff"},
 		}},
 		{"a duration past a day", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 100000 * time.Hour}},
@@ -76,7 +77,7 @@ func FuzzDecisionLineIsWhatSlogWrites(f *testing.F) {
 	f.Add("", "", "", "", "", int64(0), int64(-1), false)
 	f.Fuzz(func(t *testing.T, decision, image, reason, source, env string, duration, logIndex int64, cached bool) {
 		at := time.Unix(1_800_000_000, duration%1_000_000_000)
-		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached,
+		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached, Source: source,
 			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env}}},
 			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration)}
 		got, ok := fastLine(at, slog.LevelWarn, &r)

@@ -3,54 +3,54 @@ package cache_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/cache"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 func TestConcurrentCallersComputeOnce(t *testing.T) {
-	var g cache.Group[string]
-	var calls atomic.Int32
-	release := make(chan struct{})
-	var wg sync.WaitGroup
-	results := make(chan string, 20)
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v, err := g.Do(context.Background(), "d", time.Second, func(context.Context) (string, error) {
-				calls.Add(1)
-				<-release
-				return "allow", nil
-			})
-			if err != nil {
-				t.Error(err)
-			}
-			results <- v
-		}()
-	}
-	time.Sleep(10 * time.Millisecond) // let them queue; correctness does not depend on it
-	close(release)
-	wg.Wait()
-	close(results)
-	for v := range results {
-		if v != "allow" {
-			t.Fatalf("got %q", v)
+	// In a bubble: synctest.Wait returns once every caller waits, with no
+	// sleep and no chance of one arriving after the computation ended.
+	synctest.Test(t, func(t *testing.T) {
+		var g cache.Group[string]
+		var calls atomic.Int32
+		release := make(chan struct{})
+		results := make(chan string, 20)
+		for range 20 {
+			go func() {
+				v, err := g.Do(context.Background(), "d", time.Second, func(context.Context) (string, error) {
+					calls.Add(1)
+					<-release
+					return "allow", nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				results <- v
+			}()
 		}
-	}
-	if n := calls.Load(); n > 20 || n < 1 {
-		t.Errorf("computed %d times", n)
-	}
+		synctest.Wait()
+		close(release)
+		for range 20 {
+			if v := <-results; v != "allow" {
+				t.Fatalf("got %q", v)
+			}
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("computed %d times for 20 concurrent callers, want once", n)
+		}
+	})
 }
 
 func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
 	var g cache.Group[string]
 	_, err := g.Do(context.Background(), "d", time.Second, func(context.Context) (string, error) {
 		var m map[string]int
-		m["x"]++ // a nil map write: a runtime panic
+		m["x"]++ //nolint:staticcheck // SA5000: a nil map write, the runtime panic under test
 		return "", nil
 	})
 	var pe *cache.PanicError
@@ -64,53 +64,55 @@ func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
 }
 
 func TestCallerThatHangsUpStopsWaitingButTheWorkGoesOn(t *testing.T) {
-	var g cache.Group[string]
-	first, cancelFirst := context.WithCancel(context.Background())
-	later, cancelLater := context.WithCancel(context.Background())
-	started, release := make(chan struct{}), make(chan struct{})
-	sawCancel := make(chan error, 1)
-	firstDone := make(chan string, 1)
-	go func() {
-		v, err := g.Do(first, "d", time.Minute, func(ctx context.Context) (string, error) {
-			close(started)
-			<-release
-			sawCancel <- ctx.Err()
-			return "x", nil
-		})
-		if err != nil {
-			t.Errorf("the first caller, who did the work: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		var g cache.Group[string]
+		first, cancelFirst := context.WithCancel(context.Background())
+		later, cancelLater := context.WithCancel(context.Background())
+		release := make(chan struct{})
+		work, firstDone := make(chan error, 1), make(chan string, 1)
+		go func() {
+			v, err := g.Do(first, "d", time.Minute, func(ctx context.Context) (string, error) {
+				<-release
+				work <- ctx.Err()
+				return "x", nil
+			})
+			if err != nil {
+				t.Errorf("the first caller, who did the work: %v", err)
+			}
+			firstDone <- v
+		}()
+		synctest.Wait() // the work has started
+		laterErr := make(chan error, 1)
+		go func() {
+			_, err := g.Do(later, "d", time.Minute, func(context.Context) (string, error) {
+				t.Error("a second computation ran while the first was in flight")
+				return "", nil
+			})
+			laterErr <- err
+		}()
+		synctest.Wait() // the later caller waits for the first
+		cancelLater()
+		if err := <-laterErr; !errors.Is(err, context.Canceled) {
+			t.Errorf("a later caller that hung up: err = %v, want context.Canceled at once", err)
 		}
-		firstDone <- v
-	}()
-	<-started
-	laterErr := make(chan error, 1)
-	go func() {
-		_, err := g.Do(later, "d", time.Minute, func(context.Context) (string, error) {
-			t.Error("a second computation ran while the first was in flight")
-			return "", nil
-		})
-		laterErr <- err
-	}()
-	cancelLater()
-	if err := <-laterErr; !errors.Is(err, context.Canceled) {
-		t.Errorf("a later caller that hung up: err = %v, want context.Canceled at once", err)
-	}
-	cancelFirst()
-	close(release)
-	if err := <-sawCancel; err != nil {
-		t.Fatalf("the shared work saw %v: a caller's hang-up cancelled it", err)
-	}
-	if v := <-firstDone; v != "x" {
-		t.Errorf("the first caller got %q", v)
-	}
+		cancelFirst()
+		close(release)
+		if err := <-work; err != nil {
+			t.Fatalf("the shared work saw %v: a caller's hang-up cancelled it", err)
+		}
+		if v := <-firstDone; v != "x" {
+			t.Errorf("the first caller got %q", v)
+		}
+	})
 }
 
 func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {
-	c, _ := cache.New[string, string](10, nil)
+	clock := testkit.NewClock(time.Now())
+	c, _ := cache.New[string, string](10, clock.Now)
 	c.Add("short", "deny", time.Millisecond)
 	c.Add("long", "allow", time.Hour)
 	c.Add("none", "allow", 0)
-	time.Sleep(5 * time.Millisecond)
+	clock.Advance(time.Millisecond)
 	if _, _, ok := c.Get("short"); ok {
 		t.Error("expired entry returned")
 	}
@@ -118,7 +120,7 @@ func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {
 		t.Error("an entry with no TTL was kept")
 	}
 	v, exp, ok := c.Get("long")
-	if !ok || v != "allow" || time.Until(exp) < 59*time.Minute {
+	if !ok || v != "allow" || !exp.Equal(clock.Now().Add(time.Hour-time.Millisecond)) {
 		t.Errorf("unexpired entry: %q %v %v", v, exp, ok)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// upstreamRequests lists the upstream requests seen, "METHOD path" with
+// upstreamRequestsByPath lists the upstream requests seen, "METHOD path" with
 // their counts.
-func (e *env) upstreamRequests() map[string]int64 {
+func (e *env) upstreamRequestsByPath() map[string]int64 {
 	out := map[string]int64{}
 	e.requests.Range(func(k, v any) bool {
 		out[k.(string)] = v.(*atomic.Int64).Load()
@@ -98,7 +98,7 @@ func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *t
 			d := e.push("signed/app:v1")
 			tt.sign(e, d)
 			names := map[string]string{d.String(): "<digest>", tagOf(d): "<tag>"}
-			before := e.upstreamRequests()
+			before := e.upstreamRequestsByPath()
 			path := "/v2/lab/signed/app/manifests/" + d.String()
 			if tt.byTag {
 				path = "/v2/lab/signed/app/manifests/v1"
@@ -107,7 +107,7 @@ func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *t
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("%d, want 200", resp.StatusCode)
 			}
-			got := since(before, e.upstreamRequests(), names)
+			got := since(before, e.upstreamRequestsByPath(), names)
 			// The signature's own digests are not known in advance.
 			for i, r := range got {
 				switch {
