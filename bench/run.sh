@@ -11,8 +11,11 @@
 # side; then the content store: a second authz-proxy with a filesystem store
 # serving the large blob against the registry serving it from its own disk,
 # and CLIENTS concurrent cold pulls of another blob (COLD_BLOB_MIB) through
-# it, counting its upstream fetches. Not run by CI: its numbers depend on
-# the machine.
+# it, counting its upstream fetches; then the store's tags and outages: a
+# manifest GET by an immutable tag against the registry's own GET by tag,
+# alternated, and, last, the registry stopped: images pulled before through
+# the store pull again with crane and skopeo, those never pulled get 503.
+# Not run by CI: its numbers depend on the machine.
 #
 # BASELINE=<source tree> runs that build of authz-proxy beside this one in
 # the manifest scenarios (cached and cold, alternating the order round by
@@ -47,7 +50,7 @@ TARGETS=(direct minproxy authz-proxy); PROXIES=(authz-proxy)
 if [ -n "${BASELINE:-}" ]; then TARGETS=(direct minproxy baseline authz-proxy); PROXIES=(baseline authz-proxy); fi
 
 cputicks() { [ -n "${1:-}" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-pidof_target() { case $1 in *minproxy) echo "$MINPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; *) echo "$REGPID";; esac; }
+pidof_target() { case $1 in *minproxy) echo "$MINPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
 # the registry's count of requests answered, by handler and method
 regcounts() { curl -fs "http://$REG_METRICS/metrics" | awk '/^registry_http_request_duration_seconds_count/ {print $1, $2}'; }
 attack() { # attack NAME TARGETFILE [DURATION] -> JSON report in $work/NAME.json, CPU ticks of the target (.cpu) and of the registry (.regcpu), the registry's requests before and after (.req0, .req1)
@@ -176,7 +179,7 @@ fi
 if part store; then
 # The content store: authz-proxy with a filesystem store, same policy.
 STORE=127.0.0.1:$(port); STORE_METRICS=127.0.0.1:$(port)
-sed -e "s|addr: $AUTHZ|addr: $STORE|; s|addr: $METRICS|addr: $STORE_METRICS|" "$work/config.yaml" > "$work/store.yaml"
+sed -e "s|addr: $AUTHZ|addr: $STORE|; s|addr: $METRICS|addr: $STORE_METRICS|" -e 's|insecure: true}]|insecure: true, immutableTags: ["v*"]}]|' "$work/config.yaml" > "$work/store.yaml"
 echo "store: {driver: filesystem, rootdirectory: $work/store, maxSize: 64GiB}" >> "$work/store.yaml"
 "$work/authz-proxy" serve --config "$work/store.yaml" >"$work/store-decisions.jsonl" 2>"$work/store.log" & pids+=($!); STOREPID=$!
 wait_up "$STORE"
@@ -287,5 +290,73 @@ for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifes
     print(f"{title:34} {rps_off:10.0f} {rps_on:10.0f} {rps_on/rps_off:6.3f}x {med(off,1):8.2f} {med(on,1):7.2f} {cpu_off:15.0f} {cpu_on:6.0f} {(cpu_on/cpu_off-1)*100:+8.1f}%  ok {ok:.1%}")
     print(f"{'':34} per round on/off: " + ", ".join(f"{b[0]/a[0]:.3f}" for a, b in zip(off, on)))
 print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
+PY
+fi
+
+if part store; then
+# The store's tags: bench/app:v1 is an immutable tag of the store's proxy
+# (immutableTags: ["v*"]): once resolved, it is served from its last
+# resolution, without an upstream round trip. Against the registry's own
+# GET by tag, alternated over ROUNDS rounds.
+curl -fso /dev/null -H "$ACCEPT" "$SBASE/manifests/v1"
+target GET "$SBASE/manifests/v1" > "$work/immutable.targets"
+target GET "${BASE[direct]}/manifests/v1" > "$work/tag-direct.targets"
+for r in $(seq "$ROUNDS"); do
+  echo "load: manifest GET by tag, round $r: the registry, then an immutable tag through the store" >&2
+  attack "immutable-direct-$r" "$work/tag-direct.targets"
+  attack "immutable-store-$r" "$work/immutable.targets"
+done
+
+# The registry stopped. OUTAGE images (tags cold-*) are pulled through the
+# store's proxy with crane and skopeo, by tag and by digest; NEVER other
+# ones are not. Then the registry is stopped: every pull of the first must
+# still succeed (the tags by their last known digest, within staleIfError),
+# every request for the others must get 503.
+OUTAGE=${OUTAGE:-10}; NEVER=${NEVER:-5}
+pullboth() { # pullboth REF -> "ok" when crane and skopeo both pull REF (bench/app:TAG or bench/app@DIGEST) through the store
+  "$tools/crane" pull --insecure "$STORE/lab/$1" "$work/pulled.tar" >/dev/null 2>>"$work/outage.log" \
+    && skopeo copy --insecure-policy --src-tls-verify=false "docker://$STORE/lab/$1" "oci:$work/pulled-oci:x" >/dev/null 2>>"$work/outage.log" \
+    && echo ok || echo "failed: $1" >>"$work/outage.log"
+}
+PULLED=(); NEVER_REFS=()
+for i in $(seq 0 $((OUTAGE - 1))); do
+  d=$("$tools/crane" digest --insecure "$STORE/lab/bench/app:cold-$((COLD - 1 - i))")
+  PULLED+=("bench/app:cold-$((COLD - 1 - i))" "bench/app@$d")
+done
+for i in $(seq 0 $((NEVER - 1))); do
+  NEVER_REFS+=("bench/app:cold-$i" "bench/app@$("$tools/crane" digest --insecure "$REG/bench/app:cold-$i")")
+done
+echo "outage: pulling ${#PULLED[@]} references with crane and skopeo, the registry up" >&2
+UP_OK=0; for ref in "${PULLED[@]}"; do [ "$(pullboth "$ref")" = ok ] && UP_OK=$((UP_OK + 1)); done
+while [ "$(metric authz_proxy_store_fills_in_flight)" != 0 ] || [ "$(metric authz_proxy_store_writes_in_flight)" != 0 ]; do sleep 0.1; done
+echo "outage: the registry stopped" >&2
+kill "$REGPID"; wait "$REGPID" 2>/dev/null || true
+DOWN_OK=0; for ref in "${PULLED[@]}"; do [ "$(pullboth "$ref")" = ok ] && DOWN_OK=$((DOWN_OK + 1)); done
+NEVER_503=0
+mpath() { case $1 in *@*) echo "${1%%@*}/manifests/${1#*@}";; *) echo "${1%%:*}/manifests/${1#*:}";; esac; }
+for ref in "${NEVER_REFS[@]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "$ACCEPT" "http://$STORE/v2/lab/$(mpath "$ref")")
+  [ "$code" = 503 ] && NEVER_503=$((NEVER_503 + 1))
+done
+STALE=$(metric 'authz_proxy_stale_tags_total{upstream="lab"}')
+
+python3 - "$work" "$ROUNDS" "${#PULLED[@]}" "$UP_OK" "$DOWN_OK" "${#NEVER_REFS[@]}" "$NEVER_503" "$STALE" <<'PY'
+import json, os, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+pulled, up_ok, down_ok, never, never_503, stale = map(lambda x: int(float(x)), sys.argv[3:9])
+tick = os.sysconf("SC_CLK_TCK")
+def run(name):
+    rep = json.load(open(f"{work}/{name}.json"))
+    cpu = int(open(f"{work}/{name}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
+    return rep["throughput"], rep["latencies"]["50th"] / 1e6, rep["latencies"]["99th"] / 1e6, cpu, rep["success"]
+d = [run(f"immutable-direct-{r}") for r in range(1, rounds + 1)]
+s = [run(f"immutable-store-{r}") for r in range(1, rounds + 1)]
+med = lambda xs, i: statistics.median(x[i] for x in xs)
+print(f"\ncontent store, tags ({rounds} alternating rounds, medians)\n")
+print(f"{'scenario':52} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'ok':>6}")
+print(f"{'manifest GET by tag, the registry itself':52} {med(d,0):9.0f} {med(d,1):8.2f} {med(d,2):8.2f} {med(d,3):10.0f} {min(x[4] for x in d):6.1%}")
+print(f"{'manifest GET by an immutable tag, authz-proxy + store':52} {med(s,0):9.0f} {med(s,1):8.2f} {med(s,2):8.2f} {med(s,3):10.0f} {min(x[4] for x in s):6.1%}")
+print(f"  {med(s,0)/med(d,0):.2f}x the registry's own req/s (target >= 3x); per round: " + ", ".join(f"{b[0]/a[0]:.2f}" for a, b in zip(d, s)))
+print(f"\nupstream stopped (the registry killed): of {pulled} references pulled before (tags and digests, crane and skopeo each), {down_ok} still pull ({up_ok} did with it up); {stale:.0f} tags served stale; never pulled: {never_503}/{never} get 503")
 PY
 fi

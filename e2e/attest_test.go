@@ -231,7 +231,7 @@ func TestAttestationsMadeByCosignArePulledOrDenied(t *testing.T) {
 			if c.wantDeny == "" {
 				mustSucceed(t, "crane pull "+c.ref, out, err)
 				checkDecision(t, d, "allow", "lab/"+strings.Split(c.ref, ":")[0], c.rule)
-				if got := strings.Join(d.attestors(), ","); got != strings.Join(c.wantBy, ",") {
+				if got := strings.Join(d.Attestors(), ","); got != strings.Join(c.wantBy, ",") {
 					t.Errorf("verified by %s, want %v:\n%s", got, c.wantBy, d)
 				}
 				for _, v := range d.VerifiedBy {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // proxyCmd runs the authz-proxy binary with args and returns its output
@@ -77,8 +79,8 @@ func TestAuditorVerifiesTheSignedLogAndReadsTheReport(t *testing.T) {
 	der, _ := x509.MarshalPKCS8PrivateKey(priv)
 	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
 	keyFile, pubFile := filepath.Join(dir, "audit.key"), filepath.Join(dir, "audit.pub")
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-	os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+	testkit.WriteFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	testkit.WriteFile(t, pubFile, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})))
 
 	cfg := strings.Replace(lab.config("enforce", "http://"+lab.reg), "  file: {{AUDIT}}\n",
 		"  file: {{AUDIT}}\n  checkpoint: {keyFile: "+keyFile+", every: 1s}\n  required: true\n", 1)
@@ -132,7 +134,7 @@ func TestAuditorVerifiesTheSignedLogAndReadsTheReport(t *testing.T) {
 		}
 	}
 	forged := filepath.Join(dir, "decisions.jsonl.1")
-	os.WriteFile(forged, []byte(strings.Join(lines, "")), 0o640)
+	testkit.WriteFile(t, forged, strings.Join(lines, ""))
 	out, code = proxyCmd(t, "audit", "verify", "--log", forged, p.auditFile, "--key", pubFile)
 	if code != 1 {
 		t.Errorf("audit verify of an edited log: exit %d, want 1\n%s", code, out)

@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 )
@@ -209,7 +210,7 @@ func TestCISigningIdentities(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := sign.AttachGitHubAttestation(ctx, repo, *desc, b, virtual.BundleMediaType, "https://slsa.dev/provenance/v1", true); err != nil {
+		if _, err := sign.AttachGitHubAttestation(ctx, repo, *desc, b, oci.BundleV03, "https://slsa.dev/provenance/v1", true); err != nil {
 			t.Fatal(err)
 		}
 		return d

@@ -158,7 +158,7 @@ func TestCosignV3BundlesArePulledOrDenied(t *testing.T) {
 			}
 			mustSucceed(t, "crane pull "+c.ref, out, err)
 			checkDecision(t, d, "allow", image, c.rule)
-			if got := strings.Join(d.attestors(), ","); got != strings.Join(c.wantBy, ",") {
+			if got := strings.Join(d.Attestors(), ","); got != strings.Join(c.wantBy, ",") {
 				t.Errorf("verified by %s, want %v:\n%s", got, c.wantBy, d)
 			}
 			for _, v := range d.VerifiedBy {

@@ -61,9 +61,15 @@ func disguisedImage(subject *v1.Descriptor) (v1.Image, error) {
 	if err := tw.WriteHeader(&tar.Header{Name: payloadFile, Mode: 0o755, Size: int64(len(script)), Typeflag: tar.TypeReg}); err != nil {
 		return nil, err
 	}
-	tw.Write(script)
-	tw.Close()
-	zw.Close()
+	if _, err := tw.Write(script); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	cf, err := img.ConfigFile()
 	if err != nil {

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // lab is the shared world of the suite: set up once in TestMain.
@@ -171,21 +173,10 @@ func (w *world) setup() error {
 		}
 		built <- err
 	}()
-	if err := w.startRegistry(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.keys(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.push(ctx); err != nil {
-		<-built
-		return err
-	}
-	if err := w.sign(ctx); err != nil {
-		<-built
-		return err
+	for _, step := range []func(context.Context) error{w.startRegistry, w.keys, w.push, w.sign} {
+		if err := step(ctx); err != nil {
+			return errors.Join(err, <-built) // the build's error too, once it is done
+		}
 	}
 	if err := <-built; err != nil {
 		return err
@@ -222,7 +213,7 @@ http:
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return err
 	}
-	p, err := startProcess(w.env(), &syncBuffer{}, filepath.Join(w.tools, "registry"), "serve", cfg)
+	p, err := startProcess(w.env(), &testkit.Buffer{}, filepath.Join(w.tools, "registry"), "serve", cfg)
 	if err != nil {
 		return fmt.Errorf("starting registry: %w", err)
 	}

@@ -216,7 +216,7 @@ func TestNotationSignaturesArePulledOrDenied(t *testing.T) {
 			if c.wantDeny != nil {
 				return
 			}
-			if got := strings.Join(d.attestors(), ","); got != c.wantBy {
+			if got := strings.Join(d.Attestors(), ","); got != c.wantBy {
 				t.Errorf("verified by %q, want %s:\n%s", got, c.wantBy, d)
 			}
 			for _, v := range d.VerifiedBy {
@@ -224,7 +224,7 @@ func TestNotationSignaturesArePulledOrDenied(t *testing.T) {
 					t.Errorf("verified from %q, want a referrer:\n%s", v.Source, d)
 				}
 			}
-			if c.d == stamped && !strings.Contains(d.line, "by the timestamp authority") {
+			if c.d == stamped && !strings.Contains(d.Line, "by the timestamp authority") {
 				t.Errorf("the decision does not name the timestamp:\n%s", d)
 			}
 		})

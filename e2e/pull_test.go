@@ -51,14 +51,14 @@ func wantDenied(t *testing.T, ref, image string, digest v1.Hash, reference strin
 		wantContains(t, "crane pull "+proxyRef(ref), out, r)
 	}
 	if len(d.VerifiedBy) != 0 {
-		t.Errorf("a denied image lists verifiedBy %v:\n%s", d.attestors(), d)
+		t.Errorf("a denied image lists verifiedBy %v:\n%s", d.Attestors(), d)
 	}
 	return d
 }
 
 func wantVerifiedByCI(t *testing.T, d decision) {
 	t.Helper()
-	if !slices.Contains(d.attestors(), "ci") {
+	if !slices.Contains(d.Attestors(), "ci") {
 		t.Errorf("verifiedBy does not name attestor ci:\n%s", d)
 	}
 }

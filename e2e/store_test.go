@@ -23,6 +23,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // storeConfig is the suite's configuration with a store section and a
@@ -95,7 +97,7 @@ func versitygw(t *testing.T) (endpoint, accessFile, secretFile string) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	p, err := startProcess(lab.env(), &syncBuffer{}, filepath.Join(lab.tools, "versitygw"), "--quiet", "--access", "AKIAE2E", "--secret", "e2e-secret", "--port", addr, "posix", dir)
+	p, err := startProcess(lab.env(), &testkit.Buffer{}, filepath.Join(lab.tools, "versitygw"), "--quiet", "--access", "AKIAE2E", "--secret", "e2e-secret", "--port", addr, "posix", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,9 +261,10 @@ func TestAProxyKilledInTheMiddleOfAFillLeavesNothingPartialAndCleansUpAtRestart(
 			resp.Body.Close()
 		}
 	}()
-	// The fill has written its first MiB, and waits for the rest.
+	// The fill has written most of the first MiB (the storage driver may
+	// still buffer its tail), and waits for the rest.
 	uploads := filepath.Join(root, "uploads")
-	for deadline := time.Now().Add(time.Minute); filesOver(uploads, 1<<20) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); filesOver(uploads, 512<<10) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no fill in progress under %s", uploads)
 		}
@@ -313,7 +316,7 @@ func filesOver(dir string, size int64) int {
 // restartProxy runs p's configuration again, on the same address.
 func restartProxy(t *testing.T, p *proxyProc) *proxyProc {
 	t.Helper()
-	p2 := &proxyProc{name: p.name, addr: p.addr, config: p.config, auditFile: p.auditFile, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	p2 := &proxyProc{name: p.name, addr: p.addr, config: p.config, auditFile: p.auditFile, stdout: &testkit.Buffer{}, stderr: &testkit.Buffer{}}
 	proc, err := startProcessSplit(lab.env(), p2.stdout, p2.stderr, lab.proxyBin, "serve", "--config", p.config)
 	if err != nil {
 		t.Fatal(err)

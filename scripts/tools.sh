@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the pinned tools the end-to-end suite drives, once per machine:
-# the distribution registry (the upstream), the cosign v2 CLI, the cosign v3
-# CLI (as cosign3), crane, the notation CLI, the OCI distribution-spec
-# conformance suite, versitygw (an S3 server over a folder, for the store's
-# s3 driver), and skopeo and chromium from Debian. Prints the folder that
-# holds the Go-built tools.
+# Installs the pinned tools of the test suite, once per machine: the linter
+# (golangci-lint), and what the end-to-end suite drives: the distribution
+# registry (the upstream), the cosign v2 CLI, the cosign v3 CLI (as
+# cosign3), crane, the notation CLI, the OCI distribution-spec conformance
+# suite, versitygw (an S3 server over a folder, for the store's s3 driver),
+# and skopeo and chromium from Debian. Prints the folder that holds the
+# Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -17,6 +18,7 @@ NOTATION_VERSION=v1.3.2
 VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+GOLANGCI_LINT_VERSION=v2.15.0
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
@@ -52,6 +54,7 @@ build() { # build NAME PACKAGE VERSION: in a throw-away module, for commands
   echo "$2@$3" > "$stamp"
 }
 
+install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION >&2
 install registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION >&2
 install crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION >&2
 install cosign github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION >&2

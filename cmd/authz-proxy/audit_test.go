@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 func wantContains(t *testing.T, out string, subs ...string) {
@@ -36,8 +37,8 @@ func writeCheckpointKey(t *testing.T, dir string) string {
 	}
 	der, _ := x509.MarshalPKCS8PrivateKey(priv)
 	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	writeFile(t, filepath.Join(dir, "audit.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
-	writeFile(t, filepath.Join(dir, "audit.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})))
+	testkit.WriteFile(t, filepath.Join(dir, "audit.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	testkit.WriteFile(t, filepath.Join(dir, "audit.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})))
 	return filepath.Join(dir, "audit.key")
 }
 
@@ -167,9 +168,9 @@ func TestAuditVerifyExitsZeroOneOrTwo(t *testing.T) {
 	log, pub := filepath.Join(dir, "decisions.jsonl"), filepath.Join(dir, "audit.pub")
 	intact, _ := os.ReadFile(log)
 	edited := filepath.Join(dir, "edited.jsonl")
-	writeFile(t, edited, strings.Replace(string(intact), `"decision":"deny"`, `"decision":"allow"`, 1))
+	testkit.WriteFile(t, edited, strings.Replace(string(intact), `"decision":"deny"`, `"decision":"allow"`, 1))
 	unchained := filepath.Join(dir, "unchained.jsonl")
-	writeFile(t, unchained, `{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"decision","decision":"allow"}`+"\n")
+	testkit.WriteFile(t, unchained, `{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"decision","decision":"allow"}`+"\n")
 	for _, c := range []struct {
 		name string
 		args []string
@@ -199,10 +200,10 @@ func TestAuditVerifyExitsZeroOneOrTwo(t *testing.T) {
 func TestValidateReportsAnUnusableCheckpointKey(t *testing.T) {
 	lab := startLab(t)
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "audit.key"), "not a key\n")
+	testkit.WriteFile(t, filepath.Join(dir, "audit.key"), "not a key\n")
 	cfg := strings.Replace(labConfig(lab, signedPolicy), "defaultUpstream: lab\n", "defaultUpstream: lab\naudit:\n  checkpoint: {keyFile: audit.key}\n", 1)
 	path := filepath.Join(dir, "config.yaml")
-	writeFile(t, path, cfg)
+	testkit.WriteFile(t, path, cfg)
 	err := run(t.Context(), []string{"validate", "--config", path}, io.Discard, io.Discard)
 	if exitCode(err) != 2 || err == nil || !strings.Contains(err.Error(), path+":6: audit.checkpoint.keyFile: audit.key: no PEM block found") {
 		t.Errorf("validate: %v; want exit 2 naming the file, line and field", err)
@@ -215,12 +216,8 @@ func TestReportReadsRotatedAndGzippedLogsWithinAWindow(t *testing.T) {
 		`{"time":"2026-08-01T10:00:00Z","level":"WARN","msg":"decision","decision":"deny","image":"lab/app","reference":"v1","digest":"sha256:` + strings.Repeat("a", 64) + `","upstream":"lab","rule":"acme","enforcement":"enforce","reasons":["no cosign signature found"],"verifiedBy":[],"cached":false,"client":{"addr":"10.0.0.1:4000"},"durationMs":1}`,
 		`{"time":"2026-08-02T10:00:00Z","level":"WARN","msg":"decision","decision":"deny","image":"lab/old","reference":"v1","digest":"sha256:` + strings.Repeat("b", 64) + `","upstream":"lab","rule":"acme","enforcement":"enforce","reasons":["no cosign signature found"],"verifiedBy":[],"cached":false,"client":{"addr":"10.0.0.1:4000"},"durationMs":1}`,
 	}
-	writeFile(t, filepath.Join(dir, "old.jsonl"), lines[0]+"\n")
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(lines[1] + "\n"))
-	zw.Close()
-	writeFile(t, filepath.Join(dir, "new.jsonl.gz"), gz.String())
+	testkit.WriteFile(t, filepath.Join(dir, "old.jsonl"), lines[0]+"\n")
+	testkit.WriteFile(t, filepath.Join(dir, "new.jsonl.gz"), string(testkit.Gzip(t, []byte(lines[1]+"\n"))))
 	for _, c := range []struct {
 		name string
 		args []string

@@ -32,17 +32,24 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	addr := ln.Addr().String()
+	// The tour reads the store's counters from the metrics.
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	decisions := &heldWriter{}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(sctx, lab.ConfigPath, l, serveEnv{ln: ln, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		done <- serve(sctx, lab.ConfigPath, l, serveEnv{ln: ln, metricsLn: metricsLn, stdout: decisions, logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 
 	fmt.Fprintf(stdout, "Upstream registry (in process): %s, with sample images under lab/\n", lab.Upstream)
 	fmt.Fprintf(stdout, "Proxy: http://%s, policy: %s\n\n", addr, lab.ConfigPath)
 	lab.Tour(ctx, addr, stdout)
+	lab.StoreTour(ctx, addr, metricsLn.Addr().String(), stdout)
 	fmt.Fprintf(stdout, "\nDecision log (one JSON line per manifest decision, hash-chained by seq and prev; checkpoint lines mark where the proxy started and stopped):\n")
 	if !*keep {
 		stop()

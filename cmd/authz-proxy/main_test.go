@@ -79,13 +79,23 @@ func TestDemoShowsAllowedAndDeniedPullsAndTheDecisionLog(t *testing.T) {
 		"/lab/notary/app:forged", "does not count for attestor release: certificate chain:",
 		`"x509Subject":"CN=release,O=Acme,ST=WA,C=US"`,
 		`"decision":"allow"`, `"decision":"deny"`,
+		// The store: a second pull, and pulls with the upstream stopped.
+		"up, second pull  pulled: 2 manifests from the store, 3 blobs from the store, 0 bytes of blobs from the upstream",
+		"stopped          pulled: 2 manifests from the store, the tag by its last known digest (stale), 3 blobs from the store, 0 bytes of blobs from the upstream",
+		`"source":"stale"`, `"source":"store"`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if (strings.Contains(line, "/lab/demo/app:signed ") || strings.Contains(line, "/lab/vetted/app:ci-built ") || strings.Contains(line, "/lab/notary/app:signed ")) && !strings.HasSuffix(strings.TrimSpace(line), "pulled") {
+		if strings.Contains(line, "/lab/demo/app:unsigned ") && strings.Contains(line, "stopped") && !strings.Contains(line, "403 DENIED: no cosign signature found") {
+			t.Errorf("with the upstream stopped, the unsigned image is not denied as before: %s", line)
+		}
+		if strings.Contains(line, "/lab/demo/app:never ") && !strings.Contains(line, "stopped          503 UNAVAILABLE") {
+			t.Errorf("with the upstream stopped, an image never pulled is not 503: %s", line)
+		}
+		if (strings.Contains(line, "/lab/demo/app:signed ") || strings.Contains(line, "/lab/vetted/app:ci-built ") || strings.Contains(line, "/lab/notary/app:signed ")) && !strings.HasSuffix(strings.TrimSpace(line), "pulled") && !strings.Contains(line, "  pulled: ") {
 			t.Errorf("signed image not pulled: %s", line)
 		}
 	}

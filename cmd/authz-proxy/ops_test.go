@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,25 +27,8 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/demo"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
-
-// lockedBuffer is a bytes.Buffer for a server writing while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startLab runs the demo's sample registry for one test.
 func startLab(t *testing.T) *demo.Lab {
@@ -91,8 +69,8 @@ type instance struct {
 	addr        string
 	metricsAddr string
 	hup         chan os.Signal
-	decisions   *lockedBuffer
-	logs        *lockedBuffer
+	decisions   *testkit.Buffer
+	logs        *testkit.Buffer
 	stop        func() error
 }
 
@@ -100,8 +78,8 @@ type instance struct {
 // the files every watch (0: on SIGHUP only). The proxy stops with the test.
 func startServe(t *testing.T, dir, configText string, watch time.Duration) *instance {
 	t.Helper()
-	in := &instance{t: t, config: filepath.Join(dir, "config.yaml"), hup: make(chan os.Signal, 1), decisions: &lockedBuffer{}, logs: &lockedBuffer{}}
-	writeFile(t, in.config, configText)
+	in := &instance{t: t, config: filepath.Join(dir, "config.yaml"), hup: make(chan os.Signal, 1), decisions: &testkit.Buffer{}, logs: &testkit.Buffer{}}
+	testkit.WriteFile(t, in.config, configText)
 	l, err := load(in.config)
 	if err != nil {
 		t.Fatal(err)
@@ -128,13 +106,6 @@ func startServe(t *testing.T, dir, configText string, watch time.Duration) *inst
 	t.Cleanup(func() { _ = in.stop() })
 	in.waitMetric("authz_proxy_config_last_reload_successful", nil, 1)
 	return in
-}
-
-func writeFile(t *testing.T, path, text string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 var plainClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
@@ -224,7 +195,7 @@ func (in *instance) waitLog(text string) {
 // generation is in force.
 func (in *instance) reload(configText string) {
 	in.t.Helper()
-	writeFile(in.t, in.config, configText)
+	testkit.WriteFile(in.t, in.config, configText)
 	c, err := config.Load(in.config)
 	if err != nil {
 		in.t.Fatal(err)
@@ -233,24 +204,11 @@ func (in *instance) reload(configText string) {
 	in.waitMetric("authz_proxy_config_info", map[string]string{"generation": c.Generation}, 1)
 }
 
-// decisionLines parses the decision records written so far (not the
+// decisionLines reads the decision records written so far (not the
 // checkpoints between them).
-func (in *instance) decisionLines() []map[string]any {
+func (in *instance) decisionLines() []testkit.Decision {
 	in.t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(in.decisions.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			in.t.Fatalf("decision line is not JSON: %q", line)
-		}
-		if m["msg"] == "decision" {
-			out = append(out, m)
-		}
-	}
-	return out
+	return testkit.Decisions(in.t, in.decisions.String())
 }
 
 func TestReloadUnderConcurrentPullsFailsNoPull(t *testing.T) {
@@ -299,7 +257,7 @@ func TestReloadUnderConcurrentPullsFailsNoPull(t *testing.T) {
 		waitPulls() // pulls under the new configuration
 	}
 	// A broken configuration is refused and changes nothing.
-	writeFile(t, in.config, strings.Replace(base, "attestors: [ci]", "attestors: [nobody]", 1))
+	testkit.WriteFile(t, in.config, strings.Replace(base, "attestors: [ci]", "attestors: [nobody]", 1))
 	in.hup <- os.Interrupt
 	in.waitMetric("authz_proxy_config_reloads_total", map[string]string{"result": "failure"}, 1)
 	in.waitMetric("authz_proxy_config_last_reload_successful", nil, 0)
@@ -318,7 +276,7 @@ func TestReloadUnderConcurrentPullsFailsNoPull(t *testing.T) {
 		t.Errorf("the refused reload does not say why:\n%s", in.logs.String())
 	}
 	for _, d := range in.decisionLines() {
-		if d["decision"] != "allow" {
+		if d.Decision != "allow" {
 			t.Errorf("decision during reloads: %v", d)
 		}
 	}
@@ -332,7 +290,7 @@ func TestChangedKeyFileIsReloadedAndOldVerdictsAreNotUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, key, string(ciKey))
+	testkit.WriteFile(t, key, string(ciKey))
 	text := strings.Replace(labConfig(lab, signedPolicy), filepath.Join(lab.Dir, "ci.pub"), "ci.pub", 1)
 	in := startServe(t, dir, text, 20*time.Millisecond)
 
@@ -341,9 +299,7 @@ func TestChangedKeyFileIsReloadedAndOldVerdictsAreNotUsed(t *testing.T) {
 		t.Fatalf("signed with the ci key: %d %v", status, err)
 	}
 	// Rotate the attestor's key file to a key that signed nothing.
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.MarshalPKIXPublicKey(other.Public())
-	writeFile(t, key, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	testkit.NewKey(t).WritePublic(t, key)
 	c, err := config.Load(in.config)
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +331,7 @@ func TestReloadOfWhatNeedsARestartIsRefused(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			writeFile(t, in.config, strings.Replace(base, tt.from, tt.to, 1))
+			testkit.WriteFile(t, in.config, strings.Replace(base, tt.from, tt.to, 1))
 			in.hup <- os.Interrupt
 			in.waitMetric("authz_proxy_config_reloads_total", map[string]string{"result": "failure"}, float64(i+1))
 			if !strings.Contains(in.logs.String(), tt.wantLog) || !strings.Contains(in.logs.String(), "takes a restart") {
@@ -412,13 +368,8 @@ func TestSIGHUPReopensTheAuditFileForLogrotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var decisions []string
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if strings.Contains(line, `"msg":"decision"`) {
-				decisions = append(decisions, line)
-			}
-		}
-		if len(decisions) != 1 || !strings.Contains(decisions[0], c.want) {
+		decisions := testkit.Decisions(t, string(b))
+		if len(decisions) != 1 || !strings.Contains(decisions[0].Line, c.want) {
 			t.Errorf("%s holds %q, want the one decision %s", filepath.Base(c.file), b, c.want)
 		}
 	}
@@ -555,19 +506,12 @@ policy:
 			if resp.StatusCode != tt.wantStatus {
 				t.Errorf("status %d, want %d", resp.StatusCode, tt.wantStatus)
 			}
-			var rec struct {
-				Rule   string `json:"rule"`
-				Client struct {
-					Identity    string `json:"identity"`
-					Environment string `json:"environment"`
-				} `json:"client"`
+			recs := testkit.Decisions(t, decisions.String()[mark:])
+			if len(recs) != 1 {
+				t.Fatalf("%d decisions logged for one pull: %v", len(recs), recs)
 			}
-			line := strings.TrimSpace(decisions.String()[mark:])
-			if err := json.Unmarshal([]byte(line), &rec); err != nil {
-				t.Fatalf("decision line %q: %v", line, err)
-			}
-			if rec.Rule != tt.wantRule || rec.Client.Identity != tt.wantIdentity || rec.Client.Environment != tt.wantEnv {
-				t.Errorf("decision %s; want rule %s, identity %s, environment %q", line, tt.wantRule, tt.wantIdentity, tt.wantEnv)
+			if rec := recs[0]; rec.Rule != tt.wantRule || rec.Client.Identity != tt.wantIdentity || rec.Client.Environment != tt.wantEnv {
+				t.Errorf("decision %s; want rule %s, identity %s, environment %q", rec, tt.wantRule, tt.wantIdentity, tt.wantEnv)
 			}
 		})
 	}
@@ -586,7 +530,7 @@ func TestReplayShowsWhatACandidatePolicyWouldChange(t *testing.T) {
 	}
 	// The candidate enforces and drops the allowlist.
 	candidate := filepath.Join(dir, "candidate.yaml")
-	writeFile(t, candidate, strings.Replace(labConfig(lab, signedPolicy), "  allowlist: [lab/tools/**]\n", "", 1))
+	testkit.WriteFile(t, candidate, strings.Replace(labConfig(lab, signedPolicy), "  allowlist: [lab/tools/**]\n", "", 1))
 	log := filepath.Join(dir, "decisions.jsonl")
 
 	out, errOut, code := runCmd(t, "replay", "--config", candidate, "--log", log)
@@ -621,7 +565,7 @@ func TestReplayShowsWhatACandidatePolicyWouldChange(t *testing.T) {
 	}
 
 	// Under the policy in force, nothing changes.
-	writeFile(t, candidate, current)
+	testkit.WriteFile(t, candidate, current)
 	out, _, code = runCmd(t, "replay", "--config", candidate, "--log", log)
 	if code != 0 || !strings.Contains(out, "No decision would change.") {
 		t.Errorf("replay under the current policy: exit %d\n%s", code, out)
@@ -631,7 +575,7 @@ func TestReplayShowsWhatACandidatePolicyWouldChange(t *testing.T) {
 func TestValidateWarnsAboutAnExpiredBreakglassEntry(t *testing.T) {
 	lab := startLab(t)
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, strings.Replace(labConfig(lab, signedPolicy), "policy:\n", "policy:\n  breakglass: [{image: lab/demo/app, expires: 2020-01-01T00:00:00Z, reason: INC-1}]\n", 1))
+	testkit.WriteFile(t, path, strings.Replace(labConfig(lab, signedPolicy), "policy:\n", "policy:\n  breakglass: [{image: lab/demo/app, expires: 2020-01-01T00:00:00Z, reason: INC-1}]\n", 1))
 	out, errOut, code := runCmd(t, "validate", "--config", path)
 	if code != 0 || !strings.Contains(out, "OK") || !strings.Contains(errOut, "warning: ") || !strings.Contains(errOut, "policy.breakglass[0].expires: 2020-01-01T00:00:00Z has passed: this entry is ignored") {
 		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -642,7 +586,7 @@ func TestCheckJudgesAsAClientOfTheEnvironmentGiven(t *testing.T) {
 	lab := startLab(t)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	text := strings.Replace(labConfig(lab, signedPolicy), "  rules:\n", "  rules:\n    - {name: prod-open, images: [\"lab/demo/**\"], environments: [prod], action: allow}\n", 1)
-	writeFile(t, path, "environments: [{name: prod, clients: [{cidr: 10.0.0.0/8}]}]\n"+text)
+	testkit.WriteFile(t, path, "environments: [{name: prod, clients: [{cidr: 10.0.0.0/8}]}]\n"+text)
 	tests := []struct {
 		name     string
 		args     []string

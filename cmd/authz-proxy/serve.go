@@ -148,7 +148,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	}
 	var metricsSrv *http.Server
 	if env.metricsLn != nil {
-		metricsSrv = &http.Server{Handler: metricsHandler(m, l.cfg.Metrics.Pprof), ReadHeaderTimeout: 10 * time.Second}
+		// The demo has a metrics listener without a metrics section.
+		withPprof := l.cfg.Metrics != nil && l.cfg.Metrics.Pprof
+		metricsSrv = &http.Server{Handler: metricsHandler(m, withPprof), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = metricsSrv.Serve(env.metricsLn) }()
 		logger.Info("metrics", "addr", "http://"+env.metricsLn.Addr().String()+"/metrics")
 	}
@@ -226,6 +228,14 @@ func metricsHandler(m *metrics.Metrics, withPprof bool) http.Handler {
 // proxyOptions are the proxy's options for configuration l.
 func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metrics) proxy.Options {
 	c := l.cfg
+	tags := map[string]proxy.Tags{}
+	for _, u := range c.Upstreams {
+		t := proxy.Tags{Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
+		if u.StaleIfError != nil {
+			t.StaleIfError = *u.StaleIfError
+		}
+		tags[u.Name] = t
+	}
 	return proxy.Options{
 		Policy:          l.policy,
 		Upstreams:       l.upstreams,
@@ -236,6 +246,7 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,
+		Tags:            tags,
 	}
 }
 

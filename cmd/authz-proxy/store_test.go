@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // layerOf returns the first layer of the manifest at path, read through
@@ -67,7 +69,7 @@ func TestServeWithAFilesystemStoreServesTheSecondPullFromIt(t *testing.T) {
 		t.Errorf("the rootdirectory is not relative to the configuration's folder: %v", err)
 	}
 
-	writeFile(t, in.config, strings.Replace(base, "maxSize: 1GiB", "maxSize: 2GiB", 1))
+	testkit.WriteFile(t, in.config, strings.Replace(base, "maxSize: 1GiB", "maxSize: 2GiB", 1))
 	in.hup <- os.Interrupt
 	in.waitMetric("authz_proxy_config_reloads_total", map[string]string{"result": "failure"}, 1)
 	in.waitLog("store: changed (driver, place, size or credential): this takes a restart")
@@ -83,8 +85,8 @@ func TestAnS3StoreThatIsDownServesFromTheUpstreamAndNeverLogsItsSecret(t *testin
 	down := ln.Addr().String()
 	ln.Close() // nothing listens there
 	const secret = "s3-secret-that-must-not-leak"
-	writeFile(t, filepath.Join(dir, "access"), "AKIADOWN\n")
-	writeFile(t, filepath.Join(dir, "secret"), secret+"\n")
+	testkit.WriteFile(t, filepath.Join(dir, "access"), "AKIADOWN\n")
+	testkit.WriteFile(t, filepath.Join(dir, "secret"), secret+"\n")
 	in := startServe(t, dir, labConfig(lab, signedPolicy)+fmt.Sprintf("store: {driver: s3, bucket: cache, regionendpoint: 'http://%s', forcepathstyle: true, accesskeyFile: access, secretkeyFile: secret, maxSize: 1GiB}\n", down), 0)
 	layer := in.layerOf("/v2/lab/demo/app/manifests/signed")
 	for range 3 {

@@ -15,6 +15,8 @@ package audit
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -25,6 +27,19 @@ const (
 	DryRunDeny = "dryrun-deny"
 	Breakglass = "breakglass"
 	Error      = "error"
+)
+
+// Sources of the manifest judged (Record.Source).
+const (
+	// SourceUpstream: fetched from the upstream for this request.
+	SourceUpstream = "upstream"
+	// SourceStore: the proxy's verified copy (its content store, or
+	// memory), the tag resolved by the upstream or, for an immutable tag,
+	// by its last resolution.
+	SourceStore = "store"
+	// SourceStale: the upstream failed, and the tag's last known digest
+	// was served (within the upstream's staleIfError).
+	SourceStale = "stale"
 )
 
 // Record is one manifest decision.
@@ -47,6 +62,11 @@ type Record struct {
 	Cached      bool
 	Client      Client
 	Duration    time.Duration
+	// Source is where the manifest judged came from: SourceUpstream,
+	// SourceStore or SourceStale; "" when no manifest was read (an error,
+	// or a refusal from the cache alone) unless the tag asked for was
+	// stale.
+	Source string
 	// Seq and Prev are the record's place in the hash chain: its sequence
 	// number, and "sha256:<hex>" of the line before it ("" for the first
 	// line of a chain). Write assigns them; Parse fills them in (zero when
@@ -100,9 +120,19 @@ type Client struct {
 	Environment string `json:"environment,omitempty"`
 }
 
-// ErrNotDecision is returned by Parse for a log line that is valid JSON but
-// not a decision record (operational log lines share stdout's format).
-var ErrNotDecision = errors.New("not a decision record")
+// Errors of Parse. ErrNotDecision is a log line that is valid JSON but not
+// a decision record (operational log lines and checkpoints share the log's
+// format): a reader skips it. ErrMalformed is a line that cannot be read
+// as a decision (not JSON, a field of the wrong type, a duration out of
+// range): a reader counts it as unreadable.
+var (
+	ErrNotDecision = errors.New("not a decision record")
+	ErrMalformed   = errors.New("malformed decision-log line")
+)
+
+// maxDurationMs is the longest duration a record can carry, in
+// milliseconds: what a time.Duration holds.
+const maxDurationMs = float64(math.MaxInt64 / int64(time.Millisecond))
 
 // line is a decision record as written.
 type line struct {
@@ -121,23 +151,29 @@ type line struct {
 	Cached      bool           `json:"cached"`
 	Client      Client         `json:"client"`
 	DurationMs  float64        `json:"durationMs"`
+	Source      string         `json:"source"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
 }
 
-// Parse reads one line of a decision log back into a Record.
+// Parse reads one line of a decision log back into a Record. Its duration
+// is read to the microsecond, as Write writes it, so that a record read,
+// written and read again is the record first read.
 func Parse(data []byte) (Record, error) {
 	var l line
 	if err := json.Unmarshal(data, &l); err != nil {
-		return Record{}, err
+		return Record{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if l.Msg != "decision" || l.Decision == "" {
 		return Record{}, ErrNotDecision
+	}
+	if !(l.DurationMs >= 0 && l.DurationMs <= maxDurationMs) {
+		return Record{}, fmt.Errorf("%w: durationMs %v is not a duration", ErrMalformed, l.DurationMs)
 	}
 	return Record{
 		Time: l.Time, Decision: l.Decision, Image: l.Image, Reference: l.Reference, Digest: l.Digest,
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
-		Duration: time.Duration(l.DurationMs * float64(time.Millisecond)), Seq: l.Seq, Prev: l.Prev,
+		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source, Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

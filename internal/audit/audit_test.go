@@ -27,7 +27,9 @@ func TestConcurrentDecisionsAreWholeJSONLinesInTheFile(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.Write(context.Background(), audit.Record{Decision: audit.Deny, Image: "lab/app", Digest: "sha256:x", Reasons: []string{"no signature", string(rune('a' + i%26))}})
+			if err := l.Write(context.Background(), audit.Record{Decision: audit.Deny, Image: "lab/app", Digest: "sha256:x", Reasons: []string{"no signature", string(rune('a' + i%26))}}); err != nil {
+				t.Error(err)
+			}
 		}()
 	}
 	wg.Wait()
@@ -94,7 +96,9 @@ func TestReopenAfterLogrotateLosesAndSplitsNoRecordAndKeepsTheChain(t *testing.T
 	rotating, reopened := make(chan struct{}), make(chan struct{})
 	write := func(n int) {
 		for range n {
-			l.Write(context.Background(), audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Reference: "v1"})
+			if err := l.Write(context.Background(), audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Reference: "v1"}); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 	for range writers {
@@ -146,11 +150,13 @@ func TestRecordsAfterCloseGoToStdoutOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Write(context.Background(), audit.Record{Decision: audit.Allow, Image: "lab/app"})
+	write(t, l, audit.Record{Decision: audit.Allow, Image: "lab/app"})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l.Write(context.Background(), audit.Record{Decision: audit.Deny, Image: "lab/late"})
+	if err := l.Write(context.Background(), audit.Record{Decision: audit.Deny, Image: "lab/late"}); err != nil {
+		t.Errorf("a record written after Close, to stdout: %v", err)
+	}
 	if n := len(wholeLines(t, path)); n != 1 {
 		t.Errorf("the file has %d records, want the 1 written before Close", n)
 	}
@@ -167,8 +173,14 @@ func TestParseReadsBackWhatWriteWrote(t *testing.T) {
 		Upstream: "lab", Rule: "breakglass", Enforcement: "enforce", Reasons: []string{"INC-1"},
 		VerifiedBy: []audit.Verification{{Attestor: "ci", KeyID: "sha256:k", Source: "tag"}}, Cached: true,
 		Client: audit.Client{Addr: "10.1.2.3:4567", Identity: "prod-cluster", Environment: "prod"}, Duration: 1500 * time.Microsecond,
+		Source: audit.SourceStale,
 	}
-	l.Write(context.Background(), want)
+	write(t, l, want)
+	// source is the last field of a decision, after those of the first
+	// version: the lines before it kept their bytes.
+	if line := buf.String(); !strings.Contains(line, `"durationMs":1.5,"source":"stale"}`) {
+		t.Errorf("source is not the last field: %s", line)
+	}
 	got, err := audit.Parse([]byte(buf.String()))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"context"
 	"crypto"
 	"io"
 	"path/filepath"
@@ -34,7 +33,7 @@ func BenchmarkWrite(b *testing.B) {
 			defer l.Close()
 			b.ReportAllocs()
 			for b.Loop() {
-				l.Write(context.Background(), rec)
+				write(b, l, rec)
 			}
 		})
 	}
@@ -50,9 +49,11 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	const n = 10_000
 	for i := range n {
-		l.Write(context.Background(), record(i))
+		write(b, l, record(i))
 		if i%1000 == 0 {
-			l.Checkpoint()
+			if err := l.Checkpoint(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	l.Close()

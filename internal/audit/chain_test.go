@@ -2,7 +2,6 @@ package audit_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -15,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // checkpointKey is an Ed25519 key written as `openssl genpkey -algorithm
@@ -103,17 +104,23 @@ func writeRotatedLog(t *testing.T, key crypto.Signer) (rotated, current string) 
 	return rotated, current
 }
 
+// write writes recs to l; one that cannot be written fails the test.
+func write(t testing.TB, l *audit.Log, recs ...audit.Record) {
+	t.Helper()
+	for _, r := range recs {
+		if err := l.Write(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func gzipFile(t *testing.T, from, to string) {
 	t.Helper()
 	data, err := os.ReadFile(from)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(data)
-	zw.Close()
-	if err := os.WriteFile(to, buf.Bytes(), 0o640); err != nil {
+	if err := os.WriteFile(to, testkit.Gzip(t, data), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(from)
@@ -167,7 +174,7 @@ func TestChainContinuesWhenTheProxyRestartsOnTheSameFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 5 {
-			l.Write(context.Background(), record(run*5+i))
+			write(t, l, record(run*5+i))
 		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
@@ -256,11 +263,16 @@ func TestEditedLogIsCaughtAtTheRightLine(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rotatedGz, current := writeRotatedLog(t, key)
 			rotated := strings.TrimSuffix(rotatedGz, ".gz")
-			zr, _ := audit.Open(rotatedGz)
-			var plain bytes.Buffer
-			plain.ReadFrom(zr)
+			zr, err := audit.Open(rotatedGz)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := io.ReadAll(zr)
 			zr.Close()
-			os.WriteFile(rotated, plain.Bytes(), 0o640)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testkit.WriteFile(t, rotated, string(plain))
 			r, cu := c.edit(t, lines(t, rotated), lines(t, current))
 			writeLines(t, rotated, r)
 			writeLines(t, current, cu)
@@ -339,7 +351,10 @@ func TestCleanLogOfHundredThousandRecordsVerifies(t *testing.T) {
 					return
 				}
 				if i%10_000 == 0 {
-					l.Checkpoint()
+					if err := l.Checkpoint(); err != nil {
+						t.Error(err)
+						return
+					}
 				}
 			}
 		}()
@@ -377,7 +392,7 @@ func TestChainAloneDetectsEditsWithoutAKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		l.Write(context.Background(), record(i))
+		write(t, l, record(i))
 	}
 	l.Close()
 	ls := lines(t, path)
@@ -534,7 +549,7 @@ func TestCheckpointKeysOfEveryKindSignAndVerify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l.Write(context.Background(), record(1))
+			write(t, l, record(1))
 			l.Close()
 			rep, err := audit.Verify([]string{path}, []crypto.PublicKey{key.Public()})
 			if err != nil {
@@ -575,12 +590,16 @@ func TestARotatedFileLeftOutIsCaughtWhereTheChainJumps(t *testing.T) {
 	}
 	for gen := 2; gen >= 1; gen-- { // decisions.jsonl.2, then .1, as logrotate numbers them
 		for i := range 3 {
-			l.Write(context.Background(), record(i))
+			write(t, l, record(i))
 		}
-		os.Rename(path, fmt.Sprintf("%s.%d", path, gen))
-		l.Reopen()
+		if err := os.Rename(path, fmt.Sprintf("%s.%d", path, gen)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Reopen(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	l.Write(context.Background(), record(9))
+	write(t, l, record(9))
 	l.Close()
 	rep, err := audit.Verify([]string{path, path + ".2"}, nil) // .1 left out
 	if err != nil {

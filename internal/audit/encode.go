@@ -71,6 +71,10 @@ func appendDecision(b []byte, t time.Time, level slog.Level, r *Record) ([]byte,
 	}
 	b = append(b, `},"durationMs":`...)
 	b = appendJSONFloat(b, float64(r.Duration.Microseconds())/1000)
+	if r.Source != "" {
+		b = append(b, `,"source":`...)
+		b = appendJSONString(b, r.Source)
+	}
 	return append(b, "}\n"...), true
 }
 

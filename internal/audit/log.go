@@ -315,7 +315,7 @@ func encodeDecision(ctx context.Context, t time.Time, level slog.Level, r *Recor
 
 // decisionAttrs are the attributes of r's decision line, in order.
 func decisionAttrs(r *Record) []slog.Attr {
-	return []slog.Attr{
+	attrs := []slog.Attr{
 		slog.String("decision", r.Decision),
 		slog.String("image", r.Image),
 		slog.String("reference", r.Reference),
@@ -330,6 +330,12 @@ func decisionAttrs(r *Record) []slog.Attr {
 		slog.Any("client", r.Client),
 		slog.Float64("durationMs", float64(r.Duration.Microseconds())/1000),
 	}
+	// Fields added since the first version go last: the lines of older
+	// versions stay what they were.
+	if r.Source != "" {
+		attrs = append(attrs, slog.String("source", r.Source))
+	}
+	return attrs
 }
 
 // encode renders one line as slog's JSON handler does, outside any lock.

@@ -13,7 +13,7 @@ import (
 // gzipped (as logrotate's compress leaves rotated files, whatever their
 // name). "-" is standard input.
 func Open(path string) (io.ReadCloser, error) {
-	var f io.ReadCloser = io.NopCloser(os.Stdin)
+	f := io.NopCloser(os.Stdin)
 	if path != "-" {
 		file, err := os.Open(path)
 		if err != nil {

@@ -2,7 +2,6 @@ package audit_test
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"os"
 	"path/filepath"
@@ -23,9 +22,11 @@ func FuzzVerify(f *testing.F) {
 		f.Fatal(err)
 	}
 	for i := range 6 {
-		l.Write(context.Background(), record(i))
+		write(f, l, record(i))
 		if i == 3 {
-			l.Checkpoint()
+			if err := l.Checkpoint(); err != nil {
+				f.Fatal(err)
+			}
 		}
 	}
 	l.Close()

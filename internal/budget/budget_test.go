@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -44,28 +45,49 @@ func TestLargeRequestsLeaveRoomForSmallOnes(t *testing.T) {
 }
 
 func TestALargeRequestWaitsForRoom(t *testing.T) {
-	ctx := context.Background()
-	b := budget.New(16<<20, time.Minute)
-	held, err := b.Take(ctx, 14<<20)
-	if err != nil {
-		t.Fatal(err)
+	// In a bubble, time is the bubble's: synctest.Wait returns once the
+	// request is blocked waiting, and the minute it may wait passes only
+	// when everything else waits too.
+	tests := []struct {
+		name string
+		// makeRoom frees room, or not, while the request waits.
+		makeRoom bool
+		wantErr  error
+	}{
+		{"admitted once room is made", true, nil},
+		{"refused when no room is made within the wait", false, budget.ErrExhausted},
 	}
-	got := make(chan error, 1)
-	go func() {
-		l, err := b.Take(ctx, 4<<20)
-		got <- err
-		l.Release()
-	}()
-	select {
-	case err := <-got:
-		t.Fatalf("admitted while the budget was full: %v", err)
-	case <-time.After(20 * time.Millisecond):
-	}
-	if err := held.Resize(ctx, 1<<20); err != nil { // the upstream said 1 MiB
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Fatalf("not admitted once room was made: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				b := budget.New(16<<20, time.Minute)
+				held, err := b.Take(ctx, 14<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make(chan error, 1)
+				go func() {
+					l, err := b.Take(ctx, 4<<20)
+					got <- err
+					l.Release()
+				}()
+				synctest.Wait()
+				select {
+				case err := <-got:
+					t.Fatalf("answered at once while the budget was full: %v", err)
+				default:
+				}
+				if tt.makeRoom {
+					if err := held.Resize(ctx, 1<<20); err != nil { // the upstream said 1 MiB
+						t.Fatal(err)
+					}
+				}
+				if err := <-got; !errors.Is(err, tt.wantErr) {
+					t.Fatalf("the waiting request got %v, want %v", err, tt.wantErr)
+				}
+			})
+		})
 	}
 }
 

@@ -89,7 +89,19 @@ type Upstream struct {
 	Auth *Auth  `yaml:"auth"`
 	// Insecure allows plain http and unverified TLS. For tests and labs.
 	Insecure bool `yaml:"insecure"`
+	// ImmutableTags are tag globs (`*` matches any run of characters:
+	// v*.*.*) of tags that never move: with a store, such a tag is served
+	// from its last resolution without asking the upstream.
+	ImmutableTags []string `yaml:"immutableTags"`
+	// StaleIfError is how long after the upstream last confirmed a tag's
+	// digest that digest is still served when the upstream fails
+	// (connection refused, timeout, 5xx, 429); with a store. Default 24h;
+	// 0s turns it off.
+	StaleIfError *time.Duration `yaml:"staleIfError"`
 }
+
+// DefaultStaleIfError is an upstream's staleIfError when it sets none.
+const DefaultStaleIfError = 24 * time.Hour
 
 // Auth is the proxy's own credential for an upstream.
 type Auth struct {
@@ -159,9 +171,11 @@ type Cache struct {
 	DenyTTL time.Duration `yaml:"denyTTL"`
 }
 
-// Store keeps verified content by digest (blobs today) on one of
-// distribution's storage drivers, so that a second pull is served without
-// the upstream. Without a store, blobs stream from the upstream every time.
+// Store keeps verified content by digest on one of distribution's storage
+// drivers: blobs, manifests with the signatures and attestations they were
+// judged on, and the last resolution of each tag, so that a second pull is
+// served without the upstream and pulls go on while it is down. Without a
+// store, blobs stream from the upstream every time.
 type Store struct {
 	// Driver is filesystem, s3, or inmemory (tests: nothing survives the
 	// process).
@@ -648,6 +662,12 @@ func (c *Config) setDefaults() {
 		c.Cache.DenyTTL = 30 * time.Second
 	}
 	c.Limits = c.Limits.WithDefaults()
+	for i := range c.Upstreams {
+		if c.Upstreams[i].StaleIfError == nil {
+			d := DefaultStaleIfError
+			c.Upstreams[i].StaleIfError = &d
+		}
+	}
 	if cp := c.Audit.Checkpoint; cp != nil && cp.Every == 0 {
 		cp.Every = time.Minute
 	}

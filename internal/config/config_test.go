@@ -1,7 +1,6 @@
 package config_test
 
 import (
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 const validYAML = `listen:
@@ -44,19 +44,10 @@ policy:
       action: allow
 `
 
-func write(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestLoadAppliesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key bytes")
-	c, err := config.Load(write(t, dir, "config.yaml", validYAML))
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key bytes")
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +70,13 @@ func TestLoadAppliesDefaults(t *testing.T) {
 
 func TestGenerationChangesWithKeyFile(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key one")
-	path := write(t, dir, "config.yaml", validYAML)
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key one")
+	path := testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML)
 	a, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, dir, "ci.pub", "key two")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key two")
 	b, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -268,8 +259,8 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			write(t, dir, "ci.pub", "key")
-			_, err := config.Load(write(t, dir, "config.yaml", tt.edit(validYAML)))
+			testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+			_, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), tt.edit(validYAML)))
 			if err == nil {
 				t.Fatal("Load accepted a broken config")
 			}
@@ -282,16 +273,16 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 
 func TestOperationsSectionsLoad(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
 	for _, f := range []string{"server.crt", "server.key", "clients.crt"} {
-		write(t, dir, f, "x")
+		testkit.WriteFile(t, filepath.Join(dir, f), "x")
 	}
 	text := strings.Replace(validYAML, "  addr: 127.0.0.1:5000\n", "  addr: 127.0.0.1:5000\n  tls: {certFile: server.crt, keyFile: server.key, clientCAFile: clients.crt}\n", 1) +
 		"metrics: {addr: 127.0.0.1:9090}\n" +
 		"environments:\n  - name: prod\n    clients: [{cn: prod-cluster}, {cidr: 10.1.0.0/16}]\n  - name: dev\n    clients: [{cidr: '2001:db8::/32'}]\n"
 	text = strings.Replace(text, `      images: ["lab/acme/**"]`, `      images: ["lab/acme/**"]`+"\n      environments: [prod, dev]", 1)
 	text = strings.Replace(text, "policy:\n", "policy:\n  breakglass:\n    - {image: \"lab/acme/app@sha256:"+strings.Repeat("a", 64)+"\", expires: \"2999-01-01T00:00:00Z\", reason: INC-1}\n", 1)
-	c, err := config.Load(write(t, dir, "config.yaml", text))
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,9 +310,9 @@ func TestOperationsSectionsLoad(t *testing.T) {
 
 func TestExpiredBreakglassIsAWarningNotAnError(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
 	text := strings.Replace(validYAML, "policy:\n", "policy:\n  breakglass:\n    - image: lab/acme/app\n      expires: 2020-01-01T00:00:00Z\n      reason: INC-1\n", 1)
-	c, err := config.Load(write(t, dir, "config.yaml", text))
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +324,7 @@ func TestExpiredBreakglassIsAWarningNotAnError(t *testing.T) {
 
 func TestReferencedFilesListsWhatABrokenConfigurationNames(t *testing.T) {
 	dir := t.TempDir()
-	path := write(t, dir, "config.yaml", "attestors: [{name: ci, publicKeys: [{file: missing.pub}]}]\nbogus: true\n")
+	path := testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), "attestors: [{name: ci, publicKeys: [{file: missing.pub}]}]\nbogus: true\n")
 	files := config.ReferencedFiles(path)
 	if len(files) != 1 || files[0] != filepath.Join(dir, "missing.pub") {
 		t.Errorf("ReferencedFiles = %v", files)
@@ -342,10 +333,10 @@ func TestReferencedFilesListsWhatABrokenConfigurationNames(t *testing.T) {
 
 func TestAttestationRequirementDefaultsAndCosignTypeNames(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
 	text := strings.Replace(validYAML, "        - signature:\n            attestors: [ci, release]\n            threshold: 2",
 		"        - attestation:\n            predicateType: slsaprovenance1\n            attestors: [ci]\n        - attestation:\n            predicateType: https://example.com/review/v1\n            attestors: [ci]", 1)
-	c, err := config.Load(write(t, dir, "config.yaml", text))
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,11 +351,11 @@ func TestAttestationRequirementDefaultsAndCosignTypeNames(t *testing.T) {
 
 func TestNotationAuditLevelLoadsUnderADryrunRule(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
-	write(t, dir, "ca.crt", "ca")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	testkit.WriteFile(t, filepath.Join(dir, "ca.crt"), "ca")
 	text := strings.Replace(validYAML, "    publicKeys:\n      - file: ci.pub", "    notation: {trustStore: [ca.crt], trustedIdentities: ['*'], level: audit}", 1)
 	text = strings.Replace(text, `      images: ["lab/acme/**"]`, `      images: ["lab/acme/**"]`+"\n      enforcement: dryrun", 1)
-	c, err := config.Load(write(t, dir, "config.yaml", text))
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +363,7 @@ func TestNotationAuditLevelLoadsUnderADryrunRule(t *testing.T) {
 		t.Errorf("the trust store is not among the watched files %v", files)
 	}
 	gen := c.Generation
-	write(t, dir, "ca.crt", "another ca")
+	testkit.WriteFile(t, filepath.Join(dir, "ca.crt"), "another ca")
 	c, err = config.Load(filepath.Join(dir, "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -384,11 +375,11 @@ func TestNotationAuditLevelLoadsUnderADryrunRule(t *testing.T) {
 
 func TestTrustedRootFilesCountInGenerationAndWatchedFiles(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
-	write(t, dir, "root.json", "root one")
-	write(t, dir, "logs.json", "logs one")
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	testkit.WriteFile(t, filepath.Join(dir, "root.json"), "root one")
+	testkit.WriteFile(t, filepath.Join(dir, "logs.json"), "logs one")
 	text := strings.Replace(validYAML, "  - name: release\n", "  - name: keyless\n    keyless:\n      issuer: https://token.actions.githubusercontent.com\n      subjectRegexp: ^https://github\\.com/acme/\n      trustedRootFile: root.json\n      requireTlog: true\n  - name: release\n    requireTlog: true\n    trustedRootFile: logs.json\n", 1)
-	path := write(t, dir, "config.yaml", text)
+	path := testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text)
 	a, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +395,7 @@ func TestTrustedRootFilesCountInGenerationAndWatchedFiles(t *testing.T) {
 		}
 	}
 	for _, f := range []string{"root.json", "logs.json"} {
-		write(t, dir, f, "changed")
+		testkit.WriteFile(t, filepath.Join(dir, f), "changed")
 		b, err := config.Load(path)
 		if err != nil {
 			t.Fatal(err)
@@ -441,10 +432,10 @@ func TestStoreSection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			write(t, dir, "ci.pub", "key")
-			write(t, dir, "ak", "AKID\n")
-			write(t, dir, "sk", "secret\n")
-			c, err := config.Load(write(t, dir, "config.yaml", validYAML+"store: "+tt.store+"\n"))
+			testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+			testkit.WriteFile(t, filepath.Join(dir, "ak"), "AKID\n")
+			testkit.WriteFile(t, filepath.Join(dir, "sk"), "secret\n")
+			c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML+"store: "+tt.store+"\n"))
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -463,17 +454,17 @@ func TestStoreSection(t *testing.T) {
 
 func TestStoreCredentialFilesAreWatchedAndInMemoryIsAWarning(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "ci.pub", "key")
-	write(t, dir, "ak", "a")
-	write(t, dir, "sk", "s")
-	c, err := config.Load(write(t, dir, "config.yaml", validYAML+"store: {driver: s3, bucket: b, region: us-east-1, accesskeyFile: ak, secretkeyFile: sk, maxSize: 1GiB}\n"))
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	testkit.WriteFile(t, filepath.Join(dir, "ak"), "a")
+	testkit.WriteFile(t, filepath.Join(dir, "sk"), "s")
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML+"store: {driver: s3, bucket: b, region: us-east-1, accesskeyFile: ak, secretkeyFile: sk, maxSize: 1GiB}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if files := c.Files(); !slices.Contains(files, filepath.Join(dir, "sk")) || !slices.Contains(files, filepath.Join(dir, "ak")) {
 		t.Errorf("Files() = %v: the credential files are not watched", files)
 	}
-	c, err = config.Load(write(t, dir, "config.yaml", validYAML+"store: {driver: inmemory, maxSize: 64MiB}\n"))
+	c, err = config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML+"store: {driver: inmemory, maxSize: 64MiB}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,4 +499,55 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) = %d: out of range", s, n)
 		}
 	})
+}
+
+func TestUpstreamTagSettings(t *testing.T) {
+	lab := "  - name: lab\n    url: http://127.0.0.1:5001\n    insecure: true\n"
+	tests := []struct {
+		name     string
+		settings string // appended to the upstream lab
+		wantErr  string // "" when it loads
+		stale    time.Duration
+		warning  string
+		store    bool
+	}{
+		{"defaults", "", "", 24 * time.Hour, "", false},
+		{"immutable tags and a longer staleIfError", "    immutableTags: [\"v*.*.*\", \"sha-*\"]\n    staleIfError: 72h\n", "", 72 * time.Hour, "", true},
+		{"staleIfError 0s turns it off", "    staleIfError: 0s\n", "", 0, "", false},
+		{"immutable tags without a store are a warning", "    immutableTags: [\"v*\"]\n", "", 24 * time.Hour, "config.yaml:9: upstreams[1].immutableTags: takes effect only with a store section", false},
+		{"a glob with a slash", "    immutableTags: [\"v1/*\"]\n", "config.yaml:9: upstreams[1].immutableTags[0]: \"v1/*\": want a tag glob such as v*.*.*", 0, "", false},
+		{"every tag immutable", "    immutableTags: [\"v*\", \"**\"]\n", "config.yaml:9: upstreams[1].immutableTags[1]: \"**\" makes every tag immutable, latest included", 0, "", false},
+		{"a glob listed twice", "    immutableTags: [\"v*\", \"v*\"]\n", "upstreams[1].immutableTags[1]: \"v*\" is listed twice", 0, "", false},
+		{"negative staleIfError", "    staleIfError: -1h\n", "config.yaml:9: upstreams[1].staleIfError: -1h0m0s: want a duration of 0s (off) or more", 0, "", false},
+		{"staleIfError that is no duration", "    staleIfError: a day\n", "config.yaml:9: cannot unmarshal !!str `a day` into time.Duration", 0, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+			text := strings.Replace(validYAML, lab, lab+tt.settings, 1)
+			if tt.store {
+				text += "store: {driver: filesystem, rootdirectory: cache, maxSize: 1GiB}\n"
+			}
+			c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := *c.Upstreams[1].StaleIfError; got != tt.stale {
+				t.Errorf("staleIfError %s, want %s", got, tt.stale)
+			}
+			if *c.Upstreams[0].StaleIfError != config.DefaultStaleIfError {
+				t.Errorf("the other upstream's staleIfError is %s, want the default", *c.Upstreams[0].StaleIfError)
+			}
+			if tt.warning == "" && len(c.Warnings) > 0 || tt.warning != "" && (len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], tt.warning)) {
+				t.Errorf("warnings %q, want %q", c.Warnings, tt.warning)
+			}
+		})
+	}
 }

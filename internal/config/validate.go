@@ -226,6 +226,11 @@ func (c *Config) warnings(now time.Time) []string {
 	if c.Store != nil && c.Store.Driver == StoreInMemory {
 		w = append(w, c.Errorf(p("store", "driver"), "inmemory keeps nothing past the process and holds up to maxSize in memory: for tests; use filesystem").Error())
 	}
+	for i, u := range c.Upstreams {
+		if c.Store == nil && len(u.ImmutableTags) > 0 {
+			w = append(w, c.Errorf(p("upstreams", i, "immutableTags"), "takes effect only with a store section: without one, every tag is resolved by the upstream").Error())
+		}
+	}
 	for i, b := range c.Policy.Breakglass {
 		if !b.Expires.IsZero() && !now.Before(b.Expires) {
 			w = append(w, c.Errorf(p("policy", "breakglass", i, "expires"), "%s has passed: this entry is ignored (remove it)", b.Expires.Format(time.RFC3339)).Error())
@@ -276,6 +281,7 @@ func (v *validator) upstreams() {
 		}
 		seen[u.Name] = true
 		v.upstreamURL(i, u)
+		v.upstreamTags(i, u)
 		if a := u.Auth; a != nil {
 			switch {
 			case a.Username == "":
@@ -291,6 +297,28 @@ func (v *validator) upstreams() {
 	}
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
 		v.errorf(p("defaultUpstream"), "%q names no upstream", c.DefaultUpstream)
+	}
+}
+
+// tagGlob is an immutableTags entry: a tag's characters, and `*`.
+var tagGlob = regexp.MustCompile(`^[A-Za-z0-9_*][A-Za-z0-9._*-]{0,127}$`)
+
+// upstreamTags checks immutableTags and staleIfError.
+func (v *validator) upstreamTags(i int, up Upstream) {
+	seen := map[string]bool{}
+	for j, g := range up.ImmutableTags {
+		switch {
+		case !tagGlob.MatchString(g):
+			v.errorf(p("upstreams", i, "immutableTags", j), "%q: want a tag glob such as v*.*.* (letters, digits, _ . - and *, up to 128, not starting with . or -)", g)
+		case g == "*" || strings.Trim(g, "*") == "":
+			v.errorf(p("upstreams", i, "immutableTags", j), "%q makes every tag immutable, latest included: name the tags that never move, such as v*.*.*", g)
+		case seen[g]:
+			v.errorf(p("upstreams", i, "immutableTags", j), "%q is listed twice", g)
+		}
+		seen[g] = true
+	}
+	if d := up.StaleIfError; d != nil && *d < 0 {
+		v.errorf(p("upstreams", i, "staleIfError"), "%s: want a duration of 0s (off) or more, such as 24h", *d)
 	}
 }
 

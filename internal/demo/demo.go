@@ -1,8 +1,9 @@
 // Package demo is the self-contained tour behind `authz-proxy demo`: an
 // in-process upstream registry holding signed (cosign and notation),
-// unsigned, forged, attested and multi-arch sample images, a configuration for it, and a client that pulls
-// each image through the proxy and tabulates what happened. It needs no
-// network beyond loopback.
+// unsigned, forged, attested and multi-arch sample images, a configuration
+// for it (with a content store), and a client that pulls each image through
+// the proxy and tabulates what happened, then pulls again from the store
+// and while the upstream is stopped. It needs no network beyond loopback.
 package demo
 
 import (
@@ -34,6 +35,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 )
 
@@ -48,6 +50,10 @@ type Lab struct {
 	Upstream string
 	samples  []sample
 	srv      *http.Server
+	handler  http.Handler
+	// never is a signed image that the tour never pulls; signed is the
+	// digest of demo/app:signed.
+	never, signed string
 }
 
 // sample is one image of the tour.
@@ -64,6 +70,10 @@ upstreams:
     url: http://%s
     insecure: true
 defaultUpstream: lab
+store:                  # verified content: blobs, manifests, the evidence they were judged on, tags
+  driver: filesystem
+  rootdirectory: store  # beside this file
+  maxSize: 1GiB
 attestors:
   - name: ci
     publicKeys:
@@ -113,12 +123,9 @@ func Start(ctx context.Context) (*Lab, error) {
 	l := &Lab{
 		Dir:      dir,
 		Upstream: ln.Addr().String(),
-		srv: &http.Server{
-			Handler:           registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))),
-			ReadHeaderTimeout: 10 * time.Second,
-		},
+		handler:  registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))),
 	}
-	go func() { _ = l.srv.Serve(ln) }()
+	l.serve(ln)
 	if err := l.populate(ctx); err != nil {
 		l.Close()
 		return nil, err
@@ -129,6 +136,25 @@ func Start(ctx context.Context) (*Lab, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+func (l *Lab) serve(ln net.Listener) {
+	l.srv = &http.Server{Handler: l.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = l.srv.Serve(ln) }()
+}
+
+// StopUpstream stops the registry: connections to it are refused.
+func (l *Lab) StopUpstream() { _ = l.srv.Close() }
+
+// StartUpstream serves the registry again, on the same address, with the
+// same images.
+func (l *Lab) StartUpstream() error {
+	ln, err := net.Listen("tcp", l.Upstream)
+	if err != nil {
+		return err
+	}
+	l.serve(ln)
+	return nil
 }
 
 // Close stops the registry and removes the lab's files.
@@ -180,6 +206,7 @@ func (l *Lab) populate(ctx context.Context) error {
 	}
 	r, signed, err := l.push(ctx, "demo/app:signed", "signed by the ci key (.sig tag)")
 	if err == nil {
+		l.signed = signed.String()
 		err = signTag(ctx, r, signed, ci)
 	}
 	if err == nil {
@@ -212,6 +239,14 @@ func (l *Lab) populate(ctx context.Context) error {
 	if err == nil {
 		_, _, err = l.push(ctx, "tools/debug:latest", "not signed, but allowlisted")
 	}
+	if err == nil {
+		var d v1.Hash
+		if r, d, err = l.push(ctx, "demo/app:never", ""); err == nil {
+			l.samples = l.samples[:len(l.samples)-1] // not in the tour
+			l.never = "demo/app:never"
+			err = signTag(ctx, r, d, ci)
+		}
+	}
 	return err
 }
 
@@ -226,7 +261,7 @@ func (l *Lab) pushVetted(ctx context.Context, ci signature.Signer, ref, what, bu
 		return err
 	}
 	const slsa = "https://slsa.dev/provenance/v1"
-	statement, err := sign.Statement(sign.StatementV1, r.Context().Name(), d.String(), slsa, map[string]any{
+	statement, err := sign.Statement(oci.StatementV1, r.Context().Name(), d.String(), slsa, map[string]any{
 		"buildDefinition": map[string]any{"buildType": "https://ci.example/build/v1"},
 		"runDetails":      map[string]any{"builder": map[string]any{"id": builder}},
 	})

@@ -50,6 +50,9 @@ type Metrics struct {
 	checkpoints    prometheus.Counter
 	lastCheckpoint prometheus.Gauge
 	checkpointsDue prometheus.Gauge
+	manifests      *prometheus.CounterVec
+	staleTags      *prometheus.CounterVec
+	evidence       *prometheus.CounterVec
 	ready          atomic.Bool
 
 	mu     sync.Mutex
@@ -146,11 +149,24 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "audit", Name: "checkpoint_interval_seconds",
 			Help: "audit.checkpoint.every: how often a signed checkpoint is due, in seconds; 0 without a checkpoint key.",
 		}),
+		manifests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "manifests_total",
+			Help: "Manifests judged, by upstream and where their bytes came from: upstream (fetched for the request), store (the proxy's verified copy; the tag resolved by a HEAD, or an immutable tag by its last resolution), stale (the upstream failed; the tag's last known digest, within staleIfError).",
+		}, []string{"upstream", "source"}),
+		staleTags: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "stale_tags_total",
+			Help: "Tags served from their last known digest because the upstream failed (connection, timeout, 5xx, 429), within the upstream's staleIfError.",
+		}, []string{"upstream"}),
+		evidence: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "evidence_from_store_total",
+			Help: "Verifications whose signatures and attestations were read from the store, as the upstream gave them before, because the upstream failed; they were verified again under the policy in force.",
+		}, []string{"upstream"}),
 	}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
+		m.manifests, m.staleTags, m.evidence,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -221,6 +237,33 @@ func (m *Metrics) Upstream(upstream, op string, d time.Duration, errKind string)
 	if errKind != "" {
 		m.upstreamErrors.WithLabelValues(upstream, errKind).Inc()
 	}
+}
+
+// Manifest counts one manifest judged, by where its bytes came from
+// (audit.SourceUpstream, SourceStore or SourceStale).
+func (m *Metrics) Manifest(upstream, source string) {
+	if m == nil {
+		return
+	}
+	m.manifests.WithLabelValues(upstream, source).Inc()
+}
+
+// StaleTag counts one tag served from its last known digest because the
+// upstream failed.
+func (m *Metrics) StaleTag(upstream string) {
+	if m == nil {
+		return
+	}
+	m.staleTags.WithLabelValues(upstream).Inc()
+}
+
+// EvidenceFromStore counts one verification whose evidence was read from
+// the store because the upstream failed.
+func (m *Metrics) EvidenceFromStore(upstream string) {
+	if m == nil {
+		return
+	}
+	m.evidence.WithLabelValues(upstream).Inc()
 }
 
 // Panic counts one recovered panic.
@@ -386,14 +429,16 @@ var (
 	storeEvictions    = storeDesc("evictions_total", "Blobs evicted, least recently used first, to stay under maxSize.")
 	storeEvictedBytes = storeDesc("evicted_bytes_total", "Bytes of the blobs evicted.")
 	storeCorrupt      = storeDesc("corrupt_total", "Stored blobs that did not match their digest when read: the stream was cut and the blob evicted.")
-	storeErrors       = storeDesc("errors_total", "Store failures by operation (stat, read, write, commit, link, touch, evict, sweep, cleanup); each was served from the upstream instead.", "op")
+	storeErrors       = storeDesc("errors_total", "Store failures by operation (stat, read, write, commit, link, touch, put, note, tag, evict, sweep, cleanup; queue: a background write skipped, the writes waiting held too much); each was served from the upstream instead.", "op")
 	storeSize         = storeDesc("size_bytes", "Bytes stored, as of the last sweep and since.")
 	storeMaxSize      = storeDesc("max_size_bytes", "The store's maxSize.")
 	storeBlobs        = storeDesc("blobs", "Blobs stored at the last sweep.")
+	storeReads        = storeDesc("reads_total", "Manifests and signature layers read whole from the store, each checked against its digest.")
+	storeWrites       = storeDesc("writes_in_flight", "Background writes running or waiting: manifests, the evidence they were judged on, tag records, links and use marks.")
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeRequests, storeBytes, storeInFlight, storeFills, storeFillErrors, storeEvictions, storeEvictedBytes, storeCorrupt, storeErrors, storeSize, storeMaxSize, storeBlobs} {
+	for _, d := range []*prometheus.Desc{storeRequests, storeBytes, storeInFlight, storeFills, storeFillErrors, storeEvictions, storeEvictedBytes, storeCorrupt, storeErrors, storeSize, storeMaxSize, storeBlobs, storeReads, storeWrites} {
 		ch <- d
 	}
 }
@@ -424,4 +469,6 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(storeSize, float64(s.Size))
 	gauge(storeMaxSize, float64(s.MaxSize))
 	gauge(storeBlobs, float64(s.Blobs))
+	counter(storeReads, float64(s.Reads))
+	gauge(storeWrites, float64(s.WritesInFlight))
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,15 +66,73 @@ func TestAFailedReloadKeepsTheGenerationAndClearsLastReloadSuccessful(t *testing
 	}
 }
 
-func TestANilMetricsRecordsNothingAndDoesNotPanic(t *testing.T) {
-	var m *metrics.Metrics
-	m.Request("lab", "manifests", 200)
-	m.Decision("lab", "", "r", "allow")
-	m.Verification("lab", time.Millisecond)
-	m.Upstream("lab", "manifest", time.Millisecond, "timeout")
-	m.Cache(true)
-	m.WatchCache(func() int { return 0 }, func() uint64 { return 0 })
-	m.ConfigLoaded("g", true)
-	m.ReloadFailed()
-	m.SetReady(true)
+// TestEachEventShowsInMetricsAsAnOperatorQueriesIt records each event the
+// proxy reports and reads /metrics as Prometheus scrapes it: the series
+// and value a dashboard or an alert of deploy/monitoring queries. Each
+// event is also given to a nil *Metrics, which is how the proxy runs
+// without metrics.addr: it records nothing and carries on.
+func TestEachEventShowsInMetricsAsAnOperatorQueriesIt(t *testing.T) {
+	checkpoint := time.Unix(1767225600, 0)
+	tests := []struct {
+		name   string
+		record func(m *metrics.Metrics)
+		want   []string
+	}{
+		{"an answered request, by upstream, kind and status", func(m *metrics.Metrics) { m.Request("lab", "manifests", 403) },
+			[]string{`authz_proxy_requests_total{code="403",kind="manifests",upstream="lab"} 1`}},
+		{"a decision, by upstream, environment, rule and decision", func(m *metrics.Metrics) {
+			m.Decision("lab", "prod", "signed", "deny")
+			m.Decision("lab", "prod", "signed", "deny")
+		}, []string{`authz_proxy_decisions_total{decision="deny",environment="prod",rule="signed",upstream="lab"} 2`}},
+		{"a verification's duration", func(m *metrics.Metrics) { m.Verification("lab", 250*time.Millisecond) },
+			[]string{`authz_proxy_verification_duration_seconds_count{upstream="lab"} 1`, `authz_proxy_verification_duration_seconds_sum{upstream="lab"} 0.25`}},
+		{"an upstream call, and its error by kind", func(m *metrics.Metrics) {
+			m.Upstream("lab", "manifest", 2*time.Second, "timeout")
+			m.Upstream("lab", "manifest", time.Second, "")
+		}, []string{
+			`authz_proxy_upstream_request_duration_seconds_count{op="manifest",upstream="lab"} 2`,
+			`authz_proxy_upstream_request_duration_seconds_sum{op="manifest",upstream="lab"} 3`,
+			`authz_proxy_upstream_errors_total{kind="timeout",upstream="lab"} 1`,
+		}},
+		{"verdict-cache hits and misses", func(m *metrics.Metrics) {
+			m.Cache(true)
+			m.Cache(true)
+			m.Cache(false)
+		}, []string{`authz_proxy_cache_hits_total 2`, `authz_proxy_cache_misses_total 1`}},
+		{"the verdict cache's size and evictions, read at the scrape", func(m *metrics.Metrics) {
+			m.WatchCache(func() int { return 3 }, func() uint64 { return 7 })
+		}, []string{`authz_proxy_cache_entries 3`, `authz_proxy_cache_evictions_total 7`}},
+		{"the manifest bytes in flight and their limit", func(m *metrics.Metrics) {
+			m.WatchBudget(func() int64 { return 1024 }, func() int64 { return 128 << 20 })
+		}, []string{`authz_proxy_manifest_bytes_in_flight 1024`, `authz_proxy_manifest_bytes_in_flight_limit 1.34217728e+08`}},
+		{"a recovered panic", func(m *metrics.Metrics) { m.Panic() }, []string{`authz_proxy_panics_total 1`}},
+		{"a decision-log line that could not be written", func(m *metrics.Metrics) { m.AuditWrite(false) },
+			[]string{`authz_proxy_audit_write_errors_total 1`, `authz_proxy_audit_last_write_successful 0`}},
+		{"the decision log written again", func(m *metrics.Metrics) {
+			m.AuditWrite(false)
+			m.AuditWrite(true)
+		}, []string{`authz_proxy_audit_write_errors_total 1`, `authz_proxy_audit_last_write_successful 1`}},
+		{"a checkpoint, when it was written and how often they are due", func(m *metrics.Metrics) {
+			m.AuditCheckpointInterval(time.Hour)
+			m.AuditCheckpoint(checkpoint)
+		}, []string{`authz_proxy_audit_checkpoints_total 1`, `authz_proxy_audit_last_checkpoint_timestamp_seconds 1.7672256e+09`, `authz_proxy_audit_checkpoint_interval_seconds 3600`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var off *metrics.Metrics
+			tt.record(off)
+			m := metrics.New()
+			tt.record(m)
+			code, body := get(t, m.Handler(), "/metrics")
+			if code != http.StatusOK {
+				t.Fatalf("/metrics: %d", code)
+			}
+			lines := strings.Split(body, "\n")
+			for _, want := range tt.want {
+				if !slices.Contains(lines, want) {
+					t.Errorf("/metrics lacks the line %s", want)
+				}
+			}
+		})
+	}
 }

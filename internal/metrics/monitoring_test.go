@@ -38,6 +38,9 @@ func exported(t *testing.T) map[string]bool {
 	m.AuditWrite(false)
 	m.AuditCheckpoint(time.Now())
 	m.AuditCheckpointInterval(time.Minute)
+	m.Manifest("lab", "stale")
+	m.StaleTag("lab")
+	m.EvidenceFromStore("lab")
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // Layer contents, real and disguised.
@@ -102,26 +103,6 @@ func TestCOSETarPolyglotIsBoth(t *testing.T) {
 	}
 }
 
-func tarball(t testing.TB, name string, content []byte) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(content)
-	tw.Close()
-	return b.Bytes()
-}
-
-func gzipped(t testing.TB, data []byte) []byte {
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write(data)
-	zw.Close()
-	return b.Bytes()
-}
-
 func zstded(t testing.TB, data []byte) []byte {
 	enc, err := zstd.NewWriter(nil)
 	if err != nil {
@@ -187,7 +168,7 @@ func recognise(m *oci.Manifest, contents func(i int) []byte) error {
 }
 
 func TestArtifactRecognisedByContent(t *testing.T) {
-	runnable := tarball(t, "bin/sh", []byte("\x7fELF payload"))
+	runnable := testkit.Tar(t, "bin/sh", []byte("\x7fELF payload"))
 	jws, cose := envelope(t, oci.JWS), envelope(t, oci.COSE)
 	tests := []struct {
 		name      string
@@ -201,7 +182,7 @@ func TestArtifactRecognisedByContent(t *testing.T) {
 		{"untagged COSE_Sign1", oci.COSE, cose[1:], "", ""},
 		{"COSE type holding a tar", oci.COSE, runnable, "", "holds a tar archive"},
 		{"COSE type holding a COSE/tar polyglot", oci.COSE, coseTarPolyglot(), "", "holds a tar archive"},
-		{"COSE type holding gzip", oci.COSE, gzipped(t, runnable), "", "not a COSE_Sign1 message"},
+		{"COSE type holding gzip", oci.COSE, testkit.Gzip(t, runnable), "", "not a COSE_Sign1 message"},
 		{"COSE type holding JSON", oci.COSE, jws, "", "not a COSE_Sign1 message"},
 		{"COSE with bytes after the message", oci.COSE, append(append([]byte{}, cose...), 0), "", "not a COSE_Sign1 message"},
 		{"empty COSE layer", oci.COSE, nil, "", "not a COSE_Sign1 message"},
@@ -215,7 +196,7 @@ func TestArtifactRecognisedByContent(t *testing.T) {
 		{"SPDX SBOM", oci.SPDXJSON, spdx, "", ""},
 		{"CycloneDX SBOM", oci.CycloneDXJSON, cyclonedx, "", ""},
 		{"signature with a subject", oci.SimpleSigning, simpleSigning, `,"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:` + strings.Repeat("b", 64) + `","size":1}`, ""},
-		{"layer of an image type", "application/vnd.oci.image.layer.v1.tar+gzip", gzipped(t, runnable), "", "not a signature, attestation or SBOM type"},
+		{"layer of an image type", "application/vnd.oci.image.layer.v1.tar+gzip", testkit.Gzip(t, runnable), "", "not a signature, attestation or SBOM type"},
 		{"octet-stream layer", "application/octet-stream", runnable, "", "not a signature"},
 		{"layer without a media type", "", runnable, "", "not a signature"},
 		{"upper-case media type", strings.ToUpper(oci.SimpleSigning), simpleSigning, "", "not a signature"},
@@ -223,7 +204,7 @@ func TestArtifactRecognisedByContent(t *testing.T) {
 		{"plain JSON type", "application/json", simpleSigning, "", "not a signature"},
 		{"config type", "application/vnd.oci.image.config.v1+json", simpleSigning, "", "not a signature"},
 		{"signature type holding a tar", oci.SimpleSigning, runnable, "", "holds a tar archive"},
-		{"DSSE type holding gzip", oci.DSSE, gzipped(t, runnable), "", "not a JSON object"},
+		{"DSSE type holding gzip", oci.DSSE, testkit.Gzip(t, runnable), "", "not a JSON object"},
 		{"bundle type holding zstd", oci.BundleV03, zstded(t, runnable), "", "not a JSON object"},
 		{"signature type holding a JSON/tar polyglot", oci.SimpleSigning, polyglot(), "", "holds a tar archive"},
 		{"signature type holding other JSON", oci.SimpleSigning, dsse, "", "docker-manifest-digest"},
@@ -306,13 +287,13 @@ func unpacksToTar(data []byte) bool {
 // property: for generated manifests, disguised and genuine, whatever is
 // recognised as an artifact has no layer that decompresses to a tar stream.
 func TestServedWithoutPolicyImpliesNothingToUnpack(t *testing.T) {
-	runnable := tarball(t, "bin/app", []byte("#!/bin/sh\necho pwned\n"))
+	runnable := testkit.Tar(t, "bin/app", []byte("#!/bin/sh\necho pwned\n"))
 	cose := envelope(t, oci.COSE)
 	contents := [][]byte{
 		simpleSigning, dsse, bundle, statement, spdx, cyclonedx, polyglot(),
-		runnable, gzipped(t, runnable), zstded(t, runnable), gzipped(t, simpleSigning),
+		runnable, testkit.Gzip(t, runnable), zstded(t, runnable), testkit.Gzip(t, simpleSigning),
 		append([]byte("  \n"), simpleSigning...), []byte(`{}`), []byte("not json"),
-		envelope(t, oci.JWS), cose, cose[1:], coseTarPolyglot(), gzipped(t, cose),
+		envelope(t, oci.JWS), cose, cose[1:], coseTarPolyglot(), testkit.Gzip(t, cose),
 	}
 	mediaTypes := []string{
 		oci.SimpleSigning, oci.DSSE, oci.InToto, oci.BundleV03, oci.Bundle02, oci.SPDXJSON, oci.CycloneDXJSON, oci.JWS, oci.COSE,

@@ -69,6 +69,9 @@ const (
 	// entry timestamp, and an RFC 3161 timestamp of a keyless or logged
 	// cosign layer (.sig or .att).
 	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	// ChainAnnotation is the PEM chain of the signing certificate; the
+	// proxy ignores it (the trusted root's CAs decide).
+	ChainAnnotation       = "dev.sigstore.cosign/chain"
 	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
 	TimestampAnnotation   = "dev.sigstore.cosign/rfc3161timestamp"
 	// PredicateTypeAnnotation names the predicate type of a .att layer;
@@ -80,6 +83,13 @@ const (
 	// BundleContentAnnotation says what a bundle referrer holds:
 	// "dsse-envelope" or "message-signature".
 	BundleContentAnnotation = "dev.sigstore.bundle.content"
+)
+
+// The in-toto Statement `_type`s accepted; cosign v2 writes v0.1 whatever
+// the predicate.
+const (
+	StatementV01 = "https://in-toto.io/Statement/v0.1"
+	StatementV1  = "https://in-toto.io/Statement/v1"
 )
 
 // CosignSignPredicateType is the predicate type of the DSSE bundle that

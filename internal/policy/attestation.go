@@ -49,7 +49,7 @@ func newAttestations(ev *oci.Evidence, s Subject, now time.Time) *attestations {
 	}
 	for _, a := range ev.Attestations {
 		p := &parsedAttestation{Attestation: a, checks: map[string]checked{}}
-		if strings.HasPrefix(a.MediaType, verify.BundleMediaTypePrefix) {
+		if strings.HasPrefix(a.MediaType, oci.BundlePrefix) {
 			p.signed, p.err = verify.ParseBundle(a.Raw)
 			if p.err == nil && p.signed.Envelope == nil {
 				p.err = fmt.Errorf("%w: Sigstore bundle holds no DSSE envelope (a message signature is not an attestation)", verify.ErrMalformedAttestation)

@@ -2,15 +2,10 @@ package policy_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,13 +15,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
 
-	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -50,37 +43,12 @@ policy:
 func loadAttestationPolicy(t testing.TB, dir, url, condition string) (*policy.Policy, error) {
 	t.Helper()
 	text := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n", url) + fmt.Sprintf(rules, condition)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return policy.Compile(c)
-}
-
-func newKey(t testing.TB, pubPath string) signature.Signer {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, _ := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err := os.WriteFile(pubPath, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return policy.Compile(testkit.LoadConfig(t, dir, text, nil))
 }
 
 func TestConditionTypoIsAValidateErrorNamingRuleLineAndColumn(t *testing.T) {
 	dir := t.TempDir()
-	newKey(t, filepath.Join(dir, "ci.pub"))
+	testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
 	_, err := loadAttestationPolicy(t, dir, "http://127.0.0.1:1", `'predicate.runDetails.builder.id == "x" && predicat.buildDefinition != null'`)
 	want := filepath.Join(dir, "config.yaml") + ":17: policy.rules[0].require[0].attestation.condition: CEL: column 43: undeclared reference to 'predicat'"
 	if err == nil || !strings.Contains(err.Error(), want) {
@@ -100,7 +68,7 @@ func newWorld(t testing.TB) *world {
 	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	w := &world{dir: t.TempDir()}
-	ci := newKey(t, filepath.Join(w.dir, "ci.pub"))
+	ci := testkit.NewSigner(t, filepath.Join(w.dir, "ci.pub"))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	repo, _ := name.NewRepository(host+"/acme/app", name.Insecure)
 	img, _ := random.Image(256, 1)
@@ -115,7 +83,7 @@ func newWorld(t testing.TB) *world {
 			"metadata": map[string]any{"finishedOn": time.Now().UTC().Format(time.RFC3339)},
 		},
 	}
-	st, _ := sign.Statement(sign.StatementV01, repo.Name(), d.String(), "https://slsa.dev/provenance/v1", predicate)
+	st, _ := sign.Statement(oci.StatementV01, repo.Name(), d.String(), "https://slsa.dev/provenance/v1", predicate)
 	a, err := sign.Attest(ci, "https://slsa.dev/provenance/v1", st)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -187,6 +188,11 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 	}
 	key := j.flightKey(p, s, missing)
 	computed, err := j.flight.Do(ctx, key, p.timeout, func(ctx context.Context) ([]outcome, error) {
+		// A verification that ended between this caller's look-up and
+		// this flight left its outcomes: no need to verify again.
+		if outs, ok := j.lookupAll(p, s, missing); ok {
+			return outs, nil
+		}
 		first := j.first(s)
 		if f := j.claim(key); f.done != nil {
 			src, first = &prefetchedSource{Source: src, f: f}, f.from
@@ -255,6 +261,14 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	j.prefetched[key] = f
 	go func() {
 		defer close(f.done)
+		// The read runs outside any caller's goroutine: a panic in it
+		// fails the verification that takes it, as one inside that
+		// verification would, and not the process.
+		defer func() {
+			if v := recover(); v != nil {
+				f.ev, f.err = nil, &cache.PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
 		w := want(missing)
 		w.From = f.from
 		f.ev, f.err = src.Evidence(rctx, s.Repository, s.Digest, w)
@@ -326,19 +340,28 @@ func (j *Judge) CachedRefusal(p *Policy, s Subject) (Decision, bool) {
 	if r == nil {
 		return Decision{}, false
 	}
-	outs := make([]outcome, len(r.reqs))
-	for i, q := range r.reqs {
-		o, _, ok := j.lookup(p, s, q)
-		if !ok {
-			return Decision{}, false
-		}
-		outs[i] = o
+	outs, ok := j.lookupAll(p, s, r.reqs)
+	if !ok {
+		return Decision{}, false
 	}
 	v = verdict(v, outs)
 	if v.Serve() {
 		return Decision{}, false
 	}
 	return Decision{Verdict: v, Judged: true, Cached: true, MediaType: outs[0].mediaType}, true
+}
+
+// lookupAll finds the outcomes of reqs for s, if all are cached.
+func (j *Judge) lookupAll(p *Policy, s Subject, reqs []*requirement) ([]outcome, bool) {
+	outs := make([]outcome, len(reqs))
+	for i, q := range reqs {
+		o, _, ok := j.lookup(p, s, q)
+		if !ok {
+			return nil, false
+		}
+		outs[i] = o
+	}
+	return outs, true
 }
 
 // lookup finds q's outcome for s: one that an index proved, else s's own.

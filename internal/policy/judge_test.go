@@ -5,10 +5,8 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,48 +15,23 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
-
-// clock is a fake clock that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func TestInheritedOutcomesLiveNoLongerThanTheIndexs(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	ci := newKey(t, filepath.Join(dir, "ci.pub"))
+	ci := testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
 	cfgText := "upstreams: [{name: lab, url: '" + srv.URL + "', insecure: true}]\ncache: {allowTTL: 10m, denyTTL: 30s}\n" + `
 attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
 policy:
   rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
 `
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Load(filepath.Join(dir, "config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.Compile(c)
+	p, err := policy.Compile(testkit.LoadConfig(t, dir, cfgText, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +52,8 @@ policy:
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: time.Now()}
-	j, err := policy.NewJudge(100, clk.now)
+	clk := testkit.NewClock(time.Now())
+	j, err := policy.NewJudge(100, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +75,7 @@ policy:
 	if dec := decide(child); dec.Allowed {
 		t.Fatalf("a child alone passed: %+v", dec)
 	}
-	clk.advance(5 * time.Minute)
+	clk.Advance(5 * time.Minute)
 	if dec := decide(d.String()); !dec.Allowed {
 		t.Fatalf("the signed index: %+v", dec)
 	}
@@ -111,11 +84,11 @@ policy:
 	}
 	// The index's outcome was verified at 5m and holds for 10m; its
 	// child's inherited one ends with it, not 10m after it was passed on.
-	clk.advance(10*time.Minute - time.Second)
+	clk.Advance(10*time.Minute - time.Second)
 	if dec := decide(child); !dec.Allowed || !dec.Cached {
 		t.Fatalf("the child just before the index's outcome expires: %+v", dec)
 	}
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	if dec := decide(child); dec.Allowed {
 		t.Fatalf("the child after the index's outcome expired: %+v", dec)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509/pkix"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,22 +15,13 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 func load(t testing.TB, yaml string, files map[string]string) (*config.Config, error) {
 	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return config.Load(path)
+	return config.Load(testkit.WriteConfig(t, t.TempDir(), yaml, files))
 }
 
 const base = "upstreams: [{name: lab, url: 'http://127.0.0.1:1', insecure: true}]\n"
@@ -168,8 +158,8 @@ Hr8d3k1i3qc8kkuOXyU6hxX/0sK7fG1Th1RF2bTAXtk+1r7dB1gMbPZdSw==
 
 func TestCompileWarnsWhenAttestorsOfOneRequirementShareAKey(t *testing.T) {
 	dir := t.TempDir()
-	newKey(t, filepath.Join(dir, "ci.pub"))
-	newKey(t, filepath.Join(dir, "new.pub"))
+	testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
+	testkit.NewSigner(t, filepath.Join(dir, "new.pub"))
 	text := base + `attestors:
   - {name: ci-2025, publicKeys: [{file: ci.pub}]}
   - {name: ci-2026, publicKeys: [{file: ci.pub}, {file: new.pub}]}
@@ -180,15 +170,7 @@ policy:
       require:
         - signature: {attestors: [ci-2025, ci-2026], threshold: 2}
 `
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.Compile(c)
+	p, err := policy.Compile(testkit.LoadConfig(t, dir, text, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

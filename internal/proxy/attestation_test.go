@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/authz-proxy/authz-proxy/internal/limits"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 )
 
@@ -114,7 +115,7 @@ func TestAttestationDecisions(t *testing.T) {
 		}, 200, "", []string{"ci"}},
 		{"AttestationSatisfiedByAStatementV1", func(e *env) (string, v1.Hash) {
 			d := e.push("builder/app:v1")
-			e.attestTag("builder/app", d, e.attestationOf(sign.StatementV1, "builder/app", "ci", d, slsaV1, provenance(goodBuilder)))
+			e.attestTag("builder/app", d, e.attestationOf(oci.StatementV1, "builder/app", "ci", d, slsaV1, provenance(goodBuilder)))
 			return "builder/app", d
 		}, 200, "", []string{"ci"}},
 		{"AttestationSatisfiedAsASigstoreBundleReferrer", func(e *env) (string, v1.Hash) {

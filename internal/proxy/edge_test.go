@@ -11,9 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func TestRouting(t *testing.T) {
@@ -302,18 +300,7 @@ func TestBlobRedirectsAreFollowedByTheProxy(t *testing.T) {
 		return false
 	}
 	e.front.Store(&f)
-	ref, _ := name.ParseReference(e.proxyHost()+"/lab/signed/app:v1", name.Insecure)
-	img, err := remote.Image(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	rc, err := layers[0].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); err != nil {
+	if err := pullFirstLayer(t, e.proxyHost()+"/lab/signed/app:v1"); err != nil {
 		t.Fatalf("layer through a redirecting upstream: %v", err)
 	}
 	if redirected.Load() == 0 {

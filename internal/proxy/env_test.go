@@ -1,20 +1,13 @@
 package proxy_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,7 +20,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
@@ -35,10 +27,12 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -57,10 +51,15 @@ type env struct {
 	server    *proxy.Server
 	metrics   *metrics.Metrics
 	upstreams []*upstream.Client
-	decisions *syncBuffer
-	requests  sync.Map // path -> *atomic.Int64, upstream requests seen
+	decisions *testkit.Buffer
+	// clock is the proxy's clock of verdict and breakglass expiry, moved
+	// by hand.
+	clock    *testkit.Clock
+	requests sync.Map // path -> *atomic.Int64, upstream requests seen
 	// limits are the configuration's limits: verifyTimeout and more.
 	limits string
+	// tags are how the upstreams' tags are resolved with a store.
+	tags map[string]proxy.Tags
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -102,6 +101,7 @@ type envConfig struct {
 	limits             limits.Limits
 	verifyTimeout      time.Duration
 	store              *store.Store
+	tags               map[string]proxy.Tags
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
@@ -125,8 +125,11 @@ func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers =
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
 
-// withStore puts blobs through st.
+// withStore puts blobs, manifests and tags through st.
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
+
+// withTags sets how the upstreams' tags are resolved with a store.
+func withTags(tags map[string]proxy.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -137,10 +140,17 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&ec)
 	}
+	if ec.store == nil && everyEnvHasAStore {
+		ec.store = tempStore(t)
+	}
+	if ec.tags == nil {
+		// As the configuration's defaults.
+		ec.tags = map[string]proxy.Tags{"lab": {StaleIfError: config.DefaultStaleIfError}, "other": {StaleIfError: config.DefaultStaleIfError}}
+	}
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
-	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &syncBuffer{}, limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout)}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout), tags: ec.tags}
 	if ec.moreLimits != "" {
 		e.limits += ", " + ec.moreLimits
 	}
@@ -155,14 +165,14 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}))
 	t.Cleanup(e.upstream.Close)
 	for _, k := range []string{"ci", "release", "nobody"} {
-		e.keys[k] = newKey(t, filepath.Join(e.dir, k+".pub"))
+		e.keys[k] = testkit.NewSigner(t, filepath.Join(e.dir, k+".pub"))
 	}
 	if ec.upstreamURL == "" {
 		ec.upstreamURL = e.upstream.URL
 	}
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	// As serve wires it: one budget for the upstreams and the proxy.
-	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 200*time.Millisecond)
+	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 2*time.Second)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
 		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits, Budget: b})
@@ -180,7 +190,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
-		Store: ec.store,
+		Store: ec.store, Tags: ec.tags, Now: e.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -198,14 +208,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 	e.t.Helper()
 	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) +
 		fmt.Sprintf("cache: {allowTTL: 1m, denyTTL: 1m}\nlimits: {%s}\n", e.limits) + policyText
-	cfgPath := filepath.Join(e.dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	cfg := testkit.LoadConfig(e.t, e.dir, cfgText, nil)
 	pol, err := policy.Compile(cfg)
 	if err != nil {
 		e.t.Fatal(err)
@@ -218,29 +221,9 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000, Tags: e.tags}); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-func newKey(t testing.TB, pubPath string) signature.Signer {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pubPath, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // host is the upstream's host:port; repositories are pushed there directly.
@@ -318,7 +301,7 @@ func (e *env) signReferrer(repo, key string, digest v1.Hash, fallbackTag bool) {
 // predicateType about subject, with key.
 func (e *env) attestation(repo, key string, subject v1.Hash, predicateType string, predicate any) sign.Attestation {
 	e.t.Helper()
-	return e.attestationOf(sign.StatementV01, repo, key, subject, predicateType, predicate)
+	return e.attestationOf(oci.StatementV01, repo, key, subject, predicateType, predicate)
 }
 
 // attestationOf is attestation with the statement type given.
@@ -400,38 +383,11 @@ func expectError(t *testing.T, resp *http.Response, status int, code string) str
 	return oe.Errors[0].Message
 }
 
-// record is a decision-log line.
-type record struct {
-	Level      string               `json:"level"`
-	Decision   string               `json:"decision"`
-	Image      string               `json:"image"`
-	Reference  string               `json:"reference"`
-	Digest     string               `json:"digest"`
-	Rule       string               `json:"rule"`
-	Reasons    []string             `json:"reasons"`
-	VerifiedBy []audit.Verification `json:"verifiedBy"`
-	Cached     bool                 `json:"cached"`
-	Client     audit.Client         `json:"client"`
-}
-
-// lastDecision returns the newest decision-log record for digest.
-func (e *env) lastDecision(digest string) record {
+// lastDecision returns the newest decision-log record for digest; every
+// line of the log must be a whole record of the documented schema.
+func (e *env) lastDecision(digest string) testkit.Decision {
 	e.t.Helper()
-	var last *record
-	sc := bufio.NewScanner(strings.NewReader(e.decisions.String()))
-	for sc.Scan() {
-		var r record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			e.t.Fatalf("decision log line is not JSON: %s", sc.Text())
-		}
-		if r.Digest == digest {
-			last = &r
-		}
-	}
-	if last == nil {
-		e.t.Fatalf("no decision logged for %s; log:\n%s", digest, e.decisions.String())
-	}
-	return *last
+	return testkit.LastDecision(e.t, e.decisions.String(), digest)
 }
 
 // count is the number of upstream requests seen for method and path.
@@ -441,21 +397,4 @@ func (e *env) count(method, path string) int64 {
 		return 0
 	}
 	return n.(*atomic.Int64).Load()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -11,9 +11,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
-	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 // githubPolicy trusts GitHub Actions as `gh attestation verify` would:
@@ -158,7 +158,7 @@ func TestGitHubActionsIdentities(t *testing.T) {
 		return func(e *env) (string, string) {
 			d := e.push("release/app:v1.2.3")
 			e.attachBundle("release/app", d, githubBundle(t, w.publicGood, run, virtual.CosignStatement(d.String()), virtual.BundleOptions{Log: w.sigstore}),
-				"dsse-envelope", verify.CosignSignPredicateType, false)
+				"dsse-envelope", oci.CosignSignPredicateType, false)
 			return "release/app", d.String()
 		}
 	}
@@ -175,9 +175,9 @@ func TestGitHubActionsIdentities(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mt := virtual.BundleMediaType
+			mt := oci.BundleV03
 			if o.V02 {
-				mt = virtual.BundleMediaTypeV02
+				mt = oci.Bundle02
 			}
 			e.pushToRegistry(repo, d, githubBundle(t, ca, run, st, o), mt, fallbackTag)
 			return repo, tag
@@ -191,7 +191,7 @@ func TestGitHubActionsIdentities(t *testing.T) {
 			})
 			d := e.push("shared/app:v1")
 			e.attachBundle("shared/app", d, githubBundle(t, w.publicGood, r, virtual.CosignStatement(d.String()), virtual.BundleOptions{Log: w.sigstore}),
-				"dsse-envelope", verify.CosignSignPredicateType, false)
+				"dsse-envelope", oci.CosignSignPredicateType, false)
 			return "shared/app", d.String()
 		}
 	}
@@ -232,13 +232,13 @@ func TestGitHubActionsIdentities(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.attachBundle("release/app", d, b, "dsse-envelope", verify.CosignSignPredicateType, false)
+			e.attachBundle("release/app", d, b, "dsse-envelope", oci.CosignSignPredicateType, false)
 			return "release/app", d.String()
 		}, wantStatus: 403, wantInMsg: []string{`identity: issuer is "https://token.actions.example", want "` + virtual.GitHubIssuer + `"`}},
 		{name: "ACertificateOfNeitherRoot", setup: func(e *env) (string, string) {
 			d := e.push("release/app:v1.2.3")
 			e.attachBundle("release/app", d, githubBundle(t, w.stranger, releaseRun, virtual.CosignStatement(d.String()), virtual.BundleOptions{Log: w.sigstore}),
-				"dsse-envelope", verify.CosignSignPredicateType, false)
+				"dsse-envelope", oci.CosignSignPredicateType, false)
 			return "release/app", d.String()
 		}, wantStatus: 403, wantInMsg: []string{"does not chain to a certificate authority of any of the 2 trusted roots"}},
 		{name: "ReusableWorkflowOfAnotherRepository", setup: reusable("acme/shared"), wantStatus: 200},

@@ -12,9 +12,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
-	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 const (
@@ -137,7 +137,7 @@ func (e *env) keylessSign(vs *virtual.Sigstore, repo, subject, issuer string, di
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.attachBundle(repo, digest, b, "dsse-envelope", verify.CosignSignPredicateType, fallbackTag)
+	e.attachBundle(repo, digest, b, "dsse-envelope", oci.CosignSignPredicateType, fallbackTag)
 }
 
 func TestKeylessDecisions(t *testing.T) {
@@ -283,7 +283,7 @@ func TestKeylessDecisions(t *testing.T) {
 		{name: "LegacyKeylessAttTagWithRekorSET", setup: func(e *env) (string, v1.Hash) {
 			d := e.push("built/app:v1")
 			e.keylessSign(vs, "built/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
-			st, err := sign.Statement(sign.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
+			st, err := sign.Statement(oci.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
 			if err != nil {
 				e.t.Fatal(err)
 			}
@@ -297,7 +297,7 @@ func TestKeylessDecisions(t *testing.T) {
 		{name: "LegacyKeylessAttTagOfAStranger", setup: func(e *env) (string, v1.Hash) {
 			d := e.push("built/app:v1")
 			e.keylessSign(vs, "built/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
-			st, err := sign.Statement(sign.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
+			st, err := sign.Statement(oci.StatementV01, e.repo("built/app").Name(), d.String(), slsaV1, provenance("https://github.com/actions/runner"))
 			if err != nil {
 				e.t.Fatal(err)
 			}
@@ -360,7 +360,7 @@ func TestKeylessDecisions(t *testing.T) {
 // the key by a hint.
 func (e *env) keyBundle(repo string, digest v1.Hash) {
 	e.t.Helper()
-	a, err := sign.Attest(e.keys["ci"], verify.CosignSignPredicateType, virtual.CosignStatement(digest.String()))
+	a, err := sign.Attest(e.keys["ci"], oci.CosignSignPredicateType, virtual.CosignStatement(digest.String()))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func (e *env) keyBundle(repo string, digest v1.Hash) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.attachBundle(repo, digest, b, "dsse-envelope", verify.CosignSignPredicateType, false)
+	e.attachBundle(repo, digest, b, "dsse-envelope", oci.CosignSignPredicateType, false)
 }
 
 // keylessAttest stores a SLSA v1 provenance about digest, built by
@@ -376,7 +376,7 @@ func (e *env) keyBundle(repo string, digest v1.Hash) {
 // referrer.
 func (e *env) keylessAttest(vs *virtual.Sigstore, repo string, digest v1.Hash, builder string) {
 	e.t.Helper()
-	st, err := sign.Statement(sign.StatementV1, e.repo(repo).Name(), digest.String(), slsaV1, provenance(builder))
+	st, err := sign.Statement(oci.StatementV1, e.repo(repo).Name(), digest.String(), slsaV1, provenance(builder))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
@@ -30,19 +32,37 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	rec.Client.Environment = env
 	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env}
-	// The cached path: verified bytes still held are judged again without
-	// the upstream (the rule is matched anew, the outcomes come from the
-	// cache); a digest the cache alone refuses is refused at once. A HEAD by
-	// tag costs one upstream HEAD to learn the digest.
+	// The cached path: verified bytes still held (in memory, or in the
+	// store) are judged again without fetching them (the rule is matched
+	// anew, the outcomes come from the cache or are verified again); a
+	// digest the cache alone refuses is refused at once. With a store, a
+	// tag is resolved first (an immutable tag by its last resolution, else
+	// by a HEAD, else, the upstream failing, by its last known digest);
+	// without one, a HEAD by tag costs one upstream HEAD to learn the
+	// digest.
 	var m *oci.Manifest
-	if digest := s.knownDigest(r, up, rt); digest != "" {
+	source := audit.SourceUpstream
+	digest, stale, err := s.knownDigest(r, st, up, rt)
+	if err != nil {
+		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
+	}
+	if stale {
+		source, rec.Source = audit.SourceStale, audit.SourceStale
+	}
+	if digest != "" {
 		subj.Digest = digest
-		if held, ok := up.Cached(rt.repo, digest); ok {
+		if held := s.held(r.Context(), up, rt.upstream, rt.repo, digest); held != nil {
 			m = held
+			if !stale {
+				source = audit.SourceStore
+			}
 		} else if d, ok := s.judge.CachedRefusal(st.policy, subj); ok {
 			rec.Digest, rec.MediaType, rec.Cached = digest, d.MediaType, true
 			s.metrics.Cache(true)
 			return s.refuse(w, r, rec, d.Verdict, start)
+		} else if stale {
+			rec.Digest = digest
+			return s.failed(r, rec, fmt.Errorf("%s:%s: the upstream failed, and %w (%s)", rec.Image, rt.ref.Tag, errStaleNotHeld, digest), errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
 	reg := s.registry(up, rt.upstream)
@@ -52,11 +72,15 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 			// manifest is fetched.
 			defer s.judge.Prefetch(r.Context(), st.policy, reg, subj)()
 		}
-		var err error
-		if m, err = reg.Manifest(r.Context(), rt.repo, rt.ref.String()); err != nil {
+		if m, err = s.fetch(r.Context(), reg, rt, digest); err != nil {
 			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
+	if stale {
+		s.metrics.StaleTag(rt.upstream)
+	}
+	s.metrics.Manifest(rt.upstream, source)
+	rec.Source = source
 	rec.Digest, rec.MediaType = m.Digest, m.MediaType
 	// The bytes are held from here until the client has them.
 	lease, err := s.budget.Take(r.Context(), int64(len(m.Raw)))
@@ -89,25 +113,52 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 }
 
 // knownDigest is the sha256 digest a request names: its reference when that
-// is one; for a HEAD by tag, the upstream's answer to a HEAD. "" when
-// unknown: the manifest is then fetched.
-func (s *Server) knownDigest(r *http.Request, up *upstream.Client, rt route) string {
+// is one; for a tag, with a store, its resolution (stale when the upstream
+// failed and its last known digest is given); without a store, for a HEAD
+// by tag, the upstream's answer to a HEAD. "" when unknown: the manifest
+// is then fetched.
+func (s *Server) knownDigest(r *http.Request, st *state, up *upstream.Client, rt route) (digest string, stale bool, err error) {
 	if rt.ref.Digest != "" {
 		if strings.HasPrefix(rt.ref.Digest, "sha256:") {
-			return rt.ref.Digest
+			return rt.ref.Digest, false, nil
 		}
-		return ""
+		return "", false, nil
+	}
+	if s.tags != nil {
+		return s.resolveTag(r.Context(), st, up, rt)
 	}
 	if r.Method != http.MethodHead {
-		return ""
+		return "", false, nil
 	}
 	start := time.Now()
 	d, err := up.Head(r.Context(), rt.repo, rt.ref.Tag)
 	s.upstreamDone(rt.upstream, "head", start, err)
 	if _, perr := oci.ParseDigest(d); err != nil || perr != nil || !strings.HasPrefix(d, "sha256:") {
-		return "" // the GET path reports the error properly
+		return "", false, nil // the GET path reports the error properly
 	}
-	return d
+	return d, false, nil
+}
+
+// fetch gets the manifest rt asks for from reg: with a store, by the
+// digest its tag resolved to when there is one (the bytes are checked
+// against it, and the tag cannot move in between), falling back to the
+// tag for a registry that has no manifest by that digest; the tag's
+// resolution is recorded when the manifest came by tag.
+func (s *Server) fetch(ctx context.Context, reg policy.Registry, rt route, digest string) (*oci.Manifest, error) {
+	if s.tags == nil || rt.ref.Tag == "" {
+		return reg.Manifest(ctx, rt.repo, rt.ref.String())
+	}
+	if digest != "" {
+		m, err := reg.Manifest(ctx, rt.repo, digest)
+		if !errors.Is(err, upstream.ErrNotFound) {
+			return m, err
+		}
+	}
+	m, err := reg.Manifest(ctx, rt.repo, rt.ref.Tag)
+	if err == nil {
+		s.tags.resolved(tagKey{store.Scope{Upstream: rt.upstream, Repository: rt.repo}, rt.ref.Tag}, m.Digest)
+	}
+	return m, err
 }
 
 // failed logs a decision that could not be made, unless the upstream simply
@@ -116,7 +167,9 @@ func (s *Server) failed(r *http.Request, rec audit.Record, err error, notFound e
 	he := s.classify(r, err, notFound)
 	if he.status() != http.StatusNotFound {
 		rec.Decision, rec.Reasons, rec.Duration = audit.Error, []string{he.err.Message}, time.Since(start)
-		s.record(r.Context(), rec)
+		// The request fails either way; a failed write is logged and
+		// counted by the audit log itself.
+		_ = s.record(r.Context(), rec)
 	}
 	return he
 }

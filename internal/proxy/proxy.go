@@ -3,10 +3,13 @@
 // fetched once, judged (a policy.Judge recognises signature artifacts by
 // their content and judges everything else by policy) and served as the
 // very bytes judged, or refused; blobs stream, through the content store
-// when one is configured; the referrers API is answered
-// even for upstreams without one; writes are refused. Manifest bytes in
-// flight and response write times are bounded. It is the one place that
-// renders OCI errors and writes the decision log.
+// when one is configured. With a store, manifests and the evidence they
+// were judged on are kept by digest and tags are resolved with a HEAD
+// (immutable tags from their last resolution), so that what was pulled
+// before is served, and judged again, while the upstream is down. The
+// referrers API is answered even for upstreams without one; writes are
+// refused. Manifest bytes in flight and response write times are bounded.
+// It is the one place that renders OCI errors and writes the decision log.
 package proxy
 
 import (
@@ -35,6 +38,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Options configure a Server.
@@ -58,10 +62,19 @@ type Options struct {
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
-	// Store, if not nil, keeps blobs: served from it when held, else
-	// fetched once per digest and stored. Without it blobs stream from the
-	// upstream every time.
+	// Store, if not nil, keeps blobs (served from it when held, else
+	// fetched once per digest and stored), manifests with the evidence
+	// they were judged on, and the last resolution of each tag: a digest
+	// pulled before is served and judged again without the upstream. Without
+	// it blobs stream from the upstream every time.
 	Store *store.Store
+	// Tags are, by upstream name, how tags are resolved with a Store; an
+	// upstream without an entry has no immutable tags and never serves a
+	// tag stale.
+	Tags map[string]Tags
+	// Now is the clock of verdict and breakglass expiry; nil: time.Now.
+	// Tests move it by hand.
+	Now func() time.Time
 }
 
 // Server is the proxy's http.Handler.
@@ -76,6 +89,13 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	store    *store.Store
+	// tags are the last resolutions of tags, with a store; kept are the
+	// digests of the evidence notes this process wrote last, by question;
+	// outages are, by upstream name, until when (unix nanoseconds) it is
+	// taken to be failing.
+	tags    *tagBook
+	kept    *lru.Cache[string, [32]byte]
+	outages sync.Map
 }
 
 // state is one configuration's policy, upstreams and write timeout.
@@ -84,6 +104,7 @@ type state struct {
 	upstreams    map[string]*upstream.Client
 	def          string
 	writeTimeout time.Duration
+	tags         map[string]Tags
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -100,7 +121,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	judge, err := policy.NewJudge(o.MaxEntries, nil)
+	judge, err := policy.NewJudge(o.MaxEntries, o.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +134,13 @@ func New(o Options) (*Server, error) {
 		store:   o.Store,
 	}
 	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
+	if o.Store != nil {
+		s.tags = newTagBook(o.Store)
+		s.kept, _ = lru.New[string, [32]byte](1 << 16)
+		s.registry = func(up *upstream.Client, name string) policy.Registry {
+			return stored{inner: timedSource{up, s, name}, up: up, s: s, name: name}
+		}
+	}
 	s.state.Store(st)
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
 	if o.Store != nil {
@@ -122,7 +150,7 @@ func New(o Options) (*Server, error) {
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Upstreams,
-// DefaultUpstream, MaxEntries and WriteTimeout replace the old ones together
+// DefaultUpstream, MaxEntries, WriteTimeout and Tags replace the old ones together
 // (its other fields are ignored; those given to New stay, the Store
 // among them).
 // Requests in flight finish under the configuration they started with.
@@ -147,6 +175,7 @@ func newState(o Options) (*state, error) {
 		upstreams:    map[string]*upstream.Client{},
 		def:          o.DefaultUpstream,
 		writeTimeout: o.WriteTimeout,
+		tags:         o.Tags,
 	}
 	if st.writeTimeout == 0 {
 		st.writeTimeout = limits.Defaults().WriteTimeout

@@ -1,9 +1,6 @@
 package proxy_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
@@ -30,28 +27,13 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // runnableTar is a layer a runtime would unpack: an executable script.
 func runnableTar(t *testing.T) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	script := []byte("#!/bin/sh\necho pwned\n")
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/run", Mode: 0o755, Size: int64(len(script)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(script)
-	tw.Close()
-	return b.Bytes()
-}
-
-func gzipBytes(data []byte) []byte {
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write(data)
-	zw.Close()
-	return b.Bytes()
+	return testkit.Tar(t, "bin/run", []byte("#!/bin/sh\necho pwned\n"))
 }
 
 // disguised is an image whose one layer holds content under media type mt,
@@ -92,11 +74,11 @@ func TestDisguisedRunnableImagesAreJudged(t *testing.T) {
 		{"upper-case cosign type", types.MediaType(strings.ToUpper(oci.SimpleSigning)), layer, subject},
 		{"cosign type with leading white space", types.MediaType(" " + oci.SimpleSigning), layer, subject},
 		{"cosign type holding a tar", oci.SimpleSigning, layer, subject},
-		{"DSSE type holding gzip", oci.DSSE, gzipBytes(layer), nil},
-		{"bundle type holding gzip", oci.BundleV03, gzipBytes(layer), subject},
+		{"DSSE type holding gzip", oci.DSSE, testkit.Gzip(t, layer), nil},
+		{"bundle type holding gzip", oci.BundleV03, testkit.Gzip(t, layer), subject},
 		{"JSON type", "application/json", layer, subject},
 		{"config type", types.OCIConfigJSON, layer, nil},
-		{"image layer type with a subject", types.OCILayer, gzipBytes(layer), subject},
+		{"image layer type with a subject", types.OCILayer, testkit.Gzip(t, layer), subject},
 	}
 	for i, tt := range tests {
 		for _, mtype := range []types.MediaType{types.OCIManifestSchema1, types.DockerManifestSchema2} {
@@ -371,7 +353,7 @@ type panicking struct {
 func (p panicking) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
 	if p.armed.Load() {
 		var m map[string]int
-		m["boom"]++ // a runtime panic inside a verification
+		m["boom"]++ //nolint:staticcheck // SA5000: a nil map write, a runtime panic inside a verification
 	}
 	return p.Registry.Evidence(ctx, repo, digest, want)
 }
@@ -436,18 +418,7 @@ func TestCredentialsNeverFollowARedirectToAnotherHost(t *testing.T) {
 		return false
 	}
 	e.front.Store(&f)
-	ref, _ := name.ParseReference(e.proxyHost()+"/lab/signed/app@"+d.String(), name.Insecure)
-	img, err := remote.Image(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	rc, err := layers[0].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); err != nil {
+	if err := pullFirstLayer(t, e.proxyHost()+"/lab/signed/app@"+d.String()); err != nil {
 		t.Fatal(err)
 	}
 	if served.Load() == 0 {
@@ -553,4 +524,29 @@ func TestMaxSignaturesCountsPerDigestAcrossPlaces(t *testing.T) {
 	if n := blobs.Load(); n > 3 {
 		t.Errorf("%d signature layers read for one digest, limit 3", n)
 	}
+}
+
+// pullFirstLayer pulls ref through the proxy with go-containerregistry and
+// reads its first layer whole.
+func pullFirstLayer(t *testing.T, ref string) error {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
 }

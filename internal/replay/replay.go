@@ -72,7 +72,7 @@ type Log struct {
 	Records int
 	// Skipped counts records that cannot be replayed: errors (nothing was
 	// decided), signature artifacts (served without policy) and records
-	// without a digest.
+	// without a digest or a repository.
 	Skipped int
 	// Unreadable counts lines that are not JSON (a log collector's own
 	// lines, a line cut short), the first at line FirstUnreadable.
@@ -111,7 +111,7 @@ func Read(r io.Reader, envs Environments) (*Log, error) {
 		}
 		l.Records++
 		repo, ok := strings.CutPrefix(rec.Image, rec.Upstream+"/")
-		if rec.Decision == audit.Error || rec.Rule == policy.ArtifactRule || rec.Digest == "" || !ok {
+		if rec.Decision == audit.Error || rec.Rule == policy.ArtifactRule || rec.Digest == "" || !ok || repo == "" {
 			l.Skipped++
 			continue
 		}

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -21,23 +23,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 )
 
-// Media types, annotations and statement types of cosign attestations.
-const (
-	DSSEMediaType     = "application/vnd.dsse.envelope.v1+json"
-	BundleMediaType   = "application/vnd.dev.sigstore.bundle.v0.3+json"
-	InTotoPayloadType = "application/vnd.in-toto+json"
-	// PredicateTypeAnnotation is set on each layer of the .att manifest.
-	PredicateTypeAnnotation = "predicateType"
-	// BundlePredicateTypeAnnotation and BundleContentAnnotation are set on
-	// a bundle referrer manifest.
-	BundlePredicateTypeAnnotation = "dev.sigstore.bundle.predicateType"
-	BundleContentAnnotation       = "dev.sigstore.bundle.content"
-	StatementV01                  = "https://in-toto.io/Statement/v0.1"
-	StatementV1                   = "https://in-toto.io/Statement/v1"
-)
-
 // Statement returns an in-toto statement of type statementType
-// (StatementV01, as cosign v2 writes, or StatementV1) about digest
+// (oci.StatementV01, as cosign v2 writes, or oci.StatementV1) about digest
 // ("sha256:<hex>") of the image named dockerRef.
 func Statement(statementType, dockerRef, digest, predicateType string, predicate any) ([]byte, error) {
 	alg, hex, _ := strings.Cut(digest, ":")
@@ -64,7 +51,7 @@ type Attestation struct {
 // `cosign attest --key` does (sigstore's DSSE signer over the PAE
 // encoding, payload type application/vnd.in-toto+json).
 func Attest(s signature.Signer, predicateType string, statement []byte) (Attestation, error) {
-	env, err := dsse.WrapSigner(s, InTotoPayloadType).SignMessage(bytes.NewReader(statement))
+	env, err := dsse.WrapSigner(s, oci.InToto).SignMessage(bytes.NewReader(statement))
 	if err != nil {
 		return Attestation{}, err
 	}
@@ -76,7 +63,7 @@ func Attest(s signature.Signer, predicateType string, statement []byte) (Attesta
 func AttachAttestationTag(ctx context.Context, repo name.Repository, digest string, atts []Attestation, opts ...remote.Option) error {
 	layers := make([]mutate.Addendum, len(atts))
 	for i, a := range atts {
-		layers[i] = mutate.Addendum{Layer: static.NewLayer(a.Envelope, DSSEMediaType), Annotations: a.annotations()}
+		layers[i] = mutate.Addendum{Layer: static.NewLayer(a.Envelope, oci.DSSE), Annotations: a.annotations()}
 	}
 	return appendToTag(ctx, repo, digest, ".att", layers, opts)
 }
@@ -84,8 +71,8 @@ func AttachAttestationTag(ctx context.Context, repo name.Repository, digest stri
 // annotations are the .att layer annotations of a, as cosign writes them.
 func (a Attestation) annotations() map[string]string {
 	m := Signature{Certificate: a.Certificate, Chain: a.Chain, RekorBundle: a.RekorBundle}.annotations()
-	m[SignatureAnnotation] = ""
-	m[PredicateTypeAnnotation] = a.PredicateType
+	m[oci.SignatureAnnotation] = ""
+	m[oci.PredicateTypeAnnotation] = a.PredicateType
 	return m
 }
 
@@ -103,7 +90,7 @@ func Bundle(envelope []byte, s signature.Signer) ([]byte, error) {
 	}
 	hint := sha256.Sum256(der)
 	return json.Marshal(map[string]any{
-		"mediaType": BundleMediaType,
+		"mediaType": oci.BundleV03,
 		"verificationMaterial": map[string]any{
 			"publicKey": map[string]string{"hint": base64.StdEncoding.EncodeToString(hint[:])},
 		},
@@ -129,13 +116,13 @@ func AttachAttestationReferrer(ctx context.Context, repo name.Repository, subjec
 // AttachBundle stores a Sigstore bundle as an OCI 1.1 referrer of subject
 // exactly as cosign v3 does (`cosign sign`, and `cosign attest` with the
 // bundle format): a manifest with the empty config, one layer of
-// BundleMediaType, artifactType BundleMediaType, and the annotations
+// oci.BundleV03, artifactType oci.BundleV03, and the annotations
 // dev.sigstore.bundle.content (content: "dsse-envelope", or
 // "message-signature") and dev.sigstore.bundle.predicateType (omitted when
 // predicateType is empty). With fallbackTag it also records the referrer
 // in the `sha256-<hex>` index, whose entry cosign v3 types as the bundle.
 func AttachBundle(ctx context.Context, repo name.Repository, subject v1.Descriptor, bundle []byte, content, predicateType string, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
-	return putReferrer(ctx, repo, subject, bundleReferrer(bundle, content, predicateType, BundleMediaType), fallbackTag, opts...)
+	return putReferrer(ctx, repo, subject, bundleReferrer(bundle, content, predicateType, oci.BundleV03), fallbackTag, opts...)
 }
 
 // AttachGitHubAttestation stores an attestation bundle as a referrer of
@@ -149,8 +136,8 @@ func AttachGitHubAttestation(ctx context.Context, repo name.Repository, subject 
 	r := referrer{
 		layer: bundle, layerMediaType: mediaType,
 		annotations: map[string]string{
-			BundleContentAnnotation:            "dsse-envelope",
-			BundlePredicateTypeAnnotation:      predicateType,
+			oci.BundleContentAnnotation:        "dsse-envelope",
+			oci.BundlePredicateTypeAnnotation:  predicateType,
 			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
 		},
 		artifactType: mediaType, indexArtifactType: types.MediaType(mediaType),
@@ -162,15 +149,15 @@ func AttachGitHubAttestation(ctx context.Context, repo name.Repository, subject 
 // indexArtifactType is how its entry in the fallback index is typed.
 func bundleReferrer(bundle []byte, content, predicateType string, indexArtifactType types.MediaType) referrer {
 	annotations := map[string]string{
-		BundleContentAnnotation:            content,
+		oci.BundleContentAnnotation:        content,
 		"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
 	}
 	if predicateType != "" {
-		annotations[BundlePredicateTypeAnnotation] = predicateType
+		annotations[oci.BundlePredicateTypeAnnotation] = predicateType
 	}
 	return referrer{
-		layer: bundle, layerMediaType: BundleMediaType, annotations: annotations,
-		configArtifactType: BundleMediaType, artifactType: BundleMediaType, indexArtifactType: indexArtifactType,
+		layer: bundle, layerMediaType: oci.BundleV03, annotations: annotations,
+		configArtifactType: oci.BundleV03, artifactType: oci.BundleV03, indexArtifactType: indexArtifactType,
 	}
 }
 
@@ -242,6 +229,14 @@ func putReferrer(ctx context.Context, repo name.Repository, subject v1.Descripto
 		idx = existing
 	} else if !isNotFound(err) {
 		return v1.Hash{}, err
+	}
+	// On a registry without the referrers API, go-containerregistry's
+	// remote.Put has already listed the referrer there, as cosign does:
+	// list it once.
+	if m, err := idx.IndexManifest(); err != nil {
+		return v1.Hash{}, err
+	} else if slices.ContainsFunc(m.Manifests, func(l v1.Descriptor) bool { return l.Digest == d }) {
+		return d, nil
 	}
 	idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 		Add: RawManifest{Raw: raw, Type: types.OCIManifestSchema1},

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -22,9 +23,6 @@ import (
 
 // Media types and annotations of Notary Project (notation) signatures.
 const (
-	// NotationArtifactType is the media type of a notation signature
-	// manifest's empty config, and the artifact type of its referrer.
-	NotationArtifactType = "application/vnd.cncf.notary.signature"
 	// NotationJWS and NotationCOSE are the envelope formats, the media
 	// type of the manifest's one layer.
 	NotationJWS  = jws.MediaTypeEnvelope
@@ -102,7 +100,7 @@ func Notation(key crypto.PrivateKey, chain []*x509.Certificate, target v1.Descri
 
 // AttachNotation stores a notation signature envelope of mediaType as an
 // OCI 1.1 referrer of subject, the manifest notation writes: its config
-// the empty JSON typed NotationArtifactType, no artifactType of its own,
+// the empty JSON typed oci.NotationSignature, no artifactType of its own,
 // one layer holding the envelope, and the thumbprints of chain. With
 // fallbackTag it also records the referrer in the `sha256-<hex>` index, as
 // notation does on registries without the referrers API.
@@ -125,6 +123,6 @@ func AttachNotation(ctx context.Context, repo name.Repository, subject v1.Descri
 			NotationThumbprintAnnotation:       string(list),
 			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
 		},
-		configMediaType: NotationArtifactType, indexArtifactType: types.MediaType(NotationArtifactType),
+		configMediaType: oci.NotationSignature, indexArtifactType: types.MediaType(oci.NotationSignature),
 	}, fallbackTag, opts...)
 }

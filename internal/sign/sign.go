@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -26,13 +27,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/sigstore/pkg/signature"
-)
-
-// Media types and annotations of cosign signatures.
-const (
-	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
-	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
-	SignatureArtifactType  = "application/vnd.dev.cosign.artifact.sig.v1+json"
 )
 
 // Payload returns the simple-signing payload cosign signs for the image
@@ -61,17 +55,10 @@ type Signature struct {
 	Certificate, Chain, RekorBundle []byte
 }
 
-// Annotations of keyless and logged cosign signatures.
-const (
-	CertificateAnnotation = "dev.sigstore.cosign/certificate"
-	ChainAnnotation       = "dev.sigstore.cosign/chain"
-	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
-)
-
 // annotations are the layer annotations of s, as cosign writes them.
 func (s Signature) annotations() map[string]string {
-	a := map[string]string{SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)}
-	for k, v := range map[string][]byte{CertificateAnnotation: s.Certificate, ChainAnnotation: s.Chain, RekorBundleAnnotation: s.RekorBundle} {
+	a := map[string]string{oci.SignatureAnnotation: base64.StdEncoding.EncodeToString(s.Sig)}
+	for k, v := range map[string][]byte{oci.CertificateAnnotation: s.Certificate, oci.ChainAnnotation: s.Chain, oci.RekorBundleAnnotation: s.RekorBundle} {
 		if len(v) > 0 {
 			a[k] = string(v)
 		}
@@ -100,7 +87,7 @@ func NewSigner(priv crypto.PrivateKey) (signature.Signer, error) {
 func AttachTag(ctx context.Context, repo name.Repository, digest string, sigs []Signature, opts ...remote.Option) error {
 	layers := make([]mutate.Addendum, len(sigs))
 	for i, s := range sigs {
-		layers[i] = mutate.Addendum{Layer: static.NewLayer(s.Payload, SimpleSigningMediaType), Annotations: s.annotations()}
+		layers[i] = mutate.Addendum{Layer: static.NewLayer(s.Payload, oci.SimpleSigning), Annotations: s.annotations()}
 	}
 	return appendToTag(ctx, repo, digest, ".sig", layers, opts)
 }
@@ -131,8 +118,8 @@ func appendToTag(ctx context.Context, repo name.Repository, digest, suffix strin
 // without the referrers API.
 func AttachReferrer(ctx context.Context, repo name.Repository, subject v1.Descriptor, s Signature, fallbackTag bool, opts ...remote.Option) (v1.Hash, error) {
 	return putReferrer(ctx, repo, subject, referrer{
-		layer: s.Payload, layerMediaType: SimpleSigningMediaType, layerAnnotations: s.annotations(),
-		artifactType: SignatureArtifactType, indexArtifactType: SignatureArtifactType,
+		layer: s.Payload, layerMediaType: oci.SimpleSigning, layerAnnotations: s.annotations(),
+		artifactType: oci.SignatureArtifactType, indexArtifactType: oci.SignatureArtifactType,
 	}, fallbackTag, opts...)
 }
 

@@ -283,19 +283,7 @@ func (v *verifier) Close() error { return v.rc.Close() }
 
 // corrupt reports a stored blob that does not match its digest, and
 // evicts it before the client's stream is cut.
-func (v *verifier) corrupt(why string) error {
-	s, d := v.s, v.d
-	s.stats.corrupt.Add(1)
-	s.log.Error("stored blob does not match its digest: stream cut, blob evicted", "digest", d.String(), "driver", s.d.Name(), "why", why)
-	s.touched.Remove(d.String())
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
-	defer cancel()
-	// Its links and use mark stay: they are still true.
-	if err := s.d.Delete(ctx, d.dataPath()); err != nil && !isNotFound(err) {
-		s.failed(&s.writeDown, "evict", err)
-	}
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, d, why)
-}
+func (v *verifier) corrupt(why string) error { return v.s.evictCorrupt(v.d, why) }
 
 // counting counts the bytes read through it.
 type counting struct {

@@ -37,6 +37,12 @@ type Stats struct {
 	Size, Blobs, MaxSize int64
 	// Sweeps completed.
 	Sweeps uint64
+	// Reads are manifests (and other small content) read whole from the
+	// store.
+	Reads uint64
+	// WritesInFlight are background writes running or waiting: links, use
+	// marks, manifests, notes, tag records.
+	WritesInFlight int64
 }
 
 // counters are the live values behind Stats.
@@ -46,6 +52,8 @@ type counters struct {
 	fillsInFlight                           atomic.Int64
 	fillsStored, evictions, corrupt, sweeps atomic.Uint64
 	evictedBytes, blobs                     atomic.Int64
+	reads                                   atomic.Uint64
+	writesInFlight                          atomic.Int64
 
 	mu          sync.Mutex
 	fillErrors  map[string]uint64
@@ -80,6 +88,7 @@ func (s *Store) Stats() Stats {
 		Evictions: c.evictions.Load(), EvictedBytes: c.evictedBytes.Load(),
 		Corrupt: c.corrupt.Load(), Sweeps: c.sweeps.Load(),
 		Size: s.size.Load(), Blobs: c.blobs.Load(), MaxSize: s.o.MaxSize,
+		Reads: c.reads.Load(), WritesInFlight: c.writesInFlight.Load(),
 		FillErrors: map[string]uint64{}, StoreErrors: map[string]uint64{},
 	}
 	c.mu.Lock()

@@ -20,10 +20,16 @@
 //	/blobs/<alg>/<hex[:2]>/<hex>/data                        the verified bytes
 //	/blobs/<alg>/<hex[:2]>/<hex>/used                        empty; its modification time is the last use
 //	/blobs/<alg>/<hex[:2]>/<hex>/links/<upstream>/<repository>/_link   the scopes that may read it
+//	/blobs/<alg>/<hex[:2]>/<hex>/notes/<upstream>/<repository>/_<key>  what a scope's upstream said about it
+//	/tags/<upstream>/<repository>/_tags/<tag>                the tag's last resolution
 //	/uploads/<owner>/<alg>-<hex>-<random>                    fills in progress
 //
-// Manifests and the signatures and attestations they are judged on are
-// content by digest too, and fit the same layout and rules.
+// Manifests are content by digest like blobs (Put, Read), with the same
+// rules. The signatures and attestations a manifest was judged on are a
+// note about its digest for the scope that asked, evicted with it. A tag's
+// last resolution is one small object per (upstream, repository, tag),
+// written by whichever replica resolved it last. None of it is a verdict:
+// whoever reads it judges it again.
 package store
 
 import (
@@ -141,9 +147,14 @@ type Store struct {
 	links     *lru.Cache[link, struct{}]
 	manifests *lru.Cache[link, struct{}]
 	touched   *lru.Cache[string, time.Time]
-	// background bounds the writes of links and use marks in flight; more
-	// wait their turn.
+	// held are digests this process stored or read whole lately: Put
+	// skips writing them again.
+	held *lru.Cache[string, struct{}]
+	// background bounds the writes of links, use marks and small content
+	// in flight; more wait their turn. pending counts the bytes of content
+	// they hold.
 	background chan struct{}
+	pending    atomic.Int64
 
 	chunks sync.Pool // of *chunk: the pieces of fills' windows
 
@@ -202,6 +213,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	links, _ := lru.New[link, struct{}](1 << 16)
 	manifests, _ := lru.New[link, struct{}](1 << 14)
 	touched, _ := lru.New[string, time.Time](1 << 16)
+	held, _ := lru.New[string, struct{}](1 << 16)
 	s := &Store{
 		d:          o.Driver,
 		o:          o,
@@ -210,6 +222,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		links:      links,
 		manifests:  manifests,
 		touched:    touched,
+		held:       held,
 		background: make(chan struct{}, 16),
 		sweepNow:   make(chan struct{}, 1),
 	}
@@ -428,15 +441,40 @@ func (s *Store) touch(d digest) {
 }
 
 // inBackground runs a small store write off the request path; Close waits
-// for it. While the store fails, writes are skipped: links and use marks
-// are hints, which cost an upstream round trip, or an early eviction, when
-// missing.
+// for it. While the store fails, writes are skipped: what the store keeps
+// is a hint, which costs an upstream round trip, or an early eviction,
+// when missing.
 func (s *Store) inBackground(kind string, write func(ctx context.Context) error) {
-	if s.down(&s.writeDown) || !s.started() {
+	s.inBackgroundHolding(kind, 0, write)
+}
+
+// inBackgroundHolding is inBackground for a write that holds n bytes of
+// content until it is done; it is skipped when the writes waiting hold
+// too much already.
+func (s *Store) inBackgroundHolding(kind string, n int64, write func(ctx context.Context) error) {
+	if s.down(&s.writeDown) {
+		return
+	}
+	if s.stats.writesInFlight.Add(1) > maxPendingWrites {
+		s.stats.writesInFlight.Add(-1)
+		s.stats.storeError("queue")
+		return
+	}
+	if n > 0 && s.pending.Add(n) > maxPendingBytes {
+		s.pending.Add(-n)
+		s.stats.writesInFlight.Add(-1)
+		s.stats.storeError("queue")
+		return
+	}
+	if !s.started() {
+		s.stats.writesInFlight.Add(-1)
+		s.pending.Add(-n)
 		return
 	}
 	go func() {
 		defer s.wg.Done()
+		defer s.stats.writesInFlight.Add(-1)
+		defer s.pending.Add(-n)
 		s.background <- struct{}{}
 		defer func() { <-s.background }()
 		if s.down(&s.writeDown) {

@@ -20,6 +20,7 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // origin is an upstream holding one blob, for one scope: it counts what it
@@ -450,7 +451,7 @@ func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
-			var logs syncBuffer
+			var logs testkit.Buffer
 			s := fsStore(t, root, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			b, d := blob(t, 1<<20)
 			o := &origin{blob: b}
@@ -552,7 +553,7 @@ func TestLeftoversOfAKilledFillAreClearedAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs testkit.Buffer
 	s := fsStore(t, root, store.Options{Owner: "a", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if _, err := os.Stat(filepath.Join(root, "uploads", "a")); !os.IsNotExist(err) {
 		t.Errorf("owner a's leftovers are still there after its restart: %v", err)
@@ -670,7 +671,7 @@ func TestStoreFailuresServeFromTheUpstreamWithAWarning(t *testing.T) {
 		{"root not a directory", fsDriver(notADir)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testkit.Buffer
 			s := open(t, tt.driver, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Window: 1})
 			b, d := blob(t, 3<<20)
 			o := &origin{blob: b, gate: make(chan struct{})}
@@ -725,24 +726,6 @@ func TestDigestsAndScopesTheStoreDoesNotKeepAreLeftToTheUpstream(t *testing.T) {
 			t.Errorf("Get %s %s: %v, want ErrNotStored", c.scope, c.d, err)
 		}
 	}
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestAnEmptyBlobIsStoredAndServed(t *testing.T) {

@@ -65,15 +65,16 @@ func (s *Store) sweepSoon() {
 // entry is what a sweep learns of one digest.
 type entry struct {
 	d      digest
-	size   int64     // of its data; 0 without
+	size   int64     // of its data and notes
 	stored bool      // it has data
 	used   time.Time // last use: the newer of its data and its use mark
 	newest time.Time // its newest object
 }
 
 // Sweep measures the store, evicts the least recently used blobs past
-// MaxSize (down to 90% of it), and deletes leftovers: uploads nobody wrote
-// to for StaleUploads, links to digests never stored. The store sweeps by
+// MaxSize (down to 90% of it), with the notes kept about them, and deletes
+// leftovers: uploads nobody wrote to for StaleUploads, links and notes of
+// digests not stored, records of tags not resolved for 30 days. The store sweeps by
 // itself; Sweep is for a sweep now (authz-proxy gc). It is safe while
 // serving and while other replicas sweep: a blob evicted while being read
 // is read to its end (the filesystem keeps an open file; S3 finishes a GET
@@ -101,15 +102,19 @@ func (s *Store) Sweep(ctx context.Context) error {
 		if mod.After(e.newest) {
 			e.newest = mod
 		}
-		switch leaf {
-		case "data":
-			e.stored, e.size = true, fi.Size()
+		switch {
+		case leaf == "data":
+			e.stored = true
+			e.size += fi.Size()
 			total += fi.Size()
 			fallthrough
-		case "used":
+		case leaf == "used":
 			if mod.After(e.used) {
 				e.used = mod
 			}
+		case strings.HasPrefix(leaf, "notes/"):
+			e.size += fi.Size()
+			total += fi.Size()
 		}
 		return nil
 	})
@@ -123,6 +128,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 	s.stats.blobs.Store(int64(countStored(entries)))
 	s.stats.sweeps.Add(1)
 	s.reclaimUploads(ctx, began)
+	s.reclaimTags(ctx, began)
 	var lru []*entry
 	for _, e := range entries {
 		switch {
@@ -201,6 +207,30 @@ func (s *Store) reclaimUploads(ctx context.Context, now time.Time) {
 	}
 	if len(stale) > 0 {
 		s.log.Info("store: removed abandoned uploads", "files", len(stale))
+	}
+}
+
+// reclaimTags deletes the records of tags not resolved for tagRecordTTL:
+// tags nobody pulls any more.
+func (s *Store) reclaimTags(ctx context.Context, now time.Time) {
+	var stale []string
+	err := s.d.Walk(ctx, "/tags", func(fi storagedriver.FileInfo) error {
+		if !fi.IsDir() && now.Sub(fi.ModTime()) > tagRecordTTL {
+			stale = append(stale, fi.Path())
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		if ctx.Err() == nil {
+			s.failed(nil, "sweep", err)
+		}
+		return
+	}
+	for _, p := range stale {
+		if err := s.d.Delete(ctx, p); err != nil && !isNotFound(err) {
+			s.failed(nil, "sweep", err)
+			return
+		}
 	}
 }
 

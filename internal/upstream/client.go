@@ -63,8 +63,10 @@ type Client struct {
 	// repos holds one authenticated transport per repository: registry
 	// tokens are scoped to a repository, and reusing the transport reuses
 	// its token.
-	repos     *lru.Cache[string, http.RoundTripper]
-	flight    singleflight.Group
+	repos  *lru.Cache[string, http.RoundTripper]
+	flight singleflight.Group
+	// fetches shares one manifest fetch among concurrent callers.
+	fetches   cache.Group[*oci.Manifest]
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// recognized keeps artifact checks by manifest digest.
 	recognized *lru.Cache[string, oci.Recognition]
@@ -92,7 +94,7 @@ func New(o Options) (*Client, error) {
 		return nil, fmt.Errorf("upstream %s: %w", o.Name, err)
 	}
 	o.Limits = o.Limits.WithDefaults()
-	var auth authn.Authenticator = authn.Anonymous
+	auth := authn.Anonymous
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
 	}
@@ -129,6 +131,9 @@ func New(o Options) (*Client, error) {
 
 // Name is the upstream's configured name.
 func (c *Client) Name() string { return c.name }
+
+// Limits are the bounds the client reads with.
+func (c *Client) Limits() limits.Limits { return c.limits }
 
 // transport returns the authenticated transport for repo, doing the token
 // handshake once per repository for all concurrent callers.
@@ -232,10 +237,11 @@ var ErrNotFound = errors.New("not found")
 // of the body for the message; a 404 wraps ErrNotFound.
 func (c *Client) StatusError(op string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	var err error = errors.New(strings.TrimSpace(string(msg)))
-	if len(msg) == 0 {
-		err = errors.New(http.StatusText(resp.StatusCode))
+	text := strings.TrimSpace(string(msg))
+	if text == "" {
+		text = http.StatusText(resp.StatusCode)
 	}
+	err := errors.New(text)
 	if resp.StatusCode == http.StatusNotFound {
 		err = ErrNotFound
 	}

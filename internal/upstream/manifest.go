@@ -33,8 +33,17 @@ func (c *Client) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 }
 
 // manifest is Manifest, counting a manifest never seen at guess bytes
-// until the upstream says its size.
+// until the upstream says its size. Concurrent requests for one repo:ref
+// share one fetch (a rollout of a new image asks the upstream once), which
+// no single caller hanging up cancels; it is bounded by the verification
+// timeout.
 func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
+	return c.fetches.Do(ctx, repo+"\x00"+ref, c.limits.VerifyTimeout, func(ctx context.Context) (*oci.Manifest, error) {
+		return c.fetchManifest(ctx, repo, ref, guess)
+	})
+}
+
+func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int64) (*oci.Manifest, error) {
 	op := "manifest " + repo + ":" + ref
 	limit := limits.MaxManifestSize
 	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
@@ -102,6 +111,13 @@ func (c *Client) manifest(ctx context.Context, repo, ref string, guess int64) (*
 // recently: bytes that hash to digest, as fetched from this upstream.
 func (c *Client) Cached(repo, digest string) (*oci.Manifest, bool) {
 	return c.manifests.Get(repo + "@" + digest)
+}
+
+// Hold keeps m, the verified bytes of a manifest of repo that the caller
+// read back from elsewhere (the content store), as if fetched: Cached
+// finds it.
+func (c *Client) Hold(repo string, m *oci.Manifest) {
+	c.manifests.Add(repo+"@"+m.Digest, m)
 }
 
 // Head asks the upstream which digest repo:ref points at, without reading

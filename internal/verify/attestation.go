@@ -9,25 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
-)
-
-// Media types, payload types and statement types of in-toto attestations.
-const (
-	// DSSEMediaType is the layer media type of a DSSE envelope, as cosign
-	// stores each attestation in the `sha256-<hex>.att` tag.
-	DSSEMediaType = "application/vnd.dsse.envelope.v1+json"
-	// BundleMediaTypePrefix starts the media types of Sigstore bundles
-	// (application/vnd.dev.sigstore.bundle.v0.3+json and the older
-	// application/vnd.dev.sigstore.bundle+json;version=0.x), which
-	// `cosign attest --new-bundle-format` stores as OCI 1.1 referrers.
-	BundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
-	// InTotoPayloadType is the DSSE payload type of an in-toto statement.
-	InTotoPayloadType = "application/vnd.in-toto+json"
-	// StatementV01 and StatementV1 are the in-toto Statement `_type`s
-	// accepted. cosign v2 writes v0.1 whatever the predicate.
-	StatementV01 = "https://in-toto.io/Statement/v0.1"
-	StatementV1  = "https://in-toto.io/Statement/v1"
 )
 
 // MaxEnvelopeSignatures bounds the signatures of one DSSE envelope that are
@@ -92,12 +75,12 @@ func (s *Statement) Digests() []string {
 }
 
 // ParseEnvelope parses an attestation layer of the given media type: a DSSE
-// envelope (DSSEMediaType) or a Sigstore bundle whose content is a DSSE
+// envelope (oci.DSSE) or a Sigstore bundle whose content is a DSSE
 // envelope. The envelope's payload must be an in-toto statement. Errors
 // wrap ErrMalformedAttestation.
 func ParseEnvelope(mediaType string, raw []byte) (*Envelope, error) {
 	var env dsse.Envelope
-	if strings.HasPrefix(mediaType, BundleMediaTypePrefix) {
+	if strings.HasPrefix(mediaType, oci.BundlePrefix) {
 		var b struct {
 			DSSEEnvelope *dsse.Envelope `json:"dsseEnvelope"`
 		}
@@ -111,8 +94,8 @@ func ParseEnvelope(mediaType string, raw []byte) (*Envelope, error) {
 	} else if err := json.Unmarshal(raw, &env); err != nil {
 		return nil, fmt.Errorf("%w: DSSE envelope is not JSON: %v", ErrMalformedAttestation, err)
 	}
-	if env.PayloadType != InTotoPayloadType {
-		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrMalformedAttestation, env.PayloadType, InTotoPayloadType)
+	if env.PayloadType != oci.InToto {
+		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrMalformedAttestation, env.PayloadType, oci.InToto)
 	}
 	payload, err := env.DecodeB64Payload()
 	if err != nil {
@@ -153,8 +136,8 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		return nil, fmt.Errorf("%w: data after the statement", ErrMalformedAttestation)
 	}
 	switch {
-	case s.Type != StatementV01 && s.Type != StatementV1:
-		return nil, fmt.Errorf("%w: statement _type %q, want %s or %s", ErrMalformedAttestation, s.Type, StatementV1, StatementV01)
+	case s.Type != oci.StatementV01 && s.Type != oci.StatementV1:
+		return nil, fmt.Errorf("%w: statement _type %q, want %s or %s", ErrMalformedAttestation, s.Type, oci.StatementV1, oci.StatementV01)
 	case s.PredicateType == "":
 		return nil, fmt.Errorf("%w: statement has no predicateType", ErrMalformedAttestation)
 	case len(s.Subject) == 0:
@@ -175,7 +158,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 // under key over the DSSE pre-authentication encoding (PAE) of its payload
 // type and payload; otherwise it returns ErrBadSignature.
 func (e *Envelope) VerifiedBy(key *PublicKey) error {
-	pae := dsse.PAE(InTotoPayloadType, e.payload)
+	pae := dsse.PAE(oci.InToto, e.payload)
 	for _, sig := range e.signatures {
 		if key.Verify(sig, pae) == nil {
 			return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
@@ -39,8 +40,8 @@ func TestAttestationsVerifyForEverySupportedKeyType(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := attest(t, s, sign.StatementV01, digest)
-			env, err := verify.ParseEnvelope(verify.DSSEMediaType, a.Envelope)
+			a := attest(t, s, oci.StatementV01, digest)
+			env, err := verify.ParseEnvelope(oci.DSSE, a.Envelope)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,19 +58,19 @@ func TestAttestationsVerifyForEverySupportedKeyType(t *testing.T) {
 func TestAttestationInSigstoreBundleVerifies(t *testing.T) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s, _ := signature.LoadSigner(priv, crypto.SHA256)
-	a := attest(t, s, sign.StatementV1, digest)
+	a := attest(t, s, oci.StatementV1, digest)
 	b, err := sign.Bundle(a.Envelope, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := verify.ParseEnvelope(sign.BundleMediaType, b)
+	env, err := verify.ParseEnvelope(oci.BundleV03, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Check(parse(t, priv), digest); err != nil {
 		t.Fatalf("valid bundle rejected: %v", err)
 	}
-	if env.Statement.Type != verify.StatementV1 {
+	if env.Statement.Type != oci.StatementV1 {
 		t.Errorf("statement type %q", env.Statement.Type)
 	}
 }
@@ -90,9 +91,9 @@ func TestAttestationRejects(t *testing.T) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s, _ := signature.LoadSigner(priv, crypto.SHA256)
-	good := attest(t, s, sign.StatementV01, digest).Envelope
+	good := attest(t, s, oci.StatementV01, digest).Envelope
 	otherDigest := "sha256:" + strings.Repeat("b", 64)
-	forOther := attest(t, s, sign.StatementV1, otherDigest).Envelope
+	forOther := attest(t, s, oci.StatementV1, otherDigest).Envelope
 	signedRaw := func(payloadType string, payload []byte) []byte {
 		sig, err := s.SignMessage(strings.NewReader(string(verifyPAE(payloadType, payload))))
 		if err != nil {
@@ -111,39 +112,39 @@ func TestAttestationRejects(t *testing.T) {
 		key       *verify.PublicKey
 		check     func(error) bool
 	}{
-		{"attestation signed by another key", verify.DSSEMediaType, good, parse(t, other), isBadSig},
-		{"genuine attestation whose statement is for another digest", verify.DSSEMediaType, forOther, parse(t, priv), func(err error) bool {
+		{"attestation signed by another key", oci.DSSE, good, parse(t, other), isBadSig},
+		{"genuine attestation whose statement is for another digest", oci.DSSE, forOther, parse(t, priv), func(err error) bool {
 			var m *verify.DigestMismatchError
 			return errors.As(err, &m) && m.Signed == otherDigest
 		}},
-		{"payload swapped after signing", verify.DSSEMediaType, envelope(t, good, func(m map[string]any) {
+		{"payload swapped after signing", oci.DSSE, envelope(t, good, func(m map[string]any) {
 			var o map[string]any
 			_ = json.Unmarshal(forOther, &o)
 			m["payload"] = o["payload"]
 		}), parse(t, priv), isBadSig},
-		{"signature over the payload without PAE", verify.DSSEMediaType, func() []byte {
-			p, _ := sign.Statement(sign.StatementV1, "r", digest, provenance, nil)
+		{"signature over the payload without PAE", oci.DSSE, func() []byte {
+			p, _ := sign.Statement(oci.StatementV1, "r", digest, provenance, nil)
 			sig, _ := s.SignMessage(strings.NewReader(string(p)))
 			return envelope(t, good, func(m map[string]any) {
 				m["payload"] = base64.StdEncoding.EncodeToString(p)
 				m["signatures"] = []any{map[string]string{"sig": base64.StdEncoding.EncodeToString(sig)}}
 			})
 		}(), parse(t, priv), isBadSig},
-		{"payload type is not in-toto", verify.DSSEMediaType, signedRaw("application/json", []byte(`{}`)), parse(t, priv), isMalformed},
-		{"statement of an unknown _type", verify.DSSEMediaType, signedRaw(verify.InTotoPayloadType, []byte(`{"_type":"https://in-toto.io/Statement/v9","predicateType":"p","subject":[{"digest":{"sha256":"a"}}]}`)), parse(t, priv), isMalformed},
-		{"statement without subject", verify.DSSEMediaType, signedRaw(verify.InTotoPayloadType, []byte(`{"_type":"https://in-toto.io/Statement/v1","predicateType":"p","subject":[]}`)), parse(t, priv), isMalformed},
-		{"statement without predicateType", verify.DSSEMediaType, signedRaw(verify.InTotoPayloadType, []byte(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":"a"}}]}`)), parse(t, priv), isMalformed},
-		{"envelope without signatures", verify.DSSEMediaType, envelope(t, good, func(m map[string]any) { m["signatures"] = []any{} }), parse(t, priv), isMalformed},
-		{"too many signatures", verify.DSSEMediaType, envelope(t, good, func(m map[string]any) {
+		{"payload type is not in-toto", oci.DSSE, signedRaw("application/json", []byte(`{}`)), parse(t, priv), isMalformed},
+		{"statement of an unknown _type", oci.DSSE, signedRaw(oci.InToto, []byte(`{"_type":"https://in-toto.io/Statement/v9","predicateType":"p","subject":[{"digest":{"sha256":"a"}}]}`)), parse(t, priv), isMalformed},
+		{"statement without subject", oci.DSSE, signedRaw(oci.InToto, []byte(`{"_type":"https://in-toto.io/Statement/v1","predicateType":"p","subject":[]}`)), parse(t, priv), isMalformed},
+		{"statement without predicateType", oci.DSSE, signedRaw(oci.InToto, []byte(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":"a"}}]}`)), parse(t, priv), isMalformed},
+		{"envelope without signatures", oci.DSSE, envelope(t, good, func(m map[string]any) { m["signatures"] = []any{} }), parse(t, priv), isMalformed},
+		{"too many signatures", oci.DSSE, envelope(t, good, func(m map[string]any) {
 			sigs := m["signatures"].([]any)
 			for range verify.MaxEnvelopeSignatures {
 				sigs = append(sigs, sigs[0])
 			}
 			m["signatures"] = sigs
 		}), parse(t, priv), isMalformed},
-		{"signature that is not base64", verify.DSSEMediaType, envelope(t, good, func(m map[string]any) { m["signatures"] = []any{map[string]string{"sig": "%%%"}} }), parse(t, priv), isMalformed},
-		{"not JSON", verify.DSSEMediaType, []byte("hello"), parse(t, priv), isMalformed},
-		{"bundle with a message signature, not a DSSE envelope", sign.BundleMediaType, []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","messageSignature":{}}`), parse(t, priv), isMalformed},
+		{"signature that is not base64", oci.DSSE, envelope(t, good, func(m map[string]any) { m["signatures"] = []any{map[string]string{"sig": "%%%"}} }), parse(t, priv), isMalformed},
+		{"not JSON", oci.DSSE, []byte("hello"), parse(t, priv), isMalformed},
+		{"bundle with a message signature, not a DSSE envelope", oci.BundleV03, []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","messageSignature":{}}`), parse(t, priv), isMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,13 +188,13 @@ func TestStatementCoversOnlyItsSubjects(t *testing.T) {
 func FuzzParseEnvelope(f *testing.F) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s, _ := signature.LoadSigner(priv, crypto.SHA256)
-	st, _ := sign.Statement(sign.StatementV01, "r/app", digest, provenance, map[string]any{"a": []any{1, "b", nil}})
+	st, _ := sign.Statement(oci.StatementV01, "r/app", digest, provenance, map[string]any{"a": []any{1, "b", nil}})
 	a, _ := sign.Attest(s, provenance, st)
 	b, _ := sign.Bundle(a.Envelope, s)
-	f.Add(verify.DSSEMediaType, a.Envelope)
-	f.Add(sign.BundleMediaType, b)
-	f.Add(verify.DSSEMediaType, []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"sig":"AA=="}]}`))
-	f.Add(sign.BundleMediaType, []byte(`{"dsseEnvelope":null}`))
+	f.Add(oci.DSSE, a.Envelope)
+	f.Add(oci.BundleV03, b)
+	f.Add(oci.DSSE, []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"sig":"AA=="}]}`))
+	f.Add(oci.BundleV03, []byte(`{"dsseEnvelope":null}`))
 	key := parse(f, priv)
 	f.Fuzz(func(t *testing.T, mediaType string, raw []byte) {
 		env, err := verify.ParseEnvelope(mediaType, raw)
@@ -218,14 +219,14 @@ func FuzzParseEnvelope(f *testing.F) {
 func TestEnvelopeSignedOverThePAEOfTheSpecificationVerifies(t *testing.T) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s, _ := signature.LoadSigner(priv, crypto.SHA256)
-	payload, _ := sign.Statement(sign.StatementV1, "r/app", digest, provenance, nil)
-	sig, err := s.SignMessage(strings.NewReader(string(verifyPAE(verify.InTotoPayloadType, payload))))
+	payload, _ := sign.Statement(oci.StatementV1, "r/app", digest, provenance, nil)
+	sig, err := s.SignMessage(strings.NewReader(string(verifyPAE(oci.InToto, payload))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := json.Marshal(map[string]any{"payloadType": verify.InTotoPayloadType, "payload": base64.URLEncoding.EncodeToString(payload),
+	raw, _ := json.Marshal(map[string]any{"payloadType": oci.InToto, "payload": base64.URLEncoding.EncodeToString(payload),
 		"signatures": []any{map[string]string{"keyid": "", "sig": base64.StdEncoding.EncodeToString(sig)}}})
-	env, err := verify.ParseEnvelope(verify.DSSEMediaType, raw)
+	env, err := verify.ParseEnvelope(oci.DSSE, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

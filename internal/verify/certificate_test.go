@@ -12,7 +12,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
-func newCA(t *testing.T, name string, start, end time.Time) *virtual.CA {
+func newCA(t testing.TB, name string, start, end time.Time) *virtual.CA {
 	t.Helper()
 	ca, err := virtual.NewCA(name, start, end)
 	if err != nil {

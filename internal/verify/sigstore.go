@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
@@ -26,11 +27,6 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"google.golang.org/protobuf/encoding/protojson"
 )
-
-// CosignSignPredicateType is the predicate type of the in-toto statement
-// that `cosign sign` (v3, Sigstore bundle format) signs: a DSSE statement
-// of this type about an image digest is that image's signature.
-const CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
 
 // TrustedRoot is a parsed Sigstore trusted root (trusted_root.json): the
 // Fulcio certificate authorities, Rekor transparency logs, certificate
@@ -166,10 +162,10 @@ func (s *Signed) CertificateKeyID() string {
 
 // IsImageSignature reports whether s signs an image as such: a cosign
 // simple-signing payload, a message signature over a digest, or a DSSE
-// statement of CosignSignPredicateType. Other DSSE statements are
+// statement of oci.CosignSignPredicateType. Other DSSE statements are
 // attestations.
 func (s *Signed) IsImageSignature() bool {
-	return s.Envelope == nil || s.Envelope.Statement.PredicateType == CosignSignPredicateType
+	return s.Envelope == nil || s.Envelope.Statement.PredicateType == oci.CosignSignPredicateType
 }
 
 // ParseBundle parses a Sigstore bundle, v0.1 to v0.3, holding a message
@@ -214,7 +210,7 @@ func ParseBundle(raw []byte) (*Signed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: Sigstore bundle: %v", ErrMalformedAttestation, err)
 		}
-		if s.Envelope, err = ParseEnvelope(DSSEMediaType, env); err != nil {
+		if s.Envelope, err = ParseEnvelope(oci.DSSE, env); err != nil {
 			return nil, err
 		}
 	case *protobundle.Bundle_MessageSignature:
@@ -250,7 +246,7 @@ func ParseCosignSignature(payload, sig []byte, certPEM, rekorBundle, rfc3161 []b
 // with its layer's certificate, Rekor bundle and timestamp annotations, as
 // ParseCosignSignature does for signatures.
 func ParseCosignAttestation(envelope, certPEM, rekorBundle, rfc3161 []byte) (*Signed, error) {
-	env, err := ParseEnvelope(DSSEMediaType, envelope)
+	env, err := ParseEnvelope(oci.DSSE, envelope)
 	if err != nil {
 		return nil, err
 	}
@@ -300,18 +296,18 @@ func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error
 	if len(rekor) > 0 {
 		var rb rekorBundle
 		if err := json.Unmarshal(rekor, &rb); err != nil {
-			return fmt.Errorf("Rekor bundle annotation: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: %v", err)
 		}
 		logID, err := hex.DecodeString(rb.Payload.LogID)
 		if err != nil {
-			return fmt.Errorf("Rekor bundle annotation: log ID: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: log ID: %v", err)
 		}
 		var body struct {
 			Kind       string `json:"kind"`
 			APIVersion string `json:"apiVersion"`
 		}
 		if err := json.Unmarshal(rb.Payload.Body, &body); err != nil {
-			return fmt.Errorf("Rekor bundle annotation: entry body: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: entry body: %v", err)
 		}
 		entry, err := tlog.ParseTransparencyLogEntry(&protorekor.TransparencyLogEntry{
 			LogIndex:          rb.Payload.LogIndex,
@@ -322,7 +318,7 @@ func (e *tagEntity) annotations(s *Signed, certPEM, rekor, rfc3161 []byte) error
 			CanonicalizedBody: rb.Payload.Body,
 		})
 		if err != nil {
-			return fmt.Errorf("Rekor bundle annotation: %v", err)
+			return fmt.Errorf("the Rekor bundle annotation: %v", err)
 		}
 		e.entries = []*tlog.Entry{entry}
 		s.tlogEntries = 1

@@ -60,9 +60,6 @@ func ParsePublicKey(pemBytes []byte) (*PublicKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("not a PEM public key: %w", err)
 	}
-	if err := cryptoutils.ValidatePubKey(pub); err != nil {
-		return nil, fmt.Errorf("unsupported key: %w", err)
-	}
 	// cosign hashes with SHA-256 whatever the key; sigstore's default
 	// for larger curves is stronger. Either is accepted.
 	var hashes []crypto.Hash
@@ -80,6 +77,9 @@ func ParsePublicKey(pemBytes []byte) (*PublicKey, error) {
 			return nil, fmt.Errorf("unsupported ECDSA curve %s", k.Curve.Params().Name)
 		}
 	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("unsupported key: an RSA key of %d bits, want at least 2048", k.N.BitLen())
+		}
 		hashes = []crypto.Hash{crypto.SHA256}
 	case ed25519.PublicKey:
 		pure, err := signature.LoadED25519Verifier(k)

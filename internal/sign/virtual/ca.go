@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -218,7 +219,7 @@ type BundleOptions struct {
 	TSA Timestamper
 	// LogAt is the log entry's integrated time; zero: now.
 	LogAt time.Time
-	// V02 writes a v0.2 bundle (BundleMediaTypeV02, the certificate as a
+	// V02 writes a v0.2 bundle (oci.Bundle02, the certificate as a
 	// one-element chain), as GitHub's attestations were until 2024.
 	V02 bool
 }
@@ -228,9 +229,6 @@ type BundleOptions struct {
 type Timestamper interface {
 	TimestampResponse(sig []byte) ([]byte, error)
 }
-
-// BundleMediaTypeV02 is the media type of a v0.2 Sigstore bundle.
-const BundleMediaTypeV02 = "application/vnd.dev.sigstore.bundle+json;version=0.2"
 
 // DSSEBundle signs statement with s into a Sigstore bundle holding a DSSE
 // envelope and the leaf certificate, with the proofs p names: what
@@ -253,7 +251,7 @@ func (s *Signer) DSSEBundle(statement []byte, p BundleOptions) ([]byte, error) {
 		return nil, err
 	}
 	b := &protobundle.Bundle{
-		MediaType: BundleMediaType,
+		MediaType: oci.BundleV03,
 		VerificationMaterial: &protobundle.VerificationMaterial{
 			Content: &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: s.Cert.Raw}},
 		},
@@ -263,7 +261,7 @@ func (s *Signer) DSSEBundle(statement []byte, p BundleOptions) ([]byte, error) {
 		}},
 	}
 	if p.V02 {
-		b.MediaType = BundleMediaTypeV02
+		b.MediaType = oci.Bundle02
 		b.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
 			X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: s.Cert.Raw}}},
 		}

@@ -30,12 +30,9 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 )
-
-// BundleMediaType is the media type of the bundles minted here, as cosign
-// v3 writes them.
-const BundleMediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 // Sigstore is one virtual Sigstore deployment.
 type Sigstore struct {
@@ -173,7 +170,7 @@ func (s *Sigstore) bundle(e *ca.TestEntity, o Options) ([]byte, error) {
 		return nil, err
 	}
 	b := &protobundle.Bundle{
-		MediaType: BundleMediaType,
+		MediaType: oci.BundleV03,
 		VerificationMaterial: &protobundle.VerificationMaterial{
 			Content: &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
 		},
