@@ -46,7 +46,7 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 		{"strings that need escaping", slog.LevelWarn, Record{
 			Decision: "deny\n", Image: "a\"b\\c", Reference: "\b\f\t\r\x00\x1f\x7f", Digest: "<script>&", MediaType: "\u2028\u2029é日本",
 			Rule: "bad \xff utf-8 \xe2\x82", Reasons: []string{"\b\f\x01\"<>&\u2028", "\xc3"}, VerifiedBy: []Verification{{Attestor: "\b\f", Source: "\x00\u2029"}},
-			Client: Client{Addr: "\n", Identity: "\b", Environment: "\xff"}, Source: "\u2028\"",
+			Client: Client{Addr: "\n", Identity: "\b", Environment: "\xff"}, Source: "\b\u2028\"",
 		}},
 		{"a duration past a day", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 100000 * time.Hour}},
 	} {
