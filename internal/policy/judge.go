@@ -42,6 +42,8 @@ type Judge struct {
 	// default) or the referrers. That place is read first, the other only
 	// when the first does not satisfy the rule.
 	firstPlace *lru.Cache[string, oci.Places]
+	// readers run the reads ahead.
+	readers workers
 }
 
 // prefetch is one evidence read started ahead of its verification (done
@@ -80,7 +82,7 @@ func NewJudge(maxEntries int, now func() time.Time) (*Judge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}, firstPlace: places}, nil
+	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}, firstPlace: places, readers: newWorkers()}, nil
 }
 
 // first is where the evidence for s is read first: the referrers when the
@@ -256,10 +258,17 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	if j.prefetched[key] != nil {
 		return func() {} // read already, or being verified
 	}
+	// A verification that ended since the look-up above stored its
+	// outcomes before it let go of its mark: look again.
+	for _, q := range missing {
+		if _, _, ok := j.lookup(p, s, q); ok {
+			return func() {}
+		}
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	f := &prefetch{from: j.first(s), done: make(chan struct{}), cancel: cancel}
 	j.prefetched[key] = f
-	go func() {
+	j.readers.run(func() {
 		defer close(f.done)
 		// The read runs outside any caller's goroutine: a panic in it
 		// fails the verification that takes it, as one inside that
@@ -272,7 +281,7 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 		w := want(missing)
 		w.From = f.from
 		f.ev, f.err = src.Evidence(rctx, s.Repository, s.Digest, w)
-	}()
+	})
 	return func() {
 		j.mu.Lock()
 		defer j.mu.Unlock()

@@ -52,19 +52,27 @@ func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *t
 		// pulled first (else it is unsigned, and denied).
 		before func(e *env, d v1.Hash)
 	}{
+		// The payload `cosign sign` writes is known from the digest and
+		// the repository: its bytes are checked against the layer's digest,
+		// not read.
 		{"a .sig tag signature, pulled by digest", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
+			[]string{"GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
 		{"a .sig tag signature, pulled by tag", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, true,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/manifests/v1"}, nil},
+			[]string{"GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/manifests/v1"}, nil},
+		// Any other payload is read.
+		{"a .sig tag signature with annotations, pulled by digest", nil, func(e *env, d v1.Hash) {
+			e.signTagWith("signed/app", "ci", d, map[string]any{"build": "42"})
+		}, false,
+			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
 		// The tag schemes are read first: a referrer costs their tag more.
 		{"a cosign signature among the referrers", nil, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, false) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}, nil},
+			[]string{"GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}, nil},
 		{"a cosign v3 bundle among the referrers", nil, func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }, false,
 			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"}, nil},
 		// An upstream without the referrers API is known to be one after
 		// the warm-up: its fallback tag is read directly.
 		{"a cosign signature in the referrers fallback tag", []envOption{withoutReferrersAPI()}, func(e *env, d v1.Hash) { e.signReferrer("signed/app", "ci", d, true) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
+			[]string{"GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<referrer>", "GET /v2/signed/app/manifests/<tag>", "GET /v2/signed/app/manifests/<tag>.sig"}, nil},
 		// Where the last signature of the repository was found is read
 		// first: the referrers, for a repository signed by cosign v3.
 		{"a cosign v3 bundle, in a repository whose signatures are bundles", nil, func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }, false,
@@ -72,7 +80,7 @@ func TestColdDecisionCostsTheFewestUpstreamRequestsItsSignatureFormatAllows(t *t
 			func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }},
 		// ... and the tag schemes after them, when they do not satisfy.
 		{"a .sig tag signature, in a repository whose signatures were bundles", nil, func(e *env, d v1.Hash) { e.signTag("signed/app", "ci", d, d) }, false,
-			[]string{"GET /v2/signed/app/blobs/<payload>", "GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"},
+			[]string{"GET /v2/signed/app/manifests/<digest>", "GET /v2/signed/app/manifests/<tag>.sig", "GET /v2/signed/app/referrers/<digest>"},
 			func(e *env, d v1.Hash) { e.keyBundle("signed/app", d) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -280,6 +281,23 @@ func (e *env) signTag(repo, key string, digest, signedDigest v1.Hash) {
 		e.t.Fatal(err)
 	}
 	if err := sign.AttachTag(context.Background(), e.repo(repo), digest.String(), []sign.Signature{sig}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// signTagWith signs digest with key in the .sig tag, its payload holding
+// annotations (as `cosign sign -a` writes them).
+func (e *env) signTagWith(repo, key string, digest v1.Hash, annotations map[string]any) {
+	e.t.Helper()
+	raw, err := payload.Cosign{Image: e.repo(repo).Digest(digest.String()), Annotations: annotations}.MarshalJSON()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sig, err := e.keys[key].SignMessage(bytes.NewReader(raw))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := sign.AttachTag(context.Background(), e.repo(repo), digest.String(), []sign.Signature{{Payload: raw, Sig: sig}}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature/payload"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -90,7 +92,7 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want,
 	if err := each(ctx, len(jobs), jobs); err != nil {
 		return err
 	}
-	r := &reader{c: c, repo: repo, ev: ev}
+	r := &reader{c: c, repo: repo, digest: digest, ev: ev}
 	if want.Signatures {
 		r.signatureLayers(append(sigs, refs...))
 	}
@@ -232,11 +234,47 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 // reader plans the layer reads of one Evidence call and then does them,
 // a few at a time.
 type reader struct {
-	c    *Client
-	repo string
-	ev   *oci.Evidence
-	jobs []func(ctx context.Context) error
-	mu   sync.Mutex // guards the problem lists while reading
+	c      *Client
+	repo   string
+	digest string
+	ev     *oci.Evidence
+	jobs   []func(ctx context.Context) error
+	mu     sync.Mutex // guards the problem lists while reading
+
+	// usual is the simple-signing payload `cosign sign` writes for digest
+	// in this upstream's repo, and usualDigest its digest; nil until asked.
+	usual       []byte
+	usualDigest string
+}
+
+// knownPayload returns the simple-signing payload that layer l names
+// without reading it, when those are the bytes cosign writes by default
+// for this digest and repository: their sha256 is the layer's digest, so
+// they are the bytes the upstream would send (which are checked against
+// the same digest). Any other payload (annotations, another identity or
+// digest) is read. This saves the upstream the costliest request of a
+// cold decision, a blob GET.
+func (r *reader) knownPayload(l oci.Descriptor) []byte {
+	if r.usual == nil {
+		// What payload.Cosign marshals for the image
+		// <registry>/<repo>@<digest>, without parsing that reference.
+		var err error
+		r.usual, err = json.Marshal(payload.SimpleContainerImage{Critical: payload.Critical{
+			Identity: payload.Identity{DockerReference: r.c.reg.RegistryStr() + "/" + r.repo},
+			Image:    payload.Image{DockerManifestDigest: r.digest},
+			Type:     payload.CosignSignatureType,
+		}})
+		if err != nil {
+			r.usual = []byte{}
+			return nil
+		}
+		sum := sha256.Sum256(r.usual)
+		r.usualDigest = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	if l.Size != int64(len(r.usual)) || l.Digest != r.usualDigest {
+		return nil
+	}
+	return r.usual
 }
 
 // signatureLayers plans reading the signature layers of manifests (cosign
@@ -294,12 +332,16 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				Timestamp:   []byte(l.Annotations[oci.TimestampAnnotation]),
 			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
+			if known := r.knownPayload(l); known != nil {
+				r.ev.Signatures[i].Payload = known
+				continue
+			}
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
-				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
+				raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
 				if problem != "" {
 					r.problem(&r.ev.Problems, source+": "+problem)
 				}
-				r.ev.Signatures[i].Payload = payload
+				r.ev.Signatures[i].Payload = raw
 				return err
 			})
 		}
