@@ -271,7 +271,9 @@ func (r *reader) knownPayload(l oci.Descriptor) []byte {
 		sum := sha256.Sum256(r.usual)
 		r.usualDigest = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	if l.Size != int64(len(r.usual)) || l.Digest != r.usualDigest {
+	// Within maxArtifactSize too: a known payload is held to the limits
+	// of one that is read.
+	if l.Size != int64(len(r.usual)) || l.Digest != r.usualDigest || l.Size > r.c.limits.MaxArtifactSize {
 		return nil
 	}
 	return r.usual
