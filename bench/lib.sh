@@ -1,8 +1,14 @@
 # Shared by bench/run.sh and bench/soak.sh: builds the binaries, starts the
-# distribution registry, seeds it ($COLD signed images, a $BLOB_MIB MiB blob,
-# a $COLD_BLOB_MIB MiB blob), and starts bench/minproxy and authz-proxy in
-# front of it. Sets REG, MIN, AUTHZ, METRICS (host:port), REGPID, MINPID,
-# AUTHZPID, SIGNED, BLOB, COLD_BLOB, work, tools.
+# distribution registry (with its Prometheus metrics on REG_METRICS, which
+# count the requests it answers), seeds it ($COLD signed images, a $BLOB_MIB
+# MiB blob, a $COLD_BLOB_MIB MiB blob), and starts bench/minproxy and
+# authz-proxy in front of it (with the profiler on its metrics listener).
+# With BASELINE set to another source tree of authz-proxy (e.g. a
+# `git worktree add --detach /tmp/base <commit>`), that build runs beside
+# it too, with the same configuration, as the baseline. Sets REG,
+# REG_METRICS, MIN, AUTHZ, METRICS, BASE_ADDR (host:port), REGPID, MINPID,
+# AUTHZPID, BASEPID, SIGNED, BLOB, COLD_BLOB, work, tools; start_proxy
+# starts (or restarts) one of the proxies.
 tools=$(bash scripts/tools.sh --bench)
 work=$(mktemp -d /tmp/authz-bench.XXXXXX)
 pids=()
@@ -16,13 +22,16 @@ echo "building..." >&2
 go build -o "$work/authz-proxy" ./cmd/authz-proxy
 go build -o "$work/minproxy" ./bench/minproxy
 go build -o "$work/seed" ./bench/seed
+if [ -n "${BASELINE:-}" ]; then
+  (cd "$BASELINE" && go build -o "$work/authz-proxy-baseline" ./cmd/authz-proxy)
+fi
 
-REG=127.0.0.1:$(port); MIN=127.0.0.1:$(port); AUTHZ=127.0.0.1:$(port)
+REG=127.0.0.1:$(port); REG_METRICS=127.0.0.1:$(port); MIN=127.0.0.1:$(port); AUTHZ=127.0.0.1:$(port)
 cat > "$work/registry.yml" <<YML
 version: 0.1
 log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $work/registry}, delete: {enabled: true}}
-http: {addr: $REG}
+http: {addr: $REG, debug: {addr: $REG_METRICS, prometheus: {enabled: true, path: /metrics}}}
 YML
 "$tools/registry" serve "$work/registry.yml" >"$work/registry.log" 2>&1 & pids+=($!); REGPID=$!
 wait_up "$REG"
@@ -46,9 +55,35 @@ policy:
     - {name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}
     - {name: open, images: ["lab/open/**"], action: allow}
 YML
+BASE_ADDR=127.0.0.1:$(port); BASE_METRICS=127.0.0.1:$(port)
+sed -e "s|addr: $AUTHZ|addr: $BASE_ADDR|; s|addr: $METRICS|addr: $BASE_METRICS|" "$work/config.yaml" > "$work/config-baseline.yaml"
+# The profiler, for `go tool pprof http://$METRICS/debug/pprof/profile`
+# (KEEP=1 keeps the binary for it); the baseline may not have one.
+sed -i "s|^metrics: {addr: $METRICS}|metrics: {addr: $METRICS, pprof: true}|" "$work/config.yaml"
+
+# start_proxy authz-proxy|baseline: starts that proxy, or starts it anew
+# (every cache empty), and waits until it serves.
+AUTHZPID=; BASEPID=
+start_proxy() {
+  local pid
+  case $1 in
+    authz-proxy) pid=$AUTHZPID;;
+    *) pid=$BASEPID;;
+  esac
+  if [ -n "$pid" ]; then kill "$pid"; wait "$pid" 2>/dev/null || true; fi
+  case $1 in
+    authz-proxy)
+      "$work/authz-proxy" serve --config "$work/config.yaml" >>"$work/decisions.jsonl" 2>>"$work/authz.log" & pids+=($!); AUTHZPID=$!
+      wait_up "$AUTHZ";;
+    *)
+      "$work/authz-proxy-baseline" serve --config "$work/config-baseline.yaml" >>"$work/decisions-baseline.jsonl" 2>>"$work/baseline.log" & pids+=($!); BASEPID=$!
+      wait_up "$BASE_ADDR";;
+  esac
+}
 "$work/minproxy" -listen "$MIN" -upstream "http://$REG" >"$work/minproxy.log" 2>&1 & pids+=($!); MINPID=$!
-"$work/authz-proxy" serve --config "$work/config.yaml" >"$work/decisions.jsonl" 2>"$work/authz.log" & pids+=($!); AUTHZPID=$!
-wait_up "$MIN"; wait_up "$AUTHZ"
+wait_up "$MIN"
+start_proxy authz-proxy
+if [ -n "${BASELINE:-}" ]; then start_proxy baseline; fi
 
 ACCEPT="Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 target() { printf '%s %s\n%s\n\n' "$1" "$2" "$ACCEPT"; }

@@ -2,68 +2,160 @@
 # Side-by-side benchmark: the distribution registry direct, a minimal Go
 # reverse proxy (bench/minproxy, the floor of any Go proxy) and authz-proxy,
 # in one run on this machine, loaded by the same pinned load generator
-# (vegeta, closed loop, CONCURRENCY workers). Prints requests/s, p50, p99 and
-# the ratios; then cached pulls through authz-proxy with the decision log's
-# hash chain off and on, side by side; then the content store: a second
-# authz-proxy with a filesystem store serving the large blob against the
-# registry serving it from its own disk, and CLIENTS concurrent cold pulls
-# of another blob (COLD_BLOB_MIB) through it, counting its upstream
-# fetches; the decision log's hash chain off and on; then the store's tags
-# and outages: a manifest GET by an immutable tag against the registry's
-# own GET by tag, alternated, and, last, the registry stopped: images pulled
-# before through the store pull again with crane and skopeo, those never
-# pulled get 503. Not run by CI: its numbers depend on the machine.
+# (vegeta, closed loop, CONCURRENCY workers). Prints requests/s, p50, p99,
+# the CPU each target spent per request, and the ratios; then cold
+# decisions (a new signed digest each request) over COLD_ROUNDS rounds, each
+# on a freshly started proxy, with the upstream requests each decision cost
+# (counted by the registry) and the registry's own CPU; then cached pulls
+# through authz-proxy with the decision log's hash chain off and on, side by
+# side; then the content store: a second authz-proxy with a filesystem store
+# serving the large blob against the registry serving it from its own disk,
+# and CLIENTS concurrent cold pulls of another blob (COLD_BLOB_MIB) through
+# it, counting its upstream fetches; then the store's tags and outages: a
+# manifest GET by an immutable tag against the registry's own GET by tag,
+# alternated, and, last, the registry stopped: images pulled before through
+# the store pull again with crane and skopeo, those never pulled get 503.
+# Not run by CI: its numbers depend on the machine.
+#
+# BASELINE=<source tree> runs that build of authz-proxy beside this one in
+# the manifest scenarios (cached and cold, alternating the order round by
+# round), e.g. the main branch before a change:
+#
+#   git worktree add --detach /tmp/base main && BASELINE=/tmp/base bash bench/run.sh
+#
+# PARTS picks what runs (default: all of manifests blob chain store).
 #
 #   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob, 32 x 256 MiB
 #   DURATION=5s BLOB_MIB=256 ROUNDS=5 COLD=500 bash bench/run.sh
+#   PARTS=manifests COLD_ROUNDS=5 BASELINE=/tmp/base bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+COLD_DURATION=${COLD_DURATION:-$DURATION}
+COLD_ROUNDS=${COLD_ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-16}
 BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
 COLD_BLOB_MIB=${COLD_BLOB_MIB:-256}
 CLIENTS=${CLIENTS:-32}
+PARTS=${PARTS:-manifests blob chain store}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 source bench/lib.sh
 
 # base URL of the repository through each target
-declare -A BASE=([direct]="http://$REG/v2/bench/app" [minproxy]="http://$MIN/v2/bench/app" [authz-proxy]="http://$AUTHZ/v2/lab/bench/app")
+declare -A BASE=([direct]="http://$REG/v2/bench/app" [minproxy]="http://$MIN/v2/bench/app" [authz-proxy]="http://$AUTHZ/v2/lab/bench/app" [baseline]="http://$BASE_ADDR/v2/lab/bench/app")
+TARGETS=(direct minproxy authz-proxy); PROXIES=(authz-proxy)
+if [ -n "${BASELINE:-}" ]; then TARGETS=(direct minproxy baseline authz-proxy); PROXIES=(baseline authz-proxy); fi
 
 cputicks() { [ -n "${1:-}" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-pidof_target() { case $1 in *minproxy) echo "$MINPID";; *authz-proxy) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
-attack() { # attack NAME TARGETFILE -> JSON report in $work/NAME.json, CPU ticks of the target in $work/NAME.cpu
-  local pid; pid=$(pidof_target "$1"); local t0; t0=$(cputicks "$pid")
-  "$tools/vegeta" attack -targets "$2" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
+pidof_target() { case $1 in *minproxy) echo "$MINPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
+# the registry's count of requests answered, by handler and method
+regcounts() { curl -fs "http://$REG_METRICS/metrics" | awk '/^registry_http_request_duration_seconds_count/ {print $1, $2}'; }
+attack() { # attack NAME TARGETFILE [DURATION] -> JSON report in $work/NAME.json, CPU ticks of the target (.cpu) and of the registry (.regcpu), the registry's requests before and after (.req0, .req1)
+  local pid; pid=$(pidof_target "$1"); local t0 r0; t0=$(cputicks "$pid"); r0=$(cputicks "$REGPID")
+  regcounts > "$work/$1.req0"
+  "$tools/vegeta" attack -targets "$2" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "${3:-$DURATION}" -keepalive \
     | "$tools/vegeta" report -type json > "$work/$1.json"
   echo $(( $(cputicks "$pid") - t0 )) > "$work/$1.cpu"
+  echo $(( $(cputicks "$REGPID") - r0 )) > "$work/$1.regcpu"
+  regcounts > "$work/$1.req1"
 }
 
-for t in direct minproxy authz-proxy; do
+if part manifests; then
+for t in "${TARGETS[@]}"; do
   curl -fso /dev/null -H "$ACCEPT" "${BASE[$t]}/manifests/v1"   # warm: verdict, bytes, connections
   target GET "${BASE[$t]}/manifests/$SIGNED" > "$work/digest-$t.targets"
   target GET "${BASE[$t]}/manifests/v1" > "$work/tag-$t.targets"
   target HEAD "${BASE[$t]}/manifests/v1" > "$work/head-$t.targets"
 done
 for s in digest tag head; do
-  for t in direct minproxy authz-proxy; do
+  for t in "${TARGETS[@]}"; do
     echo "load: $s via $t" >&2
     attack "$s-$t" "$work/$s-$t.targets"
   done
 done
 
-# Cold verification: a new signed digest each request, authz-proxy only
-# (the others verify nothing), over more digests than the run can use.
-while read -r d; do target GET "${BASE[authz-proxy]}/manifests/$d"; done < "$work/cold.txt" > "$work/cold.targets"
-echo "load: cold verifications via authz-proxy" >&2
-attack cold-authz-proxy "$work/cold.targets"
-COLD_REQS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$work/cold-authz-proxy.json")
-if [ "$COLD_REQS" -ge "$COLD" ]; then echo "warning: $COLD_REQS cold requests for $COLD digests: some were cached" >&2; fi
+# Cold decisions: a new signed digest (.sig tag scheme) each request, over
+# more digests than a round can use, through each proxy freshly started
+# (nothing cached), alternating which goes first round by round.
+for r in $(seq "$COLD_ROUNDS"); do
+  order=("${PROXIES[@]}"); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' "${PROXIES[@]}" | tac))
+  for t in "${order[@]}"; do
+    start_proxy "$t"
+    curl -fso /dev/null -H "$ACCEPT" "${BASE[$t]}/manifests/v1"   # connections, token, the referrers probe
+    while read -r d; do target GET "${BASE[$t]}/manifests/$d"; done < "$work/cold.txt" > "$work/cold-$t.targets"
+    echo "load: cold decisions via $t, round $r" >&2
+    attack "cold-$t-$r" "$work/cold-$t.targets" "$COLD_DURATION"
+    n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$work/cold-$t-$r.json")
+    if [ "$n" -ge "$COLD" ]; then echo "warning: $n cold requests for $COLD digests: some were cached (raise COLD)" >&2; fi
+  done
+done
 
-# The blob: throughput through each target and each proxy's RSS growth.
+python3 - "$work" "$CONCURRENCY" "$DURATION" "$COLD_DURATION" "$COLD_ROUNDS" "${TARGETS[*]}" "${PROXIES[*]}" <<'PY'
+import json, os, statistics, sys
+work, conc, dur, cold_dur, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+targets, proxies = sys.argv[6].split(), sys.argv[7].split()
+tick = os.sysconf("SC_CLK_TCK")
+def rep(name):
+    r = json.load(open(f"{work}/{name}.json"))
+    return r["throughput"], r["latencies"]["50th"] / 1e6, r["latencies"]["99th"] / 1e6, r["success"], r["requests"]
+def cpu_us(name, what="cpu"):
+    """CPU time the target process (or, with what="regcpu", the registry) spent per request: robust to a busy machine."""
+    return int(open(f"{work}/{name}.{what}").read()) / tick * 1e6 / max(rep(name)[4], 1)
+def reqs(name):
+    """The registry's requests during the run, by handler and method."""
+    def read(f):
+        out = {}
+        for line in open(f):
+            k, v = line.split()
+            labels = dict(p.split("=") for p in k[k.index("{") + 1:-1].replace('"', "").split(","))
+            key = labels["handler"] + " " + labels["method"].upper()
+            out[key] = out.get(key, 0) + float(v)
+        return out
+    a, b = read(f"{work}/{name}.req0"), read(f"{work}/{name}.req1")
+    return {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
+print(f"\nauthz-proxy side by side: concurrency {conc}, {dur} per scenario, one machine\n")
+print(f"{'scenario':34} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6}  {'vs direct':>9} {'vs minproxy':>11} {'CPU us/req':>10}")
+for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)"), ("head", "manifest HEAD by tag (cached)")]:
+    base = {t: rep(f"{s}-{t}") for t in targets}
+    for t, (rps, p50, p99, ok, _) in base.items():
+        vd = rps / base["direct"][0]; vm = rps / base["minproxy"][0]
+        print(f"{title:34} {t:12} {rps:9.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%}  {vd:8.2f}x {vm:10.2f}x {cpu_us(f'{s}-{t}'):10.0f}")
+    print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {base['authz-proxy'][2]-base['minproxy'][2]:+.2f} ms")
+reg_get = cpu_us("digest-direct")
+print(f"\ncold decisions (a new key-signed digest each, .sig tag), {cold_dur} per round, {rounds} rounds, each on a fresh proxy")
+print(f"the registry's CPU per manifest GET (by digest, direct, above): {reg_get:.0f} us\n")
+print(f"{'target':12} {'round':>5} {'dec/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'CPU us/dec':>10} {'vs reg GET':>10} {'upstream req/dec':>17} {'registry CPU us/req':>19}")
+summary = {}
+for t in proxies:
+    rows = []
+    for r in range(1, rounds + 1):
+        name = f"cold-{t}-{r}"
+        rps, p50, p99, ok, n = rep(name)
+        rq = reqs(name)
+        total = sum(rq.values())
+        cpu = cpu_us(name)
+        regcpu = int(open(f"{work}/{name}.regcpu").read()) / tick * 1e6 / max(total, 1)
+        detail = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(rq.items()))
+        rows.append((rps, cpu, total / n, p50, p99))
+        print(f"{t:12} {r:5} {rps:7.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%} {cpu:10.0f} {cpu / reg_get:9.2f}x {total / n:17.2f} {regcpu:19.0f}   ({detail})")
+    med = lambda i: statistics.median(x[i] for x in rows)
+    lo = lambda i: min(x[i] for x in rows)
+    hi = lambda i: max(x[i] for x in rows)
+    summary[t] = (med(0), med(1))
+    print(f"{t:12} {'med':>5} {med(0):7.0f} {med(3):8.2f} {med(4):8.2f} {'':6} {med(1):10.0f} {med(1) / reg_get:9.2f}x {med(2):17.2f}   dec/s {lo(0):.0f}-{hi(0):.0f}, CPU us/dec {lo(1):.0f}-{hi(1):.0f}")
+if "baseline" in summary:
+    b, a = summary["baseline"], summary["authz-proxy"]
+    print(f"\nauthz-proxy vs baseline, medians: cold decisions/s {a[0] / b[0]:.2f}x, CPU per cold decision {a[1] / b[1]:.2f}x")
+PY
+fi
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+if part blob; then
+# The blob: throughput through each target and each proxy's RSS growth.
 declare -A MBS GROW
 for t in direct minproxy authz-proxy; do
   case $t in minproxy) pid=$MINPID;; authz-proxy) pid=$AUTHZPID;; *) pid=;; esac
@@ -72,42 +164,19 @@ for t in direct minproxy authz-proxy; do
   MBS[$t]=$(curl -fs -o /dev/null -w '%{speed_download}' "${BASE[$t]}/blobs/$BLOB")
   [ -n "$pid" ] && GROW[$t]=$(( ($(hwm "$pid") - before) / 1024 )) || GROW[$t]="-"
 done
+python3 - "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" <<'PY'
+import sys
+blob_mib = sys.argv[1]
+mbs = dict(zip(["direct", "minproxy", "authz-proxy"], map(float, sys.argv[2:5])))
+grow = {"minproxy": sys.argv[5], "authz-proxy": sys.argv[6]}
+print(f"\nblob of {blob_mib} MiB, one stream:")
+for t in ["direct", "minproxy", "authz-proxy"]:
+    g = grow.get(t, "-")
+    print(f"  {t:12} {mbs[t]/1e6:8.0f} MB/s  {mbs[t]/mbs['minproxy']:5.2f}x minproxy  peak RSS growth {g} MiB")
+PY
+fi
 
-# The decision log's hash chain: two more proxies writing audit.file, one
-# with chain: false, one chained and signing an Ed25519 checkpoint every
-# second; cached pulls through each, alternating over ROUNDS rounds so that
-# a drift of the shared machine falls on both.
-ROUNDS=${ROUNDS:-3}
-openssl genpkey -algorithm ed25519 -out "$work/audit.key" 2>/dev/null
-declare -A CHAIN_ADDR CHAIN_PID
-for v in off on; do
-  CHAIN_ADDR[$v]=127.0.0.1:$(port)
-  sed -e "s#^listen: .*#listen: {addr: ${CHAIN_ADDR[$v]}}#" -e "/^metrics:/d" "$work/config.yaml" > "$work/config-chain-$v.yaml"
-  if [ "$v" = off ]; then
-    echo "audit: {file: $work/decisions-chain-off.jsonl, chain: false}" >> "$work/config-chain-$v.yaml"
-  else
-    echo "audit: {file: $work/decisions-chain-on.jsonl, checkpoint: {keyFile: $work/audit.key, every: 1s}}" >> "$work/config-chain-$v.yaml"
-  fi
-  "$work/authz-proxy" serve --config "$work/config-chain-$v.yaml" >/dev/null 2>"$work/authz-chain-$v.log" & pids+=($!); CHAIN_PID[$v]=$!
-  wait_up "${CHAIN_ADDR[$v]}"
-  curl -fso /dev/null -H "$ACCEPT" "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1"
-  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/$SIGNED" > "$work/chain-digest-$v.targets"
-  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1" > "$work/chain-tag-$v.targets"
-done
-for r in $(seq "$ROUNDS"); do
-  order="off on"; [ $((r % 2)) = 0 ] && order="on off"
-  for s in digest tag; do
-    for v in $order; do
-      echo "load: chain $v, $s, round $r" >&2
-      t0=$(cputicks "${CHAIN_PID[$v]}")
-      "$tools/vegeta" attack -targets "$work/chain-$s-$v.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
-        | "$tools/vegeta" report -type json > "$work/chain-$s-$v-$r.json"
-      echo $(( $(cputicks "${CHAIN_PID[$v]}") - t0 )) > "$work/chain-$s-$v-$r.cpu"
-    done
-  done
-done
-"$work/authz-proxy" audit verify --log "$work/decisions-chain-on.jsonl" >"$work/chain-verify.txt" 2>&1 || { echo "the chained log does not verify:" >&2; cat "$work/chain-verify.txt" >&2; exit 1; }
-
+if part store; then
 # The content store: authz-proxy with a filesystem store, same policy.
 STORE=127.0.0.1:$(port); STORE_METRICS=127.0.0.1:$(port)
 sed -e "s|addr: $AUTHZ|addr: $STORE|; s|addr: $METRICS|addr: $STORE_METRICS|" -e 's|insecure: true}]|insecure: true, immutableTags: ["v*"]}]|' "$work/config.yaml" > "$work/store.yaml"
@@ -151,39 +220,12 @@ settle
 COLD_FETCHES=$(python3 -c "import sys; print(int(float(sys.argv[2]) - float(sys.argv[1])))" "$f0" "$(fetches)")
 COLD_OK=$(cat "$work"/coldpull-*.out | awk -v size=$((COLD_BLOB_MIB << 20)) '$1 == 200 && $2 == size' | wc -l)
 GROW_COLD=$(( ($(hwm "$STOREPID") - before) / 1024 ))
-
-python3 - "$work" "$CONCURRENCY" "$DURATION" "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" \
-  "$FILL_MBS" "${DIRECT_RUNS[*]}" "${STORE_RUNS[*]}" "$GROW_STORE" "$CLIENTS" "$COLD_BLOB_MIB" "$COLD_FETCHES" "$COLD_OK" "$COLD_SECS" "$GROW_COLD" "${RANGE_RUNS[*]}" "$GROW_FILL" <<'PY'
-import json, sys, statistics
-work, conc, dur, blob_mib = sys.argv[1:5]
-mbs = dict(zip(["direct", "minproxy", "authz-proxy"], map(float, sys.argv[5:8])))
-grow = {"minproxy": sys.argv[8], "authz-proxy": sys.argv[9]}
-fill_mbs, direct_runs, store_runs, grow_store = float(sys.argv[10]), list(map(float, sys.argv[11].split())), list(map(float, sys.argv[12].split())), sys.argv[13]
-clients, cold_mib, cold_fetches, cold_ok, cold_secs, grow_cold = sys.argv[14], sys.argv[15], int(sys.argv[16]), int(sys.argv[17]), float(sys.argv[18]), sys.argv[19]
-range_runs, grow_fill = list(map(float, sys.argv[20].split())), sys.argv[21]
-import os
-tick = os.sysconf("SC_CLK_TCK")
-def rep(name):
-    r = json.load(open(f"{work}/{name}.json"))
-    return r["throughput"], r["latencies"]["50th"] / 1e6, r["latencies"]["99th"] / 1e6, r["success"]
-def cpu_us(name):
-    """CPU time the target process spent per request: robust to a busy machine."""
-    r = json.load(open(f"{work}/{name}.json"))
-    return int(open(f"{work}/{name}.cpu").read()) / tick * 1e6 / max(r["requests"], 1)
-print(f"\nauthz-proxy side by side: concurrency {conc}, {dur} per scenario, one machine\n")
-print(f"{'scenario':34} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6}  {'vs direct':>9} {'vs minproxy':>11} {'CPU us/req':>10}")
-for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)"), ("head", "manifest HEAD by tag (cached)")]:
-    base = {t: rep(f"{s}-{t}") for t in ["direct", "minproxy", "authz-proxy"]}
-    for t, (rps, p50, p99, ok) in base.items():
-        vd = rps / base["direct"][0]; vm = rps / base["minproxy"][0]
-        print(f"{title:34} {t:12} {rps:9.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%}  {vd:8.2f}x {vm:10.2f}x {cpu_us(f'{s}-{t}'):10.0f}")
-    print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {base['authz-proxy'][2]-base['minproxy'][2]:+.2f} ms")
-rps, p50, p99, ok = rep("cold-authz-proxy")
-print(f"{'cold verification (new digest each)':34} {'authz-proxy':12} {rps:9.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%}  {'':9} {'':11} {cpu_us('cold-authz-proxy'):10.0f}")
-print(f"\nblob of {blob_mib} MiB, one stream:")
-for t in ["direct", "minproxy", "authz-proxy"]:
-    g = grow.get(t, "-")
-    print(f"  {t:12} {mbs[t]/1e6:8.0f} MB/s  {mbs[t]/mbs['minproxy']:5.2f}x minproxy  peak RSS growth {g} MiB")
+python3 - "$BLOB_MIB" "$FILL_MBS" "${DIRECT_RUNS[*]}" "${STORE_RUNS[*]}" "$GROW_STORE" "$CLIENTS" "$COLD_BLOB_MIB" "$COLD_FETCHES" "$COLD_OK" "$COLD_SECS" "$GROW_COLD" "${RANGE_RUNS[*]}" "$GROW_FILL" <<'PY'
+import sys, statistics
+blob_mib = sys.argv[1]
+fill_mbs, direct_runs, store_runs, grow_store = float(sys.argv[2]), list(map(float, sys.argv[3].split())), list(map(float, sys.argv[4].split())), sys.argv[5]
+clients, cold_mib, cold_fetches, cold_ok, cold_secs, grow_cold = sys.argv[6], sys.argv[7], int(sys.argv[8]), int(sys.argv[9]), float(sys.argv[10]), sys.argv[11]
+range_runs, grow_fill = list(map(float, sys.argv[12].split())), sys.argv[13]
 d, st, rg = statistics.median(direct_runs), statistics.median(store_runs), statistics.median(range_runs)
 print(f"\ncontent store (filesystem), blob of {blob_mib} MiB, one stream, median of {len(store_runs)} alternated runs:")
 print(f"  {'registry, from its own disk':34} {d/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in direct_runs)}")
@@ -192,7 +234,43 @@ print(f"  {'authz-proxy, from its store, unchecked':34} {rg/1e6:8.0f} MB/s   run
 print(f"  {'authz-proxy, first pull (a fill)':34} {fill_mbs/1e6:8.0f} MB/s   peak RSS growth {grow_fill} MiB")
 print(f"\n{clients} concurrent cold pulls of one {cold_mib} MiB blob through the store: {cold_fetches} upstream fetch(es) (target 1), {cold_ok}/{clients} complete, {cold_secs:.1f} s, peak RSS growth {grow_cold} MiB")
 PY
+fi
 
+if part chain; then
+# The decision log's hash chain: two more proxies writing audit.file, one
+# with chain: false, one chained and signing an Ed25519 checkpoint every
+# second; cached pulls through each, alternating over ROUNDS rounds so that
+# a drift of the shared machine falls on both.
+ROUNDS=${ROUNDS:-3}
+openssl genpkey -algorithm ed25519 -out "$work/audit.key" 2>/dev/null
+declare -A CHAIN_ADDR CHAIN_PID
+for v in off on; do
+  CHAIN_ADDR[$v]=127.0.0.1:$(port)
+  sed -e "s#^listen: .*#listen: {addr: ${CHAIN_ADDR[$v]}}#" -e "/^metrics:/d" "$work/config.yaml" > "$work/config-chain-$v.yaml"
+  if [ "$v" = off ]; then
+    echo "audit: {file: $work/decisions-chain-off.jsonl, chain: false}" >> "$work/config-chain-$v.yaml"
+  else
+    echo "audit: {file: $work/decisions-chain-on.jsonl, checkpoint: {keyFile: $work/audit.key, every: 1s}}" >> "$work/config-chain-$v.yaml"
+  fi
+  "$work/authz-proxy" serve --config "$work/config-chain-$v.yaml" >/dev/null 2>"$work/authz-chain-$v.log" & pids+=($!); CHAIN_PID[$v]=$!
+  wait_up "${CHAIN_ADDR[$v]}"
+  curl -fso /dev/null -H "$ACCEPT" "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1"
+  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/$SIGNED" > "$work/chain-digest-$v.targets"
+  target GET "http://${CHAIN_ADDR[$v]}/v2/lab/bench/app/manifests/v1" > "$work/chain-tag-$v.targets"
+done
+for r in $(seq "$ROUNDS"); do
+  order="off on"; [ $((r % 2)) = 0 ] && order="on off"
+  for s in digest tag; do
+    for v in $order; do
+      echo "load: chain $v, $s, round $r" >&2
+      t0=$(cputicks "${CHAIN_PID[$v]}")
+      "$tools/vegeta" attack -targets "$work/chain-$s-$v.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
+        | "$tools/vegeta" report -type json > "$work/chain-$s-$v-$r.json"
+      echo $(( $(cputicks "${CHAIN_PID[$v]}") - t0 )) > "$work/chain-$s-$v-$r.cpu"
+    done
+  done
+done
+"$work/authz-proxy" audit verify --log "$work/decisions-chain-on.jsonl" >"$work/chain-verify.txt" 2>&1 || { echo "the chained log does not verify:" >&2; cat "$work/chain-verify.txt" >&2; exit 1; }
 python3 - "$work" "$ROUNDS" "$(grep -c . "$work/decisions-chain-on.jsonl")" "$(grep "^OK:" "$work/chain-verify.txt" | cut -c1-70)" <<'PY'
 import json, os, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
@@ -213,13 +291,16 @@ for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifes
     print(f"{'':34} per round on/off: " + ", ".join(f"{b[0]/a[0]:.3f}" for a, b in zip(off, on)))
 print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
 PY
+fi
 
+if part store; then
 # The store's tags: bench/app:v1 is an immutable tag of the store's proxy
 # (immutableTags: ["v*"]): once resolved, it is served from its last
 # resolution, without an upstream round trip. Against the registry's own
 # GET by tag, alternated over ROUNDS rounds.
 curl -fso /dev/null -H "$ACCEPT" "$SBASE/manifests/v1"
 target GET "$SBASE/manifests/v1" > "$work/immutable.targets"
+target GET "${BASE[direct]}/manifests/v1" > "$work/tag-direct.targets"
 for r in $(seq "$ROUNDS"); do
   echo "load: manifest GET by tag, round $r: the registry, then an immutable tag through the store" >&2
   attack "immutable-direct-$r" "$work/tag-direct.targets"
@@ -278,3 +359,4 @@ print(f"{'manifest GET by an immutable tag, authz-proxy + store':52} {med(s,0):9
 print(f"  {med(s,0)/med(d,0):.2f}x the registry's own req/s (target >= 3x); per round: " + ", ".join(f"{b[0]/a[0]:.2f}" for a, b in zip(d, s)))
 print(f"\nupstream stopped (the registry killed): of {pulled} references pulled before (tags and digests, crane and skopeo each), {down_ok} still pull ({up_ok} did with it up); {stale:.0f} tags served stale; never pulled: {never_503}/{never} get 503")
 PY
+fi

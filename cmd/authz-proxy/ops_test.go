@@ -323,6 +323,7 @@ func TestReloadOfWhatNeedsARestartIsRefused(t *testing.T) {
 	}{
 		{"listen.addr", `listen: {addr: "127.0.0.1:0"}`, `listen: {addr: "127.0.0.1:5999"}`, "listen.addr: changed from 127.0.0.1:0 to 127.0.0.1:5999"},
 		{"metrics.addr", `metrics: {addr: "127.0.0.1:1"}`, `metrics: {addr: "127.0.0.1:2"}`, "metrics.addr: changed from 127.0.0.1:1 to 127.0.0.1:2"},
+		{"metrics.pprof", `metrics: {addr: "127.0.0.1:1"}`, `metrics: {addr: "127.0.0.1:1", pprof: true}`, "metrics.pprof: changed from off to on"},
 		{"audit.file", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {file: decisions.jsonl}\n", "audit.file: changed from (none) to " + filepath.Join(dir, "decisions.jsonl")},
 		{"audit.required", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {required: true}\n", "audit.required: changed from false to true"},
 		{"audit.chain", "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {chain: false}\n", "audit.chain: changed from true to false"},
@@ -418,6 +419,35 @@ func TestMetricsListenerServesHealthReadinessAndCounters(t *testing.T) {
 		if fams[name] == nil {
 			t.Errorf("/metrics has no %s", name)
 		}
+	}
+}
+
+func TestProfilerIsServedOnTheMetricsListenerOnlyWhenTurnedOn(t *testing.T) {
+	lab := startLab(t)
+	base := labConfig(lab, signedPolicy)
+	for _, tt := range []struct {
+		name, config string
+		want         int
+	}{
+		{"off by default", base, http.StatusNotFound},
+		{"on with metrics.pprof", strings.Replace(base, `metrics: {addr: "127.0.0.1:1"}`, `metrics: {addr: "127.0.0.1:1", pprof: true}`, 1), http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := startServe(t, t.TempDir(), tt.config, 0)
+			for _, p := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1"} {
+				resp, err := plainClient.Get("http://" + in.metricsAddr + p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tt.want {
+					t.Errorf("%s: %d, want %d", p, resp.StatusCode, tt.want)
+				}
+			}
+			if fams := in.scrape(); fams["authz_proxy_config_info"] == nil {
+				t.Error("/metrics is not served beside the profiler")
+			}
+		})
 	}
 }
 

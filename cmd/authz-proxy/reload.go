@@ -113,6 +113,12 @@ func restartNeededConfig(old, c *config.Config) error {
 		}
 		return c.Metrics.Addr
 	}
+	pprofOn := func(c *config.Config) string {
+		if c.Metrics == nil || !c.Metrics.Pprof {
+			return "off"
+		}
+		return "on"
+	}
 	auditFile := func(c *config.Config) string {
 		if c.Audit.File == "" {
 			return "(none)"
@@ -138,6 +144,7 @@ func restartNeededConfig(old, c *config.Config) error {
 		{[]any{"listen", "addr"}, old.Listen.Addr, c.Listen.Addr},
 		{[]any{"listen", "tls"}, tlsOn(old), tlsOn(c)},
 		{[]any{"metrics", "addr"}, metricsAddr(old), metricsAddr(c)},
+		{[]any{"metrics", "pprof"}, pprofOn(old), pprofOn(c)},
 		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
 		{[]any{"audit", "chain"}, fmt.Sprint(old.Audit.Chained()), fmt.Sprint(c.Audit.Chained())},
 		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -147,7 +148,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	}
 	var metricsSrv *http.Server
 	if env.metricsLn != nil {
-		metricsSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		// The demo has a metrics listener without a metrics section.
+		withPprof := l.cfg.Metrics != nil && l.cfg.Metrics.Pprof
+		metricsSrv = &http.Server{Handler: metricsHandler(m, withPprof), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = metricsSrv.Serve(env.metricsLn) }()
 		logger.Info("metrics", "addr", "http://"+env.metricsLn.Addr().String()+"/metrics")
 	}
@@ -203,6 +206,23 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 		return err
 	}
 	return nil
+}
+
+// metricsHandler serves the metrics listener: m's /metrics, /healthz and
+// /readyz and, with withPprof (metrics.pprof), Go's profiler under
+// /debug/pprof/.
+func metricsHandler(m *metrics.Metrics, withPprof bool) http.Handler {
+	if !withPprof {
+		return m.Handler()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", m.Handler())
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // proxyOptions are the proxy's options for configuration l.

@@ -281,6 +281,40 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.VerifiedBy == nil {
 		r.VerifiedBy = []Verification{}
 	}
+	line := encodeDecision(ctx, time.Now(), level, &r)
+	defer linePool.Put(line)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failing != nil {
+		l.recover()
+	}
+	err := l.append(line.Bytes(), false)
+	l.opts.observer.AuditWrite(err == nil)
+	if err != nil {
+		l.failed(err)
+	}
+	return err
+}
+
+var linePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encodeDecision renders the decision line of r, outside any lock, with
+// appendDecision, or slog's JSON handler where appendDecision leaves it to
+// slog. The caller returns the buffer to linePool.
+func encodeDecision(ctx context.Context, t time.Time, level slog.Level, r *Record) *bytes.Buffer {
+	buf := linePool.Get().(*bytes.Buffer)
+	buf.Reset()
+	buf.Grow(1024)
+	if b, ok := appendDecision(buf.AvailableBuffer(), t, level, r); ok {
+		buf.Write(b)
+		return buf
+	}
+	linePool.Put(buf)
+	return encode(ctx, t, level, "decision", decisionAttrs(r)...)
+}
+
+// decisionAttrs are the attributes of r's decision line, in order.
+func decisionAttrs(r *Record) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("decision", r.Decision),
 		slog.String("image", r.Image),
@@ -301,22 +335,8 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.Source != "" {
 		attrs = append(attrs, slog.String("source", r.Source))
 	}
-	line := encode(ctx, time.Now(), level, "decision", attrs...)
-	defer linePool.Put(line)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.failing != nil {
-		l.recover()
-	}
-	err := l.append(line.Bytes(), false)
-	l.opts.observer.AuditWrite(err == nil)
-	if err != nil {
-		l.failed(err)
-	}
-	return err
+	return attrs
 }
-
-var linePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // encode renders one line as slog's JSON handler does, outside any lock.
 // The caller returns the buffer to linePool.

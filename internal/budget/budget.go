@@ -29,8 +29,10 @@ type Budget struct {
 	max  int64
 	used int64
 	wait time.Duration
-	// freed is closed, and replaced, whenever bytes are given back.
-	freed chan struct{}
+	// freed is closed, and replaced, whenever bytes are given back while
+	// waiting callers (waiters of them) wait on it.
+	freed   chan struct{}
+	waiters int
 }
 
 // New returns a budget of max bytes, in which a large request waits at
@@ -123,6 +125,9 @@ func (l *Lease) grow(ctx context.Context, n int64) error {
 			return nil
 		}
 		freed := b.freed
+		if large {
+			b.waiters++
+		}
 		b.mu.Unlock()
 		if !large {
 			return ErrExhausted
@@ -132,18 +137,29 @@ func (l *Lease) grow(ctx context.Context, n int64) error {
 			defer t.Stop()
 			deadline = t.C
 		}
+		var err error
 		select {
 		case <-freed:
 		case <-deadline:
-			return ErrExhausted
+			err = ErrExhausted
 		case <-ctx.Done():
-			return ErrExhausted
+			err = ErrExhausted
+		}
+		b.mu.Lock()
+		b.waiters--
+		b.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// notify wakes the waiters; b.mu is held.
+// notify wakes the waiters, if any (most releases have none to wake, and
+// make no channel); b.mu is held.
 func (b *Budget) notify() {
+	if b.waiters == 0 {
+		return
+	}
 	close(b.freed)
 	b.freed = make(chan struct{})
 }

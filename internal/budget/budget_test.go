@@ -102,3 +102,19 @@ func TestNilBudgetAdmitsEverything(t *testing.T) {
 	}
 	l.Release()
 }
+
+// BenchmarkTakeAndRelease measures the accounting of one manifest when
+// nobody waits, as on every pull.
+func BenchmarkTakeAndRelease(b *testing.B) {
+	bu := budget.New(64<<20, time.Second)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := bu.Take(ctx, 4<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = l.Resize(ctx, 600)
+		l.Release()
+	}
+}

@@ -9,11 +9,11 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/singleflight"
 )
 
 type entry[V any] struct {
@@ -76,9 +76,19 @@ func (c *Cache[K, V]) Resize(maxEntries int) {
 // Evictions counts the entries evicted to make room since New.
 func (c *Cache[K, V]) Evictions() uint64 { return c.evictions.Load() }
 
-// Group runs one computation per key for all concurrent callers.
+// Group runs one computation per key for all concurrent callers. The
+// zero Group is ready to use.
 type Group[V any] struct {
-	flight singleflight.Group
+	mu    sync.Mutex
+	calls map[string]*call[V]
+}
+
+// call is one computation in flight; done is closed once val and err are
+// set.
+type call[V any] struct {
+	done chan struct{}
+	val  V
+	err  error
 }
 
 // PanicError is a computation that panicked: it fails that computation,
@@ -91,28 +101,56 @@ type PanicError struct {
 func (e *PanicError) Error() string { return fmt.Sprintf("internal error: panic: %v", e.Value) }
 
 // Do runs fn once for all concurrent callers of key and gives each its
-// result. fn runs on a context detached from any one caller (a client
-// hanging up does not cancel the others' work), bounded by timeout; a caller
-// whose ctx ends stops waiting. A panic in fn is returned as a *PanicError.
+// result. fn runs in the goroutine of the first caller (a goroutine of its
+// own would cost more than the work on a cold path: its stack grows through
+// the HTTP client), on a context detached from every caller (a client
+// hanging up does not cancel the others' work), bounded by timeout. A
+// caller that came later stops waiting when its ctx ends; the first one
+// finishes the work, within timeout, for the others; a caller whose ctx
+// has ended already starts nothing. A panic in fn is returned as a
+// *PanicError.
 func (g *Group[V]) Do(ctx context.Context, key string, timeout time.Duration, fn func(ctx context.Context) (V, error)) (V, error) {
-	ch := g.flight.DoChan(key, func() (v any, err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				err = &PanicError{Value: p, Stack: debug.Stack()}
-			}
-		}()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-		defer cancel()
-		return fn(cctx)
-	})
-	var zero V
-	select {
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	case r := <-ch:
-		if r.Err != nil {
-			return zero, r.Err
-		}
-		return r.Val.(V), nil
+	if err := ctx.Err(); err != nil {
+		var zero V
+		return zero, err
 	}
+	g.mu.Lock()
+	if c, ok := g.calls[key]; ok {
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		case <-c.done:
+			return c.val, c.err
+		}
+	}
+	c := &call[V]{done: make(chan struct{})}
+	if g.calls == nil {
+		g.calls = map[string]*call[V]{}
+	}
+	g.calls[key] = c
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.calls, key)
+		g.mu.Unlock()
+		close(c.done)
+	}()
+	c.val, c.err = run(ctx, timeout, fn)
+	return c.val, c.err
+}
+
+// run calls fn on a context detached from ctx, bounded by timeout, and
+// turns a panic into a *PanicError.
+func run[V any](ctx context.Context, timeout time.Duration, fn func(ctx context.Context) (V, error)) (v V, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			var zero V
+			v, err = zero, &PanicError{Value: p, Stack: debug.Stack()}
+		}
+	}()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	return fn(cctx)
 }

@@ -64,29 +64,45 @@ func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
 }
 
 func TestCallerThatHangsUpStopsWaitingButTheWorkGoesOn(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var g cache.Group[string]
-		ctx, cancel := context.WithCancel(context.Background())
-		release := make(chan struct{})
-		work, caller := make(chan error, 1), make(chan error, 1)
-		go func() {
-			_, err := g.Do(ctx, "d", time.Second, func(ctx context.Context) (string, error) {
-				<-release
-				work <- ctx.Err()
-				return "x", nil
-			})
-			caller <- err
-		}()
-		synctest.Wait() // the work has started
-		cancel()
-		if err := <-caller; !errors.Is(err, context.Canceled) {
-			t.Errorf("the caller that hung up got %v, want context.Canceled", err)
+	var g cache.Group[string]
+	first, cancelFirst := context.WithCancel(context.Background())
+	later, cancelLater := context.WithCancel(context.Background())
+	started, release := make(chan struct{}), make(chan struct{})
+	sawCancel := make(chan error, 1)
+	firstDone := make(chan string, 1)
+	go func() {
+		v, err := g.Do(first, "d", time.Minute, func(ctx context.Context) (string, error) {
+			close(started)
+			<-release
+			sawCancel <- ctx.Err()
+			return "x", nil
+		})
+		if err != nil {
+			t.Errorf("the first caller, who did the work: %v", err)
 		}
-		close(release)
-		if err := <-work; err != nil {
-			t.Fatalf("the shared work saw %v: one caller's hang-up cancelled it", err)
-		}
-	})
+		firstDone <- v
+	}()
+	<-started
+	laterErr := make(chan error, 1)
+	go func() {
+		_, err := g.Do(later, "d", time.Minute, func(context.Context) (string, error) {
+			t.Error("a second computation ran while the first was in flight")
+			return "", nil
+		})
+		laterErr <- err
+	}()
+	cancelLater()
+	if err := <-laterErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("a later caller that hung up: err = %v, want context.Canceled at once", err)
+	}
+	cancelFirst()
+	close(release)
+	if err := <-sawCancel; err != nil {
+		t.Fatalf("the shared work saw %v: a caller's hang-up cancelled it", err)
+	}
+	if v := <-firstDone; v != "x" {
+		t.Errorf("the first caller got %q", v)
+	}
 }
 
 func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {
@@ -151,5 +167,18 @@ func TestBoundedEvictsByTotalSize(t *testing.T) {
 	b.Add("a", make([]byte, 2)) // replacing a value re-counts it
 	if got := b.Bytes(); got != 6 {
 		t.Errorf("after replacing a: Bytes = %d, want 6", got)
+	}
+}
+
+func TestCallerGoneBeforeTheWorkStartsNothing(t *testing.T) {
+	var g cache.Group[string]
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := g.Do(ctx, "d", time.Second, func(context.Context) (string, error) {
+		t.Error("the work started for a caller who had gone")
+		return "", nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
 	}
 }

@@ -73,6 +73,10 @@ type TLS struct {
 type Metrics struct {
 	// Addr is host:port, e.g. 127.0.0.1:9090; required when metrics is set.
 	Addr string `yaml:"addr"`
+	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/ on
+	// this listener too. Default false: profiles reveal what the process
+	// does, so turn it on only where the metrics listener is private.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Upstream is a registry that images are pulled from.

@@ -3,12 +3,15 @@ package policy
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/cache"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // ArtifactRule is the rule name of decisions about signature and attestation
@@ -27,6 +30,32 @@ type Judge struct {
 	outcomes *cache.Cache[outcomeKey, outcome]
 	flight   cache.Group[[]outcome]
 	now      func() time.Time
+
+	// prefetched holds, by the flight key of a verification, the
+	// evidence read that Prefetch started for it, or a claimed one (with
+	// or without a read) while that verification runs: then no other read
+	// starts for it.
+	mu         sync.Mutex
+	prefetched map[string]*prefetch
+	// firstPlace remembers, per upstream and repository, where the last
+	// verification that held found its evidence: the tag schemes (the
+	// default) or the referrers. That place is read first, the other only
+	// when the first does not satisfy the rule.
+	firstPlace *lru.Cache[string, oci.Places]
+	// readers run the reads ahead.
+	readers workers
+}
+
+// prefetch is one evidence read started ahead of its verification (done
+// is closed once ev and err are set), or a mark that the verification
+// runs (done is nil).
+type prefetch struct {
+	from    oci.Places
+	done    chan struct{}
+	ev      *oci.Evidence
+	err     error
+	cancel  context.CancelFunc
+	claimed bool
 }
 
 // outcomeKey names one requirement's outcome for one digest.
@@ -49,7 +78,21 @@ func NewJudge(maxEntries int, now func() time.Time) (*Judge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Judge{outcomes: c, now: now}, nil
+	places, err := lru.New[string, oci.Places](4096)
+	if err != nil {
+		return nil, err
+	}
+	return &Judge{outcomes: c, now: now, prefetched: map[string]*prefetch{}, firstPlace: places, readers: newWorkers()}, nil
+}
+
+// first is where the evidence for s is read first: the referrers when the
+// last verification in its repository that held found its evidence there,
+// else the tag schemes.
+func (j *Judge) first(s Subject) oci.Places {
+	if p, ok := j.firstPlace.Get(s.Upstream + "/" + s.Repository); ok {
+		return p
+	}
+	return oci.TagSchemes
 }
 
 // Resize changes the most outcomes kept.
@@ -145,15 +188,25 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 	if len(missing) == 0 {
 		return Decision{Verdict: verdict(v, outs), Judged: true, Cached: true}, r, nil
 	}
-	computed, err := j.flight.Do(ctx, j.flightKey(p, s, missing), p.timeout, func(ctx context.Context) ([]outcome, error) {
+	key := j.flightKey(p, s, missing)
+	computed, err := j.flight.Do(ctx, key, p.timeout, func(ctx context.Context) ([]outcome, error) {
 		// A verification that ended between this caller's look-up and
 		// this flight left its outcomes: no need to verify again.
 		if outs, ok := j.lookupAll(p, s, missing); ok {
 			return outs, nil
 		}
-		outs, err := p.verify(ctx, src, s, missing)
+		first := j.first(s)
+		if f := j.claim(key); f.done != nil {
+			src, first = &prefetchedSource{Source: src, f: f}, f.from
+			defer f.cancel()
+		}
+		defer j.unclaim(key)
+		outs, found, err := p.verify(ctx, src, s, missing, first)
 		if err != nil {
 			return nil, err
+		}
+		if found != 0 {
+			j.firstPlace.Add(s.Upstream+"/"+s.Repository, found)
 		}
 		for k, q := range missing {
 			ttl := p.denyTTL
@@ -175,6 +228,116 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 		}
 	}
 	return Decision{Verdict: verdict(v, outs), Judged: true}, r, nil
+}
+
+// Prefetch starts reading, for a pull of s by digest whose manifest is
+// still being fetched, the evidence that the rule matching s needs from the
+// tag schemes and the cache does not hold, so that the manifest and the
+// signatures are read at once; the verification that Decide then starts
+// for s takes it. Nothing is judged on it before: the manifest may still
+// turn out to be a signature artifact, or another digest, and then the read
+// is dropped. The caller calls release once Decide has returned (or when
+// it will not be called): an unused read is cancelled.
+func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) (release func()) {
+	_, r := p.match(s, j.now())
+	if r == nil || s.Digest == "" {
+		return func() {}
+	}
+	var missing []*requirement
+	for _, q := range r.reqs {
+		if _, _, ok := j.lookup(p, s, q); !ok {
+			missing = append(missing, q)
+		}
+	}
+	if len(missing) == 0 {
+		return func() {}
+	}
+	key := j.flightKey(p, s, missing)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.prefetched[key] != nil {
+		return func() {} // read already, or being verified
+	}
+	// A verification that ended since the look-up above stored its
+	// outcomes before it let go of its mark: look again.
+	for _, q := range missing {
+		if _, _, ok := j.lookup(p, s, q); ok {
+			return func() {}
+		}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	f := &prefetch{from: j.first(s), done: make(chan struct{}), cancel: cancel}
+	j.prefetched[key] = f
+	j.readers.run(func() {
+		defer close(f.done)
+		// The read runs outside any caller's goroutine: a panic in it
+		// fails the verification that takes it, as one inside that
+		// verification would, and not the process.
+		defer func() {
+			if v := recover(); v != nil {
+				f.ev, f.err = nil, &cache.PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
+		w := want(missing)
+		w.From = f.from
+		f.ev, f.err = src.Evidence(rctx, s.Repository, s.Digest, w)
+	})
+	return func() {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.prefetched[key] == f && !f.claimed {
+			delete(j.prefetched, key)
+			f.cancel()
+		}
+	}
+}
+
+// claim marks the verification named key as running, so that Prefetch
+// starts no read for it, and returns the read Prefetch started for it
+// (done is nil when there is none).
+func (j *Judge) claim(key string) *prefetch {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f := j.prefetched[key]
+	if f == nil || f.claimed {
+		f = &prefetch{}
+		j.prefetched[key] = f
+	}
+	f.claimed = true
+	return f
+}
+
+// unclaim ends the verification named key: its outcomes are cached by
+// now (or it failed, and the next pull tries again).
+func (j *Judge) unclaim(key string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if f := j.prefetched[key]; f != nil && f.claimed {
+		delete(j.prefetched, key)
+	}
+}
+
+// prefetchedSource answers the first look of one verification with what
+// Prefetch read for it (the same requirements and place, so the same
+// Want); everything else goes to Source.
+type prefetchedSource struct {
+	Source
+	f *prefetch
+}
+
+func (p *prefetchedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
+	f := p.f
+	if f == nil || want.From != f.from {
+		return p.Source.Evidence(ctx, repo, digest, want)
+	}
+	p.f = nil
+	defer f.cancel()
+	select {
+	case <-f.done:
+		return f.ev, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // CachedRefusal returns the decision on s when the cache alone refuses it:
@@ -280,30 +443,37 @@ func claimsArtifact(s Subject, m *oci.Manifest) bool {
 	return false
 }
 
-// verify reads the evidence that reqs need and judges them: the tag schemes
-// first, the referrers only when those do not satisfy every requirement.
-func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requirement) ([]outcome, error) {
+// verify reads the evidence that reqs need and judges them: first where
+// first says (the tag schemes or the referrers), the other place only when
+// that does not satisfy every requirement. Evidence only adds to what a
+// requirement can count, so the place read first changes what is read,
+// never the verdict of what was read. found is where the evidence that
+// satisfied them was, 0 when they do not all hold.
+func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requirement, first oci.Places) (outs []outcome, found oci.Places, err error) {
 	w := want(reqs)
-	w.From = oci.TagSchemes
+	w.From = first
 	ev, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
-		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
+		return nil, 0, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
-	outs, err := check(ctx, s, ev, reqs)
+	outs, err = check(ctx, s, ev, reqs)
 	if err != nil || allHold(outs) {
-		return outs, err
+		return outs, first, err
 	}
-	w.From, w.After = oci.Referrers, ev
+	w.From, w.After = oci.Everywhere&^first, ev
 	more, err := src.Evidence(ctx, s.Repository, s.Digest, w)
 	if err != nil {
-		return nil, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
+		return nil, 0, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
 	ev.Signatures = append(ev.Signatures, more.Signatures...)
 	ev.Problems = append(ev.Problems, more.Problems...)
 	ev.Attestations = append(ev.Attestations, more.Attestations...)
 	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
 	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
-	return check(ctx, s, ev, reqs)
+	if outs, err = check(ctx, s, ev, reqs); err != nil || !allHold(outs) {
+		return outs, 0, err
+	}
+	return outs, w.From, nil
 }
 
 func allHold(outs []outcome) bool {

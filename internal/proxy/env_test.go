@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -42,6 +44,9 @@ import (
 type env struct {
 	t        testing.TB
 	upstream *httptest.Server
+	// registry is the upstream's registry itself, for a front that
+	// answers with it and then does more.
+	registry http.Handler
 	// front, when set, sees every upstream request first (fault injection,
 	// counting).
 	front     atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
@@ -155,6 +160,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		e.limits += ", " + ec.moreLimits
 	}
 	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	e.registry = reg
 	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := e.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
 		n.(*atomic.Int64).Add(1)
@@ -276,6 +282,23 @@ func (e *env) signTag(repo, key string, digest, signedDigest v1.Hash) {
 		e.t.Fatal(err)
 	}
 	if err := sign.AttachTag(context.Background(), e.repo(repo), digest.String(), []sign.Signature{sig}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// signTagWith signs digest with key in the .sig tag, its payload holding
+// annotations (as `cosign sign -a` writes them).
+func (e *env) signTagWith(repo, key string, digest v1.Hash, annotations map[string]any) {
+	e.t.Helper()
+	raw, err := payload.Cosign{Image: e.repo(repo).Digest(digest.String()), Annotations: annotations}.MarshalJSON()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sig, err := e.keys[key].SignMessage(bytes.NewReader(raw))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := sign.AttachTag(context.Background(), e.repo(repo), digest.String(), []sign.Signature{{Payload: raw, Sig: sig}}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -262,7 +262,9 @@ func TestHostileSignatureArtifactsCostBoundedWork(t *testing.T) {
 func TestHundredConcurrentColdRequestsVerifyOnce(t *testing.T) {
 	e := newEnv(t, withoutReferrersAPI())
 	d := e.push("signed/app:v1")
-	e.signTag("signed/app", "ci", d, d)
+	// A payload with annotations is read from the upstream (the default
+	// one is known without reading).
+	e.signTagWith("signed/app", "ci", d, map[string]any{"build": "42"})
 	sig := "/v2/signed/app/manifests/" + tagOf(d) + ".sig"
 	resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+tagOf(d)+".sig")
 	var m v1.Manifest

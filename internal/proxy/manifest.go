@@ -67,6 +67,11 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	reg := s.registry(up, rt.upstream)
 	if m == nil {
+		if subj.Digest != "" {
+			// The digest is known: the signatures are read while the
+			// manifest is fetched.
+			defer s.judge.Prefetch(r.Context(), st.policy, reg, subj)()
+		}
 		if m, err = s.fetch(r.Context(), reg, rt, digest); err != nil {
 			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature/payload"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -61,11 +63,11 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want,
 		sigs []sourced
 		atts []sourced
 		refs []sourced
+		jobs []func(ctx context.Context) error
 	)
-	g, gctx := errgroup.WithContext(ctx)
 	tagged := func(suffix string, into *[]sourced) {
-		g.Go(func() error {
-			m, err := c.optionalManifest(gctx, repo, tag+suffix)
+		jobs = append(jobs, func(ctx context.Context) error {
+			m, err := c.optionalManifest(ctx, repo, tag+suffix)
 			if m != nil {
 				mu.Lock()
 				*into = append(*into, sourced{"tag " + tag + suffix, m})
@@ -81,16 +83,16 @@ func (c *Client) gather(ctx context.Context, repo, digest string, want oci.Want,
 		tagged(".att", &atts)
 	}
 	if referrers {
-		g.Go(func() error {
+		jobs = append(jobs, func(ctx context.Context) error {
 			var err error
-			refs, err = c.referrers(gctx, repo, digest, tag, want, ev)
+			refs, err = c.referrers(ctx, repo, digest, tag, want, ev)
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
+	if err := each(ctx, len(jobs), jobs); err != nil {
 		return err
 	}
-	r := &reader{c: c, repo: repo, ev: ev}
+	r := &reader{c: c, repo: repo, digest: digest, ev: ev}
 	if want.Signatures {
 		r.signatureLayers(append(sigs, refs...))
 	}
@@ -128,10 +130,14 @@ func (c *Client) referrers(ctx context.Context, repo, digest, fallbackTag string
 	limit := c.limits.MaxSignatures + c.limits.MaxAttestations
 	var out []sourced
 	read := 0
+	seen := map[string]bool{}
 	for _, d := range index.Manifests {
-		if !mayHold(want, d) {
+		// A referrer listed twice (some clients add it to the fallback
+		// tag that the registry client updated already) is read once.
+		if !mayHold(want, d) || seen[d.Digest] {
 			continue
 		}
+		seen[d.Digest] = true
 		if read == limit {
 			p := fmt.Sprintf("more than %d referrers stored for this digest: the rest were not read", limit)
 			ev.Problems = append(ev.Problems, p)
@@ -228,11 +234,49 @@ func (c *Client) referrersIndex(ctx context.Context, repo, digest, fallbackTag s
 // reader plans the layer reads of one Evidence call and then does them,
 // a few at a time.
 type reader struct {
-	c    *Client
-	repo string
-	ev   *oci.Evidence
-	jobs []func(ctx context.Context) error
-	mu   sync.Mutex // guards the problem lists while reading
+	c      *Client
+	repo   string
+	digest string
+	ev     *oci.Evidence
+	jobs   []func(ctx context.Context) error
+	mu     sync.Mutex // guards the problem lists while reading
+
+	// usual is the simple-signing payload `cosign sign` writes for digest
+	// in this upstream's repo, and usualDigest its digest; nil until asked.
+	usual       []byte
+	usualDigest string
+}
+
+// knownPayload returns the simple-signing payload that layer l names
+// without reading it, when those are the bytes cosign writes by default
+// for this digest and repository: their sha256 is the layer's digest, so
+// they are the bytes the upstream would send (which are checked against
+// the same digest). Any other payload (annotations, another identity or
+// digest) is read. This saves the upstream the costliest request of a
+// cold decision, a blob GET.
+func (r *reader) knownPayload(l oci.Descriptor) []byte {
+	if r.usual == nil {
+		// What payload.Cosign marshals for the image
+		// <registry>/<repo>@<digest>, without parsing that reference.
+		var err error
+		r.usual, err = json.Marshal(payload.SimpleContainerImage{Critical: payload.Critical{
+			Identity: payload.Identity{DockerReference: r.c.reg.RegistryStr() + "/" + r.repo},
+			Image:    payload.Image{DockerManifestDigest: r.digest},
+			Type:     payload.CosignSignatureType,
+		}})
+		if err != nil {
+			r.usual = []byte{}
+			return nil
+		}
+		sum := sha256.Sum256(r.usual)
+		r.usualDigest = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	// Within maxArtifactSize too: a known payload is held to the limits
+	// of one that is read.
+	if l.Size != int64(len(r.usual)) || l.Digest != r.usualDigest || l.Size > r.c.limits.MaxArtifactSize {
+		return nil
+	}
+	return r.usual
 }
 
 // signatureLayers plans reading the signature layers of manifests (cosign
@@ -290,12 +334,16 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				Timestamp:   []byte(l.Annotations[oci.TimestampAnnotation]),
 			})
 			i, source, l := len(r.ev.Signatures)-1, s.source, l
+			if known := r.knownPayload(l); known != nil {
+				r.ev.Signatures[i].Payload = known
+				continue
+			}
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
-				payload, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
+				raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
 				if problem != "" {
 					r.problem(&r.ev.Problems, source+": "+problem)
 				}
-				r.ev.Signatures[i].Payload = payload
+				r.ev.Signatures[i].Payload = raw
 				return err
 			})
 		}
@@ -352,17 +400,31 @@ func (r *reader) problem(list *[]string, p string) {
 // read runs the planned reads, a few at a time, and drops the layers that
 // could not be used (their problems are noted).
 func (r *reader) read(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
-	for _, job := range r.jobs {
-		g.Go(func() error { return job(gctx) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := each(ctx, 4, r.jobs); err != nil {
 		return err
 	}
 	r.ev.Signatures = slices.DeleteFunc(r.ev.Signatures, func(s oci.Signature) bool { return s.Payload == nil && s.Bundle == nil && s.Notation == nil })
 	r.ev.Attestations = slices.DeleteFunc(r.ev.Attestations, func(a oci.Attestation) bool { return a.Raw == nil })
 	return nil
+}
+
+// each runs jobs, at most limit at once, and returns the first error (the
+// others are then cancelled). A lone job runs in the caller's goroutine:
+// the common case (one signature tag, one payload) starts no goroutine,
+// whose stack would grow through the HTTP client on every cold decision.
+func each(ctx context.Context, limit int, jobs []func(ctx context.Context) error) error {
+	switch len(jobs) {
+	case 0:
+		return nil
+	case 1:
+		return jobs[0](ctx)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for _, job := range jobs {
+		g.Go(func() error { return job(gctx) })
+	}
+	return g.Wait()
 }
 
 // blob reads one layer of at most limit bytes and checks it against its

@@ -3,6 +3,8 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -78,23 +80,28 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	if int64(len(raw)) > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: over the %d-byte limit", ErrManifestTooLarge, limit)}
 	}
+	sum := sha256.Sum256(raw)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
 	if oci.IsDigest(ref) {
-		got, err := oci.DigestOf(raw, ref)
-		if err != nil {
-			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
+		got := digest
+		if !strings.HasPrefix(ref, "sha256:") {
+			if got, err = oci.DigestOf(raw, ref); err != nil {
+				return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
+			}
 		}
 		if got != ref {
 			return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: got %s", ErrDigestMismatch, got)}
 		}
 	}
+	c.sizes.Add(repo+":"+ref, int64(len(raw)))
+	// The same digest is the same bytes: keep one copy, parsed once (a
+	// pull by tag of bytes held is not parsed again).
+	if held, ok := c.Cached(repo, digest); ok {
+		return held, nil
+	}
 	m, err := oci.ParseManifest(raw, resp.Header.Get("Content-Type"))
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: err}
-	}
-	c.sizes.Add(repo+":"+ref, int64(len(raw)))
-	// The same digest is the same bytes: keep one copy, parsed once.
-	if held, ok := c.Cached(repo, m.Digest); ok {
-		return held, nil
 	}
 	c.manifests.Add(repo+"@"+m.Digest, m)
 	return m, nil
