@@ -6,17 +6,16 @@
 # the CPU each target spent per request, and the ratios; then cold
 # decisions (a new signed digest each request) over COLD_ROUNDS rounds, each
 # on a freshly started proxy, with the upstream requests each decision cost
-# (counted by the registry) and the registry's own CPU; then the blob
-# through each; then the content store: a second authz-proxy with a
-# filesystem store serving the large blob against the registry serving it
-# from its own disk, and CLIENTS concurrent cold pulls of another blob
-# (COLD_BLOB_MIB) through it, counting its upstream fetches; then cached
-# pulls through authz-proxy with the decision log's hash chain off and on,
-# side by side; then the store's tags and outages: a manifest GET by an
-# immutable tag against the registry's own GET by tag, alternated, and,
-# last, the registry stopped: images pulled before through the store pull
-# again with crane and skopeo, those never pulled get 503. Not run by CI:
-# its numbers depend on the machine.
+# (counted by the registry) and the registry's own CPU; then cached pulls
+# through authz-proxy with the decision log's hash chain off and on, side by
+# side; then the content store: a second authz-proxy with a filesystem store
+# serving the large blob against the registry serving it from its own disk,
+# and CLIENTS concurrent cold pulls of another blob (COLD_BLOB_MIB) through
+# it, counting its upstream fetches; then the store's tags and outages: a
+# manifest GET by an immutable tag against the registry's own GET by tag,
+# alternated, and, last, the registry stopped: images pulled before through
+# the store pull again with crane and skopeo, those never pulled get 503.
+# Not run by CI: its numbers depend on the machine.
 #
 # BASELINE=<source tree> runs that build of authz-proxy beside this one in
 # the manifest scenarios (cached and cold, alternating the order round by
@@ -24,8 +23,7 @@
 #
 #   git worktree add --detach /tmp/base main && BASELINE=/tmp/base bash bench/run.sh
 #
-# PARTS picks what runs (default: all of manifests blob store chain tags;
-# tags needs store, and stops the registry).
+# PARTS picks what runs (default: all of manifests blob chain store).
 #
 #   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob, 32 x 256 MiB
 #   DURATION=5s BLOB_MIB=256 ROUNDS=5 COLD=500 bash bench/run.sh
@@ -42,7 +40,7 @@ BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
 COLD_BLOB_MIB=${COLD_BLOB_MIB:-256}
 CLIENTS=${CLIENTS:-32}
-PARTS=${PARTS:-manifests blob store chain tags}
+PARTS=${PARTS:-manifests blob chain store}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 source bench/lib.sh
@@ -295,7 +293,7 @@ print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
 PY
 fi
 
-if part tags && part store; then
+if part store; then
 # The store's tags: bench/app:v1 is an immutable tag of the store's proxy
 # (immutableTags: ["v*"]): once resolved, it is served from its last
 # resolution, without an upstream round trip. Against the registry's own

@@ -148,7 +148,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	}
 	var metricsSrv *http.Server
 	if env.metricsLn != nil {
-		metricsSrv = &http.Server{Handler: metricsHandler(m, l.cfg.Metrics != nil && l.cfg.Metrics.Pprof), ReadHeaderTimeout: 10 * time.Second}
+		// The demo has a metrics listener without a metrics section.
+		withPprof := l.cfg.Metrics != nil && l.cfg.Metrics.Pprof
+		metricsSrv = &http.Server{Handler: metricsHandler(m, withPprof), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = metricsSrv.Serve(env.metricsLn) }()
 		logger.Info("metrics", "addr", "http://"+env.metricsLn.Addr().String()+"/metrics")
 	}

@@ -73,7 +73,7 @@ func appendDecision(b []byte, t time.Time, level slog.Level, r *Record) ([]byte,
 	b = appendJSONFloat(b, float64(r.Duration.Microseconds())/1000)
 	if r.Source != "" {
 		b = append(b, `,"source":`...)
-		b = appendJSONString(b, r.Source)
+		b = appendSlogString(b, r.Source)
 	}
 	return append(b, "}\n"...), true
 }

@@ -33,9 +33,8 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 			Decision: Allow, Image: "lab/bench/app", Reference: "sha256:6f5a", Digest: "sha256:6f5a", MediaType: "application/vnd.oci.image.manifest.v1+json",
 			Upstream: "lab", Rule: "bench", Enforcement: "enforce", Reasons: []string{"signed by attestor ci (key sha256:8dad, tag sha256-957c.sig)"},
 			VerifiedBy: []Verification{{Attestor: "ci", KeyID: "sha256:8dad", Source: "tag sha256-957c.sig"}},
-			Client:     Client{Addr: "127.0.0.1:5555"}, Duration: 1234567 * time.Nanosecond,
+			Client:     Client{Addr: "127.0.0.1:5555"}, Duration: 1234567 * time.Nanosecond, Source: SourceStore,
 		}},
-		{"an allow from the store", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Source: SourceStore}},
 		{"a denial with nothing verified", slog.LevelWarn, Record{Decision: Deny, Reasons: []string{"no cosign signature found"}, VerifiedBy: []Verification{}, Cached: true, Duration: 0}},
 		{"an error without reasons or verifications", slog.LevelError, Record{Decision: Error, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 3 * time.Microsecond}},
 		{"every verification field", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{"a", "b"}, VerifiedBy: []Verification{
@@ -46,8 +45,8 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 		}, Client: Client{Addr: "[::1]:1", Identity: "node-1", Environment: "prod"}, Duration: 90 * time.Second}},
 		{"strings that need escaping", slog.LevelWarn, Record{
 			Decision: "deny\n", Image: "a\"b\\c", Reference: "\b\f\t\r\x00\x1f\x7f", Digest: "<script>&", MediaType: "\u2028\u2029é日本",
-			Rule: "bad \xff utf-8 \xe2\x82", Source: "\u2028\x00", Reasons: []string{"\b\f\x01\"<>&\u2028", "\xc3"}, VerifiedBy: []Verification{{Attestor: "\b\f", Source: "\x00\u2029"}},
-			Client: Client{Addr: "\n", Identity: "\b", Environment: "\xff"},
+			Rule: "bad \xff utf-8 \xe2\x82", Reasons: []string{"\b\f\x01\"<>&\u2028", "\xc3"}, VerifiedBy: []Verification{{Attestor: "\b\f", Source: "\x00\u2029"}},
+			Client: Client{Addr: "\n", Identity: "\b", Environment: "\xff"}, Source: "\b\u2028\"",
 		}},
 		{"a duration past a day", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 100000 * time.Hour}},
 	} {
@@ -77,9 +76,9 @@ func FuzzDecisionLineIsWhatSlogWrites(f *testing.F) {
 	f.Add("", "", "", "", "", int64(0), int64(-1), false)
 	f.Fuzz(func(t *testing.T, decision, image, reason, source, env string, duration, logIndex int64, cached bool) {
 		at := time.Unix(1_800_000_000, duration%1_000_000_000)
-		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached, Source: source,
+		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached,
 			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env}}},
-			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration)}
+			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration), Source: env}
 		got, ok := fastLine(at, slog.LevelWarn, &r)
 		if want := slogLine(at, slog.LevelWarn, &r); !ok || got != want {
 			t.Fatalf("appendDecision (ok %v):\n%s\nslog:\n%s", ok, got, want)

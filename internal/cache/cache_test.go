@@ -64,46 +64,45 @@ func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
 }
 
 func TestCallerThatHangsUpStopsWaitingButTheWorkGoesOn(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var g cache.Group[string]
-		first, cancelFirst := context.WithCancel(context.Background())
-		later, cancelLater := context.WithCancel(context.Background())
-		release := make(chan struct{})
-		work, firstDone := make(chan error, 1), make(chan string, 1)
-		go func() {
-			v, err := g.Do(first, "d", time.Minute, func(ctx context.Context) (string, error) {
-				<-release
-				work <- ctx.Err()
-				return "x", nil
-			})
-			if err != nil {
-				t.Errorf("the first caller, who did the work: %v", err)
-			}
-			firstDone <- v
-		}()
-		synctest.Wait() // the work has started
-		laterErr := make(chan error, 1)
-		go func() {
-			_, err := g.Do(later, "d", time.Minute, func(context.Context) (string, error) {
-				t.Error("a second computation ran while the first was in flight")
-				return "", nil
-			})
-			laterErr <- err
-		}()
-		synctest.Wait() // the later caller waits for the first
-		cancelLater()
-		if err := <-laterErr; !errors.Is(err, context.Canceled) {
-			t.Errorf("a later caller that hung up: err = %v, want context.Canceled at once", err)
+	var g cache.Group[string]
+	first, cancelFirst := context.WithCancel(context.Background())
+	later, cancelLater := context.WithCancel(context.Background())
+	started, release := make(chan struct{}), make(chan struct{})
+	sawCancel := make(chan error, 1)
+	firstDone := make(chan string, 1)
+	go func() {
+		v, err := g.Do(first, "d", time.Minute, func(ctx context.Context) (string, error) {
+			close(started)
+			<-release
+			sawCancel <- ctx.Err()
+			return "x", nil
+		})
+		if err != nil {
+			t.Errorf("the first caller, who did the work: %v", err)
 		}
-		cancelFirst()
-		close(release)
-		if err := <-work; err != nil {
-			t.Fatalf("the shared work saw %v: a caller's hang-up cancelled it", err)
-		}
-		if v := <-firstDone; v != "x" {
-			t.Errorf("the first caller got %q", v)
-		}
-	})
+		firstDone <- v
+	}()
+	<-started
+	laterErr := make(chan error, 1)
+	go func() {
+		_, err := g.Do(later, "d", time.Minute, func(context.Context) (string, error) {
+			t.Error("a second computation ran while the first was in flight")
+			return "", nil
+		})
+		laterErr <- err
+	}()
+	cancelLater()
+	if err := <-laterErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("a later caller that hung up: err = %v, want context.Canceled at once", err)
+	}
+	cancelFirst()
+	close(release)
+	if err := <-sawCancel; err != nil {
+		t.Fatalf("the shared work saw %v: a caller's hang-up cancelled it", err)
+	}
+	if v := <-firstDone; v != "x" {
+		t.Errorf("the first caller got %q", v)
+	}
 }
 
 func TestEntriesExpireAfterTheirOwnTTL(t *testing.T) {

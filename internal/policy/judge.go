@@ -270,8 +270,9 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	j.prefetched[key] = f
 	j.readers.run(func() {
 		defer close(f.done)
-		// A panic fails the verification that takes this read (as one
-		// in its own reads would), not the process.
+		// The read runs outside any caller's goroutine: a panic in it
+		// fails the verification that takes it, as one inside that
+		// verification would, and not the process.
 		defer func() {
 			if v := recover(); v != nil {
 				f.ev, f.err = nil, &cache.PanicError{Value: v, Stack: debug.Stack()}

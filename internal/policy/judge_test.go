@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
@@ -91,5 +93,96 @@ policy:
 	clk.Advance(2 * time.Second)
 	if dec := decide(child); dec.Allowed {
 		t.Fatalf("the child after the index's outcome expired: %+v", dec)
+	}
+}
+
+// counting is a registry that counts its evidence look-ups, and tells of
+// each on called.
+type counting struct {
+	policy.Registry
+	evidence *atomic.Int64
+	called   chan<- struct{}
+}
+
+func (c counting) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
+	c.evidence.Add(1)
+	c.called <- struct{}{}
+	return c.Registry.Evidence(ctx, repo, digest, want)
+}
+
+func TestAReadAheadIsTakenByItsVerificationOnlyWhileItIsHeld(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// released: the pull gave up before Decide (its manifest failed).
+		released bool
+		// want is the evidence look-ups of the read ahead and the
+		// verification together.
+		want int64
+	}{
+		{"held until Decide: the verification takes the read", false, 1},
+		{"released unused: the verification reads again", true, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+			t.Cleanup(srv.Close)
+			dir := t.TempDir()
+			ci := testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
+			p, err := policy.Compile(testkit.LoadConfig(t, dir, "upstreams: [{name: lab, url: '"+srv.URL+"', insecure: true}]\n"+`
+attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
+policy:
+  rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
+`, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/signed/app", name.Insecure)
+			img, _ := random.Image(64, 1)
+			if err := remote.Write(repo.Tag("v1"), img); err != nil {
+				t.Fatal(err)
+			}
+			d, _ := img.Digest()
+			sig, err := sign.New(ci, repo, d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
+				t.Fatal(err)
+			}
+			up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n atomic.Int64
+			called := make(chan struct{}, 4)
+			reg := counting{up, &n, called}
+			j, err := policy.NewJudge(100, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			s := policy.Subject{Upstream: "lab", Repository: "signed/app", Digest: d.String()}
+			release := j.Prefetch(ctx, p, reg, s)
+			<-called // the read ahead has started
+			if tt.released {
+				release()
+			}
+			m, err := up.Manifest(ctx, "signed/app", d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec, err := j.Decide(ctx, p, reg, s, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.released {
+				release()
+			}
+			if !dec.Allowed {
+				t.Errorf("not allowed: %+v", dec)
+			}
+			if got := n.Load(); got != tt.want {
+				t.Errorf("%d evidence look-ups, want %d", got, tt.want)
+			}
+		})
 	}
 }

@@ -44,6 +44,9 @@ import (
 type env struct {
 	t        testing.TB
 	upstream *httptest.Server
+	// registry is the upstream's registry itself, for a front that
+	// answers with it and then does more.
+	registry http.Handler
 	// front, when set, sees every upstream request first (fault injection,
 	// counting).
 	front     atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
@@ -157,6 +160,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		e.limits += ", " + ec.moreLimits
 	}
 	reg := registry.New(registry.WithReferrersSupport(ec.referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	e.registry = reg
 	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := e.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
 		n.(*atomic.Int64).Add(1)

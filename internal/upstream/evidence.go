@@ -252,7 +252,7 @@ type reader struct {
 // for this digest and repository: their sha256 is the layer's digest, so
 // they are the bytes the upstream would send (which are checked against
 // the same digest). Any other payload (annotations, another identity or
-// digest) is read, and one over limits.maxArtifactSize is not used. This saves the upstream the costliest request of a
+// digest) is read. This saves the upstream the costliest request of a
 // cold decision, a blob GET.
 func (r *reader) knownPayload(l oci.Descriptor) []byte {
 	if r.usual == nil {
@@ -271,6 +271,8 @@ func (r *reader) knownPayload(l oci.Descriptor) []byte {
 		sum := sha256.Sum256(r.usual)
 		r.usualDigest = "sha256:" + hex.EncodeToString(sum[:])
 	}
+	// Within maxArtifactSize too: a known payload is held to the limits
+	// of one that is read.
 	if l.Size != int64(len(r.usual)) || l.Digest != r.usualDigest || l.Size > r.c.limits.MaxArtifactSize {
 		return nil
 	}

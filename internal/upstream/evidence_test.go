@@ -383,7 +383,10 @@ func TestEvidenceDropsLayersThatCannotCount(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t, true)
 			d := w.push("acme/app", "v1")
-			sig := w.annotatedSignature("acme/app", d) // read, unlike the default payload
+			// Signed under another name, so that the payload is read (the
+			// one cosign writes by default for this repository is known
+			// without reading it).
+			sig := w.signature("acme/mirror", d)
 			if tt.unsigned {
 				sig.Sig = nil
 			}
@@ -426,7 +429,10 @@ func TestEvidenceFailsWhenTheUpstreamCannotAnswer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t, true)
 			d := w.push("acme/app", "v1")
-			sig := w.annotatedSignature("acme/app", d) // read, unlike the default payload
+			// Signed under another name: the payload is not the one cosign
+			// writes for this repository by default, which the reader
+			// knows without asking, so it must be read.
+			sig := w.signature("acme/mirror", d)
 			if err := sign.AttachTag(context.Background(), w.repo("acme/app"), d.String(), []sign.Signature{sig}); err != nil {
 				t.Fatal(err)
 			}

@@ -1,7 +1,6 @@
 package upstream_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,7 +18,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
@@ -120,22 +118,6 @@ func (w *world) signature(repo string, d v1.Hash) sign.Signature {
 		w.t.Fatal(err)
 	}
 	return s
-}
-
-// annotatedSignature signs d with a payload holding annotations (as
-// `cosign sign -a` writes it): one the client must read, unlike the
-// default one.
-func (w *world) annotatedSignature(repo string, d v1.Hash) sign.Signature {
-	w.t.Helper()
-	raw, err := payload.Cosign{Image: w.repo(repo).Digest(d.String()), Annotations: map[string]any{"build": "42"}}.MarshalJSON()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	sig, err := w.key.Signer.SignMessage(bytes.NewReader(raw))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return sign.Signature{Payload: raw, Sig: sig}
 }
 
 // signTag stores n signatures of d in its .sig tag, as `cosign sign` does
