@@ -34,6 +34,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 COLD_DURATION=${COLD_DURATION:-$DURATION}
 COLD_ROUNDS=${COLD_ROUNDS:-3}
+ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-16}
 BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
@@ -241,7 +242,6 @@ if part chain; then
 # with chain: false, one chained and signing an Ed25519 checkpoint every
 # second; cached pulls through each, alternating over ROUNDS rounds so that
 # a drift of the shared machine falls on both.
-ROUNDS=${ROUNDS:-3}
 openssl genpkey -algorithm ed25519 -out "$work/audit.key" 2>/dev/null
 declare -A CHAIN_ADDR CHAIN_PID
 for v in off on; do

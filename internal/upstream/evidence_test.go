@@ -452,6 +452,27 @@ func TestEvidenceFailsWhenTheUpstreamCannotAnswer(t *testing.T) {
 	}
 }
 
+func TestEvidenceKnowsThePayloadCosignWritesWithoutReadingIt(t *testing.T) {
+	w := newWorld(t, true)
+	d := w.push("acme/app", "v1")
+	sig := w.signTag("acme/app", d, 1)[0]
+	// Were it read, the upstream's failure would fail the evidence.
+	w.intercept(func(rw http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v2/acme/app/blobs/"+sha256Of(sig.Payload) {
+			return false
+		}
+		http.Error(rw, "upstream is down", http.StatusServiceUnavailable)
+		return true
+	})
+	ev, err := w.client(bounds{}).Evidence(context.Background(), "acme/app", d.String(), signatures())
+	if err != nil {
+		t.Fatalf("the default payload was read: %v", err)
+	}
+	if len(ev.Signatures) != 1 || !bytes.Equal(ev.Signatures[0].Payload, sig.Payload) || len(ev.Problems) != 0 {
+		t.Errorf("signatures %+v, problems %q; want the signed payload, byte for byte", ev.Signatures, ev.Problems)
+	}
+}
+
 func TestEvidenceLooksOnlyWhereAsked(t *testing.T) {
 	w := newWorld(t, true)
 	d := w.push("acme/app", "v1")
