@@ -114,13 +114,11 @@ func TestConditionOverTheCostLimitIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := conditionVars(map[string]any{"items": items}, "p", nil, ImageVars{}, CertificateVars{}, time.Now())
-	start := time.Now()
+	// The cost limit stops the evaluation by counting its steps, not by a
+	// clock: the error is the proof it stopped.
 	_, err = c.eval(context.Background(), vars)
 	if err == nil || !strings.Contains(err.Error(), "cost limit") {
 		t.Fatalf("err = %v, want the cost limit exceeded", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("stopping took %s", d)
 	}
 }
 
