@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -24,36 +26,9 @@ import (
 )
 
 func TestInheritedOutcomesLiveNoLongerThanTheIndexs(t *testing.T) {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	ci := testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
-	cfgText := "upstreams: [{name: lab, url: '" + srv.URL + "', insecure: true}]\ncache: {allowTTL: 10m, denyTTL: 30s}\n" + `
-attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
-policy:
-  rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
-`
-	p, err := policy.Compile(testkit.LoadConfig(t, dir, cfgText, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/multi/app", name.Insecure)
 	idx, _ := random.Index(64, 1, 2)
-	if err := remote.WriteIndex(repo.Tag("v1"), idx); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := idx.Digest()
-	sig, err := sign.New(ci, repo, d.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
-		t.Fatal(err)
-	}
-	up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab := newSignedLab(t, "multi/app", "cache: {allowTTL: 10m, denyTTL: 30s}\n", idx)
+	p, up, d := lab.policy, lab.up, lab.digest
 	clk := testkit.NewClock(time.Now())
 	j, err := policy.NewJudge(100, clk.Now)
 	if err != nil {
@@ -78,10 +53,10 @@ policy:
 		t.Fatalf("a child alone passed: %+v", dec)
 	}
 	clk.Advance(5 * time.Minute)
-	if dec := decide(d.String()); !dec.Allowed {
+	if dec := decide(d); !dec.Allowed {
 		t.Fatalf("the signed index: %+v", dec)
 	}
-	if dec := decide(child); !dec.Allowed || !strings.Contains(dec.Reasons[0], "listed in allowed index "+d.String()) {
+	if dec := decide(child); !dec.Allowed || !strings.Contains(dec.Reasons[0], "listed in allowed index "+d) {
 		t.Fatalf("the child after its index: %+v", dec)
 	}
 	// The index's outcome was verified at 5m and holds for 10m; its
@@ -123,35 +98,9 @@ func TestAReadAheadIsTakenByItsVerificationOnlyWhileItIsHeld(t *testing.T) {
 		{"released unused: the verification reads again", true, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-			t.Cleanup(srv.Close)
-			dir := t.TempDir()
-			ci := testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
-			p, err := policy.Compile(testkit.LoadConfig(t, dir, "upstreams: [{name: lab, url: '"+srv.URL+"', insecure: true}]\n"+`
-attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
-policy:
-  rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
-`, nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/signed/app", name.Insecure)
 			img, _ := random.Image(64, 1)
-			if err := remote.Write(repo.Tag("v1"), img); err != nil {
-				t.Fatal(err)
-			}
-			d, _ := img.Digest()
-			sig, err := sign.New(ci, repo, d.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
-				t.Fatal(err)
-			}
-			up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
-			if err != nil {
-				t.Fatal(err)
-			}
+			lab := newSignedLab(t, "signed/app", "", img)
+			p, up, d := lab.policy, lab.up, lab.digest
 			var n atomic.Int64
 			called := make(chan struct{}, 4)
 			reg := counting{up, &n, called}
@@ -160,13 +109,13 @@ policy:
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			s := policy.Subject{Upstream: "lab", Repository: "signed/app", Digest: d.String()}
+			s := policy.Subject{Upstream: "lab", Repository: "signed/app", Digest: d}
 			release := j.Prefetch(ctx, p, reg, s)
 			<-called // the read ahead has started
 			if tt.released {
 				release()
 			}
-			m, err := up.Manifest(ctx, "signed/app", d.String())
+			m, err := up.Manifest(ctx, "signed/app", d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,4 +134,58 @@ policy:
 			}
 		})
 	}
+}
+
+// signedLab is a registry with one manifest signed by ci in its .sig tag,
+// the upstream client for it (as "lab") and the policy that lab/**
+// needs ci's signature, with cache TTLs.
+type signedLab struct {
+	policy *policy.Policy
+	up     *upstream.Client
+	digest string
+}
+
+// newSignedLab pushes m (an image or an index, with its images) as
+// repoName:v1 and signs it by digest.
+func newSignedLab(t *testing.T, repoName, cache string, m remote.Taggable) signedLab {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	ci := testkit.NewSigner(t, filepath.Join(dir, "ci.pub"))
+	p, err := policy.Compile(testkit.LoadConfig(t, dir, "upstreams: [{name: lab, url: '"+srv.URL+"', insecure: true}]\n"+cache+`
+attestors: [{name: ci, publicKeys: [{file: ci.pub}]}]
+policy:
+  rules: [{name: signed, images: ["lab/**"], require: [{signature: {attestors: [ci]}}]}]
+`, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/"+repoName, name.Insecure)
+	switch m := m.(type) {
+	case v1.ImageIndex:
+		err = remote.WriteIndex(repo.Tag("v1"), m)
+	case v1.Image:
+		err = remote.Write(repo.Tag("v1"), m)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := m.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := v1.SHA256(bytes.NewReader(raw))
+	sig, err := sign.New(ci, repo, d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signedLab{policy: p, up: up, digest: d.String()}
 }
