@@ -186,36 +186,23 @@ func countStored(entries map[string]*entry) int {
 // name. A fill in progress writes continuously (on S3 its upload is not an
 // object until it completes).
 func (s *Store) reclaimUploads(ctx context.Context, now time.Time) {
-	var stale []string
-	err := s.d.Walk(ctx, "/uploads", func(fi storagedriver.FileInfo) error {
-		if !fi.IsDir() && now.Sub(fi.ModTime()) > s.o.StaleUploads {
-			stale = append(stale, fi.Path())
-		}
-		return nil
-	})
-	if err != nil && !isNotFound(err) {
-		if ctx.Err() == nil {
-			s.failed(nil, "sweep", err)
-		}
-		return
-	}
-	for _, p := range stale {
-		if err := s.d.Delete(ctx, p); err != nil && !isNotFound(err) {
-			s.failed(nil, "sweep", err)
-			return
-		}
-	}
-	if len(stale) > 0 {
-		s.log.Info("store: removed abandoned uploads", "files", len(stale))
+	if n := s.deleteOlderThan(ctx, "/uploads", now.Add(-s.o.StaleUploads)); n > 0 {
+		s.log.Info("store: removed abandoned uploads", "files", n)
 	}
 }
 
 // reclaimTags deletes the records of tags not resolved for tagRecordTTL:
 // tags nobody pulls any more.
 func (s *Store) reclaimTags(ctx context.Context, now time.Time) {
+	s.deleteOlderThan(ctx, "/tags", now.Add(-tagRecordTTL))
+}
+
+// deleteOlderThan deletes the files under root last written before cutoff
+// and returns how many it deleted; a failure is reported and ends it.
+func (s *Store) deleteOlderThan(ctx context.Context, root string, cutoff time.Time) int {
 	var stale []string
-	err := s.d.Walk(ctx, "/tags", func(fi storagedriver.FileInfo) error {
-		if !fi.IsDir() && now.Sub(fi.ModTime()) > tagRecordTTL {
+	err := s.d.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
+		if !fi.IsDir() && fi.ModTime().Before(cutoff) {
 			stale = append(stale, fi.Path())
 		}
 		return nil
@@ -224,14 +211,15 @@ func (s *Store) reclaimTags(ctx context.Context, now time.Time) {
 		if ctx.Err() == nil {
 			s.failed(nil, "sweep", err)
 		}
-		return
+		return 0
 	}
-	for _, p := range stale {
+	for i, p := range stale {
 		if err := s.d.Delete(ctx, p); err != nil && !isNotFound(err) {
 			s.failed(nil, "sweep", err)
-			return
+			return i
 		}
 	}
+	return len(stale)
 }
 
 // parseBlobPath splits /blobs/<alg>/<xx>/<hex>/<leaf...>.
