@@ -175,16 +175,7 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 	if r == nil {
 		return Decision{Verdict: v}, nil, nil
 	}
-	outs := make([]outcome, len(r.reqs))
-	var missing []*requirement
-	for i, q := range r.reqs {
-		o, _, ok := j.lookup(p, s, q)
-		if !ok {
-			missing = append(missing, q)
-			continue
-		}
-		outs[i] = o
-	}
+	outs, missing := j.cached(p, s, r.reqs)
 	if len(missing) == 0 {
 		return Decision{Verdict: verdict(v, outs), Judged: true, Cached: true}, r, nil
 	}
@@ -243,12 +234,7 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	if r == nil || s.Digest == "" {
 		return func() {}
 	}
-	var missing []*requirement
-	for _, q := range r.reqs {
-		if _, _, ok := j.lookup(p, s, q); !ok {
-			missing = append(missing, q)
-		}
-	}
+	_, missing := j.cached(p, s, r.reqs)
 	if len(missing) == 0 {
 		return func() {}
 	}
@@ -362,15 +348,23 @@ func (j *Judge) CachedRefusal(p *Policy, s Subject) (Decision, bool) {
 
 // lookupAll finds the outcomes of reqs for s, if all are cached.
 func (j *Judge) lookupAll(p *Policy, s Subject, reqs []*requirement) ([]outcome, bool) {
-	outs := make([]outcome, len(reqs))
+	outs, missing := j.cached(p, s, reqs)
+	return outs, len(missing) == 0
+}
+
+// cached finds the cached outcomes of reqs for s, in their order, and
+// lists the requirements that have none.
+func (j *Judge) cached(p *Policy, s Subject, reqs []*requirement) (outs []outcome, missing []*requirement) {
+	outs = make([]outcome, len(reqs))
 	for i, q := range reqs {
 		o, _, ok := j.lookup(p, s, q)
 		if !ok {
-			return nil, false
+			missing = append(missing, q)
+			continue
 		}
 		outs[i] = o
 	}
-	return outs, true
+	return outs, missing
 }
 
 // lookup finds q's outcome for s: one that an index proved, else s's own.
