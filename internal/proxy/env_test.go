@@ -33,6 +33,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -55,7 +56,7 @@ type env struct {
 	proxy     *httptest.Server
 	server    *proxy.Server
 	metrics   *metrics.Metrics
-	upstreams []*upstream.Client
+	sources   []*source.Source
 	decisions *testkit.Buffer
 	// clock is the proxy's clock of verdict and breakglass expiry, moved
 	// by hand.
@@ -64,7 +65,7 @@ type env struct {
 	// limits are the configuration's limits: verifyTimeout and more.
 	limits string
 	// tags are how the upstreams' tags are resolved with a store.
-	tags map[string]proxy.Tags
+	tags map[string]source.Tags
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -106,7 +107,7 @@ type envConfig struct {
 	limits             limits.Limits
 	verifyTimeout      time.Duration
 	store              *store.Store
-	tags               map[string]proxy.Tags
+	tags               map[string]source.Tags
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
 }
@@ -134,7 +135,7 @@ func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p }
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 
 // withTags sets how the upstreams' tags are resolved with a store.
-func withTags(tags map[string]proxy.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
+func withTags(tags map[string]source.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
@@ -150,7 +151,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	if ec.tags == nil {
 		// As the configuration's defaults.
-		ec.tags = map[string]proxy.Tags{"lab": {StaleIfError: config.DefaultStaleIfError}, "other": {StaleIfError: config.DefaultStaleIfError}}
+		ec.tags = map[string]source.Tags{"lab": {StaleIfError: config.DefaultStaleIfError}, "other": {StaleIfError: config.DefaultStaleIfError}}
 	}
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
@@ -191,12 +192,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.upstreams, e.metrics = ups, metrics.New()
+	e.metrics = metrics.New()
 	e.metrics.WatchBudget(b.InUse, b.Max)
+	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
-		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
-		Store: ec.store, Tags: ec.tags, Now: e.clock.Now,
+		Policy: pol, Sources: e.sources, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
+		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics, Now: e.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +206,24 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 	return e
+}
+
+// sources are the upstreams' sources, as serve wires them: with st, when
+// not nil, and the tags of each.
+func sources(t testing.TB, ups []*upstream.Client, st *store.Store, tags map[string]source.Tags, m *metrics.Metrics) []*source.Source {
+	t.Helper()
+	if st != nil {
+		m.WatchStore(st.Stats)
+	}
+	var srcs []*source.Source
+	for _, u := range ups {
+		src, err := source.New(source.Options{Upstream: u, Store: st, Tags: tags[u.Name()], Metrics: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	return srcs
 }
 
 // compile writes a configuration with the upstreams lab and other at
@@ -227,7 +246,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000, Tags: e.tags}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Sources: e.sources, DefaultUpstream: "lab", MaxEntries: 10000}); err != nil {
 		e.t.Fatal(err)
 	}
 }
