@@ -75,6 +75,9 @@ func TestTheSecuritySuiteHoldsWithAStore(t *testing.T) {
 // flush waits until the store runs no fill and no background write.
 func (e *storeEnv) flush() {
 	e.t.Helper()
+	if e.store == nil {
+		return
+	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
 		if st := e.store.Stats(); st.FillsInFlight == 0 && st.WritesInFlight == 0 {
 			return
@@ -103,6 +106,7 @@ func (e *storeEnv) restart(policyText string) {
 	}
 	e.t.Cleanup(func() { st.Close() })
 	cfg, pol := e.compile(e.upstream.URL, policyText)
+	e.policyText = policyText
 	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 200*time.Millisecond)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
@@ -119,7 +123,7 @@ func (e *storeEnv) restart(policyText string) {
 	e.metrics = metrics.New()
 	e.sources = sources(e.t, ups, st, e.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Sources: e.sources, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries, Budget: b,
+		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries, Budget: b,
 		Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {

@@ -36,6 +36,13 @@ type storeEnv struct {
 
 func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 	t.Helper()
+	return withRestartableStore(t, root, func(more ...envOption) *env { return newEnv(t, append(opts, more...)...) })
+}
+
+// withRestartableStore is the env that mk makes with a filesystem store at
+// root, which restart opens again.
+func withRestartableStore(t *testing.T, root string, mk func(...envOption) *env) *storeEnv {
+	t.Helper()
 	d, err := store.NewDriver(context.Background(), store.Filesystem, map[string]any{"rootdirectory": root})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +53,7 @@ func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &storeEnv{env: newEnv(t, append(opts, withStore(st))...), store: st, root: root, logs: logs}
+	return &storeEnv{env: mk(withStore(st)), store: st, root: root, logs: logs}
 }
 
 // image pushes a signed image of one layer of size bytes to repo:v1 and
