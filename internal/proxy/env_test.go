@@ -146,6 +146,7 @@ func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store 
 
 // withTags sets how the upstreams' tags are resolved with a store.
 func withTags(tags map[string]source.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
+
 // withUpstreams names the two upstreams lab and other, and serves other
 // from a registry of its own, h (nil: the same registry as lab).
 func withUpstreams(lab, other string, h http.Handler) envOption {
