@@ -341,8 +341,8 @@ func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, src *source
 	}
 	defer resp.Body.Close()
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest", "OCI-Filters-Applied")
-	if link := resp.Header.Get("Link"); link != "" {
-		w.Header().Set("Link", rewriteLink(link, rt))
+	if link := rewriteLink(resp.Header.Get("Link"), rt); link != "" {
+		w.Header().Set("Link", link)
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, err = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
@@ -357,29 +357,46 @@ func copyHeaders(dst, src http.Header, names ...string) {
 	}
 }
 
-var linkURL = regexp.MustCompile(`<([^>]*)>`)
+var (
+	linkURL   = regexp.MustCompile(`<([^>]*)>`)
+	linkStart = regexp.MustCompile(`,\s*<`)
+)
 
-// rewriteLink keeps pagination links pointing at the same upstream through
-// the proxy: it restores the path prefix or the ns parameter.
+// rewriteLink keeps the pagination links of a Link header pointing at the
+// same upstream through the proxy: each becomes a path of the proxy (the
+// upstream's scheme and host dropped) with the path prefix or the ns
+// parameter restored. A link that is not of the registry API (not a /v2/
+// path) is dropped, so that the client is never sent elsewhere.
 func rewriteLink(link string, rt route) string {
-	return linkURL.ReplaceAllStringFunc(link, func(m string) string {
-		u, err := url.Parse(m[1 : len(m)-1])
-		if err != nil {
-			return m
+	var out []string
+	start := 0
+	for _, i := range append(linkStart.FindAllStringIndex(link, -1), []int{len(link), len(link)}) {
+		value := strings.TrimSpace(link[start:i[0]])
+		start = i[0] + 1
+		m := linkURL.FindStringSubmatchIndex(value)
+		if m == nil || m[0] != 0 || strings.ContainsAny(value[m[1]:], "<>") {
+			continue // not one link-value: <URI-Reference> and its parameters
 		}
-		u.Scheme, u.Host = "", ""
+		u, err := url.Parse(value[m[2]:m[3]])
+		if err != nil || u.Opaque != "" {
+			continue
+		}
+		u.Scheme, u.Host, u.User = "", "", nil
+		rest, ok := strings.CutPrefix(u.Path, "/v2/")
+		if !ok {
+			continue
+		}
 		if rt.prefixed {
-			if rest, ok := strings.CutPrefix(u.Path, "/v2/"); ok {
-				u.Path = "/v2/" + rt.upstream + "/" + rest
-			}
+			u.Path = "/v2/" + rt.upstream + "/" + rest
 		}
 		if rt.ns {
 			q := u.Query()
 			q.Set("ns", rt.upstream)
 			u.RawQuery = q.Encode()
 		}
-		return "<" + u.String() + ">"
-	})
+		out = append(out, "<"+u.String()+">"+value[m[1]:])
+	}
+	return strings.Join(out, ", ")
 }
 
 // policyClient is what the policy sees of r's sender: the names of a
