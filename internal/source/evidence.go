@@ -207,8 +207,10 @@ func (s *Source) storedEvidence(ctx context.Context, repo, digest string, want o
 	return ev, true
 }
 
-// addTo adds what n holds to ev, each signature, attestation and problem
-// once (an attestation that announces no type is kept with every type).
+// addTo adds what n holds of its kind to ev, each signature, attestation
+// and problem once (an attestation that announces no type is kept with
+// every type): a note of signatures gives signatures only, a note of a
+// predicate type attestations only.
 func (n *note) addTo(ev *oci.Evidence, seen map[string]bool) {
 	once := func(key string) bool {
 		if seen[key] {
@@ -217,16 +219,24 @@ func (n *note) addTo(ev *oci.Evidence, seen map[string]bool) {
 		seen[key] = true
 		return true
 	}
-	for _, sig := range n.Signatures {
-		h := sha256.New()
-		for _, b := range [][]byte{[]byte(sig.Source), sig.Payload, sig.Signature, sig.Bundle, sig.Notation} {
-			h.Write(b)
-			h.Write([]byte{0})
+	if n.Kind == signaturesKind {
+		for _, sig := range n.Signatures {
+			h := sha256.New()
+			for _, b := range [][]byte{[]byte(sig.Source), sig.Payload, sig.Signature, sig.Bundle, sig.Notation} {
+				h.Write(b)
+				h.Write([]byte{0})
+			}
+			if once("sig\x00" + string(h.Sum(nil))) {
+				ev.Signatures = append(ev.Signatures, sig)
+				ev.SignatureLayers++
+			}
 		}
-		if once("sig\x00" + string(h.Sum(nil))) {
-			ev.Signatures = append(ev.Signatures, sig)
-			ev.SignatureLayers++
+		for _, p := range n.Problems {
+			if once("signature problem\x00" + p) {
+				ev.Problems = append(ev.Problems, p)
+			}
 		}
+		return
 	}
 	for _, a := range n.Attestations {
 		if once("att\x00" + a.Source + "\x00" + a.Digest) {
@@ -234,13 +244,9 @@ func (n *note) addTo(ev *oci.Evidence, seen map[string]bool) {
 			ev.AttestationLayers++
 		}
 	}
-	list, cat := &ev.AttestationProblems, "attestation problem"
-	if n.Kind == signaturesKind {
-		list, cat = &ev.Problems, "signature problem"
-	}
 	for _, p := range n.Problems {
-		if once(cat + "\x00" + p) {
-			*list = append(*list, p)
+		if once("attestation problem\x00" + p) {
+			ev.AttestationProblems = append(ev.AttestationProblems, p)
 		}
 	}
 }
