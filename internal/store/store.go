@@ -149,18 +149,18 @@ type Store struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	fills  map[string]*fill // by object key
-	closed bool             // no fill or background write starts once set
+	fills  map[objKey]*fill
+	closed bool // no fill or background write starts once set
 
 	// links are repositories known to see an object, manifests the
 	// manifests whose references were linked (LinkBlobs, LinkManifests);
 	// touched is when this process last marked an object used.
 	links     *lru.Cache[link, struct{}]
 	manifests *lru.Cache[link, struct{}]
-	touched   *lru.Cache[string, time.Time]
+	touched   *lru.Cache[objKey, time.Time]
 	// held are objects this process stored or read whole lately:
 	// PutManifest skips writing them again.
-	held *lru.Cache[string, struct{}]
+	held *lru.Cache[objKey, struct{}]
 	// background bounds the writes of links, use marks and small content
 	// in flight; more wait their turn. pending counts the bytes of content
 	// they hold.
@@ -223,13 +223,13 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	}
 	links, _ := lru.New[link, struct{}](1 << 16)
 	manifests, _ := lru.New[link, struct{}](1 << 14)
-	touched, _ := lru.New[string, time.Time](1 << 16)
-	held, _ := lru.New[string, struct{}](1 << 16)
+	touched, _ := lru.New[objKey, time.Time](1 << 16)
+	held, _ := lru.New[objKey, struct{}](1 << 16)
 	s := &Store{
 		d:          o.Driver,
 		o:          o,
 		log:        o.Logger,
-		fills:      map[string]*fill{},
+		fills:      map[objKey]*fill{},
 		links:      links,
 		manifests:  manifests,
 		touched:    touched,
@@ -322,8 +322,14 @@ func (o object) dir() string {
 	return root + "/" + o.up + "/" + o.kind.folder() + "/" + o.alg + "/" + o.hex[:2] + "/" + o.hex
 }
 
-// key names o in the maps and caches of this process.
-func (o object) key() string      { return o.dir() }
+// objKey names an object in the maps and caches of this process (a
+// comparable value: looking one up allocates nothing).
+type objKey struct {
+	up, digest string
+	kind       kind
+}
+
+func (o object) key() objKey      { return objKey{o.up, o.str, o.kind} }
 func (o object) dataPath() string { return o.dir() + "/data" }
 func (o object) usedPath() string { return o.dir() + "/used" }
 
@@ -337,6 +343,9 @@ func (o object) linkPath(repo string) string { return o.dir() + "/links/" + repo
 // that registry.internal:5000 and registry.internal_5000 never share a
 // folder.
 func upstreamDir(name string) string {
+	if !strings.ContainsFunc(name, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '.' || r == '-') }) {
+		return name // the everyday name stands for itself, with no copy
+	}
 	var b strings.Builder
 	for i := 0; i < len(name); i++ {
 		switch c := name[i]; {
@@ -368,7 +377,8 @@ func (s Scope) object(k kind, dgst string) (object, bool) {
 
 // link is a repository's right to read an object.
 type link struct {
-	obj, repo string
+	obj  objKey
+	repo string
 }
 
 // pathSafe keeps the characters a driver path component may hold.

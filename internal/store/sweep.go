@@ -84,7 +84,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 	s.sweeping.Lock()
 	defer s.sweeping.Unlock()
 	began := time.Now()
-	entries := map[string]*entry{}
+	entries := map[objKey]*entry{}
 	var total int64
 	var staleTags []string
 	err := s.d.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
@@ -193,7 +193,7 @@ func (s *Store) removeOldLayout(ctx context.Context) {
 	}
 }
 
-func countStored(entries map[string]*entry) int {
+func countStored(entries map[objKey]*entry) int {
 	n := 0
 	for _, e := range entries {
 		if e.stored {
