@@ -114,6 +114,7 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 		l.byName[u.Name] = c
 	}
 	l.budget.SetMax(cfg.Limits.MaxManifestBytesInFlight)
+	l.budget.SetShares(cfg.Limits.MaxManifestBytesPerUpstream, cfg.Limits.MaxManifestBytesPerClient)
 	return l, nil
 }
 

@@ -15,7 +15,7 @@ func TestLargeRequestsLeaveRoomForSmallOnes(t *testing.T) {
 	b := budget.New(32<<20, 10*time.Millisecond) // reserve: 4 MiB
 	var leases []*budget.Lease
 	for {
-		l, err := b.Take(ctx, 4<<20)
+		l, err := b.Take(ctx, lab, 4<<20)
 		if errors.Is(err, budget.ErrExhausted) {
 			break
 		}
@@ -28,13 +28,13 @@ func TestLargeRequestsLeaveRoomForSmallOnes(t *testing.T) {
 		t.Fatalf("%d large requests admitted, want 7 (28 of 32 MiB, leaving the 4 MiB reserve)", len(leases))
 	}
 	for range 64 {
-		l, err := b.Take(ctx, budget.Large)
+		l, err := b.Take(ctx, lab, budget.Large)
 		if err != nil {
 			t.Fatalf("a small request was refused while large ones hold the budget: %v", err)
 		}
 		defer l.Release()
 	}
-	if _, err := b.Take(ctx, budget.Large+1); !errors.Is(err, budget.ErrExhausted) {
+	if _, err := b.Take(ctx, lab, budget.Large+1); !errors.Is(err, budget.ErrExhausted) {
 		t.Fatalf("a large request was admitted into the reserve: %v", err)
 	}
 	leases[0].Release()
@@ -62,13 +62,13 @@ func TestALargeRequestWaitsForRoom(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx := context.Background()
 				b := budget.New(16<<20, time.Minute)
-				held, err := b.Take(ctx, 14<<20)
+				held, err := b.Take(ctx, lab, 14<<20)
 				if err != nil {
 					t.Fatal(err)
 				}
 				got := make(chan error, 1)
 				go func() {
-					l, err := b.Take(ctx, 4<<20)
+					l, err := b.Take(ctx, lab, 4<<20)
 					got <- err
 					l.Release()
 				}()
@@ -93,7 +93,7 @@ func TestALargeRequestWaitsForRoom(t *testing.T) {
 
 func TestNilBudgetAdmitsEverything(t *testing.T) {
 	var b *budget.Budget
-	l, err := b.Take(context.Background(), 1<<40)
+	l, err := b.Take(context.Background(), lab, 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +110,70 @@ func BenchmarkTakeAndRelease(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		l, err := bu.Take(ctx, 4<<20)
+		l, err := bu.Take(ctx, lab, 4<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
 		_ = l.Resize(ctx, 600)
 		l.Release()
+	}
+}
+
+var lab = budget.UpstreamParty("lab")
+
+func TestAPartyAtItsShareNeverRefusesAnother(t *testing.T) {
+	ctx := context.Background()
+	b := budget.New(128<<20, 0)
+	b.SetShares(64<<20, 32<<20)
+	slow := budget.UpstreamParty("slow.example")
+	// The hanging upstream's requests take its share, and no more.
+	var held []*budget.Lease
+	for {
+		l, err := b.Take(ctx, slow, 4<<20)
+		if err != nil {
+			var se *budget.ShareError
+			if !errors.As(err, &se) || se.Party != slow || !errors.Is(err, budget.ErrExhausted) {
+				t.Fatalf("refused with %v, want slow.example's share", err)
+			}
+			break
+		}
+		held = append(held, l)
+	}
+	if len(held) != 16 {
+		t.Fatalf("slow.example holds %d requests of 4 MiB, want its share of 16", len(held))
+	}
+	// Another upstream, and a client, still get large requests in.
+	for _, p := range []budget.Party{lab, budget.ClientParty("10.0.0.7")} {
+		l, err := b.Take(ctx, p, 4<<20)
+		if err != nil {
+			t.Fatalf("%s was refused while slow.example holds its share: %v", p, err)
+		}
+		l.Release()
+	}
+	// A client at its share is refused its next request, small ones too;
+	// another client is not.
+	greedy := budget.ClientParty("10.0.0.66")
+	for range 8 {
+		if _, err := b.Take(ctx, greedy, 4<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Take(ctx, greedy, 1024); !errors.Is(err, budget.ErrExhausted) {
+		t.Errorf("a client past its share was admitted: %v", err)
+	}
+	if l, err := b.Take(ctx, budget.ClientParty("10.0.0.8"), 1024); err != nil {
+		t.Errorf("another client was refused: %v", err)
+	} else {
+		l.Release()
+	}
+	s := b.Snapshot()
+	if s.Upstreams["slow.example"] != 64<<20 || s.ClientsAtShare != 1 || s.MaxClient != 32<<20 || s.Refused["upstream"] != 1 || s.Refused["client"] != 1 || s.RefusedUpstream["slow.example"] != 1 {
+		t.Errorf("snapshot %+v", s)
+	}
+	for _, l := range held {
+		l.Release()
+	}
+	if s := b.Snapshot(); s.Upstreams["slow.example"] != 0 {
+		t.Errorf("released, slow.example still holds %d", s.Upstreams["slow.example"])
 	}
 }

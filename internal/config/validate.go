@@ -46,15 +46,35 @@ func (c *Config) validate() error {
 		v.errorf(p("cache"), "TTLs must be positive durations such as 30s or 10m")
 	}
 	l := c.Limits
-	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout, "writeTimeout": l.WriteTimeout} {
+	for field, d := range map[string]time.Duration{"dialTimeout": l.DialTimeout, "responseTimeout": l.ResponseTimeout, "verifyTimeout": l.VerifyTimeout, "writeTimeout": l.WriteTimeout, "sendTimeout": l.SendTimeout, "headerWait": l.HeaderWait} {
 		if d < 0 {
 			v.errorf(p("limits", field), "must be a positive duration such as 10s")
 		}
 	}
-	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes, "maxConnections": int64(l.MaxConnections)} {
+	for field, n := range map[string]int64{"maxSignatures": int64(l.MaxSignatures), "maxArtifactSize": l.MaxArtifactSize, "maxAttestations": int64(l.MaxAttestations), "maxEnvelopeSize": l.MaxEnvelopeSize, "manifestCacheBytes": l.ManifestCacheBytes,
+		"maxConnections": int64(l.MaxConnections), "maxConnectionsPerClient": int64(l.MaxConnectionsPerClient), "clientBurst": int64(l.ClientBurst),
+		"maxManifestBytesPerUpstream": l.MaxManifestBytesPerUpstream, "maxManifestBytesPerClient": l.MaxManifestBytesPerClient,
+		"maxFills": int64(l.MaxFills), "maxFillsPerUpstream": int64(l.MaxFillsPerUpstream), "maxFillWindowBytes": l.MaxFillWindowBytes} {
 		if n < 0 {
 			v.errorf(p("limits", field), "must be positive")
 		}
+	}
+	if l.ClientRate < 0 {
+		v.errorf(p("limits", "clientRate"), "must be a positive number of requests per second, or 0 for no limit")
+	}
+	for field, n := range map[string]int64{"maxManifestBytesPerUpstream": l.MaxManifestBytesPerUpstream, "maxManifestBytesPerClient": l.MaxManifestBytesPerClient} {
+		switch {
+		case n > l.MaxManifestBytesInFlight && l.MaxManifestBytesInFlight > 0:
+			v.errorf(p("limits", field), "%d is more than maxManifestBytesInFlight (%d): a share is a part of the whole", n, l.MaxManifestBytesInFlight)
+		case n > 0 && n < limits.MaxManifestSize:
+			v.errorf(p("limits", field), "%d is less than one manifest of the 4 MiB limit: want at least 4194304", n)
+		}
+	}
+	if l.MaxFillsPerUpstream > l.MaxFills && l.MaxFills > 0 {
+		v.errorf(p("limits", "maxFillsPerUpstream"), "%d is more than maxFills (%d): a share is a part of the whole", l.MaxFillsPerUpstream, l.MaxFills)
+	}
+	if l.MaxConnectionsPerClient > l.MaxConnections && l.MaxConnections > 0 {
+		v.errorf(p("limits", "maxConnectionsPerClient"), "%d is more than maxConnections (%d): a share is a part of the whole", l.MaxConnectionsPerClient, l.MaxConnections)
 	}
 	if l.MaxManifestBytesInFlight < 0 {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "must be positive")

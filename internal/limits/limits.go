@@ -3,7 +3,10 @@
 // and the HTTP edge take as they are.
 package limits
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // MaxManifestSize is the largest manifest read from an upstream: a larger
 // one is refused, never read past the limit.
@@ -43,13 +46,54 @@ type Limits struct {
 	// manifests are served while large ones are held. Default 134217728
 	// (128 MiB).
 	MaxManifestBytesInFlight int64 `yaml:"maxManifestBytesInFlight"`
-	// MaxConnections bounds the client connections open at once; further
-	// ones wait to be accepted. Default 4096.
+	// MaxManifestBytesPerUpstream is the share of MaxManifestBytesInFlight
+	// that the requests to one upstream may hold: one that hangs holds its
+	// share, never another's. Default half of MaxManifestBytesInFlight.
+	MaxManifestBytesPerUpstream int64 `yaml:"maxManifestBytesPerUpstream"`
+	// MaxManifestBytesPerClient is the share of MaxManifestBytesInFlight
+	// that the responses to one client (source address, or mTLS identity)
+	// may hold. Default a quarter of MaxManifestBytesInFlight.
+	MaxManifestBytesPerClient int64 `yaml:"maxManifestBytesPerClient"`
+	// HeaderWait is how long a manifest of unknown size is counted at the
+	// most it may be (4 MiB) while the upstream has sent no headers; then
+	// at 64 KiB until it does (responseTimeout still bounds the wait), and
+	// at the size it announces once it does. Default 1s.
+	HeaderWait time.Duration `yaml:"headerWait"`
+	// MaxConnections bounds the client connections open at once: near it,
+	// idle connections are closed first, and past it further ones wait to
+	// be accepted. Default 4096.
 	MaxConnections int `yaml:"maxConnections"`
-	// WriteTimeout bounds writing one manifest response, and each stretch
-	// of a blob response without progress: a client that stops reading
-	// lets go. Default 30s.
+	// MaxConnectionsPerClient bounds the connections of one client (source
+	// address, or mTLS identity): past it, its idle ones are closed, then
+	// new ones refused. Default 256.
+	MaxConnectionsPerClient int `yaml:"maxConnectionsPerClient"`
+	// ClientRate is the requests per second one client may send on
+	// average (a token bucket of ClientBurst): past it the answer is 429
+	// with Retry-After. 0, the default: no limit.
+	ClientRate float64 `yaml:"clientRate"`
+	// ClientBurst is how many requests over ClientRate one client may send
+	// at once. Default: ClientRate rounded up, at least 1.
+	ClientBurst int `yaml:"clientBurst"`
+	// WriteTimeout bounds writing one manifest response. Default 30s.
 	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	// SendTimeout bounds each stretch of a response without progress: a
+	// client that reads nothing for that long is let go, the bytes held
+	// for it released and its connection closed; a slow reader that keeps
+	// reading is kept. Default 10s.
+	SendTimeout time.Duration `yaml:"sendTimeout"`
+	// MaxFills bounds the store's fills in flight (blobs being fetched
+	// and stored); past it, fills nobody reads any more are cancelled, and
+	// else a blob streams from the upstream without being stored. Default
+	// 64.
+	MaxFills int `yaml:"maxFills"`
+	// MaxFillsPerUpstream is the share of MaxFills of one upstream.
+	// Default half of MaxFills.
+	MaxFillsPerUpstream int `yaml:"maxFillsPerUpstream"`
+	// MaxFillWindowBytes bounds the memory of every fill's window (the
+	// newest bytes received, for the clients reading along): past it,
+	// readers that fall behind continue from the store. A fill nobody
+	// reads keeps no window. Default 268435456 (256 MiB).
+	MaxFillWindowBytes int64 `yaml:"maxFillWindowBytes"`
 }
 
 // Defaults are the limits of a configuration that sets none.
@@ -64,8 +108,13 @@ func Defaults() Limits {
 		MaxEnvelopeSize:          2 << 20,
 		ManifestCacheBytes:       64 << 20,
 		MaxManifestBytesInFlight: 128 << 20,
+		HeaderWait:               time.Second,
 		MaxConnections:           4096,
+		MaxConnectionsPerClient:  256,
 		WriteTimeout:             30 * time.Second,
+		SendTimeout:              10 * time.Second,
+		MaxFills:                 64,
+		MaxFillWindowBytes:       256 << 20,
 	}
 }
 
@@ -86,18 +135,33 @@ func (l Limits) WithDefaults() Limits {
 	set(&l.ResponseTimeout, d.ResponseTimeout)
 	set(&l.VerifyTimeout, d.VerifyTimeout)
 	set(&l.WriteTimeout, d.WriteTimeout)
+	set(&l.SendTimeout, d.SendTimeout)
+	set(&l.HeaderWait, d.HeaderWait)
 	setN(&l.MaxArtifactSize, d.MaxArtifactSize)
 	setN(&l.MaxEnvelopeSize, d.MaxEnvelopeSize)
 	setN(&l.ManifestCacheBytes, d.ManifestCacheBytes)
 	setN(&l.MaxManifestBytesInFlight, d.MaxManifestBytesInFlight)
+	// A share holds at least one manifest of the largest size.
+	setN(&l.MaxManifestBytesPerUpstream, min(l.MaxManifestBytesInFlight, max(l.MaxManifestBytesInFlight/2, MaxManifestSize)))
+	setN(&l.MaxManifestBytesPerClient, min(l.MaxManifestBytesInFlight, max(l.MaxManifestBytesInFlight/4, MaxManifestSize)))
+	setN(&l.MaxFillWindowBytes, d.MaxFillWindowBytes)
 	if l.MaxSignatures == 0 {
 		l.MaxSignatures = d.MaxSignatures
 	}
 	if l.MaxAttestations == 0 {
 		l.MaxAttestations = d.MaxAttestations
 	}
-	if l.MaxConnections == 0 {
-		l.MaxConnections = d.MaxConnections
+	setI := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setI(&l.MaxConnections, d.MaxConnections)
+	setI(&l.MaxConnectionsPerClient, min(d.MaxConnectionsPerClient, l.MaxConnections))
+	setI(&l.MaxFills, d.MaxFills)
+	setI(&l.MaxFillsPerUpstream, max(1, l.MaxFills/2))
+	if l.ClientBurst == 0 && l.ClientRate > 0 {
+		l.ClientBurst = max(1, int(math.Ceil(l.ClientRate)))
 	}
 	return l
 }

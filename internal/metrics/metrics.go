@@ -53,6 +53,8 @@ type Metrics struct {
 	manifests      *prometheus.CounterVec
 	staleTags      *prometheus.CounterVec
 	evidence       *prometheus.CounterVec
+	abandoned      *prometheus.CounterVec
+	rateLimited    prometheus.Counter
 	ready          atomic.Bool
 
 	mu     sync.Mutex
@@ -161,12 +163,20 @@ func New() *Metrics {
 			Namespace: namespace, Name: "evidence_from_store_total",
 			Help: "Verifications whose signatures and attestations were read from the store, as the upstream gave them before, because the upstream failed; they were verified again under the policy in force.",
 		}, []string{"upstream"}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sends_abandoned_total",
+			Help: "Responses let go because their client read nothing for limits.sendTimeout (its connection closed, what was held for it released), by kind of request.",
+		}, []string{"kind"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "rate_limited_total",
+			Help: "Requests answered 429 because their client sent more than limits.clientRate.",
+		}),
 	}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
-		m.manifests, m.staleTags, m.evidence,
+		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -290,6 +300,75 @@ func (m *Metrics) WatchBudget(inUse, max func() int64) {
 			Help: "limits.maxManifestBytesInFlight: past it requests are refused with 503 and Retry-After.",
 		}, func() float64 { return float64(max()) }),
 	)
+}
+
+// SendAbandoned counts a response of kind let go at limits.sendTimeout.
+func (m *Metrics) SendAbandoned(kind string) {
+	if m == nil {
+		return
+	}
+	m.abandoned.WithLabelValues(kind).Inc()
+}
+
+// RateLimited counts a request refused for its client's rate.
+func (m *Metrics) RateLimited() {
+	if m == nil {
+		return
+	}
+	m.rateLimited.Inc()
+}
+
+// Share is one party's share of a bound, as a scrape reads it.
+type Share struct {
+	// Bound is what is shared: manifest_bytes, fills, connections.
+	Bound string
+	// Party is upstream or client, or all for the bound as a whole.
+	Party string
+	// Upstream names the upstream of party upstream, else "".
+	Upstream string
+	// InUse is what the party holds (for clients: the most one holds),
+	// Limit its share.
+	InUse, Limit float64
+	// Refused counts requests refused by this share since start.
+	Refused uint64
+	// Saturated is how many parties hold their whole share now (0 or 1
+	// for an upstream; for clients, which are not named, how many).
+	Saturated int
+}
+
+// WatchShares exports the shares that shares returns at each scrape.
+// Call it once.
+func (m *Metrics) WatchShares(shares func() []Share) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(sharesCollector(shares))
+}
+
+type sharesCollector func() []Share
+
+var (
+	shareLabels    = []string{"bound", "party", "upstream"}
+	shareInUse     = prometheus.NewDesc(namespace+"_share_in_use", "What one party holds of a shared bound (manifest_bytes in bytes, fills, connections); for clients, the most one client holds.", shareLabels, nil)
+	shareLimit     = prometheus.NewDesc(namespace+"_share_limit", "One party's share of a bound (limits.maxManifestBytesPerUpstream and PerClient, maxFillsPerUpstream, maxConnectionsPerClient), or the bound itself for party all.", shareLabels, nil)
+	shareRefused   = prometheus.NewDesc(namespace+"_share_refused_total", "Requests refused because a party held its share, or the whole bound was taken (party all).", shareLabels, nil)
+	shareSaturated = prometheus.NewDesc(namespace+"_share_saturated", "Parties holding their whole share now: 1 or 0 for an upstream, how many for clients.", shareLabels, nil)
+)
+
+func (c sharesCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{shareInUse, shareLimit, shareRefused, shareSaturated} {
+		ch <- d
+	}
+}
+
+func (c sharesCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c() {
+		l := []string{s.Bound, s.Party, s.Upstream}
+		ch <- prometheus.MustNewConstMetric(shareInUse, prometheus.GaugeValue, s.InUse, l...)
+		ch <- prometheus.MustNewConstMetric(shareLimit, prometheus.GaugeValue, s.Limit, l...)
+		ch <- prometheus.MustNewConstMetric(shareRefused, prometheus.CounterValue, float64(s.Refused), l...)
+		ch <- prometheus.MustNewConstMetric(shareSaturated, prometheus.GaugeValue, float64(s.Saturated), l...)
+	}
 }
 
 // Cache counts one decision as a verdict-cache hit or miss.

@@ -35,9 +35,9 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request, st *state, src *so
 	}
 	defer b.Body.Close()
 	if _, ok := b.Body.(io.WriterTo); ok {
-		_, err = io.Copy(newIdleWriter(w, st.writeTimeout), b.Body)
+		_, err = io.Copy(newIdleWriter(w, st.limits.SendTimeout), b.Body)
 	} else {
-		err = stream(w, b.Body, st.writeTimeout)
+		err = stream(w, b.Body, st.limits.SendTimeout)
 	}
 	if err != nil {
 		// Past the status line: only a cut connection tells the client
@@ -56,6 +56,18 @@ type idleWriter struct {
 	w    http.ResponseWriter
 	rc   *http.ResponseController
 	idle time.Duration
+	// until, when set, bounds the whole response.
+	until time.Time
+}
+
+// deadline sets the deadline of the next piece: idle from now, within
+// until.
+func (iw *idleWriter) deadline() {
+	d := time.Now().Add(iw.idle)
+	if !iw.until.IsZero() && iw.until.Before(d) {
+		d = iw.until
+	}
+	_ = iw.rc.SetWriteDeadline(d)
 }
 
 const idlePiece = 256 << 10
@@ -67,7 +79,7 @@ func newIdleWriter(w http.ResponseWriter, idle time.Duration) *idleWriter {
 func (iw *idleWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
-		_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
+		iw.deadline()
 		m, err := iw.w.Write(p[n:min(len(p), n+idlePiece)])
 		n += m
 		if err != nil {
@@ -88,7 +100,7 @@ func (iw *idleWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var total int64
 	for lr.N > 0 {
-		_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
+		iw.deadline()
 		n, err := rf.ReadFrom(&io.LimitedReader{R: lr.R, N: min(lr.N, idlePiece)})
 		lr.N -= n
 		total += n

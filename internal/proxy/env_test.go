@@ -221,7 +221,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries,
-		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics, Now: e.clock.Now,
+		Budget: b, Limits: cfg.Limits, Audit: al, Metrics: e.metrics, Now: e.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src
 	rec.Source = source
 	rec.Digest, rec.MediaType = m.Digest, m.MediaType
 	// The bytes are held from here until the client has them.
-	lease, err := s.budget.Take(r.Context(), int64(len(m.Raw)))
+	lease, err := s.budget.Take(r.Context(), clientParty(r), int64(len(m.Raw)))
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
@@ -107,8 +107,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src
 		return err
 	}
 	src.Served(rt.repo, m)
-	s.send(w, r, st, m, rt.ref)
-	return nil
+	return s.send(w, r, st, m, rt.ref)
 }
 
 // errStaleNotHeld: the tag's last known digest is not held.
@@ -162,11 +161,12 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record
 	})}
 }
 
-// send writes the verified manifest bytes, within the write timeout: a
-// client that does not read lets go of them then. A request by digest gets
-// that digest back (the bytes were checked against it). Past the status
-// line, a write error can only be the client's hang-up.
-func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.Manifest, ref oci.Reference) {
+// send writes the verified manifest bytes, within writeTimeout in all and
+// sendTimeout for each stretch without progress: a client that does not
+// read lets go of them then. A request by digest gets that digest back
+// (the bytes were checked against it). Past the status line, a failed
+// write cuts the connection.
+func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.Manifest, ref oci.Reference) error {
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	digest := m.Digest
@@ -175,9 +175,15 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.
 	}
 	h.Set("Docker-Content-Digest", digest)
 	h.Set("Content-Length", strconv.Itoa(len(m.Raw)))
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(st.writeTimeout))
+	iw := newIdleWriter(w, st.limits.SendTimeout)
+	iw.until = time.Now().Add(st.limits.WriteTimeout)
+	iw.deadline()
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(m.Raw)
+	if r.Method != http.MethodGet {
+		return nil
 	}
+	if _, err := iw.Write(m.Raw); err != nil {
+		return &streamCut{err}
+	}
+	return nil
 }

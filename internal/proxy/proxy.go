@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -52,10 +53,11 @@ type Options struct {
 	// Budget bounds the manifest bytes that requests hold at once; give
 	// the same one to the upstream clients. nil: unbounded.
 	Budget *budget.Budget
-	// WriteTimeout bounds writing a manifest response, and each stretch of
-	// a blob response without progress (limits.writeTimeout); zero takes
-	// its default.
-	WriteTimeout time.Duration
+	// Limits are the edge's bounds: writeTimeout (a whole manifest
+	// response), sendTimeout (each stretch of a response without
+	// progress), clientRate and clientBurst; zero fields take their
+	// defaults.
+	Limits limits.Limits
 	Audit        *audit.Log
 	Logger       *slog.Logger
 	// Metrics, if not nil, receives request, decision, latency and cache
@@ -78,14 +80,19 @@ type Server struct {
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	// abandonedLogged is when (unix nanoseconds) an abandoned response
+	// was last logged.
+	abandonedLogged atomic.Int64
+	// rates are the clients' request rates; nil: unlimited.
+	rates atomic.Pointer[rateLimits]
 }
 
-// state is one configuration's policy, sources and write timeout.
+// state is one configuration's policy, sources and bounds.
 type state struct {
-	policy       *policy.Policy
-	sources      map[string]*source.Source
-	def          string
-	writeTimeout time.Duration
+	policy  *policy.Policy
+	sources map[string]*source.Source
+	def     string
+	limits  limits.Limits
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -115,12 +122,13 @@ func New(o Options) (*Server, error) {
 		metrics:  o.Metrics,
 	}
 	s.state.Store(st)
+	s.rates.Store(newRateLimits(st.limits.ClientRate, st.limits.ClientBurst))
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
 	return s, nil
 }
 
 // Reload puts a new configuration in force at once: o's Policy, Sources,
-// DefaultUpstream, MaxEntries and WriteTimeout replace the old ones
+// DefaultUpstream, MaxEntries and Limits replace the old ones
 // together (its other fields are ignored; those given to New stay).
 // Requests in flight finish under the configuration they started with.
 // Outcomes cached under another policy generation are not used again; they
@@ -132,6 +140,9 @@ func (s *Server) Reload(o Options) error {
 	}
 	s.judge.Resize(o.MaxEntries)
 	s.state.Store(st)
+	if !s.rates.Load().same(st.limits.ClientRate, st.limits.ClientBurst) {
+		s.rates.Store(newRateLimits(st.limits.ClientRate, st.limits.ClientBurst))
+	}
 	return nil
 }
 
@@ -140,13 +151,10 @@ func newState(o Options) (*state, error) {
 		return nil, errors.New("proxy: Policy is required")
 	}
 	st := &state{
-		policy:       o.Policy,
-		sources:      map[string]*source.Source{},
-		def:          o.DefaultUpstream,
-		writeTimeout: o.WriteTimeout,
-	}
-	if st.writeTimeout == 0 {
-		st.writeTimeout = limits.Defaults().WriteTimeout
+		policy:  o.Policy,
+		sources: map[string]*source.Source{},
+		def:     o.DefaultUpstream,
+		limits:  o.Limits.WithDefaults(),
 	}
 	if o.MaxEntries <= 0 {
 		return nil, errors.New("proxy: MaxEntries must be positive")
@@ -179,6 +187,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
 	}()
+	if err := s.rates.Load().allow(r); err != nil {
+		s.metrics.RateLimited()
+		writeError(sw, r, err.(*httpError))
+		return
+	}
 	rt, err := s.serve(sw, r, s.state.Load())
 	var cut *streamCut
 	if errors.As(err, &cut) {
@@ -187,7 +200,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// answer end short rather than no answer.
 		_ = http.NewResponseController(sw).Flush()
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
-		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.abandoned(r, rt)
+		} else {
+			s.log.Debug("response cut", "path", r.URL.Path, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if err != nil {
@@ -198,6 +215,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, r, he)
 	}
 }
+
+// abandoned counts, and logs (at most every abandonedLogEvery), a response
+// let go because its client read nothing for sendTimeout: what was held
+// for it is released, its connection closed.
+func (s *Server) abandoned(r *http.Request, rt route) {
+	s.metrics.SendAbandoned(orOther(rt.kind))
+	now := time.Now().UnixNano()
+	if last := s.abandonedLogged.Load(); now-last < int64(abandonedLogEvery) || !s.abandonedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Info("a client read nothing for sendTimeout: its response was abandoned and its connection closed", "client", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+}
+
+// abandonedLogEvery spaces the log lines of abandoned responses: a client
+// that reads nothing, a thousand times over, writes one line a second.
+const abandonedLogEvery = time.Second
 
 func orOther(kind string) string {
 	if kind == "" {

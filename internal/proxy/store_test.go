@@ -411,8 +411,8 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 	}
 }
 
-func TestAClientThatStopsReadingAStoredBlobIsLetGoAtTheWriteTimeout(t *testing.T) {
-	e := newStoreEnv(t, t.TempDir(), withConfigLimits("writeTimeout: 1s"))
+func TestAClientThatStopsReadingAStoredBlobIsLetGoAtTheSendTimeout(t *testing.T) {
+	e := newStoreEnv(t, t.TempDir(), withConfigLimits("sendTimeout: 1s"))
 	l := e.image("signed/app", 8<<20)
 	if resp, _, err := e.pull(http.MethodGet, blobPath("signed/app", l)); err != nil || resp.StatusCode != 200 {
 		t.Fatal(resp.StatusCode, err)
@@ -424,12 +424,15 @@ func TestAClientThatStopsReadingAStoredBlobIsLetGoAtTheWriteTimeout(t *testing.T
 	t.Cleanup(srv.Close)
 	for _, rng := range []string{"", "Range: bytes=0-8000000\r\n"} {
 		conn := rawGet(t, strings.TrimPrefix(srv.URL, "http://"), blobPath("signed/app", l), rng)
-		time.Sleep(3 * time.Second) // past the write timeout, reading nothing
+		time.Sleep(3 * time.Second) // past the send timeout, reading nothing
 		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 		got, err := io.Copy(io.Discard, conn)
 		if err != nil || got >= l.Size {
 			t.Errorf("%q: %d bytes read after stalling, %v: want the connection closed before the end", rng, got, err)
 		}
+	}
+	if got, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_sends_abandoned_total", "kind", "blobs"); got != 2 {
+		t.Errorf("authz_proxy_sends_abandoned_total{kind=blobs} = %v, want 2", got)
 	}
 }
 

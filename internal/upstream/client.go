@@ -73,6 +73,9 @@ type Client struct {
 	// manifest counts at its size against the budget before it is asked.
 	sizes  *lru.Cache[string, int64]
 	budget *budget.Budget
+	// party is this upstream's in the budget: its share bounds what its
+	// requests hold.
+	party budget.Party
 	// noReferrersAPIUntil (unix nanoseconds): until then, the upstream is
 	// taken to have no referrers API and the fallback tag is read directly.
 	noReferrersAPIUntil atomic.Int64

@@ -445,7 +445,7 @@ func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit 
 	if l.Size > 0 {
 		limit = l.Size
 	}
-	lease, err := c.budget.Take(ctx, limit)
+	lease, err := c.budget.Take(ctx, c.party, limit)
 	if err != nil {
 		return nil, nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}

@@ -10,7 +10,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
@@ -49,12 +52,17 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	if seen, ok := c.sizes.Get(repo + ":" + ref); ok {
 		guess = seen
 	}
-	lease, err := c.budget.Take(ctx, min(guess, limit))
+	lease, err := c.budget.Take(ctx, c.party, min(guess, limit))
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
 	defer lease.Release()
+	// The most the manifest may be is counted only while the upstream
+	// is quick to answer: one that hangs then holds a small part of its
+	// share per request, until it says the size.
+	answered := c.holdWorstCase(lease, min(guess, limit))
 	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
+	answered()
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +113,30 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	}
 	c.manifests.Add(repo+"@"+m.Digest, m)
 	return m, nil
+}
+
+// holdWorstCase lets lease hold n bytes for limits.HeaderWait, then at
+// most budget.Large until answered is called (the upstream sent its
+// headers); the caller then resizes it to what they announce.
+func (c *Client) holdWorstCase(lease *budget.Lease, n int64) (answered func()) {
+	if n <= budget.Large || lease == nil {
+		return func() {}
+	}
+	var mu sync.Mutex
+	done := false
+	t := time.AfterFunc(c.limits.HeaderWait, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			_ = lease.Resize(context.Background(), budget.Large) // giving back never fails
+		}
+	})
+	return func() {
+		t.Stop()
+		mu.Lock()
+		done = true
+		mu.Unlock()
+	}
 }
 
 // Cached returns the manifest with (sha256) digest in repo if it was fetched
