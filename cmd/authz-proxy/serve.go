@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
-	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
@@ -102,8 +101,7 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 			logger.Error("closing the audit file", "err", err.Error())
 		}
 	}()
-	m.WatchBudget(l.budget.InUse, l.budget.Max)
-	m.WatchShares(func() []metrics.Share { return budgetShares(l.budget.Snapshot()) })
+	m.WatchBudget(l.budget.Snapshot)
 	if auditLog.Required() {
 		m.AddReadinessCheck("decision log", auditLog.Healthy)
 	}
@@ -247,29 +245,6 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		o.Sources = append(o.Sources, l.sources[u.Name()])
 	}
 	return o
-}
-
-// budgetShares are the manifest budget's shares as metrics read them: the
-// whole, each upstream's, and the clients' (not named one by one).
-func budgetShares(s budget.Snapshot) []metrics.Share {
-	const bound = "manifest_bytes"
-	shares := []metrics.Share{
-		{Bound: bound, Party: "all", InUse: float64(s.InUse), Limit: float64(s.Max), Refused: s.Refused["budget"]},
-		{Bound: bound, Party: "client", InUse: float64(s.MaxClient), Limit: float64(s.ClientShare), Refused: s.Refused["client"], Saturated: s.ClientsAtShare},
-	}
-	for name, n := range s.Upstreams {
-		saturated := 0
-		if s.UpstreamShare > 0 && n > s.UpstreamShare-budget.Large {
-			saturated = 1
-		}
-		shares = append(shares, metrics.Share{Bound: bound, Party: "upstream", Upstream: name, InUse: float64(n), Limit: float64(s.UpstreamShare), Refused: s.RefusedUpstream[name], Saturated: saturated})
-	}
-	for name, n := range s.RefusedUpstream {
-		if _, held := s.Upstreams[name]; !held {
-			shares = append(shares, metrics.Share{Bound: bound, Party: "upstream", Upstream: name, Limit: float64(s.UpstreamShare), Refused: n})
-		}
-	}
-	return shares
 }
 
 // auditOptions are the decision log's options for configuration l.

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -284,9 +285,10 @@ func (m *Metrics) Panic() {
 	m.panics.Inc()
 }
 
-// WatchBudget exports the manifest bytes held by requests in flight and the
-// budget they may take, read at each scrape. Call it once.
-func (m *Metrics) WatchBudget(inUse, max func() int64) {
+// WatchBudget exports the manifest budget read from snapshot at each
+// scrape: the bytes held by requests in flight, the bound, and the shares
+// (the whole, each upstream's, the clients'). Call it once.
+func (m *Metrics) WatchBudget(snapshot func() budget.Snapshot) {
 	if m == nil {
 		return
 	}
@@ -294,12 +296,38 @@ func (m *Metrics) WatchBudget(inUse, max func() int64) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "manifest_bytes_in_flight",
 			Help: "Manifest and signature bytes held by requests in flight (read, being judged or being written).",
-		}, func() float64 { return float64(inUse()) }),
+		}, func() float64 { return float64(snapshot().InUse) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "manifest_bytes_in_flight_limit",
 			Help: "limits.maxManifestBytesInFlight: past it requests are refused with 503 and Retry-After.",
-		}, func() float64 { return float64(max()) }),
+		}, func() float64 { return float64(snapshot().Max) }),
 	)
+	m.WatchShares(func() []Share { return budgetShares(snapshot()) })
+}
+
+// budgetShares are the manifest budget's shares as metrics read them: the
+// whole, each upstream's, and the clients' (not named one by one).
+func budgetShares(s budget.Snapshot) []Share {
+	const bound = "manifest_bytes"
+	shares := []Share{
+		{Bound: bound, Party: "all", InUse: float64(s.InUse), Limit: float64(s.Max), Refused: s.Refused["budget"]},
+		{Bound: bound, Party: "client", InUse: float64(s.MaxClient), Limit: float64(s.ClientShare), Refused: s.Refused["client"], Saturated: s.ClientsAtShare},
+	}
+	names := map[string]bool{}
+	for name := range s.Upstreams {
+		names[name] = true
+	}
+	for name := range s.RefusedUpstream {
+		names[name] = true
+	}
+	for name := range names {
+		n, saturated := s.Upstreams[name], 0
+		if s.UpstreamShare > 0 && n > s.UpstreamShare-budget.Large {
+			saturated = 1
+		}
+		shares = append(shares, Share{Bound: bound, Party: "upstream", Upstream: name, InUse: float64(n), Limit: float64(s.UpstreamShare), Refused: s.RefusedUpstream[name], Saturated: saturated})
+	}
+	return shares
 }
 
 // SendAbandoned counts a response of kind let go at limits.sendTimeout.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 )
 
@@ -124,7 +125,7 @@ func TestEachEventShowsInMetricsAsAnOperatorQueriesIt(t *testing.T) {
 			m.WatchCache(func() int { return 3 }, func() uint64 { return 7 })
 		}, []string{`authz_proxy_cache_entries 3`, `authz_proxy_cache_evictions_total 7`}},
 		{"the manifest bytes in flight and their limit", func(m *metrics.Metrics) {
-			m.WatchBudget(func() int64 { return 1024 }, func() int64 { return 128 << 20 })
+			m.WatchBudget(func() budget.Snapshot { return budget.Snapshot{InUse: 1024, Max: 128 << 20} })
 		}, []string{`authz_proxy_manifest_bytes_in_flight 1024`, `authz_proxy_manifest_bytes_in_flight_limit 1.34217728e+08`}},
 		{"a recovered panic", func(m *metrics.Metrics) { m.Panic() }, []string{`authz_proxy_panics_total 1`}},
 		{"a decision-log line that could not be written", func(m *metrics.Metrics) { m.AuditWrite(false) },

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
+
+	"github.com/authz-proxy/authz-proxy/internal/budget"
 )
 
 // exported is every metric name the binary exports, as a query names it
@@ -25,7 +27,7 @@ func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	m := New()
 	m.WatchCache(func() int { return 1 }, func() uint64 { return 1 })
-	m.WatchBudget(func() int64 { return 1 }, func() int64 { return 2 })
+	m.WatchBudget(func() budget.Snapshot { return budget.Snapshot{InUse: 1, Max: 2} })
 	m.Panic()
 	m.Request("lab", "manifests", 200)
 	m.Decision("lab", "", "rule", "allow")

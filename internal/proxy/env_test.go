@@ -204,9 +204,14 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	// As serve wires it: one budget for the upstreams and the proxy.
 	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 2*time.Second)
+	b.SetShares(cfg.Limits.MaxManifestBytesPerUpstream, cfg.Limits.MaxManifestBytesPerClient)
+	ul := ec.limits
+	if ul.HeaderWait == 0 {
+		ul.HeaderWait = cfg.Limits.HeaderWait
+	}
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
-		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ec.limits, Budget: b})
+		c, err := upstream.New(upstream.Options{Name: u.Name, URL: u.URL, Insecure: u.Insecure, Username: ec.username, Password: ec.password, Limits: ul, Budget: b})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +222,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.metrics = metrics.New()
-	e.metrics.WatchBudget(b.InUse, b.Max)
+	e.metrics.WatchBudget(b.Snapshot)
 	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries,

@@ -35,7 +35,10 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 // are still served, and a slow client lets go at the write timeout.
 func TestSlowClientsCannotHoldMoreThanTheManifestBudget(t *testing.T) {
 	const mib = 1 << 20
-	e := newEnv(t, withConfigLimits("maxManifestBytesInFlight: 16777216, writeTimeout: 10s"))
+	// One client's share is the whole budget here: the budget is under
+	// test (TestAClientThatReadsNothingHoldsItsShareUntilTheSendTimeout
+	// tests the share).
+	e := newEnv(t, withConfigLimits("maxManifestBytesInFlight: 16777216, maxManifestBytesPerClient: 16777216, writeTimeout: 10s, sendTimeout: 10s"))
 	d := e.push("signed/app:v1")
 	e.signTag("signed/app", "ci", d, d)
 	// An everyday pull is of an image pulled before: its size is known.
@@ -100,5 +103,72 @@ func TestSlowClientsCannotHoldMoreThanTheManifestBudget(t *testing.T) {
 	}
 	if resp := e.get(http.MethodGet, "/v2/lab/open/big/manifests/big-100"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the write timeout, a large manifest gets %d", resp.StatusCode)
+	}
+}
+
+func TestAClientThatReadsNothingHoldsItsShareUntilTheSendTimeout(t *testing.T) {
+	const mib = 1 << 20
+	e := newEnv(t, withConfigLimits("sendTimeout: 2s"))
+	f := func(w http.ResponseWriter, r *http.Request) bool {
+		var n int
+		if _, err := fmt.Sscanf(r.URL.Path, "/v2/open/big/manifests/big-%d", &n); err != nil {
+			return false
+		}
+		body := bigManifest(n, 4*mib-1024)
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		_, _ = w.Write(body)
+		return true
+	}
+	e.front.Store(&f)
+	srv := httptest.NewUnstartedServer(e.server)
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	// One client opens 60 connections, each asking for a distinct 4 MiB
+	// manifest, and reads nothing.
+	var conns []net.Conn
+	for n := range 60 {
+		conns = append(conns, rawGet(t, host, fmt.Sprintf("/v2/lab/open/big/manifests/big-%d", n), "Accept: application/vnd.oci.image.manifest.v1+json\r\n"))
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	saturated := func() bool {
+		v, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_share_saturated", "bound", "manifest_bytes", "party", "client", "upstream", "")
+		return v >= 1
+	}
+	for deadline := time.Now().Add(30 * time.Second); !saturated(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client that reads nothing never held its share")
+		}
+	}
+	if held, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_share_in_use", "bound", "manifest_bytes", "party", "client", "upstream", ""); held > 32*mib {
+		t.Errorf("one client holds %v bytes, more than its share of 32 MiB", held)
+	}
+	// Meanwhile another client's first pull of a new image is answered.
+	e.signed("signed/fresh:v1")
+	if rec := serveRecorded(e, httptestRequestFrom(e, "10.1.2.3:4567", "/v2/lab/signed/fresh/manifests/v1")); rec.Code != http.StatusOK {
+		t.Fatalf("another client's pull while one holds its share: %d %s", rec.Code, rec.Body)
+	}
+	// At the send timeout the client that reads nothing is let go: what
+	// it held is released, its connections closed, and its next pull is
+	// answered.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if v, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_manifest_bytes_in_flight"); v == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("past the send timeout, bytes are still held")
+		}
+	}
+	if got, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_sends_abandoned_total", "kind", "manifests"); got < 8 {
+		t.Errorf("authz_proxy_sends_abandoned_total{kind=manifests} = %v, want the share's 8 responses at least", got)
+	}
+	if resp := e.get(http.MethodGet, "/v2/lab/open/big/manifests/big-1000"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the same client's next pull: %d", resp.StatusCode)
 	}
 }

@@ -58,8 +58,8 @@ type Options struct {
 	// progress), clientRate and clientBurst; zero fields take their
 	// defaults.
 	Limits limits.Limits
-	Audit        *audit.Log
-	Logger       *slog.Logger
+	Audit  *audit.Log
+	Logger *slog.Logger
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
