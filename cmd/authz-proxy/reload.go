@@ -157,6 +157,10 @@ func restartNeededConfig(old, c *config.Config) error {
 		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},
 		{[]any{"audit", "checkpoint", "every"}, every(old), every(c)},
 		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
+		{[]any{"limits", "maxConnectionsPerClient"}, fmt.Sprint(old.Limits.MaxConnectionsPerClient), fmt.Sprint(c.Limits.MaxConnectionsPerClient)},
+		{[]any{"limits", "maxFills"}, fmt.Sprint(old.Limits.MaxFills), fmt.Sprint(c.Limits.MaxFills)},
+		{[]any{"limits", "maxFillsPerUpstream"}, fmt.Sprint(old.Limits.MaxFillsPerUpstream), fmt.Sprint(c.Limits.MaxFillsPerUpstream)},
+		{[]any{"limits", "maxFillWindowBytes"}, fmt.Sprint(old.Limits.MaxFillWindowBytes), fmt.Sprint(c.Limits.MaxFillWindowBytes)},
 	} {
 		if f.old != f.new {
 			return c.Errorf(f.path, "changed from %s to %s: this takes a restart, not a reload (restart with the new configuration to apply it)", f.old, f.new)

@@ -77,7 +77,9 @@ func openStore(ctx context.Context, c *config.Config, sp *storeSpec, listen net.
 	if _, port, err := net.SplitHostPort(listen.String()); err == nil {
 		owner += "-" + port
 	}
-	st, err := store.New(ctx, store.Options{Driver: d, MaxSize: sp.maxSize, Owner: owner, Logger: logger})
+	l := c.Limits
+	st, err := store.New(ctx, store.Options{Driver: d, MaxSize: sp.maxSize, Owner: owner, Logger: logger,
+		MaxFills: l.MaxFills, MaxFillsPerUpstream: l.MaxFillsPerUpstream, MaxWindowBytes: l.MaxFillWindowBytes})
 	if err != nil {
 		return nil, c.Errorf([]any{"store"}, "%v", err)
 	}

@@ -60,6 +60,7 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	checks []check
+	shares *sharesCollector
 }
 
 // check is a readiness condition: /readyz answers 503 while f returns an
@@ -173,11 +174,12 @@ func New() *Metrics {
 			Help: "Requests answered 429 because their client sent more than limits.clientRate.",
 		}),
 	}
+	m.shares = &sharesCollector{mu: &m.mu}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
-		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited,
+		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited, m.shares,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -188,7 +190,8 @@ func (m *Metrics) AuditWrite(ok bool) {
 		return
 	}
 	if ok {
-		m.auditOK.Set(1)
+		m.shares = &sharesCollector{mu: &m.mu}
+	m.auditOK.Set(1)
 		return
 	}
 	m.auditOK.Set(0)
@@ -364,16 +367,22 @@ type Share struct {
 	Saturated int
 }
 
-// WatchShares exports the shares that shares returns at each scrape.
-// Call it once.
+// WatchShares exports, at each scrape, the shares that shares returns,
+// beside those of the other bounds watched.
 func (m *Metrics) WatchShares(shares func() []Share) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(sharesCollector(shares))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shares.sources = append(m.shares.sources, shares)
 }
 
-type sharesCollector func() []Share
+// sharesCollector exports the shares of every bound watched.
+type sharesCollector struct {
+	mu      *sync.Mutex
+	sources []func() []Share
+}
 
 var (
 	shareLabels    = []string{"bound", "party", "upstream"}
@@ -383,14 +392,21 @@ var (
 	shareSaturated = prometheus.NewDesc(namespace+"_share_saturated", "Parties holding their whole share now: 1 or 0 for an upstream, how many for clients.", shareLabels, nil)
 )
 
-func (c sharesCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *sharesCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{shareInUse, shareLimit, shareRefused, shareSaturated} {
 		ch <- d
 	}
 }
 
-func (c sharesCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range c() {
+func (c *sharesCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	sources := c.sources
+	c.mu.Unlock()
+	var shares []Share
+	for _, f := range sources {
+		shares = append(shares, f()...)
+	}
+	for _, s := range shares {
 		l := []string{s.Bound, s.Party, s.Upstream}
 		ch <- prometheus.MustNewConstMetric(shareInUse, prometheus.GaugeValue, s.InUse, l...)
 		ch <- prometheus.MustNewConstMetric(shareLimit, prometheus.GaugeValue, s.Limit, l...)
@@ -518,6 +534,24 @@ func (m *Metrics) WatchStore(stats func() store.Stats) {
 		return
 	}
 	m.reg.MustRegister(storeCollector(stats))
+	m.WatchShares(func() []Share { return fillShares(stats()) })
+}
+
+// fillShares are the store's fills in flight as shares: the whole, and
+// each upstream's; and the fills' windows as a whole.
+func fillShares(st store.Stats) []Share {
+	shares := []Share{
+		{Bound: "fills", Party: "all", InUse: float64(st.FillsInFlight), Limit: float64(st.MaxFills), Refused: st.FillsRefused},
+		{Bound: "fill_window_bytes", Party: "all", InUse: float64(st.WindowBytes), Limit: float64(st.MaxWindowBytes)},
+	}
+	for up, n := range st.FillsByUpstream {
+		saturated := 0
+		if n >= st.MaxFillsPerUpstream {
+			saturated = 1
+		}
+		shares = append(shares, Share{Bound: "fills", Party: "upstream", Upstream: up, InUse: float64(n), Limit: float64(st.MaxFillsPerUpstream), Saturated: saturated})
+	}
+	return shares
 }
 
 // storeCollector reads the store's stats once per scrape.

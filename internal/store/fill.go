@@ -70,26 +70,69 @@ func (s *Store) inflight(obj object) *fill {
 }
 
 // startFill returns the fill of obj in flight, starting one for scope from
-// o when none is; nil once the store is closed.
+// o when none is; nil once the store is closed, or when the fills in
+// flight are at their bound (the whole, or obj's upstream's share) and
+// none that nobody reads can be cancelled to make room.
 func (s *Store) startFill(obj object, scope Scope, o Origin) *fill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.fills[obj.key()]; f != nil || s.closed {
 		return f
 	}
+	if !s.roomForFill(scope.Upstream) {
+		s.stats.fillsRefused.Add(1)
+		return nil
+	}
 	f := &fill{s: s, d: obj, scope: scope, ready: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}), size: -1}
+	f.ctx, f.cancel = context.WithCancelCause(s.ctx)
 	s.fills[obj.key()] = f
+	s.fillsOf[scope.Upstream]++
 	s.wg.Add(1)
 	s.stats.fillsInFlight.Add(1)
 	go f.run(o)
 	return f
 }
 
+// errFillDropped ends a fill nobody read, to make room for one a client
+// waits for.
+var errFillDropped = errors.New("the store's fills in flight were at their bound, and nobody read this one: cancelled")
+
+// roomForFill reports whether a fill of upstream up may start, cancelling
+// an abandoned fill (one nobody reads) if that makes room; s.mu is held.
+func (s *Store) roomForFill(up string) bool {
+	ownFull := s.fillsOf[up] >= s.o.MaxFillsPerUpstream
+	if !ownFull && len(s.fills) < s.o.MaxFills {
+		return true
+	}
+	for k, f := range s.fills {
+		if ownFull && f.scope.Upstream != up || !f.abandoned() {
+			continue
+		}
+		// Out of the count now: its goroutine ends when it sees the
+		// cancellation.
+		delete(s.fills, k)
+		s.fillsOf[f.scope.Upstream]--
+		f.cancel(errFillDropped)
+		s.stats.fillsCancelled.Add(1)
+		return true
+	}
+	return false
+}
+
+// abandoned reports whether nobody reads f, or waits to.
+func (f *fill) abandoned() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.readers == 0
+}
+
 // join returns a reader of fill f for a caller of scope, once the upstream
 // answered.
 func (s *Store) join(ctx context.Context, f *fill, scope Scope, o Origin) (*Reader, error) {
+	f.attach(1)
 	if scope != f.scope && !s.linked(ctx, scope.Repository, f.d) {
 		if err := o.Confirm(ctx); err != nil {
+			f.attach(-1)
 			return nil, err
 		}
 		s.link(scope.Repository, f.d)
@@ -97,17 +140,30 @@ func (s *Store) join(ctx context.Context, f *fill, scope Scope, o Origin) (*Read
 	select {
 	case <-f.ready:
 	case <-ctx.Done():
+		f.attach(-1)
 		return nil, ctx.Err()
 	}
 	f.mu.Lock()
 	size, err := f.size, f.err
 	f.mu.Unlock()
 	if err != nil {
+		f.attach(-1)
 		return nil, err
 	}
 	s.stats.misses.Add(1)
 	fr := &fillReader{f: f, ctx: ctx, o: o}
 	return &Reader{size: size, r: fr, close: fr.Close}, nil
+}
+
+// attach counts a reader of f in (1) or out (-1); with none left, f keeps
+// no window.
+func (f *fill) attach(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readers += n
+	if f.readers == 0 {
+		f.trim()
+	}
 }
 
 // fill is one digest being fetched from the upstream and stored. The
@@ -120,6 +176,9 @@ type fill struct {
 	scope Scope
 	ready chan struct{} // closed once the upstream answered, or the fill ended
 	done  chan struct{} // closed when the fill ended
+	// ctx is the fill's own, which the store cancels to drop it.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 
 	mu       sync.Mutex
 	wake     chan struct{} // closed and replaced at every change
@@ -132,6 +191,9 @@ type fill struct {
 	finished bool
 	err      error
 	answered bool
+	// readers read the fill, or wait to: a fill with none keeps no
+	// window, and may be dropped to make room.
+	readers int
 }
 
 // changed wakes the readers; f.mu is held.
@@ -159,14 +221,27 @@ func (f *fill) append(c *chunk) {
 	defer f.mu.Unlock()
 	f.chunks = append(f.chunks, c)
 	f.end += int64(len(c.b))
-	for len(f.chunks) > 1 && f.end-f.start-int64(len(f.chunks[0].b)) >= f.s.o.Window {
+	f.s.windowBytes.Add(int64(len(c.b)))
+	f.trim()
+	f.changed()
+}
+
+// trim drops the oldest chunks of the window: all of them when nobody
+// reads f, else those past the window's size or the store's bound on all
+// windows, always keeping the newest; f.mu is held.
+func (f *fill) trim() {
+	keep := 1
+	if f.readers == 0 {
+		keep = 0
+	}
+	for len(f.chunks) > keep && (keep == 0 || f.end-f.start-int64(len(f.chunks[0].b)) >= f.s.o.Window || f.s.windowBytes.Load() > f.s.o.MaxWindowBytes) {
 		old := f.chunks[0]
 		f.start += int64(len(old.b))
+		f.s.windowBytes.Add(-int64(len(old.b)))
 		f.chunks[0] = nil
 		f.chunks = f.chunks[1:]
 		old.drop()
 	}
-	f.changed()
 }
 
 // chunk is a piece of a fill's window. Readers take a reference while they
@@ -199,6 +274,8 @@ func (f *fill) fail(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
+	f.readers = 0 // every reader gets the error: the window goes
+	f.trim()
 	f.changed()
 }
 
@@ -212,6 +289,9 @@ func (f *fill) finish(size int64, stored bool) {
 	if f.size < 0 {
 		f.size = size
 	}
+	if f.readers == 0 {
+		f.trim()
+	}
 	f.changed()
 }
 
@@ -222,6 +302,7 @@ func (f *fill) forget() {
 	defer f.s.mu.Unlock()
 	if f.s.fills[f.d.key()] == f {
 		delete(f.s.fills, f.d.key())
+		f.s.fillsOf[f.scope.Upstream]--
 	}
 }
 
@@ -233,7 +314,8 @@ func (f *fill) run(o Origin) {
 	defer s.wg.Done()
 	defer s.stats.fillsInFlight.Add(-1)
 	defer close(f.done)
-	ctx, cancel := context.WithCancel(s.ctx)
+	defer f.cancel(nil)
+	ctx, cancel := context.WithCancel(f.ctx)
 	defer cancel()
 	// Another fill, here or in a replica, may have stored it since the
 	// caller looked.
@@ -283,7 +365,10 @@ func (f *fill) run(o Origin) {
 			break
 		}
 		if rerr != nil {
-			if ctx.Err() != nil && s.ctx.Err() == nil {
+			switch cause := context.Cause(f.ctx); {
+			case errors.Is(cause, errFillDropped):
+				rerr = cause
+			case ctx.Err() != nil && s.ctx.Err() == nil:
 				rerr = fmt.Errorf("no bytes from the upstream for %s: %w", s.o.FillIdleTimeout, rerr)
 			}
 			s.stats.fillError("upstream")
@@ -389,7 +474,8 @@ type fillReader struct {
 	o   Origin
 	off int64
 	// rest is where a reader that fell behind reads on from.
-	rest io.ReadCloser
+	rest   io.ReadCloser
+	closed bool
 }
 
 // errBehind: the bytes at the reader's offset left the window.
@@ -536,6 +622,10 @@ func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (r *fillReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.f.attach(-1)
+	}
 	if r.rest != nil {
 		return r.rest.Close()
 	}

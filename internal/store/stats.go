@@ -17,6 +17,18 @@ type Stats struct {
 	// with the blob stored.
 	FillsInFlight int64
 	FillsStored   uint64
+	// FillsByUpstream are the fills running now per upstream.
+	FillsByUpstream map[string]int
+	// FillsCancelled are fills nobody read, cancelled to make room for
+	// one a client waits for; FillsRefused, blobs not stored because the
+	// fills were at their bound (the whole, or the upstream's share) and
+	// none could be cancelled: they streamed from the upstream.
+	FillsCancelled, FillsRefused uint64
+	// MaxFills and MaxFillsPerUpstream are the bounds.
+	MaxFills, MaxFillsPerUpstream int
+	// WindowBytes are held in the fills' windows now; MaxWindowBytes is
+	// their bound.
+	WindowBytes, MaxWindowBytes int64
 	// FillErrors counts fills by what went wrong: "upstream" (it answered
 	// with an error, or the connection failed), "digest" (its bytes did not
 	// match), "store" (the store could not take the blob: the clients were
@@ -51,6 +63,7 @@ type counters struct {
 	storeBytes, upstreamBytes               atomic.Int64
 	fillsInFlight                           atomic.Int64
 	fillsStored, evictions, corrupt, sweeps atomic.Uint64
+	fillsCancelled, fillsRefused            atomic.Uint64
 	evictedBytes, blobs                     atomic.Int64
 	reads                                   atomic.Uint64
 	writesInFlight                          atomic.Int64
@@ -90,7 +103,18 @@ func (s *Store) Stats() Stats {
 		Size: s.size.Load(), Blobs: c.blobs.Load(), MaxSize: s.o.MaxSize,
 		Reads: c.reads.Load(), WritesInFlight: c.writesInFlight.Load(),
 		FillErrors: map[string]uint64{}, StoreErrors: map[string]uint64{},
+		FillsCancelled: c.fillsCancelled.Load(), FillsRefused: c.fillsRefused.Load(),
+		MaxFills: s.o.MaxFills, MaxFillsPerUpstream: s.o.MaxFillsPerUpstream,
+		WindowBytes: s.windowBytes.Load(), MaxWindowBytes: s.o.MaxWindowBytes,
+		FillsByUpstream: map[string]int{},
 	}
+	s.mu.Lock()
+	for up, n := range s.fillsOf {
+		if n > 0 {
+			st.FillsByUpstream[up] = n
+		}
+	}
+	s.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, v := range c.fillErrors {

@@ -133,6 +133,18 @@ type Options struct {
 	// FillIdleTimeout ends a fill whose upstream sent nothing for that
 	// long; default 1m.
 	FillIdleTimeout time.Duration
+	// MaxFills bounds the fills in flight, and MaxFillsPerUpstream those
+	// of one upstream (its share). A fill that would pass either bound
+	// first cancels one that nobody reads any more (of that upstream, for
+	// its share); when none can be, the blob is not stored this time
+	// (ErrNotStored: the caller streams it from the upstream). Defaults 64
+	// and half of MaxFills.
+	MaxFills, MaxFillsPerUpstream int
+	// MaxWindowBytes bounds the memory of every fill's window together:
+	// past it, the oldest bytes of windows are dropped (a reader that falls
+	// behind continues from the store). A fill nobody reads keeps no
+	// window. Default 256 MiB.
+	MaxWindowBytes int64
 }
 
 // Store is verified content by digest on a storage driver. Its methods are
@@ -148,9 +160,11 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	fills  map[objKey]*fill
-	closed bool // no fill or background write starts once set
+	mu    sync.Mutex
+	fills map[objKey]*fill
+	// fillsOf counts the fills in flight per upstream.
+	fillsOf map[string]int
+	closed  bool // no fill or background write starts once set
 
 	// links are repositories known to see an object, manifests the
 	// manifests whose references were linked (LinkBlobs, LinkManifests);
@@ -168,6 +182,8 @@ type Store struct {
 	pending    atomic.Int64
 
 	chunks sync.Pool // of *chunk: the pieces of fills' windows
+	// windowBytes are the bytes held in every fill's window.
+	windowBytes atomic.Int64
 
 	size     atomic.Int64 // bytes stored, as of the last sweep and since
 	sweepNow chan struct{}
@@ -221,6 +237,15 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if o.FillIdleTimeout <= 0 {
 		o.FillIdleTimeout = time.Minute
 	}
+	if o.MaxFills <= 0 {
+		o.MaxFills = 64
+	}
+	if o.MaxFillsPerUpstream <= 0 {
+		o.MaxFillsPerUpstream = max(1, o.MaxFills/2)
+	}
+	if o.MaxWindowBytes <= 0 {
+		o.MaxWindowBytes = 256 << 20
+	}
 	links, _ := lru.New[link, struct{}](1 << 16)
 	manifests, _ := lru.New[link, struct{}](1 << 14)
 	touched, _ := lru.New[objKey, time.Time](1 << 16)
@@ -230,6 +255,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		o:          o,
 		log:        o.Logger,
 		fills:      map[objKey]*fill{},
+		fillsOf:    map[string]int{},
 		links:      links,
 		manifests:  manifests,
 		touched:    touched,

@@ -31,8 +31,10 @@ type origin struct {
 	serve      []byte
 	fetchErr   error
 	confirmErr error
-	// gate, when set, holds the body after its first 64 KiB until closed.
-	gate chan struct{}
+	// gate, when set, holds the body after its first gateAt bytes (64 KiB
+	// when 0) until closed.
+	gate   chan struct{}
+	gateAt int
 
 	fetches, confirms atomic.Int64
 	offsets           sync.Map // offset -> true: where fetches started
@@ -51,10 +53,14 @@ func (o *origin) Fetch(ctx context.Context, off, _ int64) (io.ReadCloser, int64,
 		b = o.serve
 	}
 	b = b[off:]
-	if o.gate == nil || len(b) <= 64<<10 {
+	at := o.gateAt
+	if at == 0 {
+		at = 64 << 10
+	}
+	if o.gate == nil || len(b) <= at {
 		return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 	}
-	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:64<<10]), &gated{ctx: ctx, gate: o.gate, r: bytes.NewReader(b[64<<10:])})), int64(len(b)), nil
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:at]), &gated{ctx: ctx, gate: o.gate, r: bytes.NewReader(b[at:])})), int64(len(b)), nil
 }
 
 func (o *origin) Confirm(context.Context) error {
