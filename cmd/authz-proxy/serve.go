@@ -21,7 +21,6 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
-	"golang.org/x/net/netutil"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish after
@@ -159,9 +158,13 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	m.ConfigLoaded(l.cfg.Generation, false)
 	logWarnings(logger, l)
 	logger.Info("serving", "addr", scheme+"://"+env.ln.Addr().String(), "generation", l.cfg.Generation, "upstreams", len(l.upstreams), "rules", len(l.cfg.Policy.Rules), "watch", env.watch.String())
-	// Past the connection limit, further clients wait in the listen
-	// backlog rather than each costing a goroutine and buffers.
-	env.ln = netutil.LimitListener(env.ln, l.cfg.Limits.MaxConnections)
+	// Past the connection limit, idle connections are closed first and
+	// further clients wait in the listen backlog rather than each costing
+	// a goroutine and buffers; one client holds at most its share.
+	conns := proxy.NewConns(l.cfg.Limits.MaxConnections, l.cfg.Limits.MaxConnectionsPerClient)
+	m.WatchShares(conns.Shares)
+	srv.ConnState = conns.ConnState
+	env.ln = conns.Listener(env.ln)
 	errc := make(chan error, 1)
 	go func() { errc <- serveFn() }()
 	m.SetReady(true)

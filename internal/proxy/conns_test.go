@@ -1,0 +1,100 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/proxy"
+)
+
+// connsServer serves h through the connection bounds, on loopback.
+func connsServer(t *testing.T, h http.Handler, max, perClient int) (*httptest.Server, *proxy.Conns) {
+	t.Helper()
+	c := proxy.NewConns(max, perClient)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = c.Listener(srv.Listener)
+	srv.Config.ConnState = c.ConnState
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, c
+}
+
+// idleFrom opens a keep-alive connection from the local address from, sends
+// GET /v2/ once, reads the answer and then idles; nil when the connection
+// was refused or cut.
+func idleFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "GET /v2/ HTTP/1.1\r\nHost: proxy\r\n\r\n"); err != nil {
+		return nil
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return c
+}
+
+// pullFrom GETs /v2/ on a new connection from the local address from.
+func pullFrom(t *testing.T, from, url string) (int, error) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url+"/v2/", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func TestOneClientsIdleConnectionsNeverKeepAnotherOut(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		name           string
+		max, perClient int
+	}{
+		{"the client holds its share of connections", 64, 16},
+		{"the client holds every connection of the listener", 64, 64},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, conns := connsServer(t, e.server, tt.max, tt.perClient)
+			addr := srv.Listener.Addr().String()
+			held := 0
+			for range tt.max {
+				if idleFrom(t, "127.0.0.2", addr) != nil {
+					held++
+				}
+			}
+			if held < tt.perClient {
+				t.Fatalf("the greedy client holds %d connections, want its share %d", held, tt.perClient)
+			}
+			// Another client's pull is answered, not left in the backlog.
+			code, err := pullFrom(t, "127.0.0.1", srv.URL)
+			if err != nil || code != http.StatusOK {
+				t.Fatalf("another client's pull: %d, %v", code, err)
+			}
+			for _, s := range conns.Shares() {
+				if s.Party == "client" && s.InUse > float64(tt.perClient) {
+					t.Errorf("one client holds %v connections, over its share %d", s.InUse, tt.perClient)
+				}
+			}
+		})
+	}
+}
