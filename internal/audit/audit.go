@@ -40,6 +40,9 @@ const (
 	// SourceStale: the upstream failed, and the tag's last known digest
 	// was served (within the upstream's staleIfError).
 	SourceStale = "stale"
+	// EvidenceStored (Record.Evidence): the evidence judged is what the
+	// store kept, the upstream failing.
+	EvidenceStored = "stored"
 )
 
 // Record is one manifest decision.
@@ -67,6 +70,12 @@ type Record struct {
 	// or a refusal from the cache alone) unless the tag asked for was
 	// stale.
 	Source string
+	// Evidence is EvidenceStored when the signatures and attestations
+	// judged are what the store kept because the upstream failed, and
+	// EvidenceAge how long before the decision the upstream last
+	// confirmed them (to the second); "" and 0 otherwise.
+	Evidence    string
+	EvidenceAge time.Duration
 	// Seq and Prev are the record's place in the hash chain: its sequence
 	// number, and "sha256:<hex>" of the line before it ("" for the first
 	// line of a chain). Write assigns them; Parse fills them in (zero when
@@ -152,6 +161,8 @@ type line struct {
 	Client      Client         `json:"client"`
 	DurationMs  float64        `json:"durationMs"`
 	Source      string         `json:"source"`
+	Evidence    string         `json:"evidence"`
+	EvidenceAge int64          `json:"evidenceAgeSeconds"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
 }
@@ -174,6 +185,7 @@ func Parse(data []byte) (Record, error) {
 		Time: l.Time, Decision: l.Decision, Image: l.Image, Reference: l.Reference, Digest: l.Digest,
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
-		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source, Seq: l.Seq, Prev: l.Prev,
+		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source,
+		Evidence: l.Evidence, EvidenceAge: time.Duration(l.EvidenceAge) * time.Second, Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

@@ -75,6 +75,12 @@ func appendDecision(b []byte, t time.Time, level slog.Level, r *Record) ([]byte,
 		b = append(b, `,"source":`...)
 		b = appendSlogString(b, r.Source)
 	}
+	if r.Evidence != "" {
+		b = append(b, `,"evidence":`...)
+		b = appendSlogString(b, r.Evidence)
+		b = append(b, `,"evidenceAgeSeconds":`...)
+		b = strconv.AppendInt(b, int64(r.EvidenceAge/time.Second), 10)
+	}
 	return append(b, "}\n"...), true
 }
 

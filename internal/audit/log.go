@@ -335,6 +335,9 @@ func decisionAttrs(r *Record) []slog.Attr {
 	if r.Source != "" {
 		attrs = append(attrs, slog.String("source", r.Source))
 	}
+	if r.Evidence != "" {
+		attrs = append(attrs, slog.String("evidence", r.Evidence), slog.Int64("evidenceAgeSeconds", int64(r.EvidenceAge/time.Second)))
+	}
 	return attrs
 }
 

@@ -191,7 +191,7 @@ func (m *Metrics) AuditWrite(ok bool) {
 	}
 	if ok {
 		m.shares = &sharesCollector{mu: &m.mu}
-	m.auditOK.Set(1)
+		m.auditOK.Set(1)
 		return
 	}
 	m.auditOK.Set(0)

@@ -1,5 +1,7 @@
 package oci
 
+import "time"
+
 // The evidence types: what internal/upstream finds stored for a digest and
 // internal/policy judges. Nothing in them is verified yet.
 
@@ -84,6 +86,10 @@ type Evidence struct {
 	// SignatureLayers and AttestationLayers count the layers read for this
 	// digest, unusable ones included: what the per-digest limits count.
 	SignatureLayers, AttestationLayers int
+	// StoredAt, when set, says the evidence is what the upstream gave
+	// before, kept by the store and answered while the upstream fails:
+	// the oldest time the upstream confirmed it.
+	StoredAt time.Time
 }
 
 // Recognition is the outcome of the artifact check of one manifest.
@@ -98,6 +104,9 @@ type Recognition struct {
 // Add appends what more found, a look at other places for the same digest,
 // to ev; ev then counts the layers both looks read.
 func (ev *Evidence) Add(more *Evidence) {
+	if !more.StoredAt.IsZero() && (ev.StoredAt.IsZero() || more.StoredAt.Before(ev.StoredAt)) {
+		ev.StoredAt = more.StoredAt
+	}
 	ev.Signatures = append(ev.Signatures, more.Signatures...)
 	ev.Problems = append(ev.Problems, more.Problems...)
 	ev.Attestations = append(ev.Attestations, more.Attestations...)

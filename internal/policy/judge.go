@@ -14,6 +14,10 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
+// storedOutcomeTTL bounds how long an outcome that rests on evidence the
+// store kept (the upstream failing) is cached.
+const storedOutcomeTTL = 30 * time.Second
+
 // ArtifactRule is the rule name of decisions about signature and attestation
 // artifacts, which are served without policy.
 const ArtifactRule = "(signature artifact)"
@@ -203,6 +207,12 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 			ttl := p.denyTTL
 			if outs[k].ok {
 				ttl = p.allowTTL
+			}
+			if !outs[k].storedAt.IsZero() {
+				// Kept briefly (an index's children inherit it), so
+				// that the upstream is asked again soon once it
+				// answers.
+				ttl = min(ttl, storedOutcomeTTL)
 			}
 			j.outcomes.Add(j.key(p, s, q), outs[k], ttl)
 		}
@@ -410,7 +420,7 @@ func (j *Judge) inherit(p *Policy, s Subject, m *oci.Manifest, r *rule) {
 		if !ok || !o.ok {
 			return
 		}
-		child := outcome{ok: true, by: o.by, reasons: make([]string, len(o.reasons))}
+		child := outcome{ok: true, by: o.by, reasons: make([]string, len(o.reasons)), storedAt: o.storedAt}
 		for i, reason := range o.reasons {
 			child.reasons[i] = fmt.Sprintf("listed in allowed index %s: %s", m.Digest, reason)
 		}

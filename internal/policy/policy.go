@@ -86,6 +86,10 @@ type Verdict struct {
 	VerifiedBy  []audit.Verification
 	// Breakglass is true when a breakglass entry allowed the image.
 	Breakglass bool
+	// EvidenceStoredAt, when set, says the verdict rests on signatures or
+	// attestations that the store kept because the upstream failed: the
+	// oldest time the upstream confirmed them.
+	EvidenceStoredAt time.Time
 }
 
 // Decision is the decision-log name of v: allow, breakglass, deny, or

@@ -109,6 +109,10 @@ type outcome struct {
 	// mediaType is the judged manifest's, for decisions answered from
 	// outcomes alone.
 	mediaType string
+	// storedAt, when set, says the outcome rests on evidence the store
+	// kept while the upstream failed, last confirmed then: it is cached
+	// for storedOutcomeTTL at most.
+	storedAt time.Time
 }
 
 // check judges reqs against the evidence found for s: each signature and
@@ -144,7 +148,7 @@ func check(ctx context.Context, s Subject, ev *oci.Evidence, reqs []*requirement
 				o.reasons = append(o.reasons, ev.AttestationProblems...)
 			}
 		}
-		o.mediaType = s.MediaType
+		o.mediaType, o.storedAt = s.MediaType, ev.StoredAt
 		outs[i] = o
 	}
 	return outs, nil
@@ -157,6 +161,9 @@ func verdict(v Verdict, outs []outcome) Verdict {
 	for _, o := range outs {
 		v.VerifiedBy = append(v.VerifiedBy, o.by...)
 		v.Allowed = v.Allowed && o.ok
+		if !o.storedAt.IsZero() && (v.EvidenceStoredAt.IsZero() || o.storedAt.Before(v.EvidenceStoredAt)) {
+			v.EvidenceStoredAt = o.storedAt
+		}
 	}
 	for _, o := range outs {
 		if o.ok == v.Allowed {

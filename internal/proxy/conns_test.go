@@ -72,6 +72,7 @@ func TestOneClientsIdleConnectionsNeverKeepAnotherOut(t *testing.T) {
 	}{
 		{"the client holds its share of connections", 64, 16},
 		{"the client holds every connection of the listener", 64, 64},
+		{"the client opens 4096 connections against the default bounds", 4096, 256},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, conns := connsServer(t, e.server, tt.max, tt.perClient)

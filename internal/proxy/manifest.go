@@ -144,6 +144,9 @@ func fill(rec *audit.Record, v policy.Verdict, start time.Time) {
 	rec.Rule, rec.Enforcement = v.Rule, v.Enforcement
 	rec.Reasons, rec.VerifiedBy = v.Reasons, v.VerifiedBy
 	rec.Duration = time.Since(start)
+	if !v.EvidenceStoredAt.IsZero() {
+		rec.Evidence, rec.EvidenceAge = audit.EvidenceStored, time.Since(v.EvidenceStoredAt)
+	}
 }
 
 // refuse answers 403 DENIED with the reasons, and logs the denial.

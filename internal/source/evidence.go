@@ -37,7 +37,7 @@ func (s *Source) Evidence(ctx context.Context, repo, digest string, want oci.Wan
 	if !unavailable(err) {
 		return nil, err
 	}
-	s.outageBegins()
+	s.failed(err)
 	if ev, ok := s.storedEvidence(ctx, repo, digest, want); ok {
 		return ev, nil
 	}
@@ -113,9 +113,12 @@ func kinds(w oci.Want) []string {
 // note is what the upstream answered, at one place, of one kind of
 // evidence about a digest: nothing verified.
 type note struct {
-	Digest       string            `json:"digest"`
-	Place        string            `json:"place"`
-	Kind         string            `json:"kind"`
+	Digest string `json:"digest"`
+	Place  string `json:"place"`
+	Kind   string `json:"kind"`
+	// Confirmed is when the upstream last gave this answer: offline, a
+	// note counts only within the upstream's staleIfError of it.
+	Confirmed    time.Time         `json:"confirmed"`
 	Signatures   []oci.Signature   `json:"signatures,omitempty"`
 	Attestations []oci.Attestation `json:"attestations,omitempty"`
 	Problems     []string          `json:"problems,omitempty"`
@@ -128,12 +131,25 @@ func noteKey(place, kind string) string {
 	return "evidence-" + place + "-" + hex.EncodeToString(sum[:16])
 }
 
+// noteRefresh: a note is rewritten at most this often while the upstream
+// gives the same answer, which is how old its confirmation may be.
+const noteRefresh = time.Minute
+
+// kept is the last note this process wrote of a kind: its content (its
+// confirmation aside) and when.
+type kept struct {
+	sum     [32]byte
+	written time.Time
+}
+
 // keep writes what the upstream answered at place p to want as one note
-// per kind asked for, unless this process wrote the same note last. An
-// attestation whose descriptor announces no predicate type may be of any
-// type asked for, and is kept with each.
+// per kind asked for, confirmed now, unless this process wrote the same
+// answer less than noteRefresh ago. An attestation whose descriptor
+// announces no predicate type may be of any type asked for, and is kept
+// with each.
 func (s *Source) keep(repo, digest string, p oci.Places, want oci.Want, ev *oci.Evidence) {
 	place := placeName(p)
+	now := time.Now()
 	for _, kind := range kinds(want) {
 		n := note{Digest: digest, Place: place, Kind: kind}
 		if kind == signaturesKind {
@@ -146,37 +162,63 @@ func (s *Source) keep(repo, digest string, p oci.Places, want oci.Want, ev *oci.
 			}
 			n.Problems = ev.AttestationProblems
 		}
-		doc, err := json.Marshal(n)
+		content, err := json.Marshal(n)
 		if err != nil {
 			continue
 		}
 		key := noteKey(place, kind)
-		sum := sha256.Sum256(doc)
+		sum := sha256.Sum256(content)
 		id := repo + "@" + digest + "/" + key
-		if last, ok := s.kept.Get(id); ok && last == sum {
+		if last, ok := s.kept.Get(id); ok && last.sum == sum && now.Sub(last.written) < noteRefresh {
 			continue
 		}
-		s.kept.Add(id, sum)
+		n.Confirmed = now.UTC()
+		doc, err := json.Marshal(n)
+		if err != nil {
+			continue
+		}
+		s.kept.Add(id, kept{sum, now})
 		s.store.PutNote(s.scope(repo), digest, key, doc)
 	}
 }
 
-// storedEvidence answers want from the notes kept about digest in repo:
-// for each kind asked for, what each place asked for held when the
-// upstream last answered. ok is false when some kind asked for was never
-// noted at any place: the question cannot be answered offline. A kind
-// noted at another place than those asked for is answered as absent here:
-// the judge asks the other place next when it needs to.
+// storedEvidence answers want from the notes kept about digest in repo
+// that the upstream confirmed within its staleIfError: for each kind asked
+// for, what each place asked for held when the upstream last answered.
+// ok is false when some kind asked for has no such note at any place: the
+// question cannot be answered offline. A kind noted at another place than
+// those asked for is answered as absent here: the judge asks the other
+// place next when it needs to. ev.StoredAt is the oldest confirmation of
+// the notes it rests on.
 func (s *Source) storedEvidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, bool) {
 	sctx, cancel := storeContext(ctx)
 	defer cancel()
 	noted := s.store.NoteKeys(sctx, s.scope(repo), digest, "evidence-")
+	oldest := time.Now().Add(-s.tags.StaleIfError)
+	// The fresh notes of every kind asked for, at every place.
+	fresh := map[string]*note{}
 	ks := kinds(want)
 	for _, kind := range ks {
-		if !slices.ContainsFunc(places(0), func(p oci.Places) bool {
-			_, found := slices.BinarySearch(noted, noteKey(placeName(p), kind))
-			return found
-		}) {
+		covered := false
+		for _, p := range places(0) {
+			key := noteKey(placeName(p), kind)
+			if _, found := slices.BinarySearch(noted, key); !found {
+				continue
+			}
+			doc, err := s.store.Note(sctx, s.scope(repo), digest, key, maxNote(s.up.Limits()))
+			if err != nil {
+				return nil, false
+			}
+			var n note
+			if err := json.Unmarshal(doc, &n); err != nil || n.Digest != digest || n.Place != placeName(p) || n.Kind != kind {
+				return nil, false
+			}
+			if s.tags.StaleIfError <= 0 || n.Confirmed.Before(oldest) {
+				continue // confirmed too long ago to count
+			}
+			fresh[key], covered = &n, true
+		}
+		if !covered {
 			return nil, false
 		}
 	}
@@ -186,21 +228,15 @@ func (s *Source) storedEvidence(ctx context.Context, repo, digest string, want o
 	}
 	seen := map[string]bool{}
 	for _, p := range places(want.From) {
-		place := placeName(p)
 		for _, kind := range ks {
-			key := noteKey(place, kind)
-			if _, found := slices.BinarySearch(noted, key); !found {
+			n := fresh[noteKey(placeName(p), kind)]
+			if n == nil {
 				continue
 			}
-			doc, err := s.store.Note(sctx, s.scope(repo), digest, key, maxNote(s.up.Limits()))
-			if err != nil {
-				return nil, false
-			}
-			var n note
-			if err := json.Unmarshal(doc, &n); err != nil || n.Digest != digest || n.Place != place || n.Kind != kind {
-				return nil, false
-			}
 			n.addTo(ev, seen)
+			if ev.StoredAt.IsZero() || n.Confirmed.Before(ev.StoredAt) {
+				ev.StoredAt = n.Confirmed
+			}
 		}
 	}
 	s.metrics.EvidenceFromStore(s.name)

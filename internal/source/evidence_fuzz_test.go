@@ -17,7 +17,7 @@ import (
 // every layer it answers with is counted.
 func FuzzAnEvidenceNoteReadFromTheStore(f *testing.F) {
 	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	good, _ := json.Marshal(note{Digest: digest, Place: "tags", Kind: signaturesKind,
+	good, _ := json.Marshal(note{Digest: digest, Place: "tags", Kind: signaturesKind, Confirmed: time.Now(),
 		Signatures: []oci.Signature{{Source: "tag x.sig", Payload: []byte("{}"), Signature: []byte("sig")}}, Problems: []string{"p"}})
 	for _, seed := range [][]byte{good, []byte(`{"digest":"` + digest + `","place":"referrers","kind":"signatures"}`), []byte(`null`), []byte(`{"signatures":[{"Payload":"!!"}]}`)} {
 		f.Add(seed)
@@ -35,7 +35,7 @@ func FuzzAnEvidenceNoteReadFromTheStore(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	src, err := New(Options{Upstream: c, Store: st})
+	src, err := New(Options{Upstream: c, Store: st, Tags: Tags{StaleIfError: time.Hour}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -53,8 +53,8 @@ func FuzzAnEvidenceNoteReadFromTheStore(f *testing.F) {
 			return
 		}
 		var n note
-		if err := json.Unmarshal(doc, &n); err != nil || n.Digest != digest || n.Place != "tags" || n.Kind != signaturesKind {
-			t.Fatalf("answered from a note of another digest, place or kind: %q", doc)
+		if err := json.Unmarshal(doc, &n); err != nil || n.Digest != digest || n.Place != "tags" || n.Kind != signaturesKind || time.Since(n.Confirmed) > time.Hour {
+			t.Fatalf("answered from a note of another digest, place or kind, or confirmed too long ago: %q", doc)
 		}
 		if ev.SignatureLayers != len(ev.Signatures) || len(ev.Attestations) != 0 {
 			t.Fatalf("answered %d signatures counting %d layers, %d attestations", len(ev.Signatures), ev.SignatureLayers, len(ev.Attestations))

@@ -26,7 +26,7 @@ func (s *Source) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 		s.store.PutManifest(s.scope(repo), m.Digest, m.Raw)
 		return m, nil
 	case oci.IsDigest(ref) && unavailable(err):
-		s.outageBegins()
+		s.failed(err)
 		if held := s.Held(ctx, repo, ref); held != nil {
 			return held, nil
 		}

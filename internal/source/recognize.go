@@ -28,7 +28,7 @@ func (s *Source) Recognize(ctx context.Context, repo string, m *oci.Manifest) (o
 	if err == nil || s.store == nil || !unavailable(err) {
 		return r, err
 	}
-	s.outageBegins()
+	s.failed(err)
 	if r, serr := s.recognize(ctx, m, s.storedLayer(repo)); serr == nil {
 		return r, nil
 	}

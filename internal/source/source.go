@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,8 @@ type Options struct {
 	// Metrics, if not nil, receives the latency and failures of every
 	// upstream call, evidence read from the store and stale tags.
 	Metrics *metrics.Metrics
+	// Logger receives a line when the upstream begins failing; nil: none.
+	Logger *slog.Logger
 }
 
 // Source is one upstream as the proxy reads it. Its methods are safe for
@@ -45,13 +48,15 @@ type Source struct {
 	book *tagBook
 	// kept are the digests of the evidence notes this process wrote
 	// last, by note; nil without a store.
-	kept *lru.Cache[string, [32]byte]
+	kept *lru.Cache[string, kept]
 	// recognized keeps artifact checks whose answer follows from the
 	// bytes alone, by manifest digest.
 	recognized *lru.Cache[string, oci.Recognition]
 	// outageUntil (unix nanoseconds): until then the upstream is taken to
-	// be failing, and the store answers first.
-	outageUntil atomic.Int64
+	// be failing, and the store answers first; outageSince is when that
+	// outage began.
+	outageUntil, outageSince atomic.Int64
+	log                      *slog.Logger
 }
 
 var _ interface {
@@ -69,10 +74,13 @@ func New(o Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{up: o.Upstream, name: o.Upstream.Name(), store: o.Store, tags: o.Tags, metrics: o.Metrics, recognized: recognized}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{up: o.Upstream, name: o.Upstream.Name(), store: o.Store, tags: o.Tags, metrics: o.Metrics, recognized: recognized, log: o.Logger}
 	if o.Store != nil {
 		s.book = newTagBook(o.Store)
-		if s.kept, err = lru.New[string, [32]byte](1 << 16); err != nil {
+		if s.kept, err = lru.New[string, kept](1 << 16); err != nil {
 			return nil, err
 		}
 	}
@@ -112,9 +120,36 @@ func (s *Source) outage() bool {
 	return s.store != nil && time.Now().UnixNano() < s.outageUntil.Load()
 }
 
-// outageBegins notes that the upstream just failed.
-func (s *Source) outageBegins() {
-	s.outageUntil.Store(time.Now().Add(outagePause).UnixNano())
+// Outage reports whether the upstream is taken to be failing now, and
+// since when; never without a store, which alone answers for it.
+func (s *Source) Outage() (since time.Time, ok bool) {
+	if !s.outage() {
+		return time.Time{}, false
+	}
+	return time.Unix(0, s.outageSince.Load()), true
+}
+
+// failed notes that the upstream could not answer a request the proxy
+// needed (err): a failure of its own (no connection, no answer in time, a
+// 5xx) opens an outage, or prolongs it, during which the store answers
+// first; a 429, which one client's traffic may cause, does not.
+func (s *Source) failed(err error) {
+	if s.store == nil || rateLimited(err) {
+		return
+	}
+	now := time.Now()
+	if now.UnixNano() >= s.outageUntil.Load() {
+		s.outageSince.Store(now.UnixNano())
+		s.log.Warn("upstream failing: the store answers first, asking it again every few seconds", "upstream", s.name, "err", err.Error())
+	}
+	s.outageUntil.Store(now.Add(outagePause).UnixNano())
+}
+
+// rateLimited reports whether err is the upstream's 429.
+func rateLimited(err error) bool {
+	var ue *upstream.Error
+	var te *transport.Error
+	return errors.As(err, &ue) && ue.Status == http.StatusTooManyRequests || errors.As(err, &te) && te.StatusCode == http.StatusTooManyRequests
 }
 
 // storeContext is a context of its own for reading the store after the

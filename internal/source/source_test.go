@@ -123,7 +123,7 @@ func (l *lab) source(st *store.Store) *source.Source {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	src, err := source.New(source.Options{Upstream: c, Store: st})
+	src, err := source.New(source.Options{Upstream: c, Store: st, Tags: source.Tags{StaleIfError: time.Hour}})
 	if err != nil {
 		l.t.Fatal(err)
 	}

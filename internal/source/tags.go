@@ -190,7 +190,7 @@ func (s *Source) resolveTag(ctx context.Context, repo, tag string) (digest strin
 	case !unavailable(err):
 		return "", false, nil // the GET says what is wrong
 	}
-	s.outageBegins()
+	s.failed(err)
 	if e, ok := s.staleTag(ctx, k); ok {
 		return e.digest, true, nil
 	}

@@ -119,6 +119,7 @@ func New(o Options) (*Client, error) {
 		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
 		sizes:     sizes,
 		budget:    o.Budget,
+		party:     budget.UpstreamParty(o.Name),
 		name:      o.Name,
 		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
 		reg:       reg,
