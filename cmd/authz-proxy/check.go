@@ -55,7 +55,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := l.withSources(nil, nil, nil); err != nil {
+	if err := l.withSources(nil, nil, nil, nil); err != nil {
 		return err
 	}
 	var results []checkResult

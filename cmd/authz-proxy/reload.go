@@ -81,7 +81,7 @@ func (r *reloader) prepare() (*loaded, *tls.Config, error) {
 		// Not the parameters: they hold the S3 credential.
 		return nil, nil, l.cfg.Errorf([]any{"store"}, "changed (driver, place, size or credential): this takes a restart, not a reload (restart with the new configuration to apply it)")
 	}
-	if err := l.withSources(r.store, r.metrics, r.cur); err != nil {
+	if err := l.withSources(r.store, r.metrics, r.logger, r.cur); err != nil {
 		return nil, nil, err
 	}
 	if l.cfg.Listen.TLS == nil {

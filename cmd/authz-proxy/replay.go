@@ -57,7 +57,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("replay: reading %s: %w", *logPath, err)
 	}
-	if err := l.withSources(nil, nil, nil); err != nil {
+	if err := l.withSources(nil, nil, nil, nil); err != nil {
 		return err
 	}
 	judge := &replay.Judge{Policy: l.policy, Registries: map[string]policy.Registry{}}

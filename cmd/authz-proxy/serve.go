@@ -116,13 +116,14 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 		defer st.Close()
 		m.WatchStore(st.Stats)
 	}
-	if err := l.withSources(st, m, nil); err != nil {
+	if err := l.withSources(st, m, logger, nil); err != nil {
 		return err
 	}
 	handler, err := proxy.New(proxyOptions(l, auditLog, logger, m))
 	if err != nil {
 		return err
 	}
+	m.WatchOutages(handler.Outages)
 	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger}
 	r.tried = r.fingerprint
 	srv := &http.Server{

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"reflect"
 	"strings"
@@ -119,11 +120,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 }
 
 // withSources builds the source of each upstream of l, reading through st
-// (nil: no store) and counting in m (nil: not counted). A source of prev,
+// (nil: no store), counting in m and logging to logger (nil: neither). A source of prev,
 // the configuration in force, is kept when its client and its tag rules
 // are the same (with what it learnt: the tags it resolved, whether the
 // upstream fails).
-func (l *loaded) withSources(st *store.Store, m *metrics.Metrics, prev *loaded) error {
+func (l *loaded) withSources(st *store.Store, m *metrics.Metrics, logger *slog.Logger, prev *loaded) error {
 	l.sources = map[string]*source.Source{}
 	for i, c := range l.upstreams {
 		tags := tagsOf(l.cfg.Upstreams[i])
@@ -131,7 +132,7 @@ func (l *loaded) withSources(st *store.Store, m *metrics.Metrics, prev *loaded) 
 			l.sources[c.Name()] = old
 			continue
 		}
-		src, err := source.New(source.Options{Upstream: c, Store: st, Tags: tags, Metrics: m})
+		src, err := source.New(source.Options{Upstream: c, Store: st, Tags: tags, Metrics: m, Logger: logger})
 		if err != nil {
 			return err
 		}

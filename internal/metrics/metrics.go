@@ -60,6 +60,7 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	checks []check
+	notes  []func() []string
 	shares *sharesCollector
 }
 
@@ -510,6 +511,60 @@ func (m *Metrics) notReady() string {
 	return ""
 }
 
+// AddReadinessNote adds f's lines to the body of /readyz: what an operator
+// should know (an upstream failing) without making the proxy unready.
+func (m *Metrics) AddReadinessNote(f func() []string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notes = append(m.notes, f)
+}
+
+// readyNotes are the lines of the readiness notes now.
+func (m *Metrics) readyNotes() string {
+	m.mu.Lock()
+	notes := m.notes
+	m.mu.Unlock()
+	var b strings.Builder
+	for _, f := range notes {
+		for _, line := range f() {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// WatchOutages exports, at each scrape, which upstreams are taken to be
+// failing (outages returns their names with when each began).
+func (m *Metrics) WatchOutages(outages func() map[string]time.Time) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(outageCollector(outages))
+	m.AddReadinessNote(func() []string {
+		var lines []string
+		for name, since := range outages() {
+			lines = append(lines, fmt.Sprintf("upstream %s: failing since %s; what the store holds is served, judged again", name, since.UTC().Format(time.RFC3339)))
+		}
+		slices.Sort(lines)
+		return lines
+	})
+}
+
+type outageCollector func() map[string]time.Time
+
+var outageDesc = prometheus.NewDesc(namespace+"_upstream_outage_since_timestamp_seconds", "When each upstream taken to be failing now began to fail (connection errors, timeouts, 5xx; not a 429), in Unix seconds: the store answers first while it lasts.", []string{"upstream"}, nil)
+
+func (c outageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- outageDesc }
+
+func (c outageCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, since := range c() {
+		ch <- prometheus.MustNewConstMetric(outageDesc, prometheus.GaugeValue, float64(since.Unix()), name)
+	}
+}
+
 // Handler serves /metrics, /healthz and /readyz.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -519,10 +574,13 @@ func (m *Metrics) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if why := m.notReady(); why != "" {
+			if notes := m.readyNotes(); notes != "" {
+				why += "\n" + strings.TrimSuffix(notes, "\n")
+			}
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		_, _ = w.Write([]byte("ready\n" + m.readyNotes()))
 	})
 	return mux
 }

@@ -232,6 +232,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.server = h
+	e.metrics.WatchOutages(h.Outages)
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 	return e

@@ -130,6 +130,7 @@ func (e *storeEnv) restart(policyText string) {
 		e.t.Fatal(err)
 	}
 	e.store, e.server = st, h
+	e.metrics.WatchOutages(h.Outages)
 	e.proxy = httptest.NewServer(h)
 	e.t.Cleanup(e.proxy.Close)
 }
@@ -476,5 +477,65 @@ func TestAStoredManifestOrEvidenceThatWasTamperedWithIsNeverServed(t *testing.T)
 	expectError(t, e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()), http.StatusServiceUnavailable, "UNAVAILABLE")
 	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
 		t.Errorf("the tampered manifest was not evicted: %v", err)
+	}
+}
+
+func TestA429StormOpensNoOutageAndStoredEvidenceCountsOnlyWithinStaleIfError(t *testing.T) {
+	const bound = 3 * time.Second
+	e := newStoreEnv(t, t.TempDir(), withTags(map[string]source.Tags{"lab": {StaleIfError: bound}}))
+	d := e.signed("signed/app:v1")
+	e.manifestOK("/v2/lab/signed/app/manifests/v1", d)
+	e.flush()
+	confirmed := time.Now()
+	// One client exhausts the upstream's rate limit: it answers 429 to
+	// everything.
+	e.fault(func(*http.Request) bool { return true }, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+	})
+	e.restart(policyYAML)
+	// Within staleIfError of the upstream's last word, the kept evidence
+	// counts, and the decision says so.
+	rec := e.manifestOK("/v2/lab/signed/app/manifests/"+d.String(), d)
+	if rec.Decision != "allow" || rec.Evidence != audit.EvidenceStored || rec.EvidenceAge > bound {
+		t.Fatalf("within the bound: %+v; want allowed on stored evidence", rec)
+	}
+	// A 429 is not the upstream failing: no outage is opened, and every
+	// request asks it first.
+	if out := e.server.Outages(); len(out) != 0 {
+		t.Errorf("a 429 opened an outage: %v", out)
+	}
+	before := e.upstreamTotal()
+	for range 3 {
+		e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1")
+	}
+	if asked := e.upstreamTotal() - before; asked < 3 {
+		t.Errorf("the upstream was asked %d times for 3 pulls by tag, want 3: a 429 must not make the store answer first", asked)
+	}
+	// Past staleIfError of the last confirmation, a signature deleted
+	// upstream meanwhile can no longer count: the pull fails closed.
+	time.Sleep(time.Until(confirmed.Add(bound + time.Second)))
+	e.restart(policyYAML)
+	if resp := e.get(http.MethodGet, "/v2/lab/signed/app/manifests/"+d.String()); resp.StatusCode == http.StatusOK {
+		t.Fatalf("past staleIfError, stored evidence still counted: %d", resp.StatusCode)
+	}
+}
+
+func TestAnOutageIsVisibleInTheMetricsAndReadyz(t *testing.T) {
+	e := newStoreEnv(t, t.TempDir())
+	d := e.signed("signed/app:v1")
+	e.manifestOK("/v2/lab/signed/app/manifests/v1", d)
+	e.flush()
+	e.upstream.Close()
+	e.restart(policyYAML)
+	e.manifestOK("/v2/lab/signed/app/manifests/"+d.String(), d)
+	if v, ok := value(scrape(t, e.metrics.Handler()), "authz_proxy_upstream_outage_since_timestamp_seconds", "upstream", "lab"); !ok || time.Since(time.Unix(int64(v), 0)) > time.Minute {
+		t.Errorf("authz_proxy_upstream_outage_since_timestamp_seconds{upstream=lab} = %v (%v)", v, ok)
+	}
+	rec := httptest.NewRecorder()
+	e.metrics.SetReady(true)
+	e.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if body := rec.Body.String(); rec.Code != http.StatusOK || !strings.Contains(body, "upstream lab: failing since") {
+		t.Errorf("/readyz during the outage: %d %q; want ready, saying so", rec.Code, body)
 	}
 }

@@ -168,6 +168,18 @@ func newState(o Options) (*state, error) {
 	return st, nil
 }
 
+// Outages are the upstreams taken to be failing now, with when each began:
+// their store answers first.
+func (s *Server) Outages() map[string]time.Time {
+	out := map[string]time.Time{}
+	for name, src := range s.state.Load().sources {
+		if since, ok := src.Outage(); ok {
+			out[name] = since
+		}
+	}
+	return out
+}
+
 // ServeHTTP routes one request and renders any error it returns. A panic
 // fails that request with 503 (if nothing was written yet), not the process.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
