@@ -1,10 +1,12 @@
 package proxy_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -130,4 +132,85 @@ func serveRecorded(e *env, r *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	e.server.ServeHTTP(rec, r)
 	return rec
+}
+
+// trickleHead is what trickling sends at once.
+var trickleHead = make([]byte, 4<<20+512<<10)
+
+// trickling is an upstream front that sends the first 4.5 MiB of any blob
+// at once, then a byte every 10 s: a slow upstream, or a hostile one.
+func trickling(e *env) func(http.ResponseWriter, *http.Request) bool {
+	done := make(chan struct{})
+	e.t.Cleanup(func() { close(done) }) // first: the upstream then closes at once
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			return false
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(trickleHead)+1024))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(trickleHead)
+		for range 1024 {
+			select {
+			case <-r.Context().Done():
+				return true
+			case <-done:
+				return true
+			case <-time.After(10 * time.Second):
+			}
+			if _, err := w.Write([]byte{0}); err != nil {
+				return true
+			}
+			http.NewResponseController(w).Flush()
+		}
+		return true
+	}
+}
+
+func TestAbandonedFillsKeepNoWindowAndStayWithinTheirBound(t *testing.T) {
+	e := newStoreEnv(t, t.TempDir())
+	f := trickling(e.env)
+	e.front.Store(&f)
+	runtime.GC()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	// 150 clients ask for distinct blobs and hang up after a second.
+	var wg sync.WaitGroup
+	for i := range 150 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.proxy.URL+fmt.Sprintf("/v2/lab/open/big/blobs/sha256:%064x", i+1), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	// The proxy sees each hang-up.
+	for deadline := time.Now().Add(time.Minute); e.store.Stats().WindowBytes > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("abandoned fills still hold %d window bytes", e.store.Stats().WindowBytes)
+		}
+	}
+	if st := e.store.Stats(); int(st.FillsInFlight) > st.MaxFillsPerUpstream {
+		t.Errorf("%d fills in flight, over the upstream's share of %d", st.FillsInFlight, st.MaxFillsPerUpstream)
+	}
+	runtime.GC()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 64<<20 {
+		t.Errorf("the heap grew by %d MiB for 150 abandoned fills, want under 64", grew>>20)
+	}
+	// A client that waits still gets its blob from another upstream's
+	// repository, and its pull is stored.
+	l := e.image("signed/app", 1<<20)
+	e.front.Store(nil)
+	if resp, _, err := e.pull(http.MethodGet, blobPath("signed/app", l)); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a pull while 150 fills were abandoned: %v", err)
+	}
 }
