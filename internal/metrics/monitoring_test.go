@@ -43,6 +43,10 @@ func exported(t *testing.T) map[string]bool {
 	m.Manifest("lab", "stale")
 	m.StaleTag("lab")
 	m.EvidenceFromStore("lab")
+	m.SendAbandoned("manifests")
+	m.RateLimited()
+	m.WatchShares(func() []Share { return []Share{{Bound: "connections", Party: "all"}} })
+	m.WatchOutages(func() map[string]time.Time { return map[string]time.Time{"lab": time.Now()} })
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
