@@ -216,6 +216,55 @@ func (b *Budget) Take(ctx context.Context, p Party, n int64) (*Lease, error) {
 	return l, nil
 }
 
+// TryTake is Take without waiting: for bytes the caller holds already
+// (a manifest read), which waiting would keep in memory uncounted.
+func (b *Budget) TryTake(p Party, n int64) (*Lease, error) {
+	if b == nil {
+		return nil, nil
+	}
+	l := &Lease{b: b, p: p}
+	if err := l.growNow(n); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// growNow takes n more bytes for l if they fit now.
+func (l *Lease) growNow(n int64) error {
+	b := l.b
+	b.mu.Lock()
+	ok, fitsShare, share := b.fits(l, n)
+	if ok {
+		b.take(l, n)
+	}
+	b.mu.Unlock()
+	if ok {
+		return nil
+	}
+	b.refuse(l.p, !fitsShare)
+	if !fitsShare {
+		return &ShareError{Party: l.p, Share: share}
+	}
+	return ErrExhausted
+}
+
+// fits reports whether n more bytes for l fit the budget and l's share
+// now; b.mu is held.
+func (b *Budget) fits(l *Lease, n int64) (ok, fitsShare bool, share int64) {
+	free := b.max - b.used
+	large := l.n+n > Large
+	share = b.shares[l.p.Kind]
+	fitsShare = share <= 0 || b.held[l.p]+n <= share
+	return fitsShare && n <= free && (!large || free-n >= b.max/8), fitsShare, share
+}
+
+// take counts n more bytes for l; b.mu is held.
+func (b *Budget) take(l *Lease, n int64) {
+	b.used += n
+	l.n += n
+	b.held[l.p] += n
+}
+
 // Resize makes the lease hold n bytes: giving some back, or taking more
 // under the rules of Take.
 func (l *Lease) Resize(ctx context.Context, n int64) error {
@@ -258,14 +307,10 @@ func (l *Lease) grow(ctx context.Context, n int64) error {
 	var deadline <-chan time.Time
 	for {
 		b.mu.Lock()
-		free := b.max - b.used
+		ok, fitsShare, share := b.fits(l, n)
 		large := l.n+n > Large
-		share := b.shares[l.p.Kind]
-		fitsShare := share <= 0 || b.held[l.p]+n <= share
-		if fitsShare && n <= free && (!large || free-n >= b.max/8) {
-			b.used += n
-			l.n += n
-			b.held[l.p] += n
+		if ok {
+			b.take(l, n)
 			b.mu.Unlock()
 			return nil
 		}

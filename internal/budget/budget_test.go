@@ -177,3 +177,21 @@ func TestAPartyAtItsShareNeverRefusesAnother(t *testing.T) {
 		t.Errorf("released, slow.example still holds %d", s.Upstreams["slow.example"])
 	}
 }
+
+func TestTryTakeNeverWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := budget.New(16<<20, time.Minute)
+		held, err := b.Take(context.Background(), lab, 14<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Release()
+		start := time.Now()
+		if _, err := b.TryTake(budget.ClientParty("c"), 4<<20); !errors.Is(err, budget.ErrExhausted) {
+			t.Fatalf("TryTake with no room: %v", err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("TryTake waited %s (bubble time)", waited)
+		}
+	})
+}

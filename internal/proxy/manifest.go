@@ -81,8 +81,10 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src
 	s.metrics.Manifest(rt.upstream, source)
 	rec.Source = source
 	rec.Digest, rec.MediaType = m.Digest, m.MediaType
-	// The bytes are held from here until the client has them.
-	lease, err := s.budget.Take(r.Context(), clientParty(r), int64(len(m.Raw)))
+	// The bytes are held from here until the client has them, counted
+	// as its client's: when they do not fit now, they are dropped at once
+	// rather than held uncounted while waiting.
+	lease, err := s.budget.TryTake(clientParty(r), int64(len(m.Raw)))
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}

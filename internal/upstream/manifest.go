@@ -80,11 +80,10 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	if err := lease.Resize(ctx, size); err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
+	raw, err := readBody(resp, limit)
+	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
-	raw := buf.Bytes()
 	if int64(len(raw)) > limit {
 		return nil, &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%w: over the %d-byte limit", ErrManifestTooLarge, limit)}
 	}
@@ -113,6 +112,25 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	}
 	c.manifests.Add(repo+"@"+m.Digest, m)
 	return m, nil
+}
+
+// readBody reads a manifest response whole, at most limit+1 bytes (a
+// longer one is refused by the caller): into a buffer of the announced
+// length when there is one (the memory counted is the memory held), else
+// into one that grows.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		raw := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, raw); err != nil {
+			return nil, err
+		}
+		return raw, nil
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, 64<<10))
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // holdWorstCase lets lease hold n bytes for limits.HeaderWait, then at
