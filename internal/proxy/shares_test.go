@@ -49,45 +49,61 @@ func (h *hanging) requests() int {
 }
 
 func TestAHangingUpstreamHoldsItsOwnShareNeverAnotherUpstreams(t *testing.T) {
-	slow := newHanging()
-	// A budget of 32 MiB: 16 MiB for each upstream, 8 of them 4 MiB
-	// requests for manifests never seen.
-	e := newEnv(t, withUpstreams("lab", "slow", slow), withLimits(limits.Limits{ResponseTimeout: time.Minute}, 10*time.Second),
-		withConfigLimits("maxManifestBytesInFlight: 33554432"))
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	t.Cleanup(slow.stop) // first
-	for i := range 40 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := http.Get(e.proxy.URL + fmt.Sprintf("/v2/slow/x/manifests/t%d", i))
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+	for _, tt := range []struct {
+		name  string
+		store bool
+		// ref is the reference of the nth request to the hanging upstream.
+		ref func(n int) string
+	}{
+		{"distinct tags, no store", false, func(n int) string { return fmt.Sprintf("t%d", n) }},
+		{"distinct digests, with a store", true, func(n int) string { return fmt.Sprintf("sha256:%064x", n+1) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			slow := newHanging()
+			opts := []envOption{withUpstreams("lab", "slow", slow), withLimits(limits.Limits{ResponseTimeout: time.Minute}, 10*time.Second),
+				// A budget of 32 MiB: 16 MiB for each upstream, 4
+				// requests for manifests never seen.
+				withConfigLimits("maxManifestBytesInFlight: 33554432")}
+			if tt.store {
+				opts = append(opts, withStore(tempStore(t)))
 			}
-		}()
-	}
-	for deadline := time.Now().Add(time.Minute); slow.requests() < 4; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the hanging upstream was never asked")
-		}
-	}
-	// While it holds its share, first pulls of new signed images from
-	// the healthy upstream (manifests never seen: counted at 4 MiB) are
-	// served.
-	for i := range 5 {
-		d := e.signed(fmt.Sprintf("signed/new%d:v1", i))
-		e.manifestOK(fmt.Sprintf("/v2/lab/signed/new%d/manifests/v1", i), d)
-	}
-	select {
-	case <-slow.release:
-		t.Fatal("the hanging upstream was released before the healthy pulls ended")
-	default:
-	}
-	fams := scrape(t, e.metrics.Handler())
-	if got, _ := value(fams, "authz_proxy_share_in_use", "bound", "manifest_bytes", "party", "upstream", "upstream", "slow"); got > 16<<20 {
-		t.Errorf("the hanging upstream holds %v bytes, more than its share", got)
+			e := newEnv(t, opts...)
+			var wg sync.WaitGroup
+			t.Cleanup(wg.Wait)
+			t.Cleanup(slow.stop) // first
+			for i := range 40 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := http.Get(e.proxy.URL + "/v2/slow/x/manifests/" + tt.ref(i))
+					if err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}()
+			}
+			for deadline := time.Now().Add(time.Minute); slow.requests() < 4; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the hanging upstream was never asked")
+				}
+			}
+			// While it holds its share, first pulls of new signed images
+			// from the healthy upstream (manifests never seen: counted at
+			// 4 MiB) are served.
+			for i := range 5 {
+				d := e.signed(fmt.Sprintf("signed/new%d:v1", i))
+				e.manifestOK(fmt.Sprintf("/v2/lab/signed/new%d/manifests/v1", i), d)
+			}
+			select {
+			case <-slow.release:
+				t.Fatal("the hanging upstream was released before the healthy pulls ended")
+			default:
+			}
+			fams := scrape(t, e.metrics.Handler())
+			if got, _ := value(fams, "authz_proxy_share_in_use", "bound", "manifest_bytes", "party", "upstream", "upstream", "slow"); got > 16<<20 {
+				t.Errorf("the hanging upstream holds %v bytes, more than its share", got)
+			}
+		})
 	}
 }
 
