@@ -149,7 +149,8 @@ type Snapshot struct {
 	// Upstreams are the bytes held per upstream now.
 	Upstreams map[string]int64
 	// Clients hold bytes now; ClientsAtShare of them hold their whole
-	// share (less than a Large request from it), the most MaxClient.
+	// share (what large requests may take of it: all but an eighth), the
+	// most MaxClient.
 	Clients, ClientsAtShare int
 	MaxClient               int64
 	// Refused are requests refused by the whole budget ("budget"), by an
@@ -175,7 +176,7 @@ func (b *Budget) Snapshot() Snapshot {
 		}
 		s.Clients++
 		s.MaxClient = max(s.MaxClient, n)
-		if share := b.shares[Client]; share > 0 && n > share-Large {
+		if share := b.shares[Client]; share > 0 && saturated(n, share) {
 			s.ClientsAtShare++
 		}
 	}
@@ -191,6 +192,14 @@ func (b *Budget) Snapshot() Snapshot {
 	}
 	return s
 }
+
+// saturated reports whether a party holding n bytes of share can take no
+// more large requests.
+func saturated(n, share int64) bool { return n+Large > share-share/8 }
+
+// Saturated reports whether an upstream holding n bytes of snapshot s's
+// upstream share can take no more large requests.
+func (s Snapshot) Saturated(n int64) bool { return s.UpstreamShare > 0 && saturated(n, s.UpstreamShare) }
 
 // Lease is bytes taken from a budget by one party; a nil *Lease holds
 // nothing.
@@ -254,7 +263,10 @@ func (b *Budget) fits(l *Lease, n int64) (ok, fitsShare bool, share int64) {
 	free := b.max - b.used
 	large := l.n+n > Large
 	share = b.shares[l.p.Kind]
-	fitsShare = share <= 0 || b.held[l.p]+n <= share
+	// Within a share as within the whole: a large request leaves an
+	// eighth of it free, for the party's everyday manifests.
+	held := b.held[l.p] + n
+	fitsShare = share <= 0 || held <= share && (!large || share-held >= share/8)
 	return fitsShare && n <= free && (!large || free-n >= b.max/8), fitsShare, share
 }
 

@@ -139,8 +139,8 @@ func TestAPartyAtItsShareNeverRefusesAnother(t *testing.T) {
 		}
 		held = append(held, l)
 	}
-	if len(held) != 16 {
-		t.Fatalf("slow.example holds %d requests of 4 MiB, want its share of 16", len(held))
+	if len(held) != 14 {
+		t.Fatalf("slow.example holds %d requests of 4 MiB, want 14: its share of 64 MiB but the eighth left for small ones", len(held))
 	}
 	// Another upstream, and a client, still get large requests in.
 	for _, p := range []budget.Party{lab, budget.ClientParty("10.0.0.7")} {
@@ -153,9 +153,18 @@ func TestAPartyAtItsShareNeverRefusesAnother(t *testing.T) {
 	// A client at its share is refused its next request, small ones too;
 	// another client is not.
 	greedy := budget.ClientParty("10.0.0.66")
-	for range 8 {
+	for range 7 {
 		if _, err := b.Take(ctx, greedy, 4<<20); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if _, err := b.Take(ctx, greedy, 4<<20); !errors.Is(err, budget.ErrExhausted) {
+		t.Errorf("a large request into the last eighth of a client's share was admitted: %v", err)
+	}
+	// Its everyday manifests still fit, up to the share.
+	for range 64 {
+		if _, err := b.Take(ctx, greedy, budget.Large); err != nil {
+			t.Fatalf("an everyday manifest of a client holding large ones: %v", err)
 		}
 	}
 	if _, err := b.Take(ctx, greedy, 1024); !errors.Is(err, budget.ErrExhausted) {
@@ -167,7 +176,7 @@ func TestAPartyAtItsShareNeverRefusesAnother(t *testing.T) {
 		l.Release()
 	}
 	s := b.Snapshot()
-	if s.Upstreams["slow.example"] != 64<<20 || s.ClientsAtShare != 1 || s.MaxClient != 32<<20 || s.Refused["upstream"] != 1 || s.Refused["client"] != 1 || s.RefusedUpstream["slow.example"] != 1 {
+	if s.Upstreams["slow.example"] != 56<<20 || s.ClientsAtShare != 1 || s.MaxClient != 32<<20 || s.Refused["upstream"] != 1 || s.Refused["client"] != 2 || s.RefusedUpstream["slow.example"] != 1 {
 		t.Errorf("snapshot %+v", s)
 	}
 	for _, l := range held {

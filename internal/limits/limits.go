@@ -64,8 +64,9 @@ type Limits struct {
 	// be accepted. Default 4096.
 	MaxConnections int `yaml:"maxConnections"`
 	// MaxConnectionsPerClient bounds the connections of one client (source
-	// address, or mTLS identity): past it, its idle ones are closed, then
-	// new ones refused. Default 256.
+	// address, or mTLS identity): past it, its idle ones are closed first,
+	// and a new one waits for one of its own to close (15 s at most).
+	// Default an eighth of MaxConnections (512).
 	MaxConnectionsPerClient int `yaml:"maxConnectionsPerClient"`
 	// ClientRate is the requests per second one client may send on
 	// average (a token bucket of ClientBurst): past it the answer is 429
@@ -110,7 +111,7 @@ func Defaults() Limits {
 		MaxManifestBytesInFlight: 128 << 20,
 		HeaderWait:               time.Second,
 		MaxConnections:           4096,
-		MaxConnectionsPerClient:  256,
+		MaxConnectionsPerClient:  512,
 		WriteTimeout:             30 * time.Second,
 		SendTimeout:              10 * time.Second,
 		MaxFills:                 64,
@@ -157,7 +158,7 @@ func (l Limits) WithDefaults() Limits {
 		}
 	}
 	setI(&l.MaxConnections, d.MaxConnections)
-	setI(&l.MaxConnectionsPerClient, min(d.MaxConnectionsPerClient, l.MaxConnections))
+	setI(&l.MaxConnectionsPerClient, max(1, l.MaxConnections/8))
 	setI(&l.MaxFills, d.MaxFills)
 	setI(&l.MaxFillsPerUpstream, max(1, l.MaxFills/2))
 	if l.ClientBurst == 0 && l.ClientRate > 0 {

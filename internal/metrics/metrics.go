@@ -326,7 +326,7 @@ func budgetShares(s budget.Snapshot) []Share {
 	}
 	for name := range names {
 		n, saturated := s.Upstreams[name], 0
-		if s.UpstreamShare > 0 && n > s.UpstreamShare-budget.Large {
+		if s.Saturated(n) {
 			saturated = 1
 		}
 		shares = append(shares, Share{Bound: bound, Party: "upstream", Upstream: name, InUse: float64(n), Limit: float64(s.UpstreamShare), Refused: s.RefusedUpstream[name], Saturated: saturated})

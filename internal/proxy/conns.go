@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 )
@@ -16,8 +18,9 @@ import (
 // keep-alive connections are closed first: when it is at its share and
 // opens another, when the listener is full and another client connects,
 // and as they go idle while the listener is near full (nine tenths). Past
-// that, a client over its share has its new connection closed, and any
-// client waits in the listen backlog for a free slot. Use Listener as the
+// that, a new connection of a client at its share waits (for clientWait
+// at most) for one of that client's to close, and any client waits in the
+// listen backlog for a free slot. Use Listener as the
 // server's listener and ConnState as its ConnState hook.
 type Conns struct {
 	max, perClient int
@@ -30,11 +33,13 @@ type Conns struct {
 	of map[string]int
 
 	refusedClient, shed atomic.Uint64
+	// freed is closed, and replaced, whenever a connection closes.
+	freed chan struct{}
 }
 
 // NewConns bounds connections to max in all and perClient per client.
 func NewConns(max, perClient int) *Conns {
-	return &Conns{max: max, perClient: perClient, slots: make(chan struct{}, max), conns: map[*conn]struct{}{}, of: map[string]int{}}
+	return &Conns{max: max, perClient: perClient, slots: make(chan struct{}, max), conns: map[*conn]struct{}{}, of: map[string]int{}, freed: make(chan struct{})}
 }
 
 // conn is one client connection, counted until it closes.
@@ -58,10 +63,25 @@ func (cn *conn) Close() error {
 		if cn.identity != "" {
 			c.release(cn.identity)
 		}
+		c.notify()
 		c.mu.Unlock()
 		<-c.slots
 	})
 	return err
+}
+
+// closeUncounted closes a connection that was never admitted: it holds a
+// slot of the listener, not of its client.
+func (cn *conn) closeUncounted() error {
+	err := cn.Conn.Close()
+	cn.once.Do(func() { <-cn.c.slots })
+	return err
+}
+
+// notify wakes the connections waiting for a client's slot; c.mu is held.
+func (c *Conns) notify() {
+	close(c.freed)
+	c.freed = make(chan struct{})
 }
 
 // release counts one connection of key out; c.mu is held.
@@ -72,15 +92,58 @@ func (c *Conns) release(key string) {
 }
 
 // Listener wraps ln with the bounds.
-func (c *Conns) Listener(ln net.Listener) net.Listener { return &listener{Listener: ln, c: c} }
+func (c *Conns) Listener(ln net.Listener) net.Listener {
+	return &listener{Listener: ln, c: c, ready: make(chan net.Conn), done: make(chan struct{})}
+}
 
+// clientWait is how long a new connection of a client at its share waits
+// for one of that client's to close before it is closed: a client that
+// holds connections it does not use (they are let go at sendTimeout)
+// delays its own next pull, never another client's.
+const clientWait = 15 * time.Second
+
+// listener accepts in a goroutine of its own, so that a connection of a
+// client at its share can wait for that client's share without holding
+// up the others.
 type listener struct {
 	net.Listener
-	c   *Conns
-	seq atomic.Uint64
+	c     *Conns
+	seq   atomic.Uint64
+	once  sync.Once
+	ready chan net.Conn
+	done  chan struct{}
+	// err ends the listener: errc is closed once it is set.
+	errMu sync.Mutex
+	err   error
+	errc  chan struct{}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
+	l.once.Do(func() {
+		l.errc = make(chan struct{})
+		go l.loop()
+	})
+	select {
+	case cn := <-l.ready:
+		return cn, nil
+	case <-l.errc:
+		l.errMu.Lock()
+		defer l.errMu.Unlock()
+		return nil, l.err
+	}
+}
+
+func (l *listener) Close() error {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	return l.Listener.Close()
+}
+
+// loop accepts connections within the bounds and hands them to Accept.
+func (l *listener) loop() {
 	c := l.c
 	for {
 		select {
@@ -89,21 +152,69 @@ func (l *listener) Accept() (net.Conn, error) {
 			// Full: another client's idle connection makes room, or
 			// the new one waits for a slot.
 			c.closeIdle("")
-			c.slots <- struct{}{}
+			select {
+			case c.slots <- struct{}{}:
+			case <-l.done:
+				return
+			}
 		}
 		raw, err := l.Listener.Accept()
 		if err != nil {
 			<-c.slots
-			return nil, err
-		}
-		cn := &conn{Conn: raw, c: c, addr: "addr:" + hostOf(raw.RemoteAddr().String()), seq: l.seq.Add(1)}
-		if !c.admit(cn, cn.addr) {
-			c.refusedClient.Add(1)
-			<-c.slots
-			_ = raw.Close()
+			if errors.Is(err, net.ErrClosed) {
+				l.errMu.Lock()
+				l.err = err
+				l.errMu.Unlock()
+				close(l.errc)
+				return
+			}
+			// Out of file descriptors, a connection reset before it
+			// was accepted: try again shortly, as net/http does.
+			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		return cn, nil
+		cn := &conn{Conn: raw, c: c, addr: "addr:" + hostOf(raw.RemoteAddr().String()), seq: l.seq.Add(1)}
+		if c.admit(cn, cn.addr) {
+			l.hand(cn)
+			continue
+		}
+		go l.park(cn)
+	}
+}
+
+// hand gives cn to Accept, or closes it once the listener is closed.
+func (l *listener) hand(cn *conn) {
+	select {
+	case l.ready <- cn:
+	case <-l.done:
+		_ = cn.closeUncounted()
+	}
+}
+
+// park waits for a slot of cn's client for at most clientWait, then
+// hands cn on or closes it.
+func (l *listener) park(cn *conn) {
+	c := l.c
+	deadline := time.NewTimer(clientWait)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		freed := c.freed
+		c.mu.Unlock()
+		if c.admit(cn, cn.addr) {
+			l.hand(cn)
+			return
+		}
+		select {
+		case <-freed:
+		case <-deadline.C:
+			c.refusedClient.Add(1)
+			_ = cn.closeUncounted()
+			return
+		case <-l.done:
+			_ = cn.closeUncounted()
+			return
+		}
 	}
 }
 

@@ -72,7 +72,7 @@ func TestOneClientsIdleConnectionsNeverKeepAnotherOut(t *testing.T) {
 	}{
 		{"the client holds its share of connections", 64, 16},
 		{"the client holds every connection of the listener", 64, 64},
-		{"the client opens 4096 connections against the default bounds", 4096, 256},
+		{"the client opens 4096 connections against the default bounds", 4096, 512},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, conns := connsServer(t, e.server, tt.max, tt.perClient)
@@ -97,5 +97,37 @@ func TestOneClientsIdleConnectionsNeverKeepAnotherOut(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestAClientAtItsShareOfBusyConnectionsWaitsForOneOfItsOwn(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("hold") != "" {
+			<-release
+		}
+	})
+	srv, _ := connsServer(t, h, 64, 2)
+	for range 2 {
+		go func() { _, _ = pullFrom(t, "127.0.0.2", srv.URL+"/?hold=1") }()
+	}
+	time.Sleep(200 * time.Millisecond) // both held
+	got := make(chan int, 1)
+	go func() {
+		code, _ := pullFrom(t, "127.0.0.2", srv.URL)
+		got <- code
+	}()
+	// Another client is not held up meanwhile.
+	if code, err := pullFrom(t, "127.0.0.1", srv.URL); err != nil || code != http.StatusOK {
+		t.Fatalf("another client: %d, %v", code, err)
+	}
+	select {
+	case code := <-got:
+		t.Fatalf("a third connection of a client at its share of 2 was served (%d) while its two were busy", code)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if code := <-got; code != http.StatusOK {
+		t.Errorf("once one of its connections closed: %d", code)
 	}
 }
