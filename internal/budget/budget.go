@@ -199,7 +199,9 @@ func saturated(n, share int64) bool { return n+Large > share-share/8 }
 
 // Saturated reports whether an upstream holding n bytes of snapshot s's
 // upstream share can take no more large requests.
-func (s Snapshot) Saturated(n int64) bool { return s.UpstreamShare > 0 && saturated(n, s.UpstreamShare) }
+func (s Snapshot) Saturated(n int64) bool {
+	return s.UpstreamShare > 0 && saturated(n, s.UpstreamShare)
+}
 
 // Lease is bytes taken from a budget by one party; a nil *Lease holds
 // nothing.
