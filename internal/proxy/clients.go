@@ -16,15 +16,16 @@ import (
 )
 
 // clientKey names who sent r, for the shares of the bounds every client
-// takes from: its verified mTLS identity when there is one, else its
-// source address (without the port: one client, many connections).
+// takes from: "cert:" and its verified mTLS identity when there is one,
+// else its source address (without the port: one client, many
+// connections), which never starts so.
 func clientKey(r *http.Request) string {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		if name := certificateName(r.TLS.VerifiedChains[0][0]); name != "" {
 			return "cert:" + name
 		}
 	}
-	return "addr:" + hostOf(r.RemoteAddr)
+	return hostOf(r.RemoteAddr)
 }
 
 // certificateName names a client certificate's holder: its first URI

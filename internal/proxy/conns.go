@@ -46,7 +46,7 @@ func NewConns(max, perClient int) *Conns {
 type conn struct {
 	net.Conn
 	c        *Conns
-	addr     string // "addr:<ip>"
+	addr     string // the source address (as clientKey names it)
 	identity string // "cert:<name>" once known
 	idle     bool   // between requests; under c.mu
 	seq      uint64 // accept order, to close the oldest idle first
@@ -173,7 +173,7 @@ func (l *listener) loop() {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		cn := &conn{Conn: raw, c: c, addr: "addr:" + hostOf(raw.RemoteAddr().String()), seq: l.seq.Add(1)}
+		cn := &conn{Conn: raw, c: c, addr: hostOf(raw.RemoteAddr().String()), seq: l.seq.Add(1)}
 		if c.admit(cn, cn.addr) {
 			l.hand(cn)
 			continue

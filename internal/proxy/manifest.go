@@ -180,9 +180,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, st *state, m *oci.
 	}
 	h.Set("Docker-Content-Digest", digest)
 	h.Set("Content-Length", strconv.Itoa(len(m.Raw)))
-	iw := newIdleWriter(w, st.limits.SendTimeout)
-	iw.until = time.Now().Add(st.limits.WriteTimeout)
-	iw.deadline()
+	iw := idleWriter{w: w, rc: http.NewResponseController(w), idle: st.limits.SendTimeout, until: time.Now().Add(st.limits.WriteTimeout)}
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodGet {
 		return nil
