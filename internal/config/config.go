@@ -32,6 +32,7 @@ type Config struct {
 	DefaultUpstream string        `yaml:"defaultUpstream"`
 	Audit           Audit         `yaml:"audit"`
 	Environments    []Environment `yaml:"environments"`
+	Clients         *Clients      `yaml:"clients"`
 	Cache           Cache         `yaml:"cache"`
 	Limits          limits.Limits `yaml:"limits"`
 	Store           *Store        `yaml:"store"`
@@ -150,8 +151,8 @@ type Environment struct {
 	Clients []ClientSel `yaml:"clients"`
 }
 
-// ClientSel selects clients by certificate name or source address range;
-// exactly one of its fields is set.
+// ClientSel selects clients by certificate name, source address range or
+// principal; exactly one of its fields is set.
 type ClientSel struct {
 	// CN matches a verified mTLS client certificate whose subject common
 	// name, or one of whose DNS, URI or e-mail subject alternative names,
@@ -159,6 +160,52 @@ type ClientSel struct {
 	CN string `yaml:"cn"`
 	// CIDR matches the client's source address, e.g. 10.1.0.0/16.
 	CIDR string `yaml:"cidr"`
+	// Principal matches the authenticated principal (see Clients), a
+	// glob in which * stands for any characters:
+	// "k8s:system:serviceaccount:prod:*".
+	Principal string `yaml:"principal"`
+}
+
+// Clients says who may pull: how clients authenticate, and which images
+// each principal may pull. Absent: anyone who reaches the proxy pulls
+// whatever its upstream credentials can read.
+type Clients struct {
+	// Htpasswd is a file of users and their bcrypt hashes (htpasswd -B);
+	// principal "user:<name>".
+	Htpasswd string `yaml:"htpasswd"`
+	// Tokens are the issuers of bearer JWTs (OIDC, Kubernetes service
+	// accounts, GitHub Actions); principal "<name>:<sub>".
+	Tokens []TokenIssuer `yaml:"tokens"`
+	// Certificates authenticates verified mTLS client certificates
+	// (listen.tls.clientCAFile); principal "cert:<first URI SAN, else CN>".
+	Certificates bool `yaml:"certificates"`
+	// Anonymous are image patterns anyone may pull without a credential.
+	Anonymous []string `yaml:"anonymous"`
+	// Access lists who may pull what: a principal may pull an image when
+	// an entry names both (and anyone, an anonymous image).
+	Access []Access `yaml:"access"`
+}
+
+// TokenIssuer is one issuer of bearer tokens.
+type TokenIssuer struct {
+	// Name prefixes the principals of its tokens.
+	Name string `yaml:"name"`
+	// Issuer is the tokens' iss claim, exactly.
+	Issuer string `yaml:"issuer"`
+	// Audiences are accepted aud claims; a token must name one.
+	Audiences []string `yaml:"audiences"`
+	// JWKSFile is a JSON Web Key Set of the issuer's keys, read at load.
+	JWKSFile string `yaml:"jwksFile"`
+	// JWKSURL is where the issuer publishes its keys, fetched when a
+	// token names a key not seen yet (rotation), and cached.
+	JWKSURL string `yaml:"jwksURL"`
+}
+
+// Access grants the principals matching Principals (globs, * for any
+// characters) the images matching Images (image patterns).
+type Access struct {
+	Principals []string `yaml:"principals"`
+	Images     []string `yaml:"images"`
 }
 
 // Cache bounds the verdict cache.
@@ -479,6 +526,12 @@ func (c *Config) Files() []string {
 	if st := c.Store; st != nil {
 		add(st.AccessKeyFile)
 		add(st.SecretKeyFile)
+	}
+	if cl := c.Clients; cl != nil {
+		add(cl.Htpasswd)
+		for _, t := range cl.Tokens {
+			add(t.JWKSFile)
+		}
 	}
 	for _, a := range c.Attestors {
 		for _, k := range a.PublicKeys {

@@ -82,6 +82,7 @@ func (c *Config) validate() error {
 		v.errorf(p("limits", "maxManifestBytesInFlight"), "%d is less than two manifests of the 4 MiB limit: want at least 8388608", l.MaxManifestBytesInFlight)
 	}
 	v.store()
+	v.clients()
 	attestors := v.attestors()
 	v.policy(attestors, environments)
 	return errors.Join(v.errs...)
@@ -221,13 +222,21 @@ func (v *validator) environments() map[string]bool {
 		}
 		names[e.Name] = true
 		if len(e.Clients) == 0 {
-			v.errorf(p("environments", i), "clients is required: give at least one cn or cidr")
+			v.errorf(p("environments", i), "clients is required: give at least one cn, cidr or principal")
 		}
 		for j, sel := range e.Clients {
 			path := p("environments", i, "clients", j)
+			set := 0
+			for _, f := range []string{sel.CN, sel.CIDR, sel.Principal} {
+				if f != "" {
+					set++
+				}
+			}
 			switch {
-			case (sel.CN == "") == (sel.CIDR == ""):
-				v.errorf(path, "set exactly one of cn and cidr")
+			case set != 1:
+				v.errorf(path, "set exactly one of cn, cidr and principal")
+			case sel.Principal != "" && v.c.Clients == nil:
+				v.errorf(append(path, "principal"), "%q selects clients by who they authenticated as, but there is no clients section: nobody authenticates", sel.Principal)
 			case sel.CN != "" && !mTLS:
 				v.errorf(append(path, "cn"), "%q selects clients by their certificate, but listen.tls.clientCAFile is not set, so no client certificate is asked for", sel.CN)
 			case sel.CIDR != "":
@@ -239,6 +248,72 @@ func (v *validator) environments() map[string]bool {
 	}
 	return names
 }
+
+// clients checks the clients section: a way to authenticate, issuers
+// that can be verified, access entries that name someone and something.
+func (v *validator) clients() {
+	cl := v.c.Clients
+	if cl == nil {
+		return
+	}
+	if cl.Htpasswd == "" && len(cl.Tokens) == 0 && !cl.Certificates {
+		v.errorf(p("clients"), "no way to authenticate: set htpasswd, tokens or certificates (or remove clients to let anyone pull)")
+	}
+	if cl.Certificates && (v.c.Listen.TLS == nil || v.c.Listen.TLS.ClientCAFile == "") {
+		v.errorf(p("clients", "certificates"), "needs listen.tls.clientCAFile: without it no client certificate is asked for")
+	}
+	names := map[string]bool{}
+	for i, t := range cl.Tokens {
+		path := p("clients", "tokens", i)
+		switch {
+		case !principalPrefix.MatchString(t.Name):
+			v.errorf(append(path, "name"), "%q: want a short name of letters, digits and '-' (it prefixes the principals: <name>:<sub>)", t.Name)
+		case t.Name == "user" || t.Name == "cert":
+			v.errorf(append(path, "name"), "%q is the prefix of htpasswd users or certificates: choose another", t.Name)
+		case names[t.Name]:
+			v.errorf(append(path, "name"), "%q is used twice", t.Name)
+		}
+		names[t.Name] = true
+		if u, err := url.Parse(t.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
+			v.errorf(append(path, "issuer"), "%q: want the issuer's URL, as its tokens' iss claim says it", t.Issuer)
+		}
+		if len(t.Audiences) == 0 {
+			v.errorf(append(path, "audiences"), "is required: name the audience the tokens are issued for (e.g. authz-proxy)")
+		}
+		switch {
+		case (t.JWKSFile == "") == (t.JWKSURL == ""):
+			v.errorf(path, "set exactly one of jwksFile and jwksURL")
+		case t.JWKSURL != "":
+			if u, err := url.Parse(t.JWKSURL); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+				v.errorf(append(path, "jwksURL"), "%q: want an http(s) URL", t.JWKSURL)
+			}
+		}
+	}
+	for i, a := range cl.Anonymous {
+		if _, err := pattern.Parse(a); err != nil {
+			v.errorf(p("clients", "anonymous", i), "%v", err)
+		}
+	}
+	for i, a := range cl.Access {
+		path := p("clients", "access", i)
+		if len(a.Principals) == 0 || len(a.Images) == 0 {
+			v.errorf(path, "give principals and images: who may pull what")
+		}
+		for j, pr := range a.Principals {
+			if strings.TrimSpace(pr) == "" {
+				v.errorf(append(path, "principals", j), "is empty")
+			}
+		}
+		for j, img := range a.Images {
+			if _, err := pattern.Parse(img); err != nil {
+				v.errorf(append(path, "images", j), "%v", err)
+			}
+		}
+	}
+}
+
+// principalPrefix is the shape of a token issuer's name.
+var principalPrefix = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // warnings lists what loads but deserves a look, as of now.
 func (c *Config) warnings(now time.Time) []string {
