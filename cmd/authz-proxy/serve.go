@@ -244,6 +244,7 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,
+		Clients:         l.clients,
 	}
 	for _, u := range l.upstreams {
 		o.Sources = append(o.Sources, l.sources[u.Name()])
@@ -270,6 +271,9 @@ func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Op
 func logWarnings(logger *slog.Logger, l *loaded) {
 	for _, w := range append(l.cfg.Warnings, l.policy.Warnings...) {
 		logger.Warn("configuration", "warning", w)
+	}
+	if l.cfg.Clients == nil {
+		logger.Warn("configuration", "warning", l.cfg.File+": clients is not set: anyone who reaches the proxy pulls whatever the upstreams' credentials can read (see clients in config.example.yaml)")
 	}
 }
 

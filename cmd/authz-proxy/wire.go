@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/clients"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
@@ -48,6 +50,8 @@ type loaded struct {
 	// sources are what the proxy reads of each upstream, by name, once
 	// withSources built them.
 	sources map[string]*source.Source
+	// clients authenticate and authorize who pulls; nil: anyone.
+	clients *clients.Clients
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -73,7 +77,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp}
+	cl, err := clients.Compile(context.Background(), cfg, clients.Options{})
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp, clients: cl}
 	if prev != nil {
 		l.budget = prev.budget
 	}

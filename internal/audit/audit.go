@@ -76,6 +76,9 @@ type Record struct {
 	// confirmed them (to the second); "" and 0 otherwise.
 	Evidence    string
 	EvidenceAge time.Duration
+	// Principal is who the client authenticated as (the clients
+	// section); "" without one.
+	Principal string
 	// Seq and Prev are the record's place in the hash chain: its sequence
 	// number, and "sha256:<hex>" of the line before it ("" for the first
 	// line of a chain). Write assigns them; Parse fills them in (zero when
@@ -163,6 +166,7 @@ type line struct {
 	Source      string         `json:"source"`
 	Evidence    string         `json:"evidence"`
 	EvidenceAge int64          `json:"evidenceAgeSeconds"`
+	Principal   string         `json:"principal"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
 }
@@ -186,6 +190,6 @@ func Parse(data []byte) (Record, error) {
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
 		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source,
-		Evidence: l.Evidence, EvidenceAge: time.Duration(l.EvidenceAge) * time.Second, Seq: l.Seq, Prev: l.Prev,
+		Evidence: l.Evidence, EvidenceAge: time.Duration(l.EvidenceAge) * time.Second, Principal: l.Principal, Seq: l.Seq, Prev: l.Prev,
 	}, nil
 }

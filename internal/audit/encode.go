@@ -81,6 +81,10 @@ func appendDecision(b []byte, t time.Time, level slog.Level, r *Record) ([]byte,
 		b = append(b, `,"evidenceAgeSeconds":`...)
 		b = strconv.AppendInt(b, int64(r.EvidenceAge/time.Second), 10)
 	}
+	if r.Principal != "" {
+		b = append(b, `,"principal":`...)
+		b = appendSlogString(b, r.Principal)
+	}
 	return append(b, "}\n"...), true
 }
 

@@ -36,7 +36,7 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 			Client:     Client{Addr: "127.0.0.1:5555"}, Duration: 1234567 * time.Nanosecond, Source: SourceStore,
 		}},
 		{"a denial with nothing verified", slog.LevelWarn, Record{Decision: Deny, Reasons: []string{"no cosign signature found"}, VerifiedBy: []Verification{}, Cached: true, Duration: 0}},
-		{"an allow on evidence the store kept", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Source: SourceStore, Evidence: EvidenceStored, EvidenceAge: 3*time.Hour + 1500*time.Millisecond}},
+		{"an allow on evidence the store kept", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{}, VerifiedBy: []Verification{}, Source: SourceStore, Evidence: EvidenceStored, EvidenceAge: 3*time.Hour + 1500*time.Millisecond, Principal: "k8s:system:serviceaccount:prod:api"}},
 		{"an error without reasons or verifications", slog.LevelError, Record{Decision: Error, Reasons: []string{}, VerifiedBy: []Verification{}, Duration: 3 * time.Microsecond}},
 		{"every verification field", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{"a", "b"}, VerifiedBy: []Verification{
 			{Attestor: "release", Issuer: "https://token.actions.githubusercontent.com", Subject: "https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main",
@@ -80,7 +80,7 @@ func FuzzDecisionLineIsWhatSlogWrites(f *testing.F) {
 		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached,
 			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env}}},
 			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration), Source: env,
-			Evidence: reason, EvidenceAge: time.Duration(logIndex)}
+			Evidence: reason, EvidenceAge: time.Duration(logIndex), Principal: image}
 		got, ok := fastLine(at, slog.LevelWarn, &r)
 		if want := slogLine(at, slog.LevelWarn, &r); !ok || got != want {
 			t.Fatalf("appendDecision (ok %v):\n%s\nslog:\n%s", ok, got, want)

@@ -338,6 +338,9 @@ func decisionAttrs(r *Record) []slog.Attr {
 	if r.Evidence != "" {
 		attrs = append(attrs, slog.String("evidence", r.Evidence), slog.Int64("evidenceAgeSeconds", int64(r.EvidenceAge/time.Second)))
 	}
+	if r.Principal != "" {
+		attrs = append(attrs, slog.String("principal", r.Principal))
+	}
 	return attrs
 }
 

@@ -326,32 +326,11 @@ func (c *Clients) MayPull(p *Principal, image string) bool {
 
 func matchesAny(globs []string, name string) bool {
 	for _, g := range globs {
-		if Match(g, name) {
+		if pattern.Wildcard(g, name) {
 			return true
 		}
 	}
 	return false
-}
-
-// Match reports whether name matches glob, in which * stands for any
-// characters (none included) and everything else for itself.
-func Match(glob, name string) bool {
-	parts := strings.Split(glob, "*")
-	if len(parts) == 1 {
-		return glob == name
-	}
-	if !strings.HasPrefix(name, parts[0]) {
-		return false
-	}
-	rest := name[len(parts[0]):]
-	for _, part := range parts[1 : len(parts)-1] {
-		i := strings.Index(rest, part)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+len(part):]
-	}
-	return strings.HasSuffix(rest, parts[len(parts)-1])
 }
 
 // FailureDelay counts a failed attempt of client (its address) and

@@ -207,26 +207,6 @@ func TestEachPrincipalPullsWhatTheAccessListGivesIt(t *testing.T) {
 	}
 }
 
-func TestPrincipalGlobs(t *testing.T) {
-	for _, tt := range []struct {
-		glob, name string
-		want       bool
-	}{
-		{"user:ci", "user:ci", true},
-		{"user:ci", "user:cii", false},
-		{"k8s:system:serviceaccount:prod:*", "k8s:system:serviceaccount:prod:api", true},
-		{"k8s:system:serviceaccount:prod:*", "k8s:system:serviceaccount:production:api", false},
-		{"*:admin", "user:admin", true},
-		{"a*b*c", "axxbyyc", true},
-		{"a*b*c", "axxcyyb", false},
-		{"*", "", true},
-	} {
-		if got := clients.Match(tt.glob, tt.name); got != tt.want {
-			t.Errorf("Match(%q, %q) = %v", tt.glob, tt.name, got)
-		}
-	}
-}
-
 func TestFailedAttemptsCostTheirClientMore(t *testing.T) {
 	w := newWorld(t)
 	var delays []time.Duration

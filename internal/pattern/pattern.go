@@ -115,3 +115,25 @@ func (p Pattern) Match(img Image) bool {
 
 // String returns the pattern as written.
 func (p Pattern) String() string { return p.text }
+
+// Wildcard reports whether s matches glob, in which * stands for any
+// characters (none included) and everything else for itself: the globs of
+// principals ("k8s:system:serviceaccount:prod:*").
+func Wildcard(glob, s string) bool {
+	parts := strings.Split(glob, "*")
+	if len(parts) == 1 {
+		return glob == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	rest := s[len(parts[0]):]
+	for _, part := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, part)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(part):]
+	}
+	return len(rest) >= len(parts[len(parts)-1]) && strings.HasSuffix(rest, parts[len(parts)-1])
+}

@@ -67,3 +67,23 @@ func TestParseRejectsBadPatterns(t *testing.T) {
 		})
 	}
 }
+
+func TestWildcardsStandForAnyCharacters(t *testing.T) {
+	for _, tt := range []struct {
+		glob, name string
+		want       bool
+	}{
+		{"user:ci", "user:ci", true},
+		{"user:ci", "user:cii", false},
+		{"k8s:system:serviceaccount:prod:*", "k8s:system:serviceaccount:prod:api", true},
+		{"k8s:system:serviceaccount:prod:*", "k8s:system:serviceaccount:production:api", false},
+		{"*:admin", "user:admin", true},
+		{"a*b*c", "axxbyyc", true},
+		{"a*b*c", "axxcyyb", false},
+		{"*", "", true},
+	} {
+		if got := pattern.Wildcard(tt.glob, tt.name); got != tt.want {
+			t.Errorf("Wildcard(%q, %q) = %v", tt.glob, tt.name, got)
+		}
+	}
+}

@@ -69,6 +69,9 @@ type Client struct {
 	Names []string
 	// Addr is the client's source address.
 	Addr netip.Addr
+	// Principal is who the client authenticated as (clients section), ""
+	// for nobody.
+	Principal string
 }
 
 // Image is "<upstream>/<repository>".
@@ -136,9 +139,10 @@ type breakglass struct {
 }
 
 type environment struct {
-	name  string
-	names map[string]bool // certificate names
-	nets  []netip.Prefix
+	name       string
+	names      map[string]bool // certificate names
+	nets       []netip.Prefix
+	principals []string // globs
 }
 
 type rule struct {
@@ -183,8 +187,12 @@ func Compile(c *config.Config) (*Policy, error) {
 	for _, e := range c.Environments {
 		env := environment{name: e.Name, names: map[string]bool{}}
 		for _, sel := range e.Clients {
-			if sel.CN != "" {
+			switch {
+			case sel.CN != "":
 				env.names[sel.CN] = true
+				continue
+			case sel.Principal != "":
+				env.principals = append(env.principals, sel.Principal)
 				continue
 			}
 			prefix, err := netip.ParsePrefix(sel.CIDR)
@@ -246,6 +254,11 @@ func (p *Policy) Environment(c Client) string {
 		}
 		for _, n := range e.nets {
 			if addr.IsValid() && n.Contains(addr) {
+				return e.name
+			}
+		}
+		for _, g := range e.principals {
+			if c.Principal != "" && pattern.Wildcard(g, c.Principal) {
 				return e.name
 			}
 		}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/clients"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
@@ -226,7 +227,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries,
-		Budget: b, Limits: cfg.Limits, Audit: al, Metrics: e.metrics, Now: e.clock.Now,
+		Budget: b, Limits: cfg.Limits, Audit: al, Metrics: e.metrics, Now: e.clock.Now, Clients: compileClients(t, cfg),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +257,16 @@ func sources(t testing.TB, ups []*upstream.Client, st *store.Store, tags map[str
 	return srcs
 }
 
+// compileClients is the clients section of cfg (nil: none).
+func compileClients(t testing.TB, cfg *config.Config) *clients.Clients {
+	t.Helper()
+	cl, err := clients.Compile(context.Background(), cfg, clients.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
 // compile writes a configuration with the upstreams lab at upstreamURL
 // and other (by default at the same URL), outcomes cached for a minute,
 // and the given policy, and compiles it.
@@ -279,9 +290,9 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 // upstreams and cache settings.
 func (e *env) reload(policyText string) {
 	e.t.Helper()
-	_, pol := e.compile(e.upstream.URL, policyText)
+	cfg, pol := e.compile(e.upstream.URL, policyText)
 	e.policyText = policyText
-	if err := e.server.Reload(proxy.Options{Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: 10000}); err != nil {
+	if err := e.server.Reload(proxy.Options{Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: 10000, Clients: compileClients(e.t, cfg)}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -40,6 +40,8 @@ var (
 type httpError struct {
 	err        errcode.Error
 	retryAfter string
+	// challenge asks for a credential: 401 with WWW-Authenticate.
+	challenge bool
 }
 
 func (e *httpError) Error() string { return e.err.Error() }
@@ -93,6 +95,9 @@ func writeError(w http.ResponseWriter, r *http.Request, e *httpError) {
 	h.Set("Content-Type", "application/json")
 	if e.retryAfter != "" {
 		h.Set("Retry-After", e.retryAfter)
+	}
+	if e.challenge {
+		h.Set("WWW-Authenticate", `Basic realm="authz-proxy"`)
 	}
 	body, _ := json.Marshal(errcode.Errors{e.err})
 	body = append(body, '\n')

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/clients"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/source"
@@ -21,14 +22,17 @@ import (
 // fetch them once, judge the digest of those bytes as they were asked for,
 // send those bytes or refuse, and log the decision.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src *source.Source, rt route) error {
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src *source.Source, rt route, who *clients.Principal) error {
 	start := time.Now()
-	env := st.policy.Environment(policyClient(r))
+	env := st.policy.Environment(policyClient(r, who))
 	rec := audit.Record{
 		Image:     rt.upstream + "/" + rt.repo,
 		Reference: rt.ref.String(),
 		Upstream:  rt.upstream,
 		Client:    clientOf(r),
+	}
+	if who != nil {
+		rec.Principal = who.Name
 	}
 	rec.Client.Environment = env
 	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env}

@@ -124,7 +124,7 @@ func (e *storeEnv) restart(policyText string) {
 	e.sources = sources(e.t, ups, st, e.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries, Budget: b,
-		Audit: al, Metrics: e.metrics,
+		Audit: al, Metrics: e.metrics, Clients: compileClients(e.t, cfg),
 	})
 	if err != nil {
 		e.t.Fatal(err)

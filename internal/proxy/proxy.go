@@ -30,6 +30,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
+	"github.com/authz-proxy/authz-proxy/internal/clients"
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
@@ -63,6 +64,10 @@ type Options struct {
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
+	// Clients, if not nil, authenticate every request and say what each
+	// principal may pull (clients.Compile); nil: anyone who reaches the
+	// proxy pulls whatever the upstreams' credentials can read.
+	Clients *clients.Clients
 	// Now is the clock of verdict and breakglass expiry; nil: time.Now.
 	// Tests move it by hand.
 	Now func() time.Time
@@ -93,6 +98,7 @@ type state struct {
 	sources map[string]*source.Source
 	def     string
 	limits  limits.Limits
+	clients *clients.Clients
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -155,6 +161,7 @@ func newState(o Options) (*state, error) {
 		sources: map[string]*source.Source{},
 		def:     o.DefaultUpstream,
 		limits:  o.Limits.WithDefaults(),
+		clients: o.Clients,
 	}
 	if o.MaxEntries <= 0 {
 		return nil, errors.New("proxy: MaxEntries must be positive")
@@ -303,6 +310,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 	if err != nil {
 		return route{}, err
 	}
+	who, err := s.admit(r, st, rt)
+	if err != nil {
+		return rt, err
+	}
 	if rt.kind == kindBase {
 		w.Header().Set("Content-Type", "application/json")
 		_, err := io.WriteString(w, "{}\n")
@@ -311,7 +322,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 	src := st.sources[rt.upstream]
 	switch rt.kind {
 	case kindManifest:
-		return rt, s.manifest(w, r, st, src, rt)
+		return rt, s.manifest(w, r, st, src, rt, who)
 	case kindBlob:
 		return rt, s.blob(w, r, st, src, rt)
 	case kindTags:
@@ -445,9 +456,13 @@ func rewriteLink(link string, rt route) string {
 }
 
 // policyClient is what the policy sees of r's sender: the names of a
-// verified client certificate, and the source address.
-func policyClient(r *http.Request) policy.Client {
+// verified client certificate, the source address, and who it
+// authenticated as.
+func policyClient(r *http.Request, who *clients.Principal) policy.Client {
 	var c policy.Client
+	if who != nil {
+		c.Principal = who.Name
+	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		c.Addr = ap.Addr()
 	}
