@@ -1,0 +1,194 @@
+package policy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
+	"github.com/authz-proxy/authz-proxy/internal/vuln"
+)
+
+// VulnPredicateType is cosign's vulnerability scan predicate (cosign
+// attest --type vuln), which a vulnerabilities requirement reads.
+const VulnPredicateType = "https://cosign.sigstore.dev/attestation/vuln/v1"
+
+// ownTimes are the predicate fields that date an attestation of the types
+// known here, when no log entry or timestamp does.
+var ownTimes = map[string][]string{
+	VulnPredicateType:                 {"metadata", "scanFinishedOn"},
+	"https://slsa.dev/provenance/v1":   {"runDetails", "metadata", "finishedOn"},
+	"https://slsa.dev/provenance/v0.2": {"metadata", "buildFinishedOn"},
+	vuln.OpenVEXPredicateType:          {"timestamp"},
+	vuln.OpenVEXPredicateTypeV020:      {"timestamp"},
+	"https://spdx.dev/Document":        {"creationInfo", "created"},
+	"https://cyclonedx.org/bom":        {"metadata", "timestamp"},
+}
+
+// candidate is one attestation of the wanted type, verified as one of a
+// requirement's attestors and about the digest judged.
+type candidate struct {
+	p        *parsedAttestation
+	attestor *attestor
+	// v is its verification, naming the predicate type and attestation.
+	v      audit.Verification
+	signer string
+	// at is when it was made, zero when that is unknown; from says how it
+	// is known ("the log entry", "its RFC 3161 timestamp" or a predicate
+	// field).
+	at   time.Time
+	from string
+}
+
+// when says in a reason when c was made.
+func (c *candidate) when() string {
+	if c.at.IsZero() {
+		return "no time known"
+	}
+	return c.at.UTC().Format(time.RFC3339) + " by " + c.from
+}
+
+// candidates lists, for each of attestors, the attestations of
+// predicateType it verified about the digest, and for each the closest
+// miss among the others (or that there are none): what a requirement
+// chooses from.
+func (as *attestations) candidates(predicateType string, attestors []*attestor) ([][]candidate, []miss) {
+	ofType := 0
+	for _, p := range as.list {
+		if p.err == nil && p.env.Statement.PredicateType == predicateType {
+			ofType++
+		}
+	}
+	cands := make([][]candidate, len(attestors))
+	misses := make([]miss, len(attestors))
+	for i, a := range attestors {
+		best := miss{kind: missNone, reason: "no attestation of this type found (.att tag or referrers)"}
+		for _, p := range as.list {
+			if p.err != nil {
+				best = best.closer(miss{missUnusable, fmt.Sprintf("attestation %s is unusable: %v", p.name(), p.err)})
+				continue
+			}
+			if p.env.Statement.PredicateType != predicateType {
+				continue
+			}
+			v, err := p.check(a, as.img.Digest)
+			var mismatch *verify.DigestMismatchError
+			var failed *verify.CheckError
+			switch {
+			case errors.As(err, &mismatch):
+				best = best.closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
+				continue
+			case errors.As(err, &failed) && !errors.Is(err, verify.ErrBadSignature):
+				best = best.closer(miss{missCheck, fmt.Sprintf("its attestation %s does not count: %v", p.name(), err)})
+				continue
+			case err != nil:
+				best = best.closer(miss{missBadSig, fmt.Sprintf("%d attestation(s) of this type found, none signed by %s", ofType, a.kind())})
+				continue
+			}
+			c := candidate{p: p, attestor: a, v: *v, signer: signerOf(v, signature{signed: p.signed})}
+			c.v.PredicateType, c.v.Attestation = predicateType, p.Digest
+			switch {
+			case v.SignedAt != nil && v.TimeSource == verify.TimeTlog:
+				c.at, c.from = *v.SignedAt, "the log entry"
+			case v.SignedAt != nil && v.TimeSource == verify.TimeAuthority:
+				c.at, c.from = *v.SignedAt, "its RFC 3161 timestamp"
+			default:
+				c.at, c.from = p.ownTime()
+			}
+			cands[i] = append(cands[i], c)
+		}
+		misses[i] = best
+	}
+	return cands, misses
+}
+
+// pooled is every candidate of cands once, in the attestors' order.
+func pooled(cands [][]candidate) []candidate {
+	var pool []candidate
+	seen := map[*parsedAttestation]bool{}
+	for _, cs := range cands {
+		for _, c := range cs {
+			if !seen[c.p] {
+				seen[c.p] = true
+				pool = append(pool, c)
+			}
+		}
+	}
+	return pool
+}
+
+// newest returns the candidates that decide among cs: the newest, or,
+// when no order can be known between it and others (they carry no time,
+// or the same), each of those, which must then all satisfy (fail safe).
+// unordered says why there is more than one.
+func newest(cs []candidate) (decisive []candidate, unordered string) {
+	var latest time.Time
+	undated := 0
+	for _, c := range cs {
+		if c.at.IsZero() {
+			undated++
+		} else if c.at.After(latest) {
+			latest = c.at
+		}
+	}
+	for _, c := range cs {
+		if c.at.IsZero() || c.at.Equal(latest) {
+			decisive = append(decisive, c)
+		}
+	}
+	switch {
+	case len(decisive) < 2:
+	case undated > 0:
+		unordered = fmt.Sprintf("no order is known between %d of its attestations (%d carry no log entry, timestamp or, for this predicate type, a time of their own): each must satisfy", len(decisive), undated)
+	default:
+		unordered = fmt.Sprintf("%d of its attestations are equally new (%s): each must satisfy", len(decisive), latest.UTC().Format(time.RFC3339))
+	}
+	return decisive, unordered
+}
+
+// ownTime is the time the attestation's predicate gives itself, for the
+// predicate types known to carry one (ownTimes); zero when it has none.
+// It is read once.
+func (p *parsedAttestation) ownTime() (time.Time, string) {
+	if p.own == nil {
+		p.own = &dated{}
+		if path, ok := ownTimes[p.env.Statement.PredicateType]; ok {
+			if t, ok := lookupTime(p.env.Statement.Predicate, path); ok {
+				p.own.at, p.own.from = t, "its "+strings.Join(path, ".")
+			}
+		}
+	}
+	return p.own.at, p.own.from
+}
+
+// dated is a time and how it is known.
+type dated struct {
+	at   time.Time
+	from string
+}
+
+// lookupTime reads the RFC 3339 time at path in the JSON object raw; the
+// zero time (cosign writes it for a time the predicate left out) is none.
+func lookupTime(raw json.RawMessage, path []string) (time.Time, bool) {
+	for _, field := range path {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return time.Time{}, false
+		}
+		if raw = obj[field]; raw == nil {
+			return time.Time{}, false
+		}
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}, false
+	}
+	return t, true
+}
