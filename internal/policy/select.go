@@ -19,7 +19,7 @@ const VulnPredicateType = "https://cosign.sigstore.dev/attestation/vuln/v1"
 // ownTimes are the predicate fields that date an attestation of the types
 // known here, when no log entry or timestamp does.
 var ownTimes = map[string][]string{
-	VulnPredicateType:                 {"metadata", "scanFinishedOn"},
+	VulnPredicateType:                  {"metadata", "scanFinishedOn"},
 	"https://slsa.dev/provenance/v1":   {"runDetails", "metadata", "finishedOn"},
 	"https://slsa.dev/provenance/v0.2": {"metadata", "buildFinishedOn"},
 	vuln.OpenVEXPredicateType:          {"timestamp"},

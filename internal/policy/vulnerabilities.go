@@ -18,13 +18,13 @@ import (
 // above the maximum severities that neither VEX from the VEX attestors nor
 // an unexpired exception takes off, and no blocked one.
 type vulnerabilitiesRequirement struct {
-	attestors                          []*attestor
-	maxAge                             time.Duration
+	attestors                           []*attestor
+	maxAge                              time.Duration
 	maxFixable, maxUnfixable, unknownAs vuln.Severity
-	allowed                            []config.AllowedCVE
-	blocked                            []string
-	vexAttestors                       []*attestor
-	condition                          *condition
+	allowed                             []config.AllowedCVE
+	blocked                             []string
+	vexAttestors                        []*attestor
+	condition                           *condition
 }
 
 // Finding statuses (FindingRow.Status).
