@@ -345,7 +345,7 @@ func (q *vulnerabilitiesRequirement) judge(ctx context.Context, as *attestations
 	}
 	if len(denying) > 0 {
 		o.ok = false
-		r := fmt.Sprintf("%s has %d finding(s) above the maximums or blocked: %s", head, len(denying), list(denying))
+		r := fmt.Sprintf("%s: %d finding(s) above the maximums or blocked: %s", head, len(denying), list(denying))
 		if len(vexProblems) > 0 {
 			r += "; " + strings.Join(vexProblems, "; ")
 		}
