@@ -78,6 +78,7 @@ policy:
             predicateType: %s
             attestors: [ci, qa]
             threshold: 1
+            select: any
             condition: 'predicate.approved == true'
     - name: two-reviewers
       images: ["lab/att/reviewed-two"]
