@@ -239,7 +239,7 @@ func (req *attestationRequirement) checkNewest(ctx context.Context, as *attestat
 			if older := len(pool) - len(decisive); older > 0 {
 				reason += fmt.Sprintf("; %d older attestation(s) of the type do not count: the newest decides (select: any accepts any one that satisfies)", older)
 			}
-			return req.unsatisfied(0, []string{reason})
+			return req.unsatisfied(-1, []string{reason})
 		}
 		by = append(by, c.v)
 	}
@@ -266,7 +266,7 @@ func (req *attestationRequirement) satisfies(ctx context.Context, as *attestatio
 	case req.selection == config.SelectNewest:
 		which += ", the newest (" + c.when() + "),"
 	case req.selection == config.SelectAll:
-		which += " (select: all: each must satisfy)"
+		which += " (" + c.when() + "; select: all: each must satisfy)"
 	}
 	ok, err := req.evalCondition(ctx, c.p, as)
 	switch {
@@ -292,10 +292,11 @@ func (req *attestationRequirement) satisfied(by []audit.Verification) outcome {
 }
 
 // unsatisfied is the outcome of the requirement met by only counted
-// attestors, for the reasons given.
+// attestors (-1: the newest of all the attestors' decided, none counts
+// alone), for the reasons given.
 func (req *attestationRequirement) unsatisfied(counted int, reasons []string) outcome {
 	head := fmt.Sprintf("attestation %s not satisfied", req.predicateType)
-	if req.threshold > 1 || len(req.attestors) > 1 {
+	if counted >= 0 && (req.threshold > 1 || len(req.attestors) > 1) {
 		head += fmt.Sprintf(" (%d of the %d attestors required)", counted, req.threshold)
 	}
 	return outcome{reasons: []string{head + ": " + strings.Join(reasons, "; ")}}

@@ -34,14 +34,14 @@ const (
 // scans (key security), a vendor writes VEX for (key vendor), and someone
 // else signs too (key rogue, no attestor's).
 type scanLab struct {
-	t                       *testing.T
+	t                       testing.TB
 	srv                     *httptest.Server
 	dir                     string
 	security, vendor, rogue signature.Signer
 	client                  *upstream.Client
 }
 
-func newScanLab(t *testing.T) *scanLab {
+func newScanLab(t testing.TB) *scanLab {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
@@ -243,6 +243,8 @@ func TestAFreshCriticalFindingDeniesDespiteAnOlderCleanScan(t *testing.T) {
 			"1 finding(s) above the maximums or blocked: CVE-2026-0001 CRITICAL in openssl 3.0.1, fixed in 3.0.2, above maximumFixableSeverity MEDIUM"},
 		{"the pair under select: any, as before: each picks the scan that suits it", fmt.Sprintf(readmePair, "\n            select: any"), true,
 			"satisfies the condition"},
+		{"the pair under select: all: every scan must satisfy both", fmt.Sprintf(readmePair, "\n            select: all"), false,
+			"; select: all: each must satisfy) does not satisfy the condition"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			v := l.evaluate(l.policy(tt.require), s)
@@ -566,5 +568,100 @@ func TestAnOutcomeIsKeptNoLongerThanItsExceptionHolds(t *testing.T) {
 	clk.Advance(6 * time.Minute) // the exception has expired; allowTTL (10m) has not
 	if d, err := j.Evaluate(ctx, p, l.client, s); err != nil || d.Cached {
 		t.Fatalf("after the exception expired the outcome was still cached: %+v, %v", d, err)
+	}
+}
+
+// countingSource counts the evidence reads of a Source.
+type countingSource struct {
+	policy.Source
+	reads int
+}
+
+func (c *countingSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
+	c.reads++
+	return c.Source.Evidence(ctx, repo, digest, want)
+}
+
+// manyFindings is a scan of n findings, every tenth CRITICAL with a fix.
+func manyFindings(finished time.Time, n int) map[string]any {
+	vs := make([]vuln, n)
+	for i := range vs {
+		vs[i] = vuln{fmt.Sprintf("CVE-2026-%04d", 1000+i), []string{"LOW", "MEDIUM", "HIGH"}[i%3], fmt.Sprintf("pkg%d", i), "1.0", ""}
+		if i%10 == 0 {
+			vs[i].severity, vs[i].fixed = "CRITICAL", "1.1"
+		}
+	}
+	return trivyScan(finished, vs...)
+}
+
+// scanRequirements are three requirements over one scan: the README's
+// pair and a vulnerabilities requirement with VEX.
+const scanRequirements = `        - attestation:
+            predicateType: vuln
+            attestors: [security]
+            condition: 'findings.filter(f, f.severity == "CRITICAL").size() < 100'
+        - attestation:
+            predicateType: vuln
+            attestors: [security]
+            condition: 'now - timestamp(predicate.metadata.scanFinishedOn) < duration("168h")'
+        - vulnerabilities:
+            attestors: [security]
+            maxAge: 168h
+            maximumFixableSeverity: CRITICAL
+            maximumUnfixableSeverity: HIGH
+            vex: {attestors: [vendor]}
+`
+
+func TestRequirementsOverOneScanReadTheAttestationsOnce(t *testing.T) {
+	l := newScanLab(t)
+	s := l.image("acme/app")
+	now := time.Now()
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-24*time.Hour), 50))
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-time.Hour), 50))
+	l.attest(s, l.vendor, vexType, vexDocument(now, vexStatement("CVE-2026-1000", "not_affected", ociPURL(s.Digest), now)))
+	src := &countingSource{Source: l.client}
+	v := l.evaluate(l.policy(scanRequirements), s)
+	if !v.Allowed {
+		t.Fatalf("denied: %q", v.Reasons)
+	}
+	if v, err := evaluate(context.Background(), l.policy(scanRequirements), src, s); err != nil || !v.Allowed || src.reads != 1 {
+		t.Fatalf("%d evidence reads for three requirements over one scan (want 1): %+v, %v", src.reads, v, err)
+	}
+	if sup := suppressions(v); len(sup) != 1 || sup[0].ID != "CVE-2026-1000" {
+		t.Errorf("suppressed %+v", sup)
+	}
+}
+
+// BenchmarkScanRequirements measures the three requirements over one scan
+// of 500 findings (the newest of two) with one VEX document, judged from
+// evidence already fetched: each attestation parsed and verified once,
+// the scan read once for all three.
+func BenchmarkScanRequirements(b *testing.B) {
+	l := newScanLab(b)
+	s := l.image("acme/app")
+	now := time.Now()
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-24*time.Hour), 500))
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-time.Hour), 500))
+	l.attest(s, l.vendor, vexType, vexDocument(now, vexStatement("CVE-2026-1000", "not_affected", ociPURL(s.Digest), now)))
+	ctx := context.Background()
+	ev, err := l.client.Evidence(ctx, s.Repository, s.Digest, oci.Want{PredicateTypes: []string{vulnType, vexType, "https://openvex.dev/ns/v0.2.0"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bb := range []struct {
+		name, require string
+	}{
+		{"vulnerabilities alone", scanRequirements[strings.Index(scanRequirements, "        - vulnerabilities:"):]},
+		{"the README's pair and vulnerabilities", scanRequirements},
+	} {
+		p := l.policy(bb.require)
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if v, err := evaluate(ctx, p, fetched{ev}, s); err != nil || !v.Allowed {
+					b.Fatalf("%+v, %v", v, err)
+				}
+			}
+		})
 	}
 }
