@@ -259,6 +259,10 @@ func (req *attestationRequirement) satisfies(ctx context.Context, as *attestatio
 	if req.condition == nil {
 		return true, miss{}
 	}
+	ok, err := req.evalCondition(ctx, c.p, as)
+	if ok && err == nil {
+		return true, miss{}
+	}
 	which := c.p.name()
 	switch {
 	case unordered != "":
@@ -268,14 +272,10 @@ func (req *attestationRequirement) satisfies(ctx context.Context, as *attestatio
 	case req.selection == config.SelectAll:
 		which += " (" + c.when() + "; select: all: each must satisfy)"
 	}
-	ok, err := req.evalCondition(ctx, c.p, as)
-	switch {
-	case err != nil:
+	if err != nil {
 		return false, miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), which, err)}
-	case !ok:
-		return false, miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", which, quote(req.condition.text))}
 	}
-	return true, miss{}
+	return false, miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", which, quote(req.condition.text))}
 }
 
 // satisfied is the outcome of the requirement met by the attestations by.

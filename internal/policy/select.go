@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
@@ -16,16 +15,68 @@ import (
 // attest --type vuln), which a vulnerabilities requirement reads.
 const VulnPredicateType = "https://cosign.sigstore.dev/attestation/vuln/v1"
 
-// ownTimes are the predicate fields that date an attestation of the types
-// known here, when no log entry or timestamp does.
-var ownTimes = map[string][]string{
-	VulnPredicateType:                  {"metadata", "scanFinishedOn"},
-	"https://slsa.dev/provenance/v1":   {"runDetails", "metadata", "finishedOn"},
-	"https://slsa.dev/provenance/v0.2": {"metadata", "buildFinishedOn"},
-	vuln.OpenVEXPredicateType:          {"timestamp"},
-	vuln.OpenVEXPredicateTypeV020:      {"timestamp"},
-	"https://spdx.dev/Document":        {"creationInfo", "created"},
-	"https://cyclonedx.org/bom":        {"metadata", "timestamp"},
+// ownTimes read, for the predicate types known to carry one, the time a
+// predicate gives itself, with the field's name: what dates an
+// attestation when no log entry or timestamp does. Each decodes only its
+// field.
+var ownTimes = map[string]func(json.RawMessage) (string, string){
+	VulnPredicateType: func(raw json.RawMessage) (string, string) {
+		var p struct {
+			Metadata struct {
+				ScanFinishedOn string `json:"scanFinishedOn"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return p.Metadata.ScanFinishedOn, "metadata.scanFinishedOn"
+	},
+	"https://slsa.dev/provenance/v1": func(raw json.RawMessage) (string, string) {
+		var p struct {
+			RunDetails struct {
+				Metadata struct {
+					FinishedOn string `json:"finishedOn"`
+				} `json:"metadata"`
+			} `json:"runDetails"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return p.RunDetails.Metadata.FinishedOn, "runDetails.metadata.finishedOn"
+	},
+	"https://slsa.dev/provenance/v0.2": func(raw json.RawMessage) (string, string) {
+		var p struct {
+			Metadata struct {
+				BuildFinishedOn string `json:"buildFinishedOn"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return p.Metadata.BuildFinishedOn, "metadata.buildFinishedOn"
+	},
+	vuln.OpenVEXPredicateType:     openVEXTime,
+	vuln.OpenVEXPredicateTypeV020: openVEXTime,
+	"https://spdx.dev/Document": func(raw json.RawMessage) (string, string) {
+		var p struct {
+			CreationInfo struct {
+				Created string `json:"created"`
+			} `json:"creationInfo"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return p.CreationInfo.Created, "creationInfo.created"
+	},
+	"https://cyclonedx.org/bom": func(raw json.RawMessage) (string, string) {
+		var p struct {
+			Metadata struct {
+				Timestamp string `json:"timestamp"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(raw, &p)
+		return p.Metadata.Timestamp, "metadata.timestamp"
+	},
+}
+
+func openVEXTime(raw json.RawMessage) (string, string) {
+	var p struct {
+		Timestamp string `json:"timestamp"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	return p.Timestamp, "timestamp"
 }
 
 // candidate is one attestation of the wanted type, verified as one of a
@@ -36,19 +87,27 @@ type candidate struct {
 	// v is its verification, naming the predicate type and attestation.
 	v      audit.Verification
 	signer string
-	// at is when it was made, zero when that is unknown; from says how it
-	// is known ("the log entry", "its RFC 3161 timestamp" or a predicate
-	// field).
-	at   time.Time
-	from string
+	// verified is its verified time of signing, if it has one.
+	verified *dated
+}
+
+// made is when c was made, zero when that is unknown, and how it is known
+// ("the log entry", "its RFC 3161 timestamp", or a predicate field, read
+// only when asked: one candidate needs no order).
+func (c *candidate) made() (time.Time, string) {
+	if c.verified != nil {
+		return c.verified.at, c.verified.from
+	}
+	return c.p.ownTime()
 }
 
 // when says in a reason when c was made.
 func (c *candidate) when() string {
-	if c.at.IsZero() {
+	at, from := c.made()
+	if at.IsZero() {
 		return "no time known"
 	}
-	return c.at.UTC().Format(time.RFC3339) + " by " + c.from
+	return at.UTC().Format(time.RFC3339) + " by " + from
 }
 
 // candidates lists, for each of attestors, the attestations of
@@ -92,11 +151,9 @@ func (as *attestations) candidates(predicateType string, attestors []*attestor) 
 			c.v.PredicateType, c.v.Attestation = predicateType, p.Digest
 			switch {
 			case v.SignedAt != nil && v.TimeSource == verify.TimeTlog:
-				c.at, c.from = *v.SignedAt, "the log entry"
+				c.verified = &dated{*v.SignedAt, "the log entry"}
 			case v.SignedAt != nil && v.TimeSource == verify.TimeAuthority:
-				c.at, c.from = *v.SignedAt, "its RFC 3161 timestamp"
-			default:
-				c.at, c.from = p.ownTime()
+				c.verified = &dated{*v.SignedAt, "its RFC 3161 timestamp"}
 			}
 			cands[i] = append(cands[i], c)
 		}
@@ -125,17 +182,22 @@ func pooled(cands [][]candidate) []candidate {
 // or the same), each of those, which must then all satisfy (fail safe).
 // unordered says why there is more than one.
 func newest(cs []candidate) (decisive []candidate, unordered string) {
+	if len(cs) < 2 {
+		return cs, ""
+	}
 	var latest time.Time
 	undated := 0
-	for _, c := range cs {
-		if c.at.IsZero() {
+	at := make([]time.Time, len(cs))
+	for i := range cs {
+		at[i], _ = cs[i].made()
+		if at[i].IsZero() {
 			undated++
-		} else if c.at.After(latest) {
-			latest = c.at
+		} else if at[i].After(latest) {
+			latest = at[i]
 		}
 	}
-	for _, c := range cs {
-		if c.at.IsZero() || c.at.Equal(latest) {
+	for i, c := range cs {
+		if at[i].IsZero() || at[i].Equal(latest) {
 			decisive = append(decisive, c)
 		}
 	}
@@ -150,14 +212,17 @@ func newest(cs []candidate) (decisive []candidate, unordered string) {
 }
 
 // ownTime is the time the attestation's predicate gives itself, for the
-// predicate types known to carry one (ownTimes); zero when it has none.
-// It is read once.
+// predicate types known to carry one (ownTimes); zero when it has none. A
+// field of another type, or not an RFC 3339 time, is none. It is read
+// once.
 func (p *parsedAttestation) ownTime() (time.Time, string) {
 	if p.own == nil {
 		p.own = &dated{}
-		if path, ok := ownTimes[p.env.Statement.PredicateType]; ok {
-			if t, ok := lookupTime(p.env.Statement.Predicate, path); ok {
-				p.own.at, p.own.from = t, "its "+strings.Join(path, ".")
+		if read, ok := ownTimes[p.env.Statement.PredicateType]; ok {
+			s, field := read(p.env.Statement.Predicate)
+			// cosign writes the zero time for a time the predicate left out.
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil && t.Year() > 1 {
+				p.own.at, p.own.from = t, "its "+field
 			}
 		}
 	}
@@ -168,27 +233,4 @@ func (p *parsedAttestation) ownTime() (time.Time, string) {
 type dated struct {
 	at   time.Time
 	from string
-}
-
-// lookupTime reads the RFC 3339 time at path in the JSON object raw; the
-// zero time (cosign writes it for a time the predicate left out) is none.
-func lookupTime(raw json.RawMessage, path []string) (time.Time, bool) {
-	for _, field := range path {
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(raw, &obj) != nil {
-			return time.Time{}, false
-		}
-		if raw = obj[field]; raw == nil {
-			return time.Time{}, false
-		}
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil || t.Year() <= 1 {
-		return time.Time{}, false
-	}
-	return t, true
 }

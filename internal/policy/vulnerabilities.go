@@ -245,7 +245,7 @@ func (q *vulnerabilitiesRequirement) judge(ctx context.Context, as *attestations
 	report.Scanner, report.Format = scan.Scanner(), scan.Format
 	finished, from := scan.FinishedOn, "metadata.scanFinishedOn"
 	if finished.IsZero() {
-		finished, from = c.at, c.from
+		finished, from = c.made()
 	}
 	head += ", " + scan.Scanner()
 	if !finished.IsZero() {

@@ -1,7 +1,6 @@
 package vuln
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -9,7 +8,7 @@ import (
 // grypeReport is what Grype's JSON report (grype -o json) says of
 // vulnerabilities.
 type grypeReport struct {
-	Matches []struct {
+	Matches *[]struct {
 		Vulnerability struct {
 			ID       string `json:"id"`
 			Severity string `json:"severity"`
@@ -29,13 +28,9 @@ type grypeReport struct {
 	} `json:"matches"`
 }
 
-func parseGrype(raw []byte) ([]Finding, error) {
-	var r grypeReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("%w: Grype JSON: %v", ErrMalformed, err)
-	}
-	fs := make([]Finding, 0, len(r.Matches))
-	for i, m := range r.Matches {
+func (r *grypeReport) findings() ([]Finding, error) {
+	fs := make([]Finding, 0, len(*r.Matches))
+	for i, m := range *r.Matches {
 		v := m.Vulnerability
 		if v.ID == "" {
 			return nil, fmt.Errorf("%w: Grype JSON: matches[%d].vulnerability has no id", ErrMalformed, i)

@@ -17,7 +17,7 @@ import (
 // in the rule's security-severity property (GitHub's convention).
 type sarifLog struct {
 	Version string `json:"version"`
-	Runs    []struct {
+	Runs    *[]struct {
 		Tool struct {
 			Driver struct {
 				Rules []sarifRule `json:"rules"`
@@ -44,16 +44,12 @@ type sarifRule struct {
 	} `json:"properties"`
 }
 
-func parseSARIF(raw []byte) ([]Finding, error) {
-	var l sarifLog
-	if err := json.Unmarshal(raw, &l); err != nil {
-		return nil, fmt.Errorf("%w: SARIF: %v", ErrMalformed, err)
-	}
+func (l *sarifLog) findings() ([]Finding, error) {
 	if l.Version != "2.1.0" {
 		return nil, fmt.Errorf("%w: SARIF version %q, want 2.1.0", ErrMalformed, l.Version)
 	}
 	var fs []Finding
-	for i, run := range l.Runs {
+	for i, run := range *l.Runs {
 		rules := run.Tool.Driver.Rules
 		byID := make(map[string]*sarifRule, len(rules))
 		for k := range rules {

@@ -1,7 +1,6 @@
 package vuln
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,13 +59,14 @@ func (s *Scan) Scanner() string {
 }
 
 // ParseCosignVuln reads cosign's vuln predicate: scanner.result must be a
-// Trivy JSON, Grype JSON or SARIF report. Errors wrap ErrMalformed.
+// Trivy JSON, Grype JSON or SARIF report. It reads the predicate in one
+// pass, however large the report. Errors wrap ErrMalformed.
 func ParseCosignVuln(predicate []byte) (*Scan, error) {
 	var p struct {
 		Scanner *struct {
-			URI     string          `json:"uri"`
-			Version string          `json:"version"`
-			Result  json.RawMessage `json:"result"`
+			URI     string  `json:"uri"`
+			Version string  `json:"version"`
+			Result  *report `json:"result"`
 		} `json:"scanner"`
 		Metadata struct {
 			ScanStartedOn  string `json:"scanStartedOn"`
@@ -76,7 +76,7 @@ func ParseCosignVuln(predicate []byte) (*Scan, error) {
 	if err := json.Unmarshal(predicate, &p); err != nil {
 		return nil, fmt.Errorf("%w: vuln predicate: %v", ErrMalformed, err)
 	}
-	if p.Scanner == nil || len(p.Scanner.Result) == 0 || bytes.Equal(p.Scanner.Result, []byte("null")) {
+	if p.Scanner == nil || p.Scanner.Result == nil {
 		return nil, fmt.Errorf("%w: vuln predicate has no scanner.result", ErrMalformed)
 	}
 	s := &Scan{ScannerURI: p.Scanner.URI, ScannerVersion: p.Scanner.Version}
@@ -87,7 +87,7 @@ func ParseCosignVuln(predicate []byte) (*Scan, error) {
 	if s.FinishedOn, err = predicateTime("metadata.scanFinishedOn", p.Metadata.ScanFinishedOn); err != nil {
 		return nil, err
 	}
-	if s.Format, s.Findings, err = ParseReport(p.Scanner.Result); err != nil {
+	if s.Format, s.Findings, err = p.Scanner.Result.findings(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -108,25 +108,39 @@ func predicateTime(field, s string) (time.Time, error) {
 	return t, nil
 }
 
+// report is a scanner's report in any of the formats read: which field is
+// there (Trivy's Results or SchemaVersion, Grype's matches, SARIF's runs)
+// says which it is.
+type report struct {
+	trivyReport
+	grypeReport
+	sarifLog
+	SchemaVersion json.RawMessage `json:"SchemaVersion"`
+}
+
 // ParseReport reads a scanner's report and returns its format and its
 // findings, normalised: Trivy JSON (Results), Grype JSON (matches) or a
 // SARIF 2.1.0 log (runs). Errors wrap ErrMalformed.
 func ParseReport(raw []byte) (format string, findings []Finding, err error) {
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return "", nil, fmt.Errorf("%w: scanner report is not a JSON object: %v", ErrMalformed, err)
+	var r report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return "", nil, fmt.Errorf("%w: scanner report: %v", ErrMalformed, err)
 	}
+	return r.findings()
+}
+
+func (r *report) findings() (format string, findings []Finding, err error) {
 	var fs []Finding
 	switch {
-	case probe["runs"] != nil:
+	case r.Runs != nil:
 		format = FormatSARIF
-		fs, err = parseSARIF(raw)
-	case probe["matches"] != nil:
+		fs, err = r.sarifLog.findings()
+	case r.Matches != nil:
 		format = FormatGrype
-		fs, err = parseGrype(raw)
-	case probe["Results"] != nil || probe["SchemaVersion"] != nil:
+		fs, err = r.grypeReport.findings()
+	case r.Results != nil || r.SchemaVersion != nil:
 		format = FormatTrivy
-		fs, err = parseTrivy(raw)
+		fs, err = r.trivyReport.findings()
 	default:
 		return "", nil, fmt.Errorf("%w: scanner report is neither Trivy JSON (Results), Grype JSON (matches) nor SARIF (runs)", ErrMalformed)
 	}

@@ -1,14 +1,11 @@
 package vuln
 
-import (
-	"encoding/json"
-	"fmt"
-)
+import "fmt"
 
 // trivyReport is what Trivy's JSON report (trivy image --format json,
 // and scanner.result of --format cosign-vuln) says of vulnerabilities.
 type trivyReport struct {
-	Results []struct {
+	Results *[]struct {
 		Target          string `json:"Target"`
 		Vulnerabilities []struct {
 			VulnerabilityID string   `json:"VulnerabilityID"`
@@ -24,13 +21,12 @@ type trivyReport struct {
 	} `json:"Results"`
 }
 
-func parseTrivy(raw []byte) ([]Finding, error) {
-	var r trivyReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("%w: Trivy JSON: %v", ErrMalformed, err)
-	}
+func (r *trivyReport) findings() ([]Finding, error) {
 	var fs []Finding
-	for i, res := range r.Results {
+	if r.Results == nil {
+		return nil, nil
+	}
+	for i, res := range *r.Results {
 		for j, v := range res.Vulnerabilities {
 			if v.VulnerabilityID == "" {
 				return nil, fmt.Errorf("%w: Trivy JSON: Results[%d].Vulnerabilities[%d] has no VulnerabilityID", ErrMalformed, i, j)

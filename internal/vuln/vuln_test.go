@@ -127,10 +127,11 @@ func TestACosignVulnPredicateGivesItsScannerTimesAndFindings(t *testing.T) {
 
 func TestABadReportIsAnErrorThatSaysWhatIsWrong(t *testing.T) {
 	for _, tt := range []struct{ name, input, want string }{
-		{"not JSON", `{"Results": [`, "not a JSON object"},
+		{"not JSON", `{"Results": [`, "scanner report: unexpected end of JSON input"},
+		{"not an object", `[]`, "cannot unmarshal array"},
 		{"no known format", `{"vulnerabilities": []}`, "neither Trivy JSON (Results), Grype JSON (matches) nor SARIF (runs)"},
 		{"Trivy finding without an id", `{"SchemaVersion": 2, "Results": [{"Vulnerabilities": [{"PkgName": "x"}]}]}`, "Results[0].Vulnerabilities[0] has no VulnerabilityID"},
-		{"Trivy field of the wrong type", `{"Results": [{"Vulnerabilities": [{"VulnerabilityID": 7}]}]}`, "Trivy JSON"},
+		{"Trivy field of the wrong type", `{"Results": [{"Vulnerabilities": [{"VulnerabilityID": 7}]}]}`, "Results.Vulnerabilities.VulnerabilityID of type string"},
 		{"Grype match without an id", `{"matches": [{"vulnerability": {"severity": "High"}}]}`, "matches[0].vulnerability has no id"},
 		{"SARIF of another version", `{"version": "1.0.0", "runs": []}`, `SARIF version "1.0.0"`},
 		{"SARIF rule index out of range", `{"version": "2.1.0", "runs": [{"results": [{"ruleId": "CVE-2026-0001", "ruleIndex": 3}]}]}`, "ruleIndex 3 names no rule"},
