@@ -35,8 +35,11 @@ func TestPackageLayering(t *testing.T) {
 		"vuln":     {in},
 		"report":   {in + "proxy", in + "policy", in + "upstream", in + "config", in + "verify", in + "store"},
 		"config":   {in + "policy", in + "proxy", in + "upstream", in + "verify", in + "store"},
-		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit"},
-		"policy":   {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "replay", in + "report"},
+		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit", in + "source"},
+		// source is what the judge and the edge read of an upstream: it
+		// decides nothing and renders nothing.
+		"source": {in + "proxy", in + "policy", in + "config", in + "verify", in + "replay", in + "report"},
+		"policy": {in + "proxy", in + "upstream", in + "store", in + "source", in + "metrics", in + "replay", in + "report"},
 	}
 	// verify may use oci, the registry vocabulary (media types,
 	// annotations, evidence types) below every package.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/replay"
 )
 
@@ -56,7 +57,13 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("replay: reading %s: %w", *logPath, err)
 	}
-	judge := &replay.Judge{Policy: l.policy, Upstreams: l.byName}
+	if err := l.withSources(nil, nil, nil); err != nil {
+		return err
+	}
+	judge := &replay.Judge{Policy: l.policy, Registries: map[string]policy.Registry{}}
+	for name, src := range l.sources {
+		judge.Registries[name] = src
+	}
 	results := judge.Run(ctx, log.Pulls)
 	summary := replay.Summarize(log, results)
 	replay.Sort(results)

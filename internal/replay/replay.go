@@ -22,7 +22,6 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
 // Pull is one distinct thing pulled: a digest of an upstream repository,
@@ -151,8 +150,9 @@ func Read(r io.Reader, envs Environments) (*Log, error) {
 // Judge re-judges pulls under a candidate policy.
 type Judge struct {
 	Policy *policy.Policy
-	// Upstreams are the candidate configuration's clients, by name.
-	Upstreams map[string]*upstream.Client
+	// Registries are what the judge reads of the candidate
+	// configuration's upstreams (their sources), by name.
+	Registries map[string]policy.Registry
 }
 
 // Bounds on the work of a replay: pulls judged at once, and the time one
@@ -179,7 +179,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 	}
 	each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 		results[i].Pull = *p
-		up := j.Upstreams[p.Upstream]
+		up := j.Registries[p.Upstream]
 		if up == nil {
 			results[i].Now = failed(fmt.Errorf("upstream %q is not in the candidate configuration", p.Upstream))
 			return
@@ -198,7 +198,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 				return
 			}
 			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Environment: p.Environment}
-			v, err := judge.Decide(ctx, j.Policy, j.Upstreams[p.Upstream], subj, m)
+			v, err := judge.Decide(ctx, j.Policy, j.Registries[p.Upstream], subj, m)
 			if err != nil {
 				results[i].Now = failed(err)
 				return
