@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
@@ -38,8 +40,20 @@ type scanLab struct {
 	srv                     *httptest.Server
 	dir                     string
 	security, vendor, rogue signature.Signer
-	client                  *upstream.Client
+	// scanner signs keylessly for attestor scanner, with a certificate of
+	// the private CA scanning (its workflow, scannerID); log enters
+	// signatures in a transparency log, tsa stamps them (RFC 3161).
+	scanner *virtual.Signer
+	log     *virtual.Sigstore
+	tsa     *virtual.TSA
+	client  *upstream.Client
 }
+
+// scannerID and scannerIssuer are the identity attestor scanner trusts.
+const (
+	scannerID     = "https://github.com/acme/app/.github/workflows/scan.yml@refs/heads/main"
+	scannerIssuer = "https://token.actions.githubusercontent.com"
+)
 
 func newScanLab(t testing.TB) *scanLab {
 	t.Helper()
@@ -50,6 +64,27 @@ func newScanLab(t testing.TB) *scanLab {
 	l.vendor = testkit.NewSigner(t, filepath.Join(l.dir, "vendor.pub"))
 	l.rogue = testkit.NewSigner(t, filepath.Join(l.dir, "rogue.pub"))
 	var err error
+	now := time.Now()
+	scanning, err := virtual.NewCA("acme scanning", now.Add(-365*24*time.Hour), now.Add(365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.scanner, err = scanning.Issue(virtual.Leaf{Subject: scannerID, Issuer: scannerIssuer, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if l.log, err = virtual.New(); err != nil {
+		t.Fatal(err)
+	}
+	if l.tsa, err = virtual.NewTSA("acme timestamps", now.Add(-24*time.Hour), now.Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	root, err := virtual.TrustedRoot(virtual.Parts{Log: l.log, Authorities: []*virtual.CA{scanning}, TSAs: []*virtual.TSA{l.tsa}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(l.dir, "root.json"), root, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if l.client, err = upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +100,13 @@ attestors:
   - {name: security, publicKeys: [{file: security.pub}]}
   - {name: vendor, publicKeys: [{file: vendor.pub}]}
   - {name: rogue, publicKeys: [{file: rogue.pub}]}
+  - {name: scanner, keyless: {issuer: %s, subject: %s, trustedRootFile: root.json}}
 policy:
   rules:
     - name: scanned
       images: ["lab/**"]
       require:
-%s`, l.srv.URL, require), nil))
+%s`, l.srv.URL, scannerIssuer, scannerID, require), nil))
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -93,11 +129,7 @@ func (l *scanLab) image(repo string) policy.Subject {
 // key, and appends it to the image's .att tag, as cosign attest does.
 func (l *scanLab) attest(s policy.Subject, key signature.Signer, predicateType string, predicate any) {
 	l.t.Helper()
-	ref, _ := name.NewRepository(strings.TrimPrefix(l.srv.URL, "http://")+"/"+s.Repository, name.Insecure)
-	st, err := sign.Statement(oci.StatementV01, ref.Name(), s.Digest, predicateType, predicate)
-	if err != nil {
-		l.t.Fatal(err)
-	}
+	ref, st := l.statement(s, oci.StatementV01, predicateType, predicate)
 	a, err := sign.Attest(key, predicateType, st)
 	if err != nil {
 		l.t.Fatal(err)
@@ -105,6 +137,43 @@ func (l *scanLab) attest(s policy.Subject, key signature.Signer, predicateType s
 	if err := sign.AttachAttestationTag(context.Background(), ref, s.Digest, []sign.Attestation{a}); err != nil {
 		l.t.Fatal(err)
 	}
+}
+
+// attestKeyless signs predicate as attestor scanner's workflow into a
+// Sigstore bundle (cosign attest --new-bundle-format), stored as a
+// referrer, with the proof of its signing time at: a log entry the log
+// integrated then, or (timestamped) no log entry and an RFC 3161
+// timestamp made then (--tlog-upload=false --timestamp-server-url).
+func (l *scanLab) attestKeyless(s policy.Subject, predicateType string, predicate any, at time.Time, timestamped bool) {
+	l.t.Helper()
+	ref, st := l.statement(s, oci.StatementV1, predicateType, predicate)
+	proof := virtual.BundleOptions{Log: l.log, LogAt: at}
+	if timestamped {
+		proof = virtual.BundleOptions{TSA: l.tsa.At(at)}
+	}
+	b, err := l.scanner.DSSEBundle(st, proof)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	desc, err := sign.Describe(context.Background(), ref.Digest(s.Digest))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if _, err := sign.AttachBundle(context.Background(), ref, desc, b, "dsse-envelope", predicateType, true); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// statement is the in-toto statement of predicate about s, and s's
+// repository.
+func (l *scanLab) statement(s policy.Subject, statementType, predicateType string, predicate any) (name.Repository, []byte) {
+	l.t.Helper()
+	ref, _ := name.NewRepository(strings.TrimPrefix(l.srv.URL, "http://")+"/"+s.Repository, name.Insecure)
+	st, err := sign.Statement(statementType, ref.Name(), s.Digest, predicateType, predicate)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return ref, st
 }
 
 func (l *scanLab) evaluate(p *policy.Policy, s policy.Subject) policy.Verdict {
@@ -207,12 +276,12 @@ func ociPURL(digest string) string {
 	return "pkg:oci/app@" + strings.Replace(digest, ":", "%3A", 1) + "?repository_url=lab/acme/app"
 }
 
-// readmePair is the README's old advice: no critical finding, and
-// scanned within a week, over the same predicate.
+// readmePair is the README's old advice, word for word: no critical
+// vulnerabilities, and scanned within a week, over the same predicate.
 const readmePair = `        - attestation:
             predicateType: vuln
             attestors: [security]
-            condition: '!findings.exists(f, f.severity == "CRITICAL")'%[1]s
+            condition: '!predicate.scanner.result.Results.exists(r, r.?Vulnerabilities.orValue([]).exists(v, v.Severity == "CRITICAL"))'%[1]s
         - attestation:
             predicateType: vuln
             attestors: [security]
@@ -543,7 +612,7 @@ func TestRequirementsOverOneScanAreJudgedAgainTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Allowed || d.Cached || !strings.Contains(strings.Join(d.Reasons, "\n"), "does not satisfy the condition `!findings.exists(") {
+	if d.Allowed || d.Cached || !strings.Contains(strings.Join(d.Reasons, "\n"), "does not satisfy the condition `!predicate.scanner.result.Results.exists(") {
 		t.Fatalf("after the new scan: %+v", d)
 	}
 }
@@ -612,13 +681,20 @@ const scanRequirements = `        - attestation:
             vex: {attestors: [vendor]}
 `
 
-func TestRequirementsOverOneScanReadTheAttestationsOnce(t *testing.T) {
-	l := newScanLab(t)
+// scannedTwice is an image with two scans of n findings each, the newer
+// an hour old, and the vendor's VEX for one of the findings.
+func (l *scanLab) scannedTwice(n int) policy.Subject {
 	s := l.image("acme/app")
 	now := time.Now()
-	l.attest(s, l.security, vulnType, manyFindings(now.Add(-24*time.Hour), 50))
-	l.attest(s, l.security, vulnType, manyFindings(now.Add(-time.Hour), 50))
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-24*time.Hour), n))
+	l.attest(s, l.security, vulnType, manyFindings(now.Add(-time.Hour), n))
 	l.attest(s, l.vendor, vexType, vexDocument(now, vexStatement("CVE-2026-1000", "not_affected", ociPURL(s.Digest), now)))
+	return s
+}
+
+func TestRequirementsOverOneScanReadTheAttestationsOnce(t *testing.T) {
+	l := newScanLab(t)
+	s := l.scannedTwice(50)
 	src := &countingSource{Source: l.client}
 	v := l.evaluate(l.policy(scanRequirements), s)
 	if !v.Allowed {
@@ -638,11 +714,7 @@ func TestRequirementsOverOneScanReadTheAttestationsOnce(t *testing.T) {
 // the scan read once for all three.
 func BenchmarkScanRequirements(b *testing.B) {
 	l := newScanLab(b)
-	s := l.image("acme/app")
-	now := time.Now()
-	l.attest(s, l.security, vulnType, manyFindings(now.Add(-24*time.Hour), 500))
-	l.attest(s, l.security, vulnType, manyFindings(now.Add(-time.Hour), 500))
-	l.attest(s, l.vendor, vexType, vexDocument(now, vexStatement("CVE-2026-1000", "not_affected", ociPURL(s.Digest), now)))
+	s := l.scannedTwice(500)
 	ctx := context.Background()
 	ev, err := l.client.Evidence(ctx, s.Repository, s.Digest, oci.Want{PredicateTypes: []string{vulnType, vexType, "https://openvex.dev/ns/v0.2.0"}})
 	if err != nil {
