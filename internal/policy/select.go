@@ -15,68 +15,41 @@ import (
 // attest --type vuln), which a vulnerabilities requirement reads.
 const VulnPredicateType = "https://cosign.sigstore.dev/attestation/vuln/v1"
 
-// ownTimes read, for the predicate types known to carry one, the time a
-// predicate gives itself, with the field's name: what dates an
-// attestation when no log entry or timestamp does. Each decodes only its
-// field.
-var ownTimes = map[string]func(json.RawMessage) (string, string){
-	VulnPredicateType: func(raw json.RawMessage) (string, string) {
-		var p struct {
-			Metadata struct {
-				ScanFinishedOn string `json:"scanFinishedOn"`
-			} `json:"metadata"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return p.Metadata.ScanFinishedOn, "metadata.scanFinishedOn"
-	},
-	"https://slsa.dev/provenance/v1": func(raw json.RawMessage) (string, string) {
-		var p struct {
-			RunDetails struct {
-				Metadata struct {
-					FinishedOn string `json:"finishedOn"`
-				} `json:"metadata"`
-			} `json:"runDetails"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return p.RunDetails.Metadata.FinishedOn, "runDetails.metadata.finishedOn"
-	},
-	"https://slsa.dev/provenance/v0.2": func(raw json.RawMessage) (string, string) {
-		var p struct {
-			Metadata struct {
-				BuildFinishedOn string `json:"buildFinishedOn"`
-			} `json:"metadata"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return p.Metadata.BuildFinishedOn, "metadata.buildFinishedOn"
-	},
-	vuln.OpenVEXPredicateType:     openVEXTime,
-	vuln.OpenVEXPredicateTypeV020: openVEXTime,
-	"https://spdx.dev/Document": func(raw json.RawMessage) (string, string) {
-		var p struct {
-			CreationInfo struct {
-				Created string `json:"created"`
-			} `json:"creationInfo"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return p.CreationInfo.Created, "creationInfo.created"
-	},
-	"https://cyclonedx.org/bom": func(raw json.RawMessage) (string, string) {
-		var p struct {
-			Metadata struct {
-				Timestamp string `json:"timestamp"`
-			} `json:"metadata"`
-		}
-		_ = json.Unmarshal(raw, &p)
-		return p.Metadata.Timestamp, "metadata.timestamp"
-	},
+// predicateTimes are the fields that date a predicate, of every type
+// known to carry one (ownTimes): a predicate is decoded into it once, which
+// reads these fields and skips the rest.
+type predicateTimes struct {
+	Metadata struct {
+		ScanFinishedOn  string `json:"scanFinishedOn"`  // vuln
+		BuildFinishedOn string `json:"buildFinishedOn"` // SLSA v0.2
+		Timestamp       string `json:"timestamp"`       // CycloneDX
+	} `json:"metadata"`
+	RunDetails struct {
+		Metadata struct {
+			FinishedOn string `json:"finishedOn"`
+		} `json:"metadata"`
+	} `json:"runDetails"` // SLSA v1
+	Timestamp    string `json:"timestamp"` // OpenVEX
+	CreationInfo struct {
+		Created string `json:"created"`
+	} `json:"creationInfo"` // SPDX
 }
 
-func openVEXTime(raw json.RawMessage) (string, string) {
-	var p struct {
-		Timestamp string `json:"timestamp"`
-	}
-	_ = json.Unmarshal(raw, &p)
-	return p.Timestamp, "timestamp"
+// timeField is where a predicate type keeps the time it gives itself: what
+// dates an attestation when no log entry or timestamp does.
+type timeField struct {
+	field string
+	get   func(*predicateTimes) string
+}
+
+var ownTimes = map[string]timeField{
+	VulnPredicateType:                  {"metadata.scanFinishedOn", func(p *predicateTimes) string { return p.Metadata.ScanFinishedOn }},
+	"https://slsa.dev/provenance/v1":   {"runDetails.metadata.finishedOn", func(p *predicateTimes) string { return p.RunDetails.Metadata.FinishedOn }},
+	"https://slsa.dev/provenance/v0.2": {"metadata.buildFinishedOn", func(p *predicateTimes) string { return p.Metadata.BuildFinishedOn }},
+	vuln.OpenVEXPredicateType:          {"timestamp", func(p *predicateTimes) string { return p.Timestamp }},
+	vuln.OpenVEXPredicateTypeV020:      {"timestamp", func(p *predicateTimes) string { return p.Timestamp }},
+	"https://spdx.dev/Document":        {"creationInfo.created", func(p *predicateTimes) string { return p.CreationInfo.Created }},
+	"https://cyclonedx.org/bom":        {"metadata.timestamp", func(p *predicateTimes) string { return p.Metadata.Timestamp }},
 }
 
 // candidate is one attestation of the wanted type, verified as one of a
@@ -218,11 +191,13 @@ func newest(cs []candidate) (decisive []candidate, unordered string) {
 func (p *parsedAttestation) ownTime() (time.Time, string) {
 	if p.own == nil {
 		p.own = &dated{}
-		if read, ok := ownTimes[p.env.Statement.PredicateType]; ok {
-			s, field := read(p.env.Statement.Predicate)
+		if own, ok := ownTimes[p.env.Statement.PredicateType]; ok {
+			// A field of another type fails alone: the others are read.
+			var fields predicateTimes
+			_ = json.Unmarshal(p.env.Statement.Predicate, &fields)
 			// cosign writes the zero time for a time the predicate left out.
-			if t, err := time.Parse(time.RFC3339Nano, s); err == nil && t.Year() > 1 {
-				p.own.at, p.own.from = t, "its "+field
+			if t, err := time.Parse(time.RFC3339Nano, own.get(&fields)); err == nil && t.Year() > 1 {
+				p.own.at, p.own.from = t, "its "+own.field
 			}
 		}
 	}
