@@ -78,6 +78,7 @@ policy:
             predicateType: %s
             attestors: [ci, qa]
             threshold: 1
+            select: any
             condition: 'predicate.approved == true'
     - name: two-reviewers
       images: ["lab/att/reviewed-two"]
@@ -118,6 +119,29 @@ func (w *world) cosignAttest(ctx context.Context, key, repo string, digest v1.Ha
 	return nil
 }
 
+// pushNew writes a new linux/amd64 image at repo:tag on the upstream and
+// returns its digest; a failure ends the test.
+func (w *world) pushNew(ctx context.Context, t testing.TB, ref string) v1.Hash {
+	t.Helper()
+	img, err := ociImage("linux", "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := w.pushImage(ctx, img, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// mustAttest is cosignAttest, a failure ending the test.
+func (w *world) mustAttest(ctx context.Context, t testing.TB, key, repo string, digest v1.Hash, predicateType string, predicate any, bundle bool) {
+	t.Helper()
+	if err := w.cosignAttest(ctx, key, repo, digest, predicateType, predicate, bundle); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func slsa1(builder string) map[string]any {
 	return map[string]any{
 		"buildDefinition": map[string]any{"buildType": "https://ci.example/build/v1", "externalParameters": map[string]any{"ref": "refs/heads/main"}},
@@ -144,22 +168,10 @@ func vulnScan(finished time.Time, severity string) map[string]any {
 func TestAttestationsMadeByCosignArePulledOrDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	push := func(ref string) v1.Hash {
-		img, err := ociImage("linux", "amd64")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := lab.pushImage(ctx, img, ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	push := func(ref string) v1.Hash { return lab.pushNew(ctx, t, ref) }
 	attest := func(key, repo string, d v1.Hash, typ string, predicate any, bundle bool) {
 		t.Helper()
-		if err := lab.cosignAttest(ctx, key, repo, d, typ, predicate, bundle); err != nil {
-			t.Fatal(err)
-		}
+		lab.mustAttest(ctx, t, key, repo, d, typ, predicate, bundle)
 	}
 	ci, qa := lab.ciKey, lab.rogueKey
 	now := time.Now()

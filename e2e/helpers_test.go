@@ -449,3 +449,24 @@ func countDecisions(p *proxyProc) (int, error) {
 	d, err := canonicalDecisions("stdout", p.stdout.String())
 	return len(d), err
 }
+
+// pullJudged pulls lab/<ref> (repository:tag) with crane through p and
+// checks the decision logged for digest: made by rule, and, when wantDeny
+// is set, a deny whose message to the client holds it, else an allow. It
+// returns the decision and whether the pull was allowed.
+func pullJudged(t *testing.T, p *proxyProc, ref, digest, rule, wantDeny string) (decision, bool) {
+	t.Helper()
+	mark := p.mark()
+	out, err := crane(t, "pull", "--insecure", p.addr+"/lab/"+ref, filepath.Join(t.TempDir(), "image.tar"))
+	d := p.decisionFor(t, mark, digest, "")
+	image := "lab/" + strings.Split(ref, ":")[0]
+	if wantDeny != "" {
+		out = mustFail(t, "crane pull "+ref, out, err)
+		checkDecision(t, d, "deny", image, rule)
+		wantContains(t, "crane pull "+ref, out, "DENIED", wantDeny)
+		return d, false
+	}
+	mustSucceed(t, "crane pull "+ref, out, err)
+	checkDecision(t, d, "allow", image, rule)
+	return d, true
+}

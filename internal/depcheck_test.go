@@ -32,6 +32,7 @@ func TestPackageLayering(t *testing.T) {
 		"budget":   {in},
 		"audit":    {in},
 		"store":    {in},
+		"vuln":     {in},
 		"report":   {in + "proxy", in + "policy", in + "upstream", in + "config", in + "verify", in + "store"},
 		"config":   {in + "policy", in + "proxy", in + "upstream", in + "verify", in + "store"},
 		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit", in + "source"},
@@ -55,7 +56,7 @@ func TestPackageLayering(t *testing.T) {
 	}
 	// No HTTP below the edge: these packages, and every package of this
 	// module they reach, import no net/http.
-	for _, pkg := range []string{"verify", "policy", "oci", "store", "cache", "audit", "report", "pattern", "limits", "config"} {
+	for _, pkg := range []string{"verify", "policy", "oci", "store", "cache", "audit", "report", "pattern", "limits", "config", "vuln"} {
 		for _, p := range append(g.deps(in+pkg), in+pkg) {
 			if strings.HasPrefix(p, mod) && slices.Contains(g.imports[p], "net/http") {
 				t.Errorf("%s imports net/http, and internal/%s reaches it (%s)", p, pkg, g.path(in+pkg, p))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,9 @@ type checkResult struct {
 	Enforcement string               `json:"enforcement,omitempty"`
 	Reasons     []string             `json:"reasons"`
 	VerifiedBy  []audit.Verification `json:"verifiedBy"`
+	// Scans are the vulnerability scans judged, with every finding and
+	// what the policy made of it.
+	Scans []policy.ScanReport `json:"scans,omitempty"`
 }
 
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -55,6 +59,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	judge.KeepFindings()
 	if err := l.withSources(nil, nil, nil, nil); err != nil {
 		return err
 	}
@@ -83,6 +88,11 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(tw, "%s:%s\t%s\t%s\t%s\t%s\n", r.Image, r.Reference, shortDigest(r.Digest), r.Decision, r.Rule, strings.Join(r.Reasons, "; "))
 		}
 		tw.Flush()
+		for _, r := range results {
+			for _, sc := range r.Scans {
+				printFindings(stdout, r, sc)
+			}
+		}
 	}
 	switch {
 	case failed:
@@ -116,6 +126,7 @@ func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string
 	r.Decision, r.Rule, r.Enforcement = v.Decision(), v.Rule, v.Enforcement
 	r.Reasons = append(r.Reasons, v.Reasons...)
 	r.VerifiedBy = append(r.VerifiedBy, v.VerifiedBy...)
+	r.Scans = v.Scans
 	return r
 }
 
@@ -149,4 +160,30 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+// printFindings writes the findings table of one scan of r.
+func printFindings(w io.Writer, r checkResult, sc policy.ScanReport) {
+	head := fmt.Sprintf("\nFINDINGS %s:%s: scan %s by attestor %s", r.Image, r.Reference, shortDigest(sc.Attestation), sc.Attestor)
+	if sc.Scanner != "" {
+		head += fmt.Sprintf(", %s (%s)", sc.Scanner, sc.Format)
+	}
+	if sc.FinishedOn != nil {
+		head += ", finished " + sc.FinishedOn.Format(time.RFC3339)
+	}
+	fmt.Fprintln(w, head)
+	if sc.Problem != "" {
+		fmt.Fprintf(w, "unusable: %s\n", sc.Problem)
+		return
+	}
+	if len(sc.Findings) == 0 {
+		fmt.Fprintln(w, "no findings")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSEVERITY\tPACKAGE\tVERSION\tFIXED IN\tSTATUS\tNOTE")
+	for _, f := range sc.Findings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Severity, f.Package, f.Version, cmp.Or(f.FixedVersion, "-"), f.Status, f.Note)
+	}
+	tw.Flush()
 }

@@ -120,6 +120,31 @@ type Verification struct {
 	// DSSE envelope (the envelope itself in the .att tag, a Sigstore
 	// bundle in a referrer); empty for a signature.
 	Attestation string `json:"attestation,omitempty"`
+	// Suppressed are, for the vulnerability scan that a vulnerabilities
+	// requirement judged, the findings that VEX or an exception took off
+	// the list.
+	Suppressed []Suppression `json:"suppressed,omitempty"`
+}
+
+// What suppressed a finding (Suppression.By).
+const (
+	SuppressedByVEX       = "vex"
+	SuppressedByException = "exception"
+)
+
+// Suppression is one finding of a scan that did not count, and why.
+type Suppression struct {
+	ID       string `json:"id"`
+	Severity string `json:"severity"`
+	Package  string `json:"package"`
+	Version  string `json:"version"`
+	// By is SuppressedByVEX or SuppressedByException.
+	By string `json:"by"`
+	// Detail is, for VEX, the status, justification, attestor and
+	// attestation; for an exception, its reason.
+	Detail string `json:"detail"`
+	// Expires is an exception's expiry.
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // Client is who asked.

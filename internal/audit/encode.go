@@ -22,6 +22,11 @@ func appendDecision(b []byte, t time.Time, level slog.Level, r *Record) ([]byte,
 		if v.SignedAt != nil && !fourDigitYear(*v.SignedAt) {
 			return b, false
 		}
+		for _, s := range v.Suppressed {
+			if s.Expires != nil && !fourDigitYear(*s.Expires) {
+				return b, false
+			}
+		}
 	}
 	b = append(b, `{"time":"`...)
 	b = t.Round(0).AppendFormat(b, time.RFC3339Nano)
@@ -128,6 +133,38 @@ func appendVerification(b []byte, v *Verification) []byte {
 	b = appendJSONString(b, v.Source)
 	field("predicateType", v.PredicateType)
 	field("attestation", v.Attestation)
+	if len(v.Suppressed) > 0 {
+		b = append(b, `,"suppressed":[`...)
+		for i := range v.Suppressed {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendSuppression(b, &v.Suppressed[i])
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+// appendSuppression appends s as encoding/json marshals it.
+func appendSuppression(b []byte, s *Suppression) []byte {
+	for i, f := range [...]struct{ name, value string }{
+		{"id", s.ID}, {"severity", s.Severity}, {"package", s.Package}, {"version", s.Version}, {"by", s.By}, {"detail", s.Detail},
+	} {
+		if i == 0 {
+			b = append(b, `{"`...)
+		} else {
+			b = append(b, `,"`...)
+		}
+		b = append(b, f.name...)
+		b = append(b, `":`...)
+		b = appendJSONString(b, f.value)
+	}
+	if s.Expires != nil {
+		b = append(b, `,"expires":"`...)
+		b = s.Expires.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
 	return append(b, '}')
 }
 

@@ -43,6 +43,10 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 				LogIndex: &logIndex, SignedAt: &signedAt, TimeSource: "tlog", X509Subject: "CN=x,O=<acme> & co", Logged: []string{"revocation", "expiry"},
 				Source: "referrer sha256:1", PredicateType: "https://slsa.dev/provenance/v1", Attestation: "sha256:2"},
 			{Attestor: "second", Source: "s", Logged: []string{}},
+			{Attestor: "security", Source: "tag x.att", PredicateType: "https://cosign.sigstore.dev/attestation/vuln/v1", Attestation: "sha256:3", Suppressed: []Suppression{
+				{ID: "CVE-2026-0001", Severity: "CRITICAL", Package: "openssl", Version: "3.0.1", By: SuppressedByVEX, Detail: "not_affected (<justification> & co), attestor vendor"},
+				{ID: "CVE-2026-0002", Severity: "HIGH", Package: "", Version: "", By: SuppressedByException, Detail: "INC-77 \u2028\b", Expires: &signedAt},
+			}},
 		}, Client: Client{Addr: "[::1]:1", Identity: "node-1", Environment: "prod"}, Duration: 90 * time.Second}},
 		{"strings that need escaping", slog.LevelWarn, Record{
 			Decision: "deny\n", Image: "a\"b\\c", Reference: "\b\f\t\r\x00\x1f\x7f", Digest: "<script>&", MediaType: "\u2028\u2029é日本",
@@ -78,7 +82,8 @@ func FuzzDecisionLineIsWhatSlogWrites(f *testing.F) {
 	f.Fuzz(func(t *testing.T, decision, image, reason, source, env string, duration, logIndex int64, cached bool) {
 		at := time.Unix(1_800_000_000, duration%1_000_000_000)
 		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached,
-			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env}}},
+			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env},
+				Suppressed: []Suppression{{ID: reason, Severity: env, Package: image, Version: source, By: decision, Detail: reason, Expires: &at}}}},
 			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration), Source: env,
 			Evidence: reason, EvidenceAge: time.Duration(logIndex), Principal: image}
 		got, ok := fastLine(at, slog.LevelWarn, &r)

@@ -455,9 +455,11 @@ type Rule struct {
 }
 
 // Requirement is one thing a rule demands; all of a rule's must hold.
+// Exactly one of its fields is set.
 type Requirement struct {
-	Signature   *SignatureRequirement   `yaml:"signature"`
-	Attestation *AttestationRequirement `yaml:"attestation"`
+	Signature       *SignatureRequirement       `yaml:"signature"`
+	Attestation     *AttestationRequirement     `yaml:"attestation"`
+	Vulnerabilities *VulnerabilitiesRequirement `yaml:"vulnerabilities"`
 }
 
 // SignatureRequirement is met by valid signatures over the image digest from
@@ -483,6 +485,78 @@ type AttestationRequirement struct {
 	// Condition is an optional CEL expression over the attestation that
 	// must evaluate to true; package policy compiles it.
 	Condition string `yaml:"condition"`
+	// Select says which attestations decide: newest (default: the newest
+	// verified attestation of the type from the attestors, so that a
+	// newer scan or provenance replaces an older one), any (any one whose
+	// condition holds, for predicates where any one proof is enough) or
+	// all (every one must satisfy).
+	Select string `yaml:"select"`
+}
+
+// Attestation selections (AttestationRequirement.Select).
+const (
+	SelectNewest = "newest"
+	SelectAny    = "any"
+	SelectAll    = "all"
+)
+
+// VulnerabilitiesRequirement is Binary Authorization's vulnerability check
+// over signed scans: the newest vuln attestation (cosign's
+// https://cosign.sigstore.dev/attestation/vuln/v1, Trivy JSON, Grype JSON
+// or SARIF in scanner.result) from Attestors may hold no finding above the
+// maximum severities, other than the exceptions and those that OpenVEX
+// statements from the VEX attestors say do not affect the image, and
+// none of BlockedCves.
+type VulnerabilitiesRequirement struct {
+	// Attestors are who sign scans; the newest scan of theirs decides.
+	Attestors []string `yaml:"attestors"`
+	// MaxAge, when set, is how old the newest scan may be (by its
+	// metadata.scanFinishedOn, else its verified signing time).
+	MaxAge time.Duration `yaml:"maxAge"`
+	// MaximumFixableSeverity and MaximumUnfixableSeverity are the worst
+	// severities (NONE, LOW, MEDIUM, HIGH, CRITICAL) allowed for a finding
+	// with a fix available and one without. Both are required.
+	MaximumFixableSeverity   string `yaml:"maximumFixableSeverity"`
+	MaximumUnfixableSeverity string `yaml:"maximumUnfixableSeverity"`
+	// UnknownSeverity is the severity that a finding whose scanner gave
+	// none counts as; default HIGH.
+	UnknownSeverity string `yaml:"unknownSeverity"`
+	// AllowedCves are exceptions, each until its expiry: warned about
+	// when it is near, ignored after.
+	AllowedCves []AllowedCVE `yaml:"allowedCves"`
+	// BlockedCves deny whatever their severity, exception or VEX.
+	BlockedCves []string `yaml:"blockedCves"`
+	// VEX names who may suppress findings with OpenVEX attestations.
+	VEX *VEXSources `yaml:"vex"`
+	// Condition is an optional CEL expression that must also hold; it
+	// sees findings (what remains after VEX and exceptions) and
+	// suppressed (what they took off).
+	Condition string `yaml:"condition"`
+}
+
+// AllowedCVE is one exception to a vulnerabilities requirement. All three
+// fields are required.
+type AllowedCVE struct {
+	// ID is a CVE id (CVE-2024-1234) or a GitHub advisory id
+	// (GHSA-xxxx-xxxx-xxxx); a finding that has it as its id or an alias
+	// is excepted.
+	ID      string    `yaml:"id"`
+	Expires time.Time `yaml:"expires"`
+	Reason  string    `yaml:"reason"`
+}
+
+// AllowedCVEWarning is how long before its expiry an exception is warned
+// about, at load and in the decisions it makes.
+const AllowedCVEWarning = 14 * 24 * time.Hour
+
+// DefaultUnknownSeverity is what a finding without a severity counts as
+// unless unknownSeverity says otherwise.
+const DefaultUnknownSeverity = "HIGH"
+
+// VEXSources are the attestors whose OpenVEX attestations (cosign attest
+// --type openvex, vexctl attest) may suppress findings.
+type VEXSources struct {
+	Attestors []string `yaml:"attestors"`
 }
 
 // PredicateTypeAliases are cosign's `attest --type` names and the predicate
@@ -751,6 +825,12 @@ func setRuleDefaults(r *Rule) {
 			if uri, ok := PredicateTypeAliases[a.PredicateType]; ok {
 				a.PredicateType = uri
 			}
+			if a.Select == "" {
+				a.Select = SelectNewest
+			}
+		}
+		if v := req.Vulnerabilities; v != nil && v.UnknownSeverity == "" {
+			v.UnknownSeverity = DefaultUnknownSeverity
 		}
 	}
 }

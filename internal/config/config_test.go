@@ -228,7 +228,7 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "metrics.addr: 127.0.0.1:5000 is listen.addr too"},
 		{"environment selector with both cn and cidr", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cn: a, cidr: 10.0.0.0/8}]}]\n"
-		}, "environments[0].clients[0]: set exactly one of cn and cidr"},
+		}, "environments[0].clients[0]: set exactly one of cn, cidr and principal"},
 		{"environment with a bad address range", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cidr: 10.0.0.0/33}]}]\n"
 		}, `environments[0].clients[0].cidr: "10.0.0.0/33": want an address range`},
@@ -549,5 +549,122 @@ func TestUpstreamTagSettings(t *testing.T) {
 				t.Errorf("warnings %q, want %q", c.Warnings, tt.warning)
 			}
 		})
+	}
+}
+
+const vulnYAML = `upstreams: [{name: lab, url: "http://127.0.0.1:5001", insecure: true}]
+attestors:
+  - {name: security, publicKeys: [{file: ci.pub}]}
+  - {name: vendor, publicKeys: [{file: ci.pub}]}
+policy:
+  rules:
+    - name: scanned
+      images: ["lab/**"]
+      require:
+        - vulnerabilities:
+            attestors: [security]
+            maxAge: 168h
+            maximumFixableSeverity: MEDIUM
+            maximumUnfixableSeverity: HIGH
+            allowedCves:
+              - {id: CVE-2024-1234, expires: 2099-01-31T00:00:00Z, reason: "not reachable, INC-77"}
+            blockedCves: [CVE-2021-44228]
+            vex:
+              attestors: [security, vendor]
+`
+
+func TestVulnerabilitiesRequirementLoadsWithItsDefaults(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), vulnYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.Policy.Rules[0].Require[0].Vulnerabilities
+	if v.UnknownSeverity != "HIGH" || v.MaxAge != 168*time.Hour || len(v.AllowedCves) != 1 || v.AllowedCves[0].Reason != "not reachable, INC-77" || len(v.VEX.Attestors) != 2 {
+		t.Errorf("loaded %+v", v)
+	}
+	text := strings.Replace(vulnYAML, "        - vulnerabilities:", "        - attestation: {predicateType: vuln, attestors: [security]}\n        - vulnerabilities:", 1)
+	if c, err = config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Policy.Rules[0].Require[0].Attestation.Select; got != config.SelectNewest {
+		t.Errorf("an attestation requirement's select defaults to %q, want newest", got)
+	}
+}
+
+func TestVulnerabilitiesRequirementRejectsWhatWouldNotMeanWhatItSays(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		old, new_ string
+		wantErr   string
+	}{
+		{"a bad severity", "maximumFixableSeverity: MEDIUM", "maximumFixableSeverity: SEVERE",
+			`config.yaml:13: policy.rules[0].require[0].vulnerabilities.maximumFixableSeverity: "SEVERE": want one of NONE, LOW, MEDIUM, HIGH, CRITICAL`},
+		{"UNKNOWN as a maximum", "maximumUnfixableSeverity: HIGH", "maximumUnfixableSeverity: UNKNOWN",
+			`config.yaml:14: policy.rules[0].require[0].vulnerabilities.maximumUnfixableSeverity: "UNKNOWN": want one of`},
+		{"a missing maximum", "            maximumUnfixableSeverity: HIGH\n", "",
+			"config.yaml:10: policy.rules[0].require[0].vulnerabilities: maximumUnfixableSeverity is required"},
+		{"a bad unknownSeverity", "maxAge: 168h", "maxAge: 168h\n            unknownSeverity: bad",
+			`policy.rules[0].require[0].vulnerabilities.unknownSeverity: "bad": want one of`},
+		{"a negative maxAge", "maxAge: 168h", "maxAge: -1h",
+			"config.yaml:12: policy.rules[0].require[0].vulnerabilities.maxAge: -1h0m0s: want a positive duration"},
+		{"a bad CVE id", "id: CVE-2024-1234", "id: CVE-24-1",
+			`config.yaml:16: policy.rules[0].require[0].vulnerabilities.allowedCves[0].id: "CVE-24-1": want a CVE id such as CVE-2024-1234`},
+		{"an exception without expiry", ", expires: 2099-01-31T00:00:00Z", "",
+			"config.yaml:16: policy.rules[0].require[0].vulnerabilities.allowedCves[0]: expires is required"},
+		{"an exception without reason", `, reason: "not reachable, INC-77"`, "",
+			"policy.rules[0].require[0].vulnerabilities.allowedCves[0]: reason is required"},
+		{"an exception without id", "id: CVE-2024-1234, ", "",
+			"policy.rules[0].require[0].vulnerabilities.allowedCves[0]: id is required"},
+		{"a bad blocked id", "[CVE-2021-44228]", "[log4shell]",
+			`config.yaml:17: policy.rules[0].require[0].vulnerabilities.blockedCves[0]: "log4shell": want a CVE id`},
+		{"an id both allowed and blocked", "[CVE-2021-44228]", "[cve-2024-1234]",
+			`policy.rules[0].require[0].vulnerabilities.blockedCves[0]: "cve-2024-1234" is also in allowedCves`},
+		{"an unknown scan attestor", "attestors: [security]", "attestors: [scanner]",
+			`config.yaml:11: policy.rules[0].require[0].vulnerabilities.attestors[0]: unknown attestor "scanner"`},
+		{"an unknown VEX attestor", "attestors: [security, vendor]", "attestors: [security, vender]",
+			`config.yaml:19: policy.rules[0].require[0].vulnerabilities.vex.attestors[1]: unknown attestor "vender"`},
+		{"VEX without attestors", "            vex:\n              attestors: [security, vendor]\n", "            vex: {}\n",
+			"policy.rules[0].require[0].vulnerabilities.vex: attestors is required"},
+		{"no scan attestors", "attestors: [security]\n", "attestors: []\n",
+			"policy.rules[0].require[0].vulnerabilities: attestors is required"},
+		{"an unknown field", "maxAge: 168h", "maxAge: 168h\n            maximumSeverity: HIGH",
+			`config.yaml:13: unknown field "maximumSeverity"`},
+		{"two kinds in one requirement", "        - vulnerabilities:", "        - attestation: {predicateType: vuln, attestors: [security]}\n          vulnerabilities:",
+			"policy.rules[0].require[0]: give exactly one of signature, attestation and vulnerabilities"},
+		{"a bad select", "        - vulnerabilities:", "        - attestation: {predicateType: vuln, attestors: [security], select: latest}\n        - vulnerabilities:",
+			`config.yaml:10: policy.rules[0].require[0].attestation.select: "latest": want newest`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(vulnYAML, tt.old) {
+				t.Fatalf("%q is not in the configuration", tt.old)
+			}
+			dir := t.TempDir()
+			testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+			_, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), strings.Replace(vulnYAML, tt.old, tt.new_, 1)))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error:\n%v\nwant it to contain:\n%s", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestAnExceptionNearOrPastItsExpiryIsAWarning(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	soon := time.Now().Add(5 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	text := strings.Replace(vulnYAML, "              - {id: CVE-2024-1234, expires: 2099-01-31T00:00:00Z, reason: \"not reachable, INC-77\"}\n",
+		"              - {id: CVE-2024-1234, expires: 2020-01-31T00:00:00Z, reason: old}\n              - {id: CVE-2024-5678, expires: "+soon+", reason: soon}\n", 1)
+	c, err := config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"config.yaml:16: policy.rules[0].require[0].vulnerabilities.allowedCves[0].expires: 2020-01-31T00:00:00Z has passed: the exception for CVE-2024-1234 is ignored (remove it)",
+		"config.yaml:17: policy.rules[0].require[0].vulnerabilities.allowedCves[1].expires: the exception for CVE-2024-5678 expires in ",
+	}
+	if len(c.Warnings) != 2 || !strings.HasPrefix(c.Warnings[0], filepath.Join(dir, want[0])) || !strings.HasPrefix(c.Warnings[1], filepath.Join(dir, want[1])) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(c.Warnings, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/pattern"
+	"github.com/authz-proxy/authz-proxy/internal/vuln"
 )
 
 var upstreamName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
@@ -331,7 +332,38 @@ func (c *Config) warnings(now time.Time) []string {
 			w = append(w, c.Errorf(p("policy", "breakglass", i, "expires"), "%s has passed: this entry is ignored (remove it)", b.Expires.Format(time.RFC3339)).Error())
 		}
 	}
+	rules := append([]Rule{}, c.Policy.Rules...)
+	paths := make([][]any, 0, len(rules)+1)
+	for i := range rules {
+		paths = append(paths, p("policy", "rules", i))
+	}
+	rules, paths = append(rules, c.Policy.Default), append(paths, p("policy", "default"))
+	for k, r := range rules {
+		for j, req := range r.Require {
+			if req.Vulnerabilities == nil {
+				continue
+			}
+			for i, a := range req.Vulnerabilities.AllowedCves {
+				path := append(append([]any{}, paths[k]...), "require", j, "vulnerabilities", "allowedCves", i, "expires")
+				switch left := a.Expires.Sub(now); {
+				case a.Expires.IsZero():
+				case left <= 0:
+					w = append(w, c.Errorf(path, "%s has passed: the exception for %s is ignored (remove it)", a.Expires.Format(time.RFC3339), a.ID).Error())
+				case left <= AllowedCVEWarning:
+					w = append(w, c.Errorf(path, "the exception for %s expires in %s (%s): fix the image or renew the exception", a.ID, Days(left), a.Expires.Format(time.RFC3339)).Error())
+				}
+			}
+		}
+	}
 	return w
+}
+
+// Days says a duration in days (hours under two days), for messages.
+func Days(d time.Duration) string {
+	if d < 48*time.Hour {
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
 }
 
 func (v *validator) listen() {
@@ -684,11 +716,19 @@ func (v *validator) rule(path []any, r Rule, attestors map[string]bool) {
 	}
 	for i, req := range r.Require {
 		rp := append(append([]any{}, path...), "require", i)
+		kinds := 0
+		for _, set := range []bool{req.Signature != nil, req.Attestation != nil, req.Vulnerabilities != nil} {
+			if set {
+				kinds++
+			}
+		}
 		switch {
-		case (req.Signature == nil) == (req.Attestation == nil):
-			v.errorf(rp, "give exactly one of signature and attestation")
+		case kinds != 1:
+			v.errorf(rp, "give exactly one of signature, attestation and vulnerabilities")
 		case req.Attestation != nil:
 			v.attestation(append(rp, "attestation"), req.Attestation, attestors)
+		case req.Vulnerabilities != nil:
+			v.vulnerabilities(append(rp, "vulnerabilities"), req.Vulnerabilities, attestors)
 		default:
 			v.requirementAttestors(append(rp, "signature"), req.Signature.Attestors, req.Signature.Threshold, attestors)
 			v.auditLevel(path, append(rp, "signature"), r, req.Signature.Attestors)
@@ -736,9 +776,80 @@ func (v *validator) attestation(path []any, a *AttestationRequirement, attestors
 		}
 	}
 	v.requirementAttestors(path, a.Attestors, a.Threshold, attestors)
-	for i, name := range a.Attestors {
+	v.attestingAttestors(path, a.Attestors)
+	switch a.Select {
+	case SelectNewest, SelectAny, SelectAll:
+	default:
+		v.errorf(append(path, "select"), "%q: want newest (the newest verified attestation decides), any (any one that satisfies) or all (every one must satisfy)", a.Select)
+	}
+}
+
+// attestingAttestors checks that the attestors at path can sign in-toto
+// attestations.
+func (v *validator) attestingAttestors(path []any, names []string) {
+	for i, name := range names {
 		if v.notationAttestor(name) != nil {
 			v.errorf(append(append([]any{}, path...), "attestors", i), "attestor %q is a Notary Project signer: notation signs images, not in-toto attestations; list it under a signature requirement", name)
+		}
+	}
+}
+
+// vulnerabilities checks a vulnerabilities requirement: who signs scans
+// and VEX, the severities, and each exception and blocked id.
+func (v *validator) vulnerabilities(path []any, r *VulnerabilitiesRequirement, attestors map[string]bool) {
+	at := func(field ...any) []any { return append(append([]any{}, path...), field...) }
+	v.requirementAttestors(path, r.Attestors, 1, attestors)
+	v.attestingAttestors(path, r.Attestors)
+	if r.MaxAge < 0 {
+		v.errorf(at("maxAge"), "%s: want a positive duration such as 168h (or leave it out for no bound)", r.MaxAge)
+	}
+	for _, s := range []struct{ field, value string }{
+		{"maximumFixableSeverity", r.MaximumFixableSeverity},
+		{"maximumUnfixableSeverity", r.MaximumUnfixableSeverity},
+		{"unknownSeverity", r.UnknownSeverity},
+	} {
+		if s.value == "" {
+			v.errorf(path, "%s is required: the worst severity allowed (%s)", s.field, strings.Join(vuln.Levels(), ", "))
+		} else if _, err := vuln.ParseSeverity(s.value); err != nil {
+			v.errorf(at(s.field), "%v", err)
+		}
+	}
+	allowed := map[string]bool{}
+	for i, a := range r.AllowedCves {
+		switch {
+		case a.ID == "":
+			v.errorf(at("allowedCves", i), "id is required: the CVE (CVE-2024-1234) or GitHub advisory (GHSA-xxxx-xxxx-xxxx) excepted")
+		case !vuln.ValidID(a.ID):
+			v.errorf(at("allowedCves", i, "id"), "%q: want a CVE id such as CVE-2024-1234 or a GitHub advisory id GHSA-xxxx-xxxx-xxxx", a.ID)
+		case allowed[strings.ToUpper(a.ID)]:
+			v.errorf(at("allowedCves", i, "id"), "%q is listed twice", a.ID)
+		}
+		allowed[strings.ToUpper(a.ID)] = true
+		if a.Expires.IsZero() {
+			v.errorf(at("allowedCves", i), "expires is required, e.g. %s: an exception must end", time.Now().Add(30*24*time.Hour).UTC().Format(time.RFC3339))
+		}
+		if a.Reason == "" {
+			v.errorf(at("allowedCves", i), "reason is required (why it is safe, a ticket): it is written into every decision the exception makes")
+		}
+	}
+	blocked := map[string]bool{}
+	for i, id := range r.BlockedCves {
+		switch {
+		case !vuln.ValidID(id):
+			v.errorf(at("blockedCves", i), "%q: want a CVE id such as CVE-2021-44228 or a GitHub advisory id GHSA-xxxx-xxxx-xxxx", id)
+		case blocked[strings.ToUpper(id)]:
+			v.errorf(at("blockedCves", i), "%q is listed twice", id)
+		case allowed[strings.ToUpper(id)]:
+			v.errorf(at("blockedCves", i), "%q is also in allowedCves: a blocked id denies whatever the exceptions say; keep it in one list", id)
+		}
+		blocked[strings.ToUpper(id)] = true
+	}
+	if x := r.VEX; x != nil {
+		if len(x.Attestors) == 0 {
+			v.errorf(at("vex"), "attestors is required: who may suppress findings with OpenVEX attestations")
+		} else {
+			v.requirementAttestors(at("vex"), x.Attestors, 1, attestors)
+			v.attestingAttestors(at("vex"), x.Attestors)
 		}
 	}
 }

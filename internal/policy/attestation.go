@@ -3,14 +3,15 @@ package policy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
+	"github.com/authz-proxy/authz-proxy/internal/vuln"
 )
 
 // attestationRequirement is met when at least threshold of its attestors
@@ -21,6 +22,8 @@ type attestationRequirement struct {
 	attestors     []*attestor
 	threshold     int
 	condition     *condition // nil: any verified attestation will do
+	// selection is config.SelectNewest, SelectAny or SelectAll.
+	selection string
 }
 
 // attestations are the attestations of one Evaluate, each parsed once, with
@@ -40,6 +43,18 @@ type parsedAttestation struct {
 	checks map[string]checked
 	// vars is the condition activation, built on first use.
 	vars map[string]any
+	// own is the time its predicate gives itself, read on first use.
+	own *dated
+	// scan and vex are its predicate read as a vulnerability scan or an
+	// OpenVEX document, on first use.
+	scan *parsed[vuln.Scan]
+	vex  *parsed[vuln.VEX]
+}
+
+// parsed is a predicate read once, or why it could not be.
+type parsed[T any] struct {
+	v   *T
+	err error
 }
 
 func newAttestations(ev *oci.Evidence, s Subject, now time.Time) *attestations {
@@ -103,7 +118,36 @@ func (p *parsedAttestation) conditionVars(as *attestations) (map[string]any, err
 		return nil, fmt.Errorf("certificate: %v", err)
 	}
 	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, certificateVars(fields), as.now)
+	if p.env.Statement.PredicateType == VulnPredicateType {
+		// What the scan found, whatever the scanner; nothing is
+		// suppressed here (a vulnerabilities requirement applies VEX).
+		if scan, err := p.vulnScan(); err == nil {
+			findings := make([]FindingVars, len(scan.Findings))
+			for i := range scan.Findings {
+				findings[i] = findingVars(&scan.Findings[i], FindingRow{})
+			}
+			p.vars["findings"] = findings
+		}
+	}
 	return p.vars, nil
+}
+
+// vulnScan reads the predicate as cosign's vuln predicate, once.
+func (p *parsedAttestation) vulnScan() (*vuln.Scan, error) {
+	if p.scan == nil {
+		s, err := vuln.ParseCosignVuln(p.env.Statement.Predicate)
+		p.scan = &parsed[vuln.Scan]{s, err}
+	}
+	return p.scan.v, p.scan.err
+}
+
+// openVEX reads the predicate as an OpenVEX document, once.
+func (p *parsedAttestation) openVEX() (*vuln.VEX, error) {
+	if p.vex == nil {
+		v, err := vuln.ParseOpenVEX(p.env.Statement.Predicate)
+		p.vex = &parsed[vuln.VEX]{v, err}
+	}
+	return p.vex.v, p.vex.err
 }
 
 // Kinds of near miss, from farthest to closest.
@@ -121,84 +165,50 @@ type miss struct {
 	reason string
 }
 
-// check judges the requirement: at least threshold attestors, each by a key
-// no other counted attestor's attestation was made with, signed an
-// attestation of the type about the digest whose condition holds. When
-// fewer are satisfied, the reason names the closest miss of each other
-// attestor.
+// closer is the closer miss of m and n, m when they are as close.
+func (m miss) closer(n miss) miss {
+	if n.kind > m.kind {
+		return n
+	}
+	return m
+}
+
+// check judges the requirement: at least threshold attestors, each by a
+// key no other counted attestor's attestation was made with, signed an
+// attestation of the type about the digest whose condition holds. Which of
+// an attestor's attestations decide is the selection: the newest (with a
+// threshold of 1, the newest of all the attestors'), any one, or all.
+// When fewer are satisfied, the reason names the closest miss of each
+// other attestor.
 func (req *attestationRequirement) check(ctx context.Context, as *attestations) outcome {
-	ofType := 0
-	for _, p := range as.list {
-		if p.err == nil && p.env.Statement.PredicateType == req.predicateType {
-			ofType++
-		}
+	cands, misses := as.candidates(req.predicateType, req.attestors)
+	if req.selection == config.SelectNewest && req.threshold == 1 {
+		return req.checkNewest(ctx, as, cands, misses)
 	}
 	hits := make([][]hit, len(req.attestors))
-	misses := make([]miss, len(req.attestors))
-	for i, a := range req.attestors {
-		best := miss{kind: missNone}
-		closer := func(m miss) {
-			if m.kind > best.kind {
-				best = m
-			}
+	for i := range req.attestors {
+		pick, unordered := cands[i], ""
+		if req.selection == config.SelectNewest {
+			pick, unordered = newest(cands[i])
 		}
-		for _, p := range as.list {
-			if p.err != nil {
-				closer(miss{missUnusable, fmt.Sprintf("attestation %s is unusable: %v", p.name(), p.err)})
-				continue
-			}
-			if p.env.Statement.PredicateType != req.predicateType {
-				continue
-			}
-			v, err := p.check(a, as.img.Digest)
-			var mismatch *verify.DigestMismatchError
-			var failed *verify.CheckError
-			switch {
-			case errors.As(err, &mismatch):
-				closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
-				continue
-			case errors.As(err, &failed) && !errors.Is(err, verify.ErrBadSignature):
-				closer(miss{missCheck, fmt.Sprintf("its attestation %s does not count: %v", p.name(), err)})
-				continue
-			case err != nil:
-				closer(miss{missBadSig, fmt.Sprintf("%d attestation(s) of this type found, none signed by %s", ofType, a.kind())})
-				continue
-			}
-			if req.condition != nil {
-				ok, err := req.evalCondition(ctx, p, as)
-				switch {
-				case err != nil:
-					closer(miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), p.name(), err)})
-					continue
-				case !ok:
-					closer(miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", p.name(), quote(req.condition.text))})
-					continue
+		for _, c := range pick {
+			if ok, m := req.satisfies(ctx, as, c, unordered); !ok {
+				misses[i] = misses[i].closer(m)
+				if req.selection != config.SelectAny {
+					hits[i] = nil // one that fails spoils the attestor's vote
+					break
 				}
+				continue
 			}
-			h := *v
-			h.PredicateType, h.Attestation = req.predicateType, p.Digest
-			hits[i] = append(hits[i], hit{h, signerOf(v, signature{signed: p.signed})})
-			if req.threshold == 1 {
+			hits[i] = append(hits[i], hit{c.v, c.signer})
+			if req.selection == config.SelectAny && req.threshold == 1 {
 				break // one will do
 			}
 		}
-		if best.kind == missNone {
-			best.reason = "no attestation of this type found (.att tag or referrers)"
-		}
-		misses[i] = best
 	}
 	by, spare := count(req.attestors, hits)
-	o := outcome{by: by}
 	if len(by) >= req.threshold {
-		o.ok = true
-		what := "(no condition)"
-		if req.condition != nil {
-			what = "satisfies the condition " + quote(req.condition.text)
-		}
-		for _, b := range by {
-			o.reasons = append(o.reasons, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, b.Attestor, describe(&b), short(b.Attestation), what))
-		}
-		return o
+		return req.satisfied(by)
 	}
 	var unsatisfied []string
 	for i, a := range req.attestors {
@@ -206,13 +216,90 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			unsatisfied = append(unsatisfied, a.name+": "+misses[i].reason)
 		}
 	}
-	unsatisfied = append(unsatisfied, spare...)
-	head := fmt.Sprintf("attestation %s not satisfied", req.predicateType)
-	if req.threshold > 1 || len(req.attestors) > 1 {
-		head += fmt.Sprintf(" (%d of the %d attestors required)", len(by), req.threshold)
+	return req.unsatisfied(len(by), append(unsatisfied, spare...))
+}
+
+// checkNewest judges the requirement with a threshold of 1 and the
+// newest selection: the newest attestation of the type that any of the
+// attestors verified decides, whoever made the older ones.
+func (req *attestationRequirement) checkNewest(ctx context.Context, as *attestations, cands [][]candidate, misses []miss) outcome {
+	pool := pooled(cands)
+	if len(pool) == 0 {
+		var unsatisfied []string
+		for i, a := range req.attestors {
+			unsatisfied = append(unsatisfied, a.name+": "+misses[i].reason)
+		}
+		return req.unsatisfied(0, unsatisfied)
 	}
-	o.reasons = []string{head + ": " + strings.Join(unsatisfied, "; ")}
+	decisive, unordered := newest(pool)
+	var by []audit.Verification
+	for _, c := range decisive {
+		if ok, m := req.satisfies(ctx, as, c, unordered); !ok {
+			reason := c.attestor.name + ": " + m.reason
+			if older := len(pool) - len(decisive); older > 0 {
+				reason += fmt.Sprintf("; %d older attestation(s) of the type do not count: the newest decides (select: any accepts any one that satisfies)", older)
+			}
+			return req.unsatisfied(-1, []string{reason})
+		}
+		by = append(by, c.v)
+	}
+	o := req.satisfied(by)
+	if len(pool) > 1 {
+		for i := range o.reasons {
+			o.reasons[i] += fmt.Sprintf(", the newest of %d (%s)", len(pool), decisive[0].when())
+		}
+	}
 	return o
+}
+
+// satisfies evaluates the condition on c, one of the attestations that
+// decide; when it does not hold, the miss says why, with how c was
+// chosen.
+func (req *attestationRequirement) satisfies(ctx context.Context, as *attestations, c candidate, unordered string) (bool, miss) {
+	if req.condition == nil {
+		return true, miss{}
+	}
+	ok, err := req.evalCondition(ctx, c.p, as)
+	if ok && err == nil {
+		return true, miss{}
+	}
+	which := c.p.name()
+	switch {
+	case unordered != "":
+		which += " (" + unordered + ")"
+	case req.selection == config.SelectNewest:
+		which += ", the newest (" + c.when() + "),"
+	case req.selection == config.SelectAll:
+		which += " (" + c.when() + "; select: all: each must satisfy)"
+	}
+	if err != nil {
+		return false, miss{missCondition, fmt.Sprintf("the condition %s failed on its attestation %s: %v", quote(req.condition.text), which, err)}
+	}
+	return false, miss{missCondition, fmt.Sprintf("its attestation %s does not satisfy the condition %s", which, quote(req.condition.text))}
+}
+
+// satisfied is the outcome of the requirement met by the attestations by.
+func (req *attestationRequirement) satisfied(by []audit.Verification) outcome {
+	o := outcome{ok: true, by: by}
+	what := "(no condition)"
+	if req.condition != nil {
+		what = "satisfies the condition " + quote(req.condition.text)
+	}
+	for _, b := range by {
+		o.reasons = append(o.reasons, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, b.Attestor, describe(&b), short(b.Attestation), what))
+	}
+	return o
+}
+
+// unsatisfied is the outcome of the requirement met by only counted
+// attestors (-1: the newest of all the attestors' decided, none counts
+// alone), for the reasons given.
+func (req *attestationRequirement) unsatisfied(counted int, reasons []string) outcome {
+	head := fmt.Sprintf("attestation %s not satisfied", req.predicateType)
+	if counted >= 0 && (req.threshold > 1 || len(req.attestors) > 1) {
+		head += fmt.Sprintf(" (%d of the %d attestors required)", counted, req.threshold)
+	}
+	return outcome{reasons: []string{head + ": " + strings.Join(reasons, "; ")}}
 }
 
 func (req *attestationRequirement) evalCondition(ctx context.Context, p *parsedAttestation, as *attestations) (bool, error) {

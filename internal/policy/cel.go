@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
@@ -15,6 +16,9 @@ import (
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
+
+	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/vuln"
 )
 
 // ConditionCostLimit bounds the work of one condition evaluation on one
@@ -61,6 +65,55 @@ type CertificateVars struct {
 	DeploymentEnvironment               string `cel:"deploymentEnvironment"`
 }
 
+// FindingVars is one element of the `findings` and `suppressed`
+// variables of a condition: a finding of a vulnerability scan, the same
+// whatever scanner (Trivy, Grype, SARIF) reported it.
+type FindingVars struct {
+	ID      string   `cel:"id"`
+	Aliases []string `cel:"aliases"`
+	// Severity is NONE, LOW, MEDIUM, HIGH, CRITICAL or UNKNOWN.
+	Severity     string `cel:"severity"`
+	Package      string `cel:"package"`
+	Version      string `cel:"version"`
+	PURL         string `cel:"purl"`
+	FixedVersion string `cel:"fixedVersion"`
+	Fixable      bool   `cel:"fixable"`
+	// SuppressedBy is "vex" or "exception" for a suppressed finding, ""
+	// otherwise; Note says what a vulnerabilities requirement made of it.
+	SuppressedBy string `cel:"suppressedBy"`
+	Note         string `cel:"note"`
+}
+
+// findingVars is f, judged as row, for a condition.
+func findingVars(f *vuln.Finding, row FindingRow) FindingVars {
+	v := FindingVars{ID: f.ID, Aliases: f.Aliases, Severity: f.Severity.String(), Package: f.Package, Version: f.Version,
+		PURL: f.PURL, FixedVersion: f.FixedVersion, Fixable: f.Fixable, Note: row.Note}
+	if v.Aliases == nil {
+		v.Aliases = []string{}
+	}
+	switch row.Status {
+	case StatusSuppressed:
+		v.SuppressedBy = audit.SuppressedByVEX
+	case StatusExcepted:
+		v.SuppressedBy = audit.SuppressedByException
+	}
+	return v
+}
+
+// withFindings is a copy of vars with findings and suppressed set.
+func withFindings(vars map[string]any, findings, suppressed []FindingVars) map[string]any {
+	out := maps.Clone(vars)
+	out["findings"], out["suppressed"] = nonNil(findings), nonNil(suppressed)
+	return out
+}
+
+func nonNil(fs []FindingVars) []FindingVars {
+	if fs == nil {
+		return []FindingVars{}
+	}
+	return fs
+}
+
 // certificateVars fills CertificateVars from the fields verify reads.
 func certificateVars(fields map[string]string) CertificateVars {
 	var c CertificateVars
@@ -74,13 +127,15 @@ func certificateVars(fields map[string]string) CertificateVars {
 // conditionEnv is the CEL environment of attestation conditions, built once.
 var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 	return cel.NewEnv(
-		ext.NativeTypes(reflect.TypeFor[ImageVars](), reflect.TypeFor[CertificateVars](), ext.ParseStructTags(true)),
+		ext.NativeTypes(reflect.TypeFor[ImageVars](), reflect.TypeFor[CertificateVars](), reflect.TypeFor[FindingVars](), ext.ParseStructTags(true)),
 		cel.Variable("predicate", cel.DynType),
 		cel.Variable("predicateType", cel.StringType),
 		cel.Variable("subject", cel.ListType(cel.MapType(cel.StringType, cel.DynType))),
 		cel.Variable("image", cel.ObjectType("policy.ImageVars")),
 		cel.Variable("certificate", cel.ObjectType("policy.CertificateVars")),
 		cel.Variable("now", cel.TimestampType),
+		cel.Variable("findings", cel.ListType(cel.ObjectType("policy.FindingVars"))),
+		cel.Variable("suppressed", cel.ListType(cel.ObjectType("policy.FindingVars"))),
 		cel.OptionalTypes(), ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
 		cel.Function("semverCompare",
 			cel.Overload("semverCompare_string_string", []*cel.Type{cel.StringType, cel.StringType}, cel.IntType,
@@ -250,5 +305,7 @@ func conditionVars(predicate any, predicateType string, subject []map[string]any
 		"image":         img,
 		"certificate":   cert,
 		"now":           now,
+		"findings":      []FindingVars{},
+		"suppressed":    []FindingVars{},
 	}
 }

@@ -48,6 +48,9 @@ type Judge struct {
 	firstPlace *lru.Cache[string, oci.Places]
 	// readers run the reads ahead.
 	readers workers
+	// keepFindings keeps each scan's findings in the outcomes (for
+	// check); otherwise they are dropped, as they can be many.
+	keepFindings bool
 }
 
 // prefetch is one evidence read started ahead of its verification (done
@@ -98,6 +101,12 @@ func (j *Judge) first(s Subject) oci.Places {
 	}
 	return oci.TagSchemes
 }
+
+// KeepFindings makes the verdicts carry every finding of the scans that
+// vulnerabilities requirements judged (Verdict.Scans), as `check` shows
+// them; call it before the judge is used. A serving judge does not: its
+// outcomes, kept per digest, stay small.
+func (j *Judge) KeepFindings() { j.keepFindings = true }
 
 // Resize changes the most outcomes kept.
 func (j *Judge) Resize(maxEntries int) { j.outcomes.Resize(maxEntries) }
@@ -203,7 +212,11 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 		if found != 0 {
 			j.firstPlace.Add(s.Upstream+"/"+s.Repository, found)
 		}
+		now := j.now()
 		for k, q := range missing {
+			if !j.keepFindings {
+				outs[k].scans = nil
+			}
 			ttl := p.denyTTL
 			if outs[k].ok {
 				ttl = p.allowTTL
@@ -213,6 +226,9 @@ func (j *Judge) evaluate(ctx context.Context, p *Policy, src Source, s Subject) 
 				// that the upstream is asked again soon once it
 				// answers.
 				ttl = min(ttl, storedOutcomeTTL)
+			}
+			if u := outs[k].until; !u.IsZero() {
+				ttl = min(ttl, u.Sub(now))
 			}
 			j.outcomes.Add(j.key(p, s, q), outs[k], ttl)
 		}
@@ -256,10 +272,8 @@ func (j *Judge) Prefetch(ctx context.Context, p *Policy, src Source, s Subject) 
 	}
 	// A verification that ended since the look-up above stored its
 	// outcomes before it let go of its mark: look again.
-	for _, q := range missing {
-		if _, _, ok := j.lookup(p, s, q); ok {
-			return func() {}
-		}
+	if _, again := j.cached(p, s, r.reqs); len(again) != len(missing) {
+		return func() {}
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	f := &prefetch{from: j.first(s), done: make(chan struct{}), cancel: cancel}
@@ -363,16 +377,32 @@ func (j *Judge) lookupAll(p *Policy, s Subject, reqs []*requirement) ([]outcome,
 }
 
 // cached finds the cached outcomes of reqs for s, in their order, and
-// lists the requirements that have none.
+// lists the requirements that have none. A requirement that chooses the
+// newest attestation of a group is listed with the others of its group
+// when one of them has none: they are judged again together, on the same
+// newest attestation, so that one never holds on an attestation that a
+// newer one replaced for another.
 func (j *Judge) cached(p *Policy, s Subject, reqs []*requirement) (outs []outcome, missing []*requirement) {
 	outs = make([]outcome, len(reqs))
+	found := make([]bool, len(reqs))
+	var stale map[string]bool
 	for i, q := range reqs {
 		o, _, ok := j.lookup(p, s, q)
 		if !ok {
-			missing = append(missing, q)
+			if q.group != "" {
+				if stale == nil {
+					stale = map[string]bool{}
+				}
+				stale[q.group] = true
+			}
 			continue
 		}
-		outs[i] = o
+		outs[i], found[i] = o, true
+	}
+	for i, q := range reqs {
+		if !found[i] || q.group != "" && stale[q.group] {
+			missing = append(missing, q)
+		}
 	}
 	return outs, missing
 }

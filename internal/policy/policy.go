@@ -93,6 +93,10 @@ type Verdict struct {
 	// attestations that the store kept because the upstream failed: the
 	// oldest time the upstream confirmed them.
 	EvidenceStoredAt time.Time
+	// Scans are the vulnerability scans judged, finding by finding, when
+	// the judge keeps findings (Judge.KeepFindings); decision logs carry
+	// only what denied and what was suppressed.
+	Scans []ScanReport
 }
 
 // Decision is the decision-log name of v: allow, breakglass, deny, or
@@ -218,7 +222,7 @@ func Compile(c *config.Config) (*Policy, error) {
 		for j, req := range r.Require {
 			q, err := compileRequirement(req, attestors)
 			if err != nil {
-				errs = append(errs, c.Errorf(append(slices.Clone(path), "require", j, "attestation", "condition"), "%v", err))
+				errs = append(errs, c.Errorf(slices.Concat(path, []any{"require", j}, conditionField(req)), "%v", err))
 				continue
 			}
 			if seen := reqs[q.key]; seen != nil {

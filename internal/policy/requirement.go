@@ -13,6 +13,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/verify"
+	"github.com/authz-proxy/authz-proxy/internal/vuln"
 )
 
 // requirement is one compiled demand of a rule: signatures or an
@@ -24,8 +25,13 @@ type requirement struct {
 	// tagged is true when its outcome depends on the tag asked for (a
 	// condition reads image.tag): the outcome is then kept per tag.
 	tagged bool
-	sig    *signatureRequirement
-	att    *attestationRequirement
+	// group, when set, names the attestations the requirement chooses
+	// the newest of (predicate type and attestors): requirements of one
+	// group are judged together, so that they look at the same one.
+	group string
+	sig   *signatureRequirement
+	att   *attestationRequirement
+	vul   *vulnerabilitiesRequirement
 }
 
 // signatureRequirement is met by valid signatures over the digest from at
@@ -45,8 +51,19 @@ func compileRequirement(r config.Requirement, attestors map[string]*attestor) (*
 		q.key = fmt.Sprintf("signature attestors=%s threshold=%d", strings.Join(s.Attestors, ","), s.Threshold)
 		return q, nil
 	}
+	if v := r.Vulnerabilities; v != nil {
+		vq, err := compileVulnerabilities(v, attestors)
+		if err != nil {
+			return nil, err
+		}
+		q := &requirement{vul: vq, key: vq.key(v), group: newestGroup(VulnPredicateType, v.Attestors)}
+		if vq.condition != nil {
+			q.tagged = vq.condition.readsTag
+		}
+		return q, nil
+	}
 	a := r.Attestation
-	q := &requirement{att: &attestationRequirement{predicateType: a.PredicateType, threshold: a.Threshold}}
+	q := &requirement{att: &attestationRequirement{predicateType: a.PredicateType, threshold: a.Threshold, selection: a.Select}}
 	for _, name := range a.Attestors {
 		q.att.attestors = append(q.att.attestors, attestors[name])
 	}
@@ -57,14 +74,34 @@ func compileRequirement(r config.Requirement, attestors map[string]*attestor) (*
 		}
 		q.att.condition, q.tagged = cond, cond.readsTag
 	}
-	q.key = fmt.Sprintf("attestation predicateType=%s attestors=%s threshold=%d condition=%s", a.PredicateType, strings.Join(a.Attestors, ","), a.Threshold, strings.TrimSpace(a.Condition))
+	if a.Select == config.SelectNewest {
+		q.group = newestGroup(a.PredicateType, a.Attestors)
+	}
+	q.key = fmt.Sprintf("attestation predicateType=%s attestors=%s threshold=%d select=%s condition=%s", a.PredicateType, strings.Join(a.Attestors, ","), a.Threshold, a.Select, strings.TrimSpace(a.Condition))
 	return q, nil
+}
+
+// newestGroup names the newest attestation of predicateType from
+// attestors, whatever their order.
+func newestGroup(predicateType string, attestors []string) string {
+	return "newest " + predicateType + " " + strings.Join(slices.Sorted(slices.Values(attestors)), ",")
+}
+
+// conditionField is the field of r that holds its condition.
+func conditionField(r config.Requirement) []any {
+	if r.Vulnerabilities != nil {
+		return []any{"vulnerabilities", "condition"}
+	}
+	return []any{"attestation", "condition"}
 }
 
 // attestors lists whom q asks.
 func (q *requirement) attestors() []*attestor {
-	if q.sig != nil {
+	switch {
+	case q.sig != nil:
 		return q.sig.attestors
+	case q.vul != nil:
+		return q.vul.attestors
 	}
 	return q.att.attestors
 }
@@ -89,11 +126,24 @@ func sharedKeyWarnings(c *config.Config, path []any, q *requirement) []string {
 // want is the evidence that reqs need.
 func want(reqs []*requirement) oci.Want {
 	var w oci.Want
+	add := func(types ...string) {
+		for _, t := range types {
+			if !slices.Contains(w.PredicateTypes, t) {
+				w.PredicateTypes = append(w.PredicateTypes, t)
+			}
+		}
+	}
 	for _, q := range reqs {
-		if q.sig != nil {
+		switch {
+		case q.sig != nil:
 			w.Signatures = true
-		} else if !slices.Contains(w.PredicateTypes, q.att.predicateType) {
-			w.PredicateTypes = append(w.PredicateTypes, q.att.predicateType)
+		case q.vul != nil:
+			add(VulnPredicateType)
+			if len(q.vul.vexAttestors) > 0 {
+				add(vuln.OpenVEXPredicateTypes...)
+			}
+		default:
+			add(q.att.predicateType)
 		}
 	}
 	return w
@@ -113,6 +163,12 @@ type outcome struct {
 	// kept while the upstream failed, last confirmed then: it is cached
 	// for storedOutcomeTTL at most.
 	storedAt time.Time
+	// until, when set, is when the outcome stops holding (a scan gets
+	// older than maxAge, an exception expires): it is kept no longer.
+	until time.Time
+	// scans are the scans a vulnerabilities requirement judged, finding
+	// by finding (kept only by a judge that keeps findings).
+	scans []ScanReport
 }
 
 // check judges reqs against the evidence found for s: each signature and
@@ -138,7 +194,11 @@ func check(ctx context.Context, s Subject, ev *oci.Evidence, reqs []*requirement
 			if as == nil {
 				as = newAttestations(ev, s, time.Now())
 			}
-			o = q.att.check(ctx, as)
+			if q.vul != nil {
+				o = q.vul.check(ctx, as)
+			} else {
+				o = q.att.check(ctx, as)
+			}
 			// A condition interrupted because time ran out failed for
 			// want of time, not on its merits: that is no outcome to keep.
 			if err := ctx.Err(); err != nil {
@@ -164,6 +224,7 @@ func verdict(v Verdict, outs []outcome) Verdict {
 		if !o.storedAt.IsZero() && (v.EvidenceStoredAt.IsZero() || o.storedAt.Before(v.EvidenceStoredAt)) {
 			v.EvidenceStoredAt = o.storedAt
 		}
+		v.Scans = append(v.Scans, o.scans...)
 	}
 	for _, o := range outs {
 		if o.ok == v.Allowed {

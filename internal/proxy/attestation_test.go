@@ -50,6 +50,7 @@ policy:
             predicateType: ` + review + `
             attestors: [ci, release]
             threshold: 1
+            select: any
             condition: 'predicate.approved == true'
     - name: two-reviewers
       images: ["lab/two/**"]

@@ -93,6 +93,15 @@ func (r *Report) Text(w io.Writer) error {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Entry, stamp(b.Expires), clip(b.Reason, 60), b.Image, short(b.Digest), b.Pulls, clip(strings.Join(b.Clients, ","), 40), stamp(b.Last))
 		}
 	}
+	section("IMAGES ALLOWED WITH SUPPRESSED FINDINGS")
+	if len(r.Suppressed) == 0 {
+		fmt.Fprintln(tw, "  none")
+	} else {
+		fmt.Fprintln(tw, "  IMAGE\tDIGEST\tFINDING\tSEVERITY\tPACKAGE\tBY\tDETAIL\tEXPIRES\tPULLS\tLAST")
+		for _, f := range r.Suppressed {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", f.Image, short(f.Digest), f.ID, f.Severity, orDash(strings.TrimSpace(f.Package+" "+f.Version)), f.By, clip(f.Detail, 80), stamp(f.Expires), f.Pulls, stamp(f.Last))
+		}
+	}
 	section("ERRORS: PULLS THAT FAILED CLOSED (503), BY UPSTREAM")
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(tw, "  none")

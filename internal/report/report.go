@@ -1,6 +1,7 @@
 // Package report summarises decision logs for auditors: what was denied,
 // by image, rule, reason and environment; what enforcing the dryrun rules
 // would have broken; every breakglass use with its reason and expiry; the
+// images allowed with suppressed findings (by VEX or an exception); the
 // pulls that failed closed, by upstream; and who pulled. It renders the
 // summary as text, JSON, or one self-contained HTML page with charts.
 package report
@@ -44,6 +45,10 @@ type Report struct {
 	DryRun []Denied `json:"dryRun"`
 	// Breakglass lists the pulls let through by a breakglass entry.
 	Breakglass []BreakglassUse `json:"breakglass"`
+	// Suppressed are the images allowed with suppressed findings: one row
+	// per image digest and finding that VEX or an exception took off the
+	// list of its vulnerability scan.
+	Suppressed []SuppressedFinding `json:"suppressed"`
 	// Errors are the pulls that failed closed (503), by upstream.
 	Errors []UpstreamErrors `json:"errors"`
 	// Clients are who pulled, most decisions first.
@@ -92,6 +97,27 @@ type BreakglassUse struct {
 	Digest  string    `json:"digest"`
 	Pulls   int       `json:"pulls"`
 	Clients []string  `json:"clients"`
+	First   time.Time `json:"first"`
+	Last    time.Time `json:"last"`
+}
+
+// SuppressedFinding is one finding of an allowed image digest's scan that
+// did not count, however often the digest was pulled.
+type SuppressedFinding struct {
+	Image    string `json:"image"`
+	Digest   string `json:"digest"`
+	ID       string `json:"id"`
+	Severity string `json:"severity"`
+	Package  string `json:"package"`
+	Version  string `json:"version"`
+	// By is "vex" or "exception"; Detail the VEX statement's status and
+	// attestor, or the exception's reason, which Expires ends.
+	By      string    `json:"by"`
+	Detail  string    `json:"detail"`
+	Expires time.Time `json:"expires,omitzero"`
+	// Scanner is the attestor that signed the scan.
+	Scanner string    `json:"scanner"`
+	Pulls   int       `json:"pulls"`
 	First   time.Time `json:"first"`
 	Last    time.Time `json:"last"`
 }
@@ -162,6 +188,8 @@ type builder struct {
 	byImage, byRule, byReason, byEnv       map[string]int
 	denied, dryrun                         map[string]*Denied
 	breakglass                             map[string]*BreakglassUse
+	suppressed                             map[string]*SuppressedFinding
+	suppressedOrder                        []string
 	errors                                 map[string]*UpstreamErrors
 	errorReasons                           map[string]map[string]int
 	clients                                map[string]*ClientRow
@@ -179,7 +207,7 @@ type timed struct {
 func newBuilder() *builder {
 	return &builder{
 		decisions: map[string]int{}, byImage: map[string]int{}, byRule: map[string]int{}, byReason: map[string]int{}, byEnv: map[string]int{},
-		denied: map[string]*Denied{}, dryrun: map[string]*Denied{}, breakglass: map[string]*BreakglassUse{},
+		denied: map[string]*Denied{}, dryrun: map[string]*Denied{}, breakglass: map[string]*BreakglassUse{}, suppressed: map[string]*SuppressedFinding{},
 		errors: map[string]*UpstreamErrors{}, errorReasons: map[string]map[string]int{}, clients: map[string]*ClientRow{},
 		tags: map[string]map[string]bool{}, clientsOf: map[string]map[string]bool{},
 	}
@@ -259,6 +287,8 @@ func (b *builder) add(rec audit.Record) {
 	reason := Reason(rec.Reasons)
 	key := strings.Join([]string{rec.Image, rec.Digest, rec.Rule, reason}, "\x00")
 	switch rec.Decision {
+	case audit.Allow:
+		b.addSuppressed(rec)
 	case audit.Deny:
 		c.Denials++
 		b.byImage[rec.Image]++
@@ -299,6 +329,27 @@ func (b *builder) add(rec audit.Record) {
 		e.Count++
 		e.Last = rec.Time
 		b.errorReasons[rec.Upstream][reason]++
+	}
+}
+
+// addSuppressed counts the findings that rec's scans had suppressed.
+func (b *builder) addSuppressed(rec audit.Record) {
+	for _, v := range rec.VerifiedBy {
+		for _, s := range v.Suppressed {
+			key := strings.Join([]string{rec.Image, rec.Digest, s.ID, s.Package, s.Version, s.By, s.Detail}, "\x00")
+			f := b.suppressed[key]
+			if f == nil {
+				f = &SuppressedFinding{Image: rec.Image, Digest: rec.Digest, ID: s.ID, Severity: s.Severity, Package: s.Package, Version: s.Version,
+					By: s.By, Detail: s.Detail, Scanner: v.Attestor, First: rec.Time}
+				if s.Expires != nil {
+					f.Expires = *s.Expires
+				}
+				b.suppressed[key] = f
+				b.suppressedOrder = append(b.suppressedOrder, key)
+			}
+			f.Pulls++
+			f.Last = rec.Time
+		}
 	}
 }
 
@@ -353,6 +404,15 @@ func (b *builder) finish(r *Report) {
 		r.Breakglass = append(r.Breakglass, *b.breakglass[k])
 	}
 	sort.SliceStable(r.Breakglass, func(i, j int) bool { return r.Breakglass[i].Last.After(r.Breakglass[j].Last) })
+	r.Suppressed = []SuppressedFinding{}
+	for _, k := range b.suppressedOrder {
+		r.Suppressed = append(r.Suppressed, *b.suppressed[k])
+	}
+	// Most recently pulled first; an image's findings together.
+	sort.SliceStable(r.Suppressed, func(i, j int) bool { return r.Suppressed[i].Last.After(r.Suppressed[j].Last) })
+	if len(r.Suppressed) > maxRows {
+		r.Suppressed = r.Suppressed[:maxRows]
+	}
 	r.Errors = []UpstreamErrors{}
 	for up, e := range b.errors {
 		e.Reasons = counts(b.errorReasons[up])

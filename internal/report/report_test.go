@@ -135,3 +135,40 @@ func TestJSONReportRoundTrips(t *testing.T) {
 		t.Errorf("read back %+v", back)
 	}
 }
+
+func TestImagesAllowedWithSuppressedFindingsAreListedOncePerFinding(t *testing.T) {
+	line := func(decision, at string) string {
+		return `{"time":"` + at + `","level":"INFO","msg":"decision","decision":"` + decision + `","image":"lab/acme/app","reference":"v1",` +
+			`"digest":"sha256:` + strings.Repeat("1", 64) + `","mediaType":"application/vnd.oci.image.manifest.v1+json","upstream":"lab","rule":"scanned","enforcement":"enforce",` +
+			`"reasons":["vulnerabilities: ..."],"verifiedBy":[{"attestor":"security","keyId":"sha256:k","source":"tag x.att","predicateType":"https://cosign.sigstore.dev/attestation/vuln/v1","attestation":"sha256:a",` +
+			`"suppressed":[{"id":"CVE-2026-0001","severity":"CRITICAL","package":"openssl","version":"3.0.1","by":"vex","detail":"not_affected (vulnerable_code_not_in_execute_path), attestor vendor, attestation sha256:b"},` +
+			`{"id":"CVE-2026-0002","severity":"HIGH","package":"zlib","version":"1.2.13","by":"exception","detail":"INC-77","expires":"2027-01-31T00:00:00Z"}]}],` +
+			`"cached":false,"client":{"addr":"127.0.0.1:1"},"durationMs":1}` + "\n"
+	}
+	log := line("allow", "2026-05-01T10:00:00Z") + line("allow", "2026-05-01T11:00:00Z") + line("deny", "2026-05-01T12:00:00Z")
+	r, err := report.Build([]report.Source{{Name: "decisions.jsonl", R: strings.NewReader(log)}}, report.Window{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Suppressed) != 2 {
+		t.Fatalf("suppressed %+v; want the two findings, once each", r.Suppressed)
+	}
+	vex, exc := r.Suppressed[0], r.Suppressed[1]
+	if vex.ID != "CVE-2026-0001" || vex.By != "vex" || vex.Pulls != 2 || vex.Scanner != "security" || !strings.Contains(vex.Detail, "attestor vendor") ||
+		exc.ID != "CVE-2026-0002" || exc.By != "exception" || !exc.Expires.Equal(time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("suppressed %+v", r.Suppressed)
+	}
+	var text, html bytes.Buffer
+	if err := r.Text(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "IMAGES ALLOWED WITH SUPPRESSED FINDINGS") || !strings.Contains(text.String(), "CVE-2026-0002  HIGH      zlib 1.2.13") {
+		t.Errorf("text report:\n%s", text.String())
+	}
+	if !strings.Contains(html.String(), `<table id="suppressed">`) || !strings.Contains(html.String(), "<code>CVE-2026-0001</code>") {
+		t.Errorf("the HTML report lacks the suppressed findings table")
+	}
+}

@@ -95,11 +95,23 @@ func (t *TSA) RespondAt(req []byte, at time.Time) ([]byte, error) {
 // TimestampResponse stamps sig, as a client asking for a SHA-256
 // timestamp of it would have t do.
 func (t *TSA) TimestampResponse(sig []byte) ([]byte, error) {
+	return t.At(time.Now()).TimestampResponse(sig)
+}
+
+// At is t stamping the time at (BundleOptions.TSA): a timestamp made then.
+func (t *TSA) At(at time.Time) Timestamper { return tsaAt{t, at} }
+
+type tsaAt struct {
+	t  *TSA
+	at time.Time
+}
+
+func (s tsaAt) TimestampResponse(sig []byte) ([]byte, error) {
 	req, err := timestamp.CreateRequest(bytes.NewReader(sig), &timestamp.RequestOptions{Hash: crypto.SHA256})
 	if err != nil {
 		return nil, err
 	}
-	return t.Respond(req)
+	return s.t.RespondAt(req, s.at)
 }
 
 // Root is t's root certificate, what a verifier trusts.
