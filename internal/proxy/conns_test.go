@@ -131,3 +131,47 @@ func TestAClientAtItsShareOfBusyConnectionsWaitsForOneOfItsOwn(t *testing.T) {
 		t.Errorf("once one of its connections closed: %d", code)
 	}
 }
+
+// A server shut down while every connection slot is taken stops: the
+// listener's Accept returns once it is closed, whatever it waited for.
+func TestShutdownEndsWhileEverySlotIsTaken(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })
+	c := proxy.NewConns(1, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ConnState: c.ConnState}
+	go func() { _ = srv.Serve(c.Listener(ln)) }()
+	busy := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		busy <- err
+	}()
+	for c.Shares()[0].InUse < 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The one slot is busy; the listener now waits for a free one.
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	close(release)
+	if err := <-busy; err != nil {
+		t.Fatalf("the busy request: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown with every slot taken: %v", err)
+		}
+	case <-time.After(time.Minute):
+		// Shutdown waits for Serve, whatever its context says.
+		t.Fatal("shutdown never returned: Accept waits for a slot after Close")
+	}
+}
