@@ -27,6 +27,9 @@ const (
 	DryRunDeny = "dryrun-deny"
 	Breakglass = "breakglass"
 	Error      = "error"
+	// Revoked is written by re-validation, not for a pull: a digest
+	// allowed before would be denied now (its reasons say why).
+	Revoked = "revoked"
 )
 
 // Sources of the manifest judged (Record.Source).
@@ -73,6 +76,9 @@ type Record struct {
 	// the line was written without a chain).
 	Seq  uint64
 	Prev string
+	// LogID is the log that wrote the line (one per replica); "" when the
+	// log had none. Write sets it from the log's own; Parse fills it in.
+	LogID string
 }
 
 // Verification names one piece of evidence that counted: a signature, or an
@@ -154,6 +160,7 @@ type line struct {
 	Source      string         `json:"source"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
+	LogID       string         `json:"logId"`
 }
 
 // Parse reads one line of a decision log back into a Record. Its duration
@@ -175,5 +182,6 @@ func Parse(data []byte) (Record, error) {
 		MediaType: l.MediaType, Upstream: l.Upstream, Rule: l.Rule, Enforcement: l.Enforcement,
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
 		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source, Seq: l.Seq, Prev: l.Prev,
+		LogID: l.LogID,
 	}, nil
 }

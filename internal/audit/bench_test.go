@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"crypto"
 	"io"
 	"path/filepath"
 	"testing"
@@ -58,7 +57,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	l.Close()
 	for b.Loop() {
-		rep, err := audit.Verify([]string{path}, []crypto.PublicKey{pub})
+		rep, err := audit.Verify([]string{path}, keys(pub))
 		if err != nil || !rep.OK() {
 			b.Fatal(err, rep.Problems)
 		}
