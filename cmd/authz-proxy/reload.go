@@ -148,6 +148,7 @@ func restartNeededConfig(old, c *config.Config) error {
 		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
 		{[]any{"audit", "chain"}, fmt.Sprint(old.Audit.Chained()), fmt.Sprint(c.Audit.Chained())},
 		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},
+		{[]any{"audit", "logId"}, orNone(old.Audit.LogID), orNone(c.Audit.LogID)},
 		{[]any{"audit", "checkpoint", "every"}, every(old), every(c)},
 		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
 	} {

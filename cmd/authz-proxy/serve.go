@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,6 +102,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 			logger.Error("closing the audit file", "err", err.Error())
 		}
 	}()
+	if why := auditLog.Unclean(); why != "" {
+		m.ReadyNote("decision log", "started after a stop without its shutdown checkpoint: "+why)
+	}
 	m.WatchBudget(l.budget.InUse, l.budget.Max)
 	if auditLog.Required() {
 		m.AddReadinessCheck("decision log", auditLog.Healthy)
@@ -253,7 +257,10 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 // auditOptions are the decision log's options for configuration l.
 func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Option {
 	a := l.cfg.Audit
-	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m)}
+	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m), audit.WithDefaultLogID(defaultLogID(l.checkpointKeyID))}
+	if a.LogID != "" {
+		opts = append(opts, audit.WithLogID(a.LogID))
+	}
 	if a.Chained() {
 		opts = append(opts, audit.WithChain())
 	}
@@ -264,6 +271,21 @@ func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Op
 		opts = append(opts, audit.WithRequired())
 	}
 	return opts
+}
+
+// defaultLogID names a log without audit.logId: the host name (the pod's
+// name in Kubernetes) and, with a checkpoint key, the first 8 hex digits of
+// its ID, so that replicas of deployments that share host names but not
+// keys differ. The log keeps it once written (see audit.WithDefaultLogID).
+func defaultLogID(keyID string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "authz-proxy"
+	}
+	if hex, ok := strings.CutPrefix(keyID, "sha256:"); ok && len(hex) >= 8 {
+		return host + "-" + hex[:8]
+	}
+	return host
 }
 
 func logWarnings(logger *slog.Logger, l *loaded) {

@@ -53,10 +53,13 @@ type Metrics struct {
 	manifests      *prometheus.CounterVec
 	staleTags      *prometheus.CounterVec
 	evidence       *prometheus.CounterVec
+	revalidations  *prometheus.CounterVec
+	revalidated    prometheus.Gauge
 	ready          atomic.Bool
 
 	mu     sync.Mutex
 	checks []check
+	notes  []string
 }
 
 // check is a readiness condition: /readyz answers 503 while f returns an
@@ -161,12 +164,20 @@ func New() *Metrics {
 			Namespace: namespace, Name: "evidence_from_store_total",
 			Help: "Verifications whose signatures and attestations were read from the store, as the upstream gave them before, because the upstream failed; they were verified again under the policy in force.",
 		}, []string{"upstream"}),
+		revalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "revalidations_total",
+			Help: "Digests allowed within revalidate.window judged again under the policy in force, by upstream and result: allowed (still), revoked (now denied: a decision-log line \"revoked\"), error (could not be judged again).",
+		}, []string{"upstream", "result"}),
+		revalidated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "revalidation_last_run_timestamp_seconds",
+			Help: "When the last re-validation round ended, in Unix seconds; 0 before the first (or without revalidate).",
+		}),
 	}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
-		m.manifests, m.staleTags, m.evidence,
+		m.manifests, m.staleTags, m.evidence, m.revalidations, m.revalidated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -200,6 +211,31 @@ func (m *Metrics) AuditCheckpoint(at time.Time) {
 	}
 	m.checkpoints.Inc()
 	m.lastCheckpoint.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// Revalidation results, the values of the result label of
+// authz_proxy_revalidations_total.
+const (
+	RevalidationAllowed = "allowed"
+	RevalidationRevoked = "revoked"
+	RevalidationError   = "error"
+)
+
+// Revalidated counts one digest judged again by re-validation, with its
+// result (RevalidationAllowed, RevalidationRevoked, RevalidationError).
+func (m *Metrics) Revalidated(upstream, result string) {
+	if m == nil {
+		return
+	}
+	m.revalidations.WithLabelValues(upstream, result).Inc()
+}
+
+// RevalidationDone records the end of a re-validation round.
+func (m *Metrics) RevalidationDone(at time.Time) {
+	if m == nil {
+		return
+	}
+	m.revalidated.Set(float64(at.UnixNano()) / 1e9)
 }
 
 // Request counts one answered HTTP request. upstream is "" when the
@@ -367,6 +403,29 @@ func (m *Metrics) AddReadinessCheck(name string, f func() error) {
 	m.checks = append(m.checks, check{name, f})
 }
 
+// ReadyNote adds a line that /readyz answers after "ready": what an
+// operator should know that does not make the process unready, such as a
+// decision log that started after an unclean stop.
+func (m *Metrics) ReadyNote(name, note string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notes = append(m.notes, name+": "+note)
+}
+
+// readyNotes are the lines /readyz adds to its answer.
+func (m *Metrics) readyNotes() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var b strings.Builder
+	for _, n := range m.notes {
+		b.WriteString(n + "\n")
+	}
+	return b.String()
+}
+
 // notReady says why the process is not ready, "" when it is.
 func (m *Metrics) notReady() string {
 	if !m.ready.Load() {
@@ -399,7 +458,7 @@ func (m *Metrics) Handler() http.Handler {
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		_, _ = w.Write([]byte("ready\n" + m.readyNotes()))
 	})
 	return mux
 }

@@ -41,6 +41,8 @@ func exported(t *testing.T) map[string]bool {
 	m.Manifest("lab", "stale")
 	m.StaleTag("lab")
 	m.EvidenceFromStore("lab")
+	m.Revalidated("lab", RevalidationRevoked)
+	m.RevalidationDone(time.Now())
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
