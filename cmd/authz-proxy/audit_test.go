@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -374,5 +376,82 @@ func TestAuditVerifyTakesRotatedKeysWithTheTimeEachSigned(t *testing.T) {
 			}
 			wantContains(t, out.String(), c.want)
 		})
+	}
+}
+
+// TestAuditVerifyAndReportOverAFolderOfTwoReplicas runs two replicas, each
+// with its log id and its audit.file in a folder of its own, rotated
+// twice; the middle file of one is lost. verify over the folder names
+// that replica and the line where its chain jumps; report merges both.
+func TestAuditVerifyAndReportOverAFolderOfTwoReplicas(t *testing.T) {
+	lab := startLab(t)
+	root := t.TempDir()
+	key := writeCheckpointKey(t, root)
+	for _, id := range []string{"replica-a", "replica-b"} {
+		dir := filepath.Join(root, "logs", id)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		cfg := strings.Replace(labConfig(lab, signedPolicy), "defaultUpstream: lab\n",
+			fmt.Sprintf("defaultUpstream: lab\naudit: {file: decisions.jsonl, checkpoint: {keyFile: %s, every: 1h}, logId: %s}\n", key, id), 1)
+		in := startServe(t, dir, cfg, 0)
+		log := filepath.Join(dir, "decisions.jsonl")
+		for gen := 2; gen >= 1; gen-- {
+			if _, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(log, fmt.Sprintf("%s.%d", log, gen)); err != nil {
+				t.Fatal(err)
+			}
+			in.hup <- os.Interrupt
+			deadline := time.Now().Add(20 * time.Second)
+			for strings.Count(in.logs.String(), "configuration unchanged") < 3-gen { // the file was reopened before
+				if time.Now().After(deadline) {
+					t.Fatalf("SIGHUP was not handled:\n%s", in.logs.String())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if _, err := in.pull("/v2/lab/demo/app/manifests/unsigned"); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil { // not a log
+			t.Fatal(err)
+		}
+	}
+	folder, b := filepath.Join(root, "logs"), filepath.Join(root, "logs", "replica-b", "decisions.jsonl")
+	if err := os.Remove(b + ".1"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"audit", "verify", "--log", folder, "--key", filepath.Join(root, "audit.pub")}, &out, io.Discard)
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("audit verify: exit %d (%v), want 1\n%s", code, err, out.String())
+	}
+	wantContains(t, out.String(), "Logs (2, one per replica):", "replica-a  3 file(s)", "replica-b  2 file(s)", "replica-b: gap at "+b+":1",
+		b+":1: removed: ", "a file between the two was not given")
+	if strings.Contains(out.String(), "replica-a: gap") {
+		t.Errorf("replica-a has a gap:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"report", "--log", folder, "--output", "json"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Records  int `json:"records"`
+		Replicas []struct {
+			LogID     string `json:"logId"`
+			Decisions int    `json:"decisions"`
+			Stopped   bool   `json:"stopped"`
+		} `json:"replicas"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Replicas) != 2 || rep.Replicas[0].LogID != "replica-a" || rep.Replicas[0].Decisions != 3 || rep.Replicas[1].Decisions != 2 || !rep.Replicas[0].Stopped || rep.Records != 5 {
+		t.Errorf("report: %+v; want replica-a with 3 decisions and replica-b with the 2 of its files left", rep)
 	}
 }

@@ -185,3 +185,22 @@ func Parse(data []byte) (Record, error) {
 		LogID: l.LogID,
 	}, nil
 }
+
+// Header is what any line of a decision log says of itself: its time and
+// message, the log that wrote it, and a checkpoint's reason.
+type Header struct {
+	Time   time.Time `json:"time"`
+	Msg    string    `json:"msg"`
+	LogID  string    `json:"logId"`
+	Reason string    `json:"reason"`
+}
+
+// ParseHeader reads a line's Header; an error (ErrMalformed) when it is not
+// a JSON object with a time of RFC 3339 or none.
+func ParseHeader(data []byte) (Header, error) {
+	var h Header
+	if err := json.Unmarshal(data, &h); err != nil {
+		return Header{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return h, nil
+}
