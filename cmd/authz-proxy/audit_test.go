@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -345,7 +345,7 @@ func TestAuditVerifyTakesRotatedKeysWithTheTimeEachSigned(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "audit.pub"), oldPub); err != nil {
 		t.Fatal(err)
 	}
-	rotated := time.Now() // between the two runs
+	rotated := time.Now()      // between the two runs
 	writeCheckpointKey(t, dir) // the new key
 	in = startServe(t, dir, cfg, 0)
 	if err := in.stop(); err != nil {
