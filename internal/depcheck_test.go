@@ -36,6 +36,9 @@ func TestPackageLayering(t *testing.T) {
 		"config":   {in + "policy", in + "proxy", in + "upstream", in + "verify", in + "store"},
 		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit"},
 		"policy":   {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "replay", in + "report"},
+		// Re-validation reads registries through policy.Registry only.
+		"revalidate": {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
+		"replay":     {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
 	}
 	// verify may use oci, the registry vocabulary (media types,
 	// annotations, evidence types) below every package.

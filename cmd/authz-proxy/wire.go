@@ -111,6 +111,16 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	return l, nil
 }
 
+// registries are l's upstreams as the judge reads them, by name: what
+// replay and re-validation read evidence from again.
+func (l *loaded) registries() map[string]policy.Registry {
+	out := make(map[string]policy.Registry, len(l.byName))
+	for name, c := range l.byName {
+		out[name] = c
+	}
+	return out
+}
+
 // client returns l's client built from options equal to o, or nil.
 func (l *loaded) client(o upstream.Options) *upstream.Client {
 	if l == nil {

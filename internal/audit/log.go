@@ -56,6 +56,7 @@ type options struct {
 	observer Observer
 	// logID names the log; defaultID only when the state names none.
 	logID, defaultID string
+	follower         func(Record)
 }
 
 // WithChain makes every line carry its sequence number and the hash of the
@@ -108,6 +109,14 @@ func WithDefaultLogID(id string) Option {
 		o.defaultID = id
 		return nil
 	}
+}
+
+// WithFollower hands f each decision record once it is written to the log
+// of record, with its time: re-validation learns what was allowed from it.
+// f runs on the writer's goroutine, outside the log's lock, and must be
+// quick.
+func WithFollower(f func(Record)) Option {
+	return func(o *options) error { o.follower = f; return nil }
 }
 
 // WithRequired declares that a decision must not be acted on unless its
@@ -285,14 +294,14 @@ func lineHash(line []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// Write logs r: allows at info level, denials and breakglass at warn, errors
+// Write logs r: allows at info level, denials, breakglass and revocations at warn, errors
 // at error. It returns an error when the record could not be written to the
 // log of record (the file, or standard output without one); the failure is
 // also logged and counted, and the write retried with the next record.
 func (l *Log) Write(ctx context.Context, r Record) error {
 	level := slog.LevelInfo
 	switch r.Decision {
-	case Deny, DryRunDeny, Breakglass:
+	case Deny, DryRunDeny, Breakglass, Revoked:
 		level = slog.LevelWarn
 	case Error:
 		level = slog.LevelError
@@ -303,14 +312,25 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.VerifiedBy == nil {
 		r.VerifiedBy = []Verification{}
 	}
-	line := encodeDecision(ctx, time.Now(), level, &r)
+	r.Time = time.Now()
+	line := encodeDecision(ctx, r.Time, level, &r)
 	defer linePool.Put(line)
+	err := l.write(line.Bytes())
+	if err == nil && l.opts.follower != nil {
+		r.LogID = l.logID
+		l.opts.follower(r)
+	}
+	return err
+}
+
+// write appends a decision line, under the lock.
+func (l *Log) write(line []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failing != nil {
 		l.recover()
 	}
-	_, err := l.append(line.Bytes(), false)
+	_, err := l.append(line, false)
 	l.opts.observer.AuditWrite(err == nil)
 	if err != nil {
 		l.failed(err)
