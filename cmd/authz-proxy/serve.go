@@ -22,6 +22,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/revalidate"
 	"golang.org/x/net/netutil"
 )
 
@@ -93,7 +94,8 @@ type serveEnv struct {
 func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	logger := env.logger
 	m := metrics.New()
-	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File), auditOptions(l, logger, m)...)
+	rv := revalidate.New(revalidate.Options{Observer: m, Logger: logger})
+	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File), append(auditOptions(l, logger, m), audit.WithFollower(rv.Observe))...)
 	if err != nil {
 		return l.cfg.Errorf([]any{"audit", "file"}, "%v", err)
 	}
@@ -126,8 +128,13 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	if err != nil {
 		return err
 	}
-	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, audit: auditLog, metrics: m, logger: logger}
+	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
 	r.tried = r.fingerprint
+	// Re-validation stops before the decision log closes.
+	rvCtx, stopRevalidating := context.WithCancel(ctx)
+	revalidated := make(chan struct{})
+	go func() { defer close(revalidated); revalidating(rvCtx, r, rv, auditLog, r.reloaded) }()
+	defer func() { stopRevalidating(); <-revalidated }()
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -48,9 +48,6 @@ type Observer interface {
 
 // Options configure a Revalidator.
 type Options struct {
-	// Log receives a revoked record for each digest now denied; nil: none
-	// (the summary alone says).
-	Log      Writer
 	Observer Observer
 	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now).
@@ -92,13 +89,13 @@ func New(o Options) *Revalidator {
 }
 
 // SetWindow makes r keep the records of the last window under policy p
-// (whose environments group them); 0 turns re-validation off and forgets
-// every record.
+// (whose environments group them); 0 (or less) turns re-validation off and
+// forgets every record.
 func (r *Revalidator) SetWindow(window time.Duration, p *policy.Policy) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.window, r.envs.p = window, p
-	if window == 0 {
+	r.window, r.envs.p = max(window, 0), p
+	if r.window == 0 {
 		r.pulls = replay.NewCollector(&r.envs)
 	}
 }
@@ -146,9 +143,10 @@ type Summary struct {
 // Run judges again, under p reading from registries (by upstream name),
 // every pull whose last decision within the window was an allow and that
 // re-validation has not found denied since: one now denied is written to
-// the log as a revoked record and marked, so that the next round does not
-// log it again unless it is allowed again first.
-func (r *Revalidator) Run(ctx context.Context, p *policy.Policy, registries map[string]policy.Registry) Summary {
+// log (nil: none, the summary alone says) as a revoked record and marked,
+// so that the next round does not log it again unless it is allowed again
+// first.
+func (r *Revalidator) Run(ctx context.Context, p *policy.Policy, registries map[string]policy.Registry, log Writer) Summary {
 	now := r.opts.Now()
 	r.mu.Lock()
 	r.envs.p = p
@@ -176,7 +174,7 @@ func (r *Revalidator) Run(ctx context.Context, p *policy.Policy, registries map[
 			result = ResultRevoked
 			s.Revoked++
 			s.Results = append(s.Results, res)
-			r.revoke(ctx, res, now)
+			r.revoke(ctx, res, now, log)
 		case audit.Error:
 			result = ResultError
 			s.Errors++
@@ -197,7 +195,7 @@ func (r *Revalidator) Run(ctx context.Context, p *policy.Policy, registries map[
 }
 
 // revoke logs res, a pull allowed before and denied now, and marks it.
-func (r *Revalidator) revoke(ctx context.Context, res replay.Result, at time.Time) {
+func (r *Revalidator) revoke(ctx context.Context, res replay.Result, at time.Time, log Writer) {
 	ref := res.Digest
 	if res.Tag != "" {
 		ref = res.Tag
@@ -211,10 +209,10 @@ func (r *Revalidator) revoke(ctx context.Context, res replay.Result, at time.Tim
 	r.mu.Lock()
 	r.pulls.Add(audit.Record{Time: at, Decision: audit.Revoked, Image: rec.Image, Reference: ref, Digest: rec.Digest, Upstream: rec.Upstream, Client: res.Client})
 	r.mu.Unlock()
-	if r.opts.Log == nil {
+	if log == nil {
 		return
 	}
-	if err := r.opts.Log.Write(ctx, rec); err != nil && !errors.Is(err, context.Canceled) {
+	if err := log.Write(ctx, rec); err != nil && !errors.Is(err, context.Canceled) {
 		r.opts.Logger.Error("writing a revoked record", "image", rec.Image, "digest", rec.Digest, "err", err.Error())
 	}
 }

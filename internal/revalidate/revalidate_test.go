@@ -88,7 +88,7 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := metrics.New()
-			rv := revalidate.New(revalidate.Options{Log: decisions, Observer: m})
+			rv := revalidate.New(revalidate.Options{Observer: m})
 			before := compile(ci, "")
 			rv.SetWindow(24*time.Hour, before)
 			digests := map[string]string{}
@@ -97,7 +97,7 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 				rv.Observe(audit.Record{Time: time.Now(), Decision: audit.Allow, Image: "lab/" + p.repo, Reference: p.tag, Digest: digests[p.repo],
 					Upstream: "lab", Rule: "demo-images", Client: audit.Client{Addr: "10.0.0.7:4000"}})
 			}
-			if s := rv.Run(t.Context(), before, registries); s.Judged != 3 || s.Allowed != 3 || log.Len() != 0 {
+			if s := rv.Run(t.Context(), before, registries, decisions); s.Judged != 3 || s.Allowed != 3 || log.Len() != 0 {
 				t.Fatalf("under the policy they were allowed by: %+v, log %s; want 3 judged, all allowed, nothing logged", s, log.String())
 			}
 
@@ -106,7 +106,7 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 				keys = ci
 			}
 			now := compile(keys, rules)
-			s := rv.Run(t.Context(), now, registries)
+			s := rv.Run(t.Context(), now, registries, decisions)
 			lines := testkit.Decisions(t, log.String())
 			if s.Judged != 3 || s.Revoked != 1 || s.Allowed != 2 || len(lines) != 1 {
 				t.Fatalf("after the change: %+v, log:\n%s\nwant 3 judged, 1 revoked, 1 line", s, log.String())
@@ -116,7 +116,7 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 				got.Rule != c.rule || !strings.Contains(strings.Join(got.Reasons, "; "), c.reason) || got.Client.Addr != "10.0.0.7:4000" {
 				t.Errorf("the revoked line %s; want lab/demo/app:signed revoked by rule %s saying %q", got, c.rule, c.reason)
 			}
-			if s := rv.Run(t.Context(), now, registries); s.Judged != 2 || s.Revoked != 0 || len(testkit.Decisions(t, log.String())) != 1 {
+			if s := rv.Run(t.Context(), now, registries, decisions); s.Judged != 2 || s.Revoked != 0 || len(testkit.Decisions(t, log.String())) != 1 {
 				t.Errorf("the round after: %+v; want the 2 others judged, and the revoked digest not logged again", s)
 			}
 			for result, want := range map[string]float64{"allowed": 3 + 2 + 2, "revoked": 1} {
@@ -163,7 +163,7 @@ func TestRevalidationJudgesADigestAllowedAgainAfterItWasRevoked(t *testing.T) {
 	} {
 		clock.Advance(time.Second)
 		c.do()
-		if s := rv.Run(t.Context(), p, registries); s.Judged != c.judge {
+		if s := rv.Run(t.Context(), p, registries, nil); s.Judged != c.judge {
 			t.Errorf("%s: %d judged, want %d", c.name, s.Judged, c.judge)
 		}
 	}
