@@ -47,7 +47,7 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 		name string
 		// change changes the upstream, or returns the keys and rules of
 		// a new policy ("" and "": the policy as it was).
-		change      func(t *testing.T, lab *demo.Lab) (keys, rules string)
+		change       func(t *testing.T, lab *demo.Lab) (keys, rules string)
 		rule, reason string
 	}{
 		{"a signature deleted upstream", func(t *testing.T, lab *demo.Lab) (string, string) {
