@@ -362,8 +362,14 @@ func wantContains(t *testing.T, what, out string, subs ...string) {
 // proxy's lab upstream, as CRI-O and podman are configured to use it.
 func skopeo(t *testing.T, p *proxyProc, args ...string) (string, error) {
 	t.Helper()
+	return skopeoVia(t, p, "lab.example", "lab", args...)
+}
+
+// skopeoVia is skopeo with prefix remapped to the proxy's upstream.
+func skopeoVia(t *testing.T, p *proxyProc, prefix, upstream string, args ...string) (string, error) {
+	t.Helper()
 	conf := filepath.Join(t.TempDir(), "registries.conf")
-	text := fmt.Sprintf("unqualified-search-registries = []\n\n[[registry]]\nprefix = \"lab.example\"\nlocation = \"%s/lab\"\ninsecure = true\n", p.addr)
+	text := fmt.Sprintf("unqualified-search-registries = []\n\n[[registry]]\nprefix = %q\nlocation = \"%s/%s\"\ninsecure = true\n", prefix, p.addr, upstream)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

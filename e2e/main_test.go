@@ -189,14 +189,23 @@ func (w *world) setup() error {
 	return nil
 }
 
-// startRegistry runs the distribution registry on a free loopback port.
+// startRegistry runs the suite's upstream: the distribution registry on a
+// free loopback port.
 func (w *world) startRegistry(ctx context.Context) error {
+	addr, p, err := w.runRegistry(ctx, filepath.Join(w.dir, "registry-data"))
+	w.reg, w.registry = addr, p
+	return err
+}
+
+// runRegistry runs a distribution registry keeping its content in data,
+// on a free loopback port, and returns its host:port.
+func (w *world) runRegistry(ctx context.Context, data string) (string, *process, error) {
 	port, err := freePort()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
-	w.reg = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := filepath.Join(w.dir, "registry.yml")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := data + ".yml"
 	text := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -209,19 +218,18 @@ storage:
     enabled: true
 http:
   addr: %s
-`, filepath.Join(w.dir, "registry-data"), w.reg)
+`, data, addr)
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		return err
+		return "", nil, err
 	}
 	p, err := startProcess(w.env(), &testkit.Buffer{}, filepath.Join(w.tools, "registry"), "serve", cfg)
 	if err != nil {
-		return fmt.Errorf("starting registry: %w", err)
+		return "", nil, fmt.Errorf("starting registry: %w", err)
 	}
-	w.registry = p
-	if err := waitReady(ctx, "http://"+w.reg+"/v2/", p.exited); err != nil {
-		return fmt.Errorf("registry did not come up: %w\n%s", err, p.output.String())
+	if err := waitReady(ctx, "http://"+addr+"/v2/", p.exited); err != nil {
+		return "", p, fmt.Errorf("registry did not come up: %w\n%s", err, p.output.String())
 	}
-	return nil
+	return addr, p, nil
 }
 
 // env is the environment for every tool: a private HOME and config

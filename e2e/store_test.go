@@ -273,7 +273,7 @@ func TestAProxyKilledInTheMiddleOfAFillLeavesNothingPartialAndCleansUpAtRestart(
 		t.Fatal(err)
 	}
 	<-p.exited
-	data := filepath.Join(root, "blobs", "sha256", l.Digest.Hex[:2], l.Digest.Hex, "data")
+	data := filepath.Join(root, "content", "lab", "blobs", "sha256", l.Digest.Hex[:2], l.Digest.Hex, "data")
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("a partial blob is in place after kill -9: %v", err)
 	}

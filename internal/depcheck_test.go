@@ -34,9 +34,13 @@ func TestPackageLayering(t *testing.T) {
 		"store":    {in},
 		"report":   {in + "proxy", in + "policy", in + "upstream", in + "config", in + "verify", in + "store"},
 		"config":   {in + "policy", in + "proxy", in + "upstream", in + "verify", in + "store"},
-		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit"},
-		"policy":   {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "replay", in + "report"},
-		// Re-validation reads registries through policy.Registry only.
+		"upstream": {in + "policy", in + "proxy", in + "verify", in + "config", in + "audit", in + "source"},
+		// source is what the judge and the edge read of an upstream: it
+		// decides nothing and renders nothing.
+		"source": {in + "proxy", in + "policy", in + "config", in + "verify", in + "replay", in + "report"},
+		"policy": {in + "proxy", in + "upstream", in + "store", in + "source", in + "metrics", in + "replay", in + "report"},
+		// Re-validation and replay read registries through policy.Registry
+		// only (cmd hands them the sources).
 		"revalidate": {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
 		"replay":     {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
 	}

@@ -55,6 +55,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := l.withSources(nil, nil, nil); err != nil {
+		return err
+	}
 	var results []checkResult
 	denied, failed := false, false
 	for _, arg := range fs.Args() {
@@ -102,7 +105,7 @@ func (l *loaded) check(ctx context.Context, judge *policy.Judge, arg, env string
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	v, m, err := judge.Pull(ctx, l.policy, l.byName[up], policy.Subject{Upstream: up, Repository: repo, Environment: env}, ref)
+	v, m, err := judge.Pull(ctx, l.policy, l.sources[up], policy.Subject{Upstream: up, Repository: repo, Environment: env}, ref)
 	if m != nil {
 		r.Digest, r.MediaType = m.Digest, m.MediaType
 	}

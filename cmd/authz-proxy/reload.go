@@ -14,6 +14,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 )
 
 // reloader puts a changed configuration in force while serving: it loads
@@ -32,7 +33,10 @@ type reloader struct {
 	// reported once, not at every look.
 	fingerprint, tried string
 
-	proxy   *proxy.Server
+	proxy *proxy.Server
+	// store is the content store the sources read through (nil: none);
+	// a reload keeps it.
+	store   *store.Store
 	tls     atomic.Pointer[tls.Config]
 	audit   *audit.Log
 	metrics *metrics.Metrics
@@ -95,6 +99,9 @@ func (r *reloader) prepare() (*loaded, *tls.Config, error) {
 	if (r.cur.store == nil) != (l.store == nil) || (l.store != nil && !l.store.same(r.cur.store)) {
 		// Not the parameters: they hold the S3 credential.
 		return nil, nil, l.cfg.Errorf([]any{"store"}, "changed (driver, place, size or credential): this takes a restart, not a reload (restart with the new configuration to apply it)")
+	}
+	if err := l.withSources(r.store, r.metrics, r.cur); err != nil {
+		return nil, nil, err
 	}
 	if l.cfg.Listen.TLS == nil {
 		return l, nil, nil

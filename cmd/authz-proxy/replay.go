@@ -56,7 +56,10 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("replay: reading %s: %w", *logPath, err)
 	}
-	judge := &replay.Judge{Policy: l.policy, Upstreams: l.registries()}
+	if err := l.withSources(nil, nil, nil); err != nil {
+		return err
+	}
+	judge := &replay.Judge{Policy: l.policy, Registries: l.registries()}
 	results := judge.Run(ctx, log.Pulls)
 	summary := replay.Summarize(log, results)
 	replay.Sort(results)

@@ -144,6 +144,9 @@ func revalidateCmd(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return err
 		}
 	}
+	if err := l.withSources(nil, nil, nil); err != nil {
+		return err
+	}
 	s := rv.Run(ctx, l.policy, l.registries(), w)
 	switch *output {
 	case "json":

@@ -121,14 +121,16 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	if st != nil {
 		// After the server's shutdown: fills its clients left go on till then.
 		defer st.Close()
+		m.WatchStore(st.Stats)
 	}
-	opts := proxyOptions(l, auditLog, logger, m)
-	opts.Store = st
-	handler, err := proxy.New(opts)
+	if err := l.withSources(st, m, nil); err != nil {
+		return err
+	}
+	handler, err := proxy.New(proxyOptions(l, auditLog, logger, m))
 	if err != nil {
 		return err
 	}
-	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
+	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
 	r.tried = r.fingerprint
 	// Re-validation stops before the decision log closes.
 	rvCtx, stopRevalidating := context.WithCancel(ctx)
@@ -236,20 +238,12 @@ func metricsHandler(m *metrics.Metrics, withPprof bool) http.Handler {
 	return mux
 }
 
-// proxyOptions are the proxy's options for configuration l.
+// proxyOptions are the proxy's options for configuration l, whose
+// sources are built.
 func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metrics) proxy.Options {
 	c := l.cfg
-	tags := map[string]proxy.Tags{}
-	for _, u := range c.Upstreams {
-		t := proxy.Tags{Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
-		if u.StaleIfError != nil {
-			t.StaleIfError = *u.StaleIfError
-		}
-		tags[u.Name] = t
-	}
-	return proxy.Options{
+	o := proxy.Options{
 		Policy:          l.policy,
-		Upstreams:       l.upstreams,
 		DefaultUpstream: c.DefaultUpstream,
 		MaxEntries:      c.Cache.MaxEntries,
 		Budget:          l.budget,
@@ -257,8 +251,11 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 		Audit:           a,
 		Logger:          logger,
 		Metrics:         m,
-		Tags:            tags,
 	}
+	for _, u := range l.upstreams {
+		o.Sources = append(o.Sources, l.sources[u.Name()])
+	}
+	return o
 }
 
 // auditOptions are the decision log's options for configuration l.

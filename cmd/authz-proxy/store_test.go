@@ -65,7 +65,7 @@ func TestServeWithAFilesystemStoreServesTheSecondPullFromIt(t *testing.T) {
 	in.waitMetric("authz_proxy_store_requests_total", map[string]string{"result": "hit"}, 1)
 	in.waitMetric("authz_proxy_store_requests_total", map[string]string{"result": "miss"}, 1)
 	hex := strings.TrimPrefix(layer, "sha256:")
-	if _, err := os.Stat(filepath.Join(dir, "cache", "blobs", "sha256", hex[:2], hex, "data")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "cache", "content", "lab", "blobs", "sha256", hex[:2], hex, "data")); err != nil {
 		t.Errorf("the rootdirectory is not relative to the configuration's folder: %v", err)
 	}
 

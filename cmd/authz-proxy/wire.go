@@ -13,11 +13,14 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/config"
+	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
+	"github.com/authz-proxy/authz-proxy/internal/source"
+	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
-var _ policy.Registry = (*upstream.Client)(nil)
+var _ policy.Registry = (*source.Source)(nil)
 
 // budgetWait is how long a large manifest request waits for room in the
 // manifest budget before it is refused with 503.
@@ -41,6 +44,9 @@ type loaded struct {
 	checkpointKeyID string
 	// store is what the content store opens with; nil without one.
 	store *storeSpec
+	// sources are what the proxy reads of each upstream, by name, once
+	// withSources built them.
+	sources map[string]*source.Source
 }
 
 // load reads, validates and compiles the configuration at path.
@@ -111,14 +117,54 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	return l, nil
 }
 
-// registries are l's upstreams as the judge reads them, by name: what
-// replay and re-validation read evidence from again.
+// registries are l's sources as the judge reads them, by name, once
+// withSources built them: what replay and re-validation read evidence
+// from again.
 func (l *loaded) registries() map[string]policy.Registry {
-	out := make(map[string]policy.Registry, len(l.byName))
-	for name, c := range l.byName {
-		out[name] = c
+	out := make(map[string]policy.Registry, len(l.sources))
+	for name, src := range l.sources {
+		out[name] = src
 	}
 	return out
+}
+
+// withSources builds the source of each upstream of l, reading through st
+// (nil: no store) and counting in m (nil: not counted). A source of prev,
+// the configuration in force, is kept when its client and its tag rules
+// are the same (with what it learnt: the tags it resolved, whether the
+// upstream fails).
+func (l *loaded) withSources(st *store.Store, m *metrics.Metrics, prev *loaded) error {
+	l.sources = map[string]*source.Source{}
+	for i, c := range l.upstreams {
+		tags := tagsOf(l.cfg.Upstreams[i])
+		if old := prev.source(c.Name()); old != nil && old.Upstream() == c && reflect.DeepEqual(old.Tags(), tags) {
+			l.sources[c.Name()] = old
+			continue
+		}
+		src, err := source.New(source.Options{Upstream: c, Store: st, Tags: tags, Metrics: m})
+		if err != nil {
+			return err
+		}
+		l.sources[c.Name()] = src
+	}
+	return nil
+}
+
+// source is l's source of upstream name, or nil.
+func (l *loaded) source(name string) *source.Source {
+	if l == nil {
+		return nil
+	}
+	return l.sources[name]
+}
+
+// tagsOf is how upstream u resolves tags with a store.
+func tagsOf(u config.Upstream) source.Tags {
+	t := source.Tags{Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
+	if u.StaleIfError != nil {
+		t.StaleIfError = *u.StaleIfError
+	}
+	return t
 }
 
 // client returns l's client built from options equal to o, or nil.

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +52,26 @@ func TestReadyzStaysReadyAndSaysWhatANoteSays(t *testing.T) {
 	m.ReadyNote("decision log", "started after a stop without its shutdown checkpoint: 2 line(s) follow its last checkpoint")
 	if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusOK || body != "ready\ndecision log: started after a stop without its shutdown checkpoint: 2 line(s) follow its last checkpoint\n" {
 		t.Errorf("/readyz: %d %q; want ready, then the note", code, body)
+	}
+}
+
+func TestReadyzSaysWhichCheckFailsAndWhy(t *testing.T) {
+	m := metrics.New()
+	m.SetReady(true)
+	var failing error
+	m.AddReadinessCheck("decision log", func() error { return failing })
+	m.AddReadinessCheck("trust root", func() error { return nil })
+	if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("/readyz with every check passing: %d %q", code, body)
+	}
+	failing = errors.New("the decision log (/var/log/d.jsonl) cannot be written since 2026-12-07T08:00:00Z, 3 line(s) lost: write: no space left on device")
+	want := "not ready: decision log: the decision log (/var/log/d.jsonl) cannot be written since 2026-12-07T08:00:00Z, 3 line(s) lost: write: no space left on device\n"
+	if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusServiceUnavailable || body != want {
+		t.Errorf("/readyz with a failing check: %d %q, want 503 %q", code, body, want)
+	}
+	m.SetReady(false)
+	if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusServiceUnavailable || body != "not ready\n" {
+		t.Errorf("/readyz once shutdown began: %d %q", code, body)
 	}
 }
 

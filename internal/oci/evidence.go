@@ -37,7 +37,11 @@ type Attestation struct {
 	// bytes, which names this attestation in decision logs.
 	Digest    string
 	MediaType string
-	Raw       []byte
+	// PredicateType is the predicate type its descriptor announces (an
+	// annotation), "" when it announces none; only the verified
+	// statement's own type counts.
+	PredicateType string
+	Raw           []byte
 	// Certificate, RekorBundle and Timestamp are the annotations of a
 	// keyless or logged DSSE layer of the .att tag, empty when absent.
 	Certificate, RekorBundle, Timestamp []byte
@@ -89,4 +93,14 @@ type Recognition struct {
 	Artifact bool
 	// Why says, when Artifact is false, why not.
 	Why string
+}
+
+// Add appends what more found, a look at other places for the same digest,
+// to ev; ev then counts the layers both looks read.
+func (ev *Evidence) Add(more *Evidence) {
+	ev.Signatures = append(ev.Signatures, more.Signatures...)
+	ev.Problems = append(ev.Problems, more.Problems...)
+	ev.Attestations = append(ev.Attestations, more.Attestations...)
+	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
+	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
 }

@@ -459,11 +459,7 @@ func (p *Policy) verify(ctx context.Context, src Source, s Subject, reqs []*requ
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading signatures and attestations of %s@%s: %w", s.Image(), s.Digest, err)
 	}
-	ev.Signatures = append(ev.Signatures, more.Signatures...)
-	ev.Problems = append(ev.Problems, more.Problems...)
-	ev.Attestations = append(ev.Attestations, more.Attestations...)
-	ev.AttestationProblems = append(ev.AttestationProblems, more.AttestationProblems...)
-	ev.SignatureLayers, ev.AttestationLayers = more.SignatureLayers, more.AttestationLayers
+	ev.Add(more)
 	if outs, err = check(ctx, s, ev, reqs); err != nil || !allHold(outs) {
 		return outs, 0, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
@@ -141,7 +142,7 @@ func TestAReadAheadIsTakenByItsVerificationOnlyWhileItIsHeld(t *testing.T) {
 // needs ci's signature, with cache TTLs.
 type signedLab struct {
 	policy *policy.Policy
-	up     *upstream.Client
+	up     *source.Source
 	digest string
 }
 
@@ -183,7 +184,11 @@ policy:
 	if err := sign.AttachTag(context.Background(), repo, d.String(), []sign.Signature{sig}); err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+	c, err := upstream.New(upstream.Options{Name: "lab", URL: srv.URL, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := source.New(source.Options{Upstream: c})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -55,8 +56,10 @@ type env struct {
 	proxy     *httptest.Server
 	server    *proxy.Server
 	metrics   *metrics.Metrics
-	upstreams []*upstream.Client
+	sources   []*source.Source
 	decisions *testkit.Buffer
+	// labName is the first upstream's name (lab by default).
+	labName string
 	// clock is the proxy's clock of verdict and breakglass expiry, moved
 	// by hand.
 	clock    *testkit.Clock
@@ -64,7 +67,12 @@ type env struct {
 	// limits are the configuration's limits: verifyTimeout and more.
 	limits string
 	// tags are how the upstreams' tags are resolved with a store.
-	tags map[string]proxy.Tags
+	tags map[string]source.Tags
+	// policyText is the policy in force.
+	policyText string
+	// other is the second upstream: its name and URL (by default "other",
+	// the same registry as lab).
+	otherName, otherURL string
 }
 
 // policyYAML is the policy of most tests: lab/signed/** needs ci,
@@ -106,9 +114,12 @@ type envConfig struct {
 	limits             limits.Limits
 	verifyTimeout      time.Duration
 	store              *store.Store
-	tags               map[string]proxy.Tags
+	tags               map[string]source.Tags
 	// moreLimits are further fields of the configuration's limits.
 	moreLimits string
+	// labName, otherName and other: see withUpstreams.
+	labName, otherName string
+	other              http.Handler
 }
 
 // withLimits sets the upstream limits and the verification timeout.
@@ -134,14 +145,21 @@ func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p }
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 
 // withTags sets how the upstreams' tags are resolved with a store.
-func withTags(tags map[string]proxy.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
+func withTags(tags map[string]source.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
+
+// withUpstreams names the two upstreams lab and other, and serves other
+// from a registry of its own, h (nil: the same registry as lab).
+func withUpstreams(lab, other string, h http.Handler) envOption {
+	return func(c *envConfig) { c.labName, c.otherName, c.other = lab, other, h }
+}
+
 func withUpstreamURL(u string) envOption {
 	return func(c *envConfig) { c.upstreamURL = u }
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	ec := envConfig{referrers: true, policy: policyYAML, verifyTimeout: 10 * time.Second}
+	ec := envConfig{referrers: true, policy: policyYAML, verifyTimeout: 10 * time.Second, labName: "lab", otherName: "other"}
 	for _, o := range opts {
 		o(&ec)
 	}
@@ -150,12 +168,13 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	if ec.tags == nil {
 		// As the configuration's defaults.
-		ec.tags = map[string]proxy.Tags{"lab": {StaleIfError: config.DefaultStaleIfError}, "other": {StaleIfError: config.DefaultStaleIfError}}
+		ec.tags = map[string]source.Tags{ec.labName: {StaleIfError: config.DefaultStaleIfError}, ec.otherName: {StaleIfError: config.DefaultStaleIfError}}
 	}
 	if ec.limits.ResponseTimeout == 0 {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
-	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout), tags: ec.tags}
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout), tags: ec.tags,
+		policyText: ec.policy, labName: ec.labName, otherName: ec.otherName}
 	if ec.moreLimits != "" {
 		e.limits += ", " + ec.moreLimits
 	}
@@ -176,6 +195,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if ec.upstreamURL == "" {
 		ec.upstreamURL = e.upstream.URL
 	}
+	e.otherURL = ec.upstreamURL
+	if ec.other != nil {
+		other := httptest.NewServer(ec.other)
+		t.Cleanup(other.Close)
+		e.otherURL = other.URL
+	}
 	cfg, pol := e.compile(ec.upstreamURL, ec.policy)
 	// As serve wires it: one budget for the upstreams and the proxy.
 	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 2*time.Second)
@@ -191,12 +216,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.upstreams, e.metrics = ups, metrics.New()
+	e.metrics = metrics.New()
 	e.metrics.WatchBudget(b.InUse, b.Max)
+	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries,
-		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics,
-		Store: ec.store, Tags: ec.tags, Now: e.clock.Now,
+		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries,
+		Budget: b, WriteTimeout: cfg.Limits.WriteTimeout, Audit: al, Metrics: e.metrics, Now: e.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -207,12 +232,34 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	return e
 }
 
-// compile writes a configuration with the upstreams lab and other at
-// upstreamURL, outcomes cached for a minute, and the given policy, and
-// compiles it.
+// sources are the upstreams' sources, as serve wires them: with st, when
+// not nil, and the tags of each.
+func sources(t testing.TB, ups []*upstream.Client, st *store.Store, tags map[string]source.Tags, m *metrics.Metrics) []*source.Source {
+	t.Helper()
+	if st != nil {
+		m.WatchStore(st.Stats)
+	}
+	var srcs []*source.Source
+	for _, u := range ups {
+		src, err := source.New(source.Options{Upstream: u, Store: st, Tags: tags[u.Name()], Metrics: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	return srcs
+}
+
+// compile writes a configuration with the upstreams lab at upstreamURL
+// and other (by default at the same URL), outcomes cached for a minute,
+// and the given policy, and compiles it.
 func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.Policy) {
 	e.t.Helper()
-	cfgText := fmt.Sprintf("upstreams:\n  - name: lab\n    url: %s\n    insecure: true\n  - name: other\n    url: %s\n    insecure: true\n", upstreamURL, upstreamURL) +
+	otherURL := e.otherURL
+	if otherURL == e.upstream.URL {
+		otherURL = upstreamURL
+	}
+	cfgText := fmt.Sprintf("upstreams:\n  - name: %q\n    url: %s\n    insecure: true\n  - name: %q\n    url: %s\n    insecure: true\n", e.labName, upstreamURL, e.otherName, otherURL) +
 		fmt.Sprintf("cache: {allowTTL: 1m, denyTTL: 1m}\nlimits: {%s}\n", e.limits) + policyText
 	cfg := testkit.LoadConfig(e.t, e.dir, cfgText, nil)
 	pol, err := policy.Compile(cfg)
@@ -227,7 +274,8 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 func (e *env) reload(policyText string) {
 	e.t.Helper()
 	_, pol := e.compile(e.upstream.URL, policyText)
-	if err := e.server.Reload(proxy.Options{Policy: pol, Upstreams: e.upstreams, DefaultUpstream: "lab", MaxEntries: 10000, Tags: e.tags}); err != nil {
+	e.policyText = policyText
+	if err := e.server.Reload(proxy.Options{Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: 10000}); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 
 	"github.com/authz-proxy/authz-proxy/internal/budget"
@@ -85,43 +84,6 @@ func (s *Server) classify(r *http.Request, err error, notFound errcode.ErrorCode
 		return errorf(errcode.ErrorCodeUnavailable, "could not verify in time, failing closed: %v", err)
 	default:
 		return errorf(errcode.ErrorCodeUnavailable, "could not verify, failing closed: %v", err)
-	}
-}
-
-// upstreamErrorKind names, for metrics, what went wrong in an upstream
-// call: "" when nothing did, when the upstream answered "not found" (an
-// answer, not a failure), or when the client hung up.
-func upstreamErrorKind(err error) string {
-	var ue *upstream.Error
-	switch {
-	case err == nil, errors.Is(err, upstream.ErrNotFound), errors.Is(err, context.Canceled):
-		return ""
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, upstream.ErrManifestTooLarge):
-		return "too_large"
-	case errors.Is(err, upstream.ErrDigestMismatch):
-		return "digest_mismatch"
-	case errors.Is(err, oci.ErrInvalidManifest):
-		return "invalid_manifest"
-	case !errors.As(err, &ue):
-		return "connection"
-	case ue.Op == "authenticate":
-		return "auth"
-	case ue.Status == 0:
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return "timeout"
-		}
-		return "connection"
-	case ue.Status == http.StatusTooManyRequests:
-		return "rate_limited"
-	case ue.Status == http.StatusUnauthorized, ue.Status == http.StatusForbidden:
-		return "unauthorized"
-	case ue.Status >= 500:
-		return "server_error"
-	default:
-		return "unexpected_status"
 	}
 }
 

@@ -12,16 +12,16 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
-	"github.com/authz-proxy/authz-proxy/internal/store"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
-// manifest serves GET and HEAD of /v2/<name>/manifests/<reference>: fetch
-// once, judge the digest of those bytes as they were asked for, serve those
-// bytes or refuse.
+// manifest serves GET and HEAD of /v2/<name>/manifests/<reference> in a
+// straight line: resolve the reference, take the verified bytes held or
+// fetch them once, judge the digest of those bytes as they were asked for,
+// send those bytes or refuse, and log the decision.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src *source.Source, rt route) error {
 	start := time.Now()
 	env := st.policy.Environment(policyClient(r))
 	rec := audit.Record{
@@ -32,27 +32,26 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	}
 	rec.Client.Environment = env
 	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env}
-	// The cached path: verified bytes still held (in memory, or in the
-	// store) are judged again without fetching them (the rule is matched
-	// anew, the outcomes come from the cache or are verified again); a
-	// digest the cache alone refuses is refused at once. With a store, a
-	// tag is resolved first (an immutable tag by its last resolution, else
-	// by a HEAD, else, the upstream failing, by its last known digest);
-	// without one, a HEAD by tag costs one upstream HEAD to learn the
-	// digest.
-	var m *oci.Manifest
-	source := audit.SourceUpstream
-	digest, stale, err := s.knownDigest(r, st, up, rt)
+	// Resolve: the digest asked for, or the tag's (with a store: an
+	// immutable tag by its last resolution, else by a HEAD, else, the
+	// upstream failing, by its last known digest; without one, a HEAD by
+	// tag costs one upstream HEAD).
+	digest, stale, err := src.Resolve(r.Context(), rt.repo, rt.ref, r.Method == http.MethodHead)
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}
+	source := audit.SourceUpstream
 	if stale {
 		source, rec.Source = audit.SourceStale, audit.SourceStale
 	}
+	// The cached path: verified bytes still held (in memory, or in the
+	// store) are judged again without fetching them (the rule is matched
+	// anew, the outcomes come from the cache or are verified again); a
+	// digest the cache alone refuses is refused at once.
+	var m *oci.Manifest
 	if digest != "" {
 		subj.Digest = digest
-		if held := s.held(r.Context(), up, rt.upstream, rt.repo, digest); held != nil {
-			m = held
+		if m = src.Held(r.Context(), rt.repo, digest); m != nil {
 			if !stale {
 				source = audit.SourceStore
 			}
@@ -65,14 +64,14 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 			return s.failed(r, rec, fmt.Errorf("%s:%s: the upstream failed, and %w (%s)", rec.Image, rt.ref.Tag, errStaleNotHeld, digest), errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
-	reg := s.registry(up, rt.upstream)
+	reg := s.registry(src)
 	if m == nil {
 		if subj.Digest != "" {
 			// The digest is known: the signatures are read while the
 			// manifest is fetched.
 			defer s.judge.Prefetch(r.Context(), st.policy, reg, subj)()
 		}
-		if m, err = s.fetch(r.Context(), reg, rt, digest); err != nil {
+		if m, err = src.Fetch(r.Context(), rt.repo, rt.ref, digest); err != nil {
 			return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 		}
 	}
@@ -107,59 +106,13 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, up 
 	if err := s.record(r.Context(), rec); err != nil {
 		return err
 	}
-	s.link(rt, m)
+	src.Served(rt.repo, m)
 	s.send(w, r, st, m, rt.ref)
 	return nil
 }
 
-// knownDigest is the sha256 digest a request names: its reference when that
-// is one; for a tag, with a store, its resolution (stale when the upstream
-// failed and its last known digest is given); without a store, for a HEAD
-// by tag, the upstream's answer to a HEAD. "" when unknown: the manifest
-// is then fetched.
-func (s *Server) knownDigest(r *http.Request, st *state, up *upstream.Client, rt route) (digest string, stale bool, err error) {
-	if rt.ref.Digest != "" {
-		if strings.HasPrefix(rt.ref.Digest, "sha256:") {
-			return rt.ref.Digest, false, nil
-		}
-		return "", false, nil
-	}
-	if s.tags != nil {
-		return s.resolveTag(r.Context(), st, up, rt)
-	}
-	if r.Method != http.MethodHead {
-		return "", false, nil
-	}
-	start := time.Now()
-	d, err := up.Head(r.Context(), rt.repo, rt.ref.Tag)
-	s.upstreamDone(rt.upstream, "head", start, err)
-	if _, perr := oci.ParseDigest(d); err != nil || perr != nil || !strings.HasPrefix(d, "sha256:") {
-		return "", false, nil // the GET path reports the error properly
-	}
-	return d, false, nil
-}
-
-// fetch gets the manifest rt asks for from reg: with a store, by the
-// digest its tag resolved to when there is one (the bytes are checked
-// against it, and the tag cannot move in between), falling back to the
-// tag for a registry that has no manifest by that digest; the tag's
-// resolution is recorded when the manifest came by tag.
-func (s *Server) fetch(ctx context.Context, reg policy.Registry, rt route, digest string) (*oci.Manifest, error) {
-	if s.tags == nil || rt.ref.Tag == "" {
-		return reg.Manifest(ctx, rt.repo, rt.ref.String())
-	}
-	if digest != "" {
-		m, err := reg.Manifest(ctx, rt.repo, digest)
-		if !errors.Is(err, upstream.ErrNotFound) {
-			return m, err
-		}
-	}
-	m, err := reg.Manifest(ctx, rt.repo, rt.ref.Tag)
-	if err == nil {
-		s.tags.resolved(tagKey{store.Scope{Upstream: rt.upstream, Repository: rt.repo}, rt.ref.Tag}, m.Digest)
-	}
-	return m, err
-}
+// errStaleNotHeld: the tag's last known digest is not held.
+var errStaleNotHeld = errors.New("the manifest of the tag's last known digest is not in the store")
 
 // failed logs a decision that could not be made, unless the upstream simply
 // has no such manifest, and returns the error to render.
@@ -172,31 +125,6 @@ func (s *Server) failed(r *http.Request, rec audit.Record, err error, notFound e
 		_ = s.record(r.Context(), rec)
 	}
 	return he
-}
-
-// timedSource measures the evidence look-ups of one upstream.
-type timedSource struct {
-	up   *upstream.Client
-	s    *Server
-	name string
-}
-
-func (t timedSource) Evidence(ctx context.Context, repo, digest string, want oci.Want) (*oci.Evidence, error) {
-	start := time.Now()
-	ev, err := t.up.Evidence(ctx, repo, digest, want)
-	t.s.upstreamDone(t.name, "evidence", start, err)
-	return ev, err
-}
-
-func (t timedSource) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest, error) {
-	start := time.Now()
-	m, err := t.up.Manifest(ctx, repo, ref)
-	t.s.upstreamDone(t.name, "manifest", start, err)
-	return m, err
-}
-
-func (t timedSource) Recognize(ctx context.Context, repo string, m *oci.Manifest) (oci.Recognition, error) {
-	return t.up.Recognize(ctx, repo, m)
 }
 
 // record writes rec to the decision log and counts it. When the record

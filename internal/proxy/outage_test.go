@@ -20,6 +20,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/limits"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
@@ -74,6 +75,9 @@ func TestTheSecuritySuiteHoldsWithAStore(t *testing.T) {
 // flush waits until the store runs no fill and no background write.
 func (e *storeEnv) flush() {
 	e.t.Helper()
+	if e.store == nil {
+		return
+	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
 		if st := e.store.Stats(); st.FillsInFlight == 0 && st.WritesInFlight == 0 {
 			return
@@ -102,6 +106,7 @@ func (e *storeEnv) restart(policyText string) {
 	}
 	e.t.Cleanup(func() { st.Close() })
 	cfg, pol := e.compile(e.upstream.URL, policyText)
+	e.policyText = policyText
 	b := budget.New(cfg.Limits.MaxManifestBytesInFlight, 200*time.Millisecond)
 	var ups []*upstream.Client
 	for _, u := range cfg.Upstreams {
@@ -116,14 +121,15 @@ func (e *storeEnv) restart(policyText string) {
 		e.t.Fatal(err)
 	}
 	e.metrics = metrics.New()
+	e.sources = sources(e.t, ups, st, e.tags, e.metrics)
 	h, err := proxy.New(proxy.Options{
-		Policy: pol, Upstreams: ups, DefaultUpstream: "lab", MaxEntries: cfg.Cache.MaxEntries, Budget: b,
-		Audit: al, Metrics: e.metrics, Store: st, Tags: e.tags,
+		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries, Budget: b,
+		Audit: al, Metrics: e.metrics,
 	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.store, e.server, e.upstreams = st, h, ups
+	e.store, e.server = st, h
 	e.proxy = httptest.NewServer(h)
 	e.t.Cleanup(e.proxy.Close)
 }
@@ -201,7 +207,7 @@ func TestASecondPullIsServedFromTheStoreAndATagIsResolvedWithHEAD(t *testing.T) 
 }
 
 func TestImmutableTagsAreServedFromTheirLastResolutionWithoutAskingTheUpstream(t *testing.T) {
-	e := newStoreEnv(t, t.TempDir(), withTags(map[string]proxy.Tags{"lab": {Immutable: []string{"v*.*.*"}, StaleIfError: time.Hour}}))
+	e := newStoreEnv(t, t.TempDir(), withTags(map[string]source.Tags{"lab": {Immutable: []string{"v*.*.*"}, StaleIfError: time.Hour}}))
 	release := e.signed("signed/app:v1.2.3")
 	latest := e.signed("signed/app:latest")
 	e.manifestOK("/v2/lab/signed/app/manifests/v1.2.3", release)
@@ -313,7 +319,7 @@ func TestStaleIfErrorBoundsHowLongATagIsServedStale(t *testing.T) {
 		{"staleIfError 0s: never stale", 0, 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newStoreEnv(t, t.TempDir(), withTags(map[string]proxy.Tags{"lab": {StaleIfError: tt.staleIfError}}))
+			e := newStoreEnv(t, t.TempDir(), withTags(map[string]source.Tags{"lab": {StaleIfError: tt.staleIfError}}))
 			d := e.signed("signed/app:v1")
 			e.manifestOK("/v2/lab/signed/app/manifests/v1", d)
 			e.flush()
@@ -429,11 +435,11 @@ func TestAStoredManifestOrEvidenceThatWasTamperedWithIsNeverServed(t *testing.T)
 	e.signReferrer("signed/app", "ci", d, false)
 	e.manifestOK("/v2/lab/signed/app/manifests/v1", d)
 	e.flush()
-	dir := filepath.Join(e.root, "blobs", "sha256", d.Hex[:2], d.Hex)
+	dir := filepath.Join(e.root, "content", "lab", "manifests", "sha256", d.Hex[:2], d.Hex)
 
 	// The evidence kept for the digest: a signature whose bytes were
 	// changed no longer verifies, offline or not.
-	notes, err := filepath.Glob(filepath.Join(dir, "notes", "lab", "signed", "app", "_evidence-*"))
+	notes, err := filepath.Glob(filepath.Join(dir, "notes", "signed", "app", "_evidence-*"))
 	if err != nil || len(notes) == 0 {
 		t.Fatalf("no evidence kept for the digest: %v", err)
 	}
@@ -446,8 +452,7 @@ func TestAStoredManifestOrEvidenceThatWasTamperedWithIsNeverServed(t *testing.T)
 		if err := json.Unmarshal(b, &doc); err != nil {
 			t.Fatal(err)
 		}
-		ev := doc["evidence"].(map[string]any)
-		sigs, _ := ev["Signatures"].([]any)
+		sigs, _ := doc["signatures"].([]any)
 		for _, s := range sigs {
 			sig := s.(map[string]any)
 			sig["Signature"] = "MEUCIQDvT0p1ZxGmOQaMn0DqnzqRS4IKmp7qjXG4mlkmcSFd8wIgbVe/ZTEhCFYXXhSDTZjLs6O4jKXD9fc9JQCY2V3fW7I="

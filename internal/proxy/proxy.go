@@ -1,15 +1,14 @@
 // Package proxy is authz-proxy's HTTP edge: the read side of the OCI
-// distribution API, routed to the configured upstreams. Manifests are
-// fetched once, judged (a policy.Judge recognises signature artifacts by
-// their content and judges everything else by policy) and served as the
-// very bytes judged, or refused; blobs stream, through the content store
-// when one is configured. With a store, manifests and the evidence they
-// were judged on are kept by digest and tags are resolved with a HEAD
-// (immutable tags from their last resolution), so that what was pulled
-// before is served, and judged again, while the upstream is down. The
-// referrers API is answered even for upstreams without one; writes are
-// refused. Manifest bytes in flight and response write times are bounded.
-// It is the one place that renders OCI errors and writes the decision log.
+// distribution API, routed to the configured upstreams. For a manifest it
+// goes in a straight line: route, resolve the reference (source), fetch the
+// manifest once or take the verified bytes held, judge them (policy.Judge:
+// signature artifacts are recognised by their content, everything else is
+// judged by policy), send those very bytes or refuse, and write one
+// decision record. Blobs, tags/list and referrers are relayed from what the
+// upstream's source answers (the content store, when there is one, lives
+// behind it). Writes are refused; manifest bytes in flight and response
+// write times are bounded. It is the one place that renders OCI errors and
+// writes the decision log.
 package proxy
 
 import (
@@ -22,7 +21,6 @@ import (
 	"net/url"
 	"regexp"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,16 +33,17 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
-	"github.com/authz-proxy/authz-proxy/internal/store"
-	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
-	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Options configure a Server.
 type Options struct {
-	Policy          *policy.Policy
-	Upstreams       []*upstream.Client
+	Policy *policy.Policy
+	// Sources are what the proxy reads of each upstream (source.New),
+	// with or without the content store; they are addressed by their
+	// names.
+	Sources         []*source.Source
 	DefaultUpstream string
 	// MaxEntries bounds the cache of verified outcomes (config's
 	// cache.maxEntries); required. How long outcomes hold and how long a
@@ -62,16 +61,6 @@ type Options struct {
 	// Metrics, if not nil, receives request, decision, latency and cache
 	// measurements.
 	Metrics *metrics.Metrics
-	// Store, if not nil, keeps blobs (served from it when held, else
-	// fetched once per digest and stored), manifests with the evidence
-	// they were judged on, and the last resolution of each tag: a digest
-	// pulled before is served and judged again without the upstream. Without
-	// it blobs stream from the upstream every time.
-	Store *store.Store
-	// Tags are, by upstream name, how tags are resolved with a Store; an
-	// upstream without an entry has no immutable tags and never serves a
-	// tag stale.
-	Tags map[string]Tags
 	// Now is the clock of verdict and breakglass expiry; nil: time.Now.
 	// Tests move it by hand.
 	Now func() time.Time
@@ -82,29 +71,21 @@ type Server struct {
 	// state is what a reload replaces; each request reads it once.
 	state atomic.Pointer[state]
 	judge *policy.Judge
-	// registry is what the judge reads of an upstream.
-	registry func(up *upstream.Client, name string) policy.Registry
+	// registry is what the judge reads of an upstream: its source (tests
+	// wrap it to inject faults).
+	registry func(*source.Source) policy.Registry
 	budget   *budget.Budget
 	audit    *audit.Log
 	log      *slog.Logger
 	metrics  *metrics.Metrics
-	store    *store.Store
-	// tags are the last resolutions of tags, with a store; kept are the
-	// digests of the evidence notes this process wrote last, by question;
-	// outages are, by upstream name, until when (unix nanoseconds) it is
-	// taken to be failing.
-	tags    *tagBook
-	kept    *lru.Cache[string, [32]byte]
-	outages sync.Map
 }
 
-// state is one configuration's policy, upstreams and write timeout.
+// state is one configuration's policy, sources and write timeout.
 type state struct {
 	policy       *policy.Policy
-	upstreams    map[string]*upstream.Client
+	sources      map[string]*source.Source
 	def          string
 	writeTimeout time.Duration
-	tags         map[string]Tags
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -126,33 +107,21 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		judge:   judge,
-		budget:  o.Budget,
-		audit:   o.Audit,
-		log:     o.Logger,
-		metrics: o.Metrics,
-		store:   o.Store,
-	}
-	s.registry = func(up *upstream.Client, name string) policy.Registry { return timedSource{up, s, name} }
-	if o.Store != nil {
-		s.tags = newTagBook(o.Store)
-		s.kept, _ = lru.New[string, [32]byte](1 << 16)
-		s.registry = func(up *upstream.Client, name string) policy.Registry {
-			return stored{inner: timedSource{up, s, name}, up: up, s: s, name: name}
-		}
+		judge:    judge,
+		registry: func(src *source.Source) policy.Registry { return src },
+		budget:   o.Budget,
+		audit:    o.Audit,
+		log:      o.Logger,
+		metrics:  o.Metrics,
 	}
 	s.state.Store(st)
 	o.Metrics.WatchCache(judge.Len, judge.Evictions)
-	if o.Store != nil {
-		o.Metrics.WatchStore(o.Store.Stats)
-	}
 	return s, nil
 }
 
-// Reload puts a new configuration in force at once: o's Policy, Upstreams,
-// DefaultUpstream, MaxEntries, WriteTimeout and Tags replace the old ones together
-// (its other fields are ignored; those given to New stay, the Store
-// among them).
+// Reload puts a new configuration in force at once: o's Policy, Sources,
+// DefaultUpstream, MaxEntries and WriteTimeout replace the old ones
+// together (its other fields are ignored; those given to New stay).
 // Requests in flight finish under the configuration they started with.
 // Outcomes cached under another policy generation are not used again; they
 // leave the cache as it fills.
@@ -172,10 +141,9 @@ func newState(o Options) (*state, error) {
 	}
 	st := &state{
 		policy:       o.Policy,
-		upstreams:    map[string]*upstream.Client{},
+		sources:      map[string]*source.Source{},
 		def:          o.DefaultUpstream,
 		writeTimeout: o.WriteTimeout,
-		tags:         o.Tags,
 	}
 	if st.writeTimeout == 0 {
 		st.writeTimeout = limits.Defaults().WriteTimeout
@@ -183,10 +151,10 @@ func newState(o Options) (*state, error) {
 	if o.MaxEntries <= 0 {
 		return nil, errors.New("proxy: MaxEntries must be positive")
 	}
-	for _, u := range o.Upstreams {
-		st.upstreams[u.Name()] = u
+	for _, src := range o.Sources {
+		st.sources[src.Name()] = src
 	}
-	if st.def != "" && st.upstreams[st.def] == nil {
+	if st.def != "" && st.sources[st.def] == nil {
 		return nil, fmt.Errorf("proxy: default upstream %q is not configured", st.def)
 	}
 	return st, nil
@@ -215,6 +183,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var cut *streamCut
 	if errors.As(err, &cut) {
 		// Past the status line: only a cut connection tells the client.
+		// What was written goes out first, so that the client sees the
+		// answer end short rather than no answer.
+		_ = http.NewResponseController(sw).Flush()
 		s.metrics.Request(rt.upstream, orOther(rt.kind), orOK(sw.status))
 		s.log.Debug("response cut", "path", r.URL.Path, "err", err)
 		panic(http.ErrAbortHandler)
@@ -283,7 +254,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return route{}, errorf(errcode.ErrorCodeUnsupported, "authz-proxy is read-only: %s is not supported; push to the upstream registry directly", r.Method)
 	}
-	rt, err := parseRoute(r, func(n string) bool { return st.upstreams[n] != nil }, st.def)
+	rt, err := parseRoute(r, func(n string) bool { return st.sources[n] != nil }, st.def)
 	if err != nil {
 		return route{}, err
 	}
@@ -292,20 +263,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 		_, err := io.WriteString(w, "{}\n")
 		return rt, err
 	}
-	up := st.upstreams[rt.upstream]
+	src := st.sources[rt.upstream]
 	switch rt.kind {
 	case kindManifest:
-		return rt, s.manifest(w, r, st, up, rt)
+		return rt, s.manifest(w, r, st, src, rt)
 	case kindBlob:
-		return rt, s.blob(w, r, st, up, rt)
+		return rt, s.blob(w, r, st, src, rt)
 	case kindTags:
 		if r.Method != http.MethodGet {
 			return rt, errorf(errcode.ErrorCodeUnsupported, "tags/list takes GET")
 		}
-		_, err := s.passThrough(w, r, up, rt, "tags/list", http.StatusOK, http.StatusNotFound)
+		_, err := s.passThrough(w, r, src, rt, "tags/list", http.StatusOK, http.StatusNotFound)
 		return rt, err
 	default:
-		return rt, s.referrers(w, r, up, rt)
+		return rt, s.referrers(w, r, src, rt)
 	}
 }
 
@@ -314,14 +285,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *state) (route
 // fallback tag. Clients (cosign, notation, oras) then never need to pull
 // that tag, which is an index and judged like any other.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
-func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route) error {
-	served, err := s.passThrough(w, r, up, rt, "referrers/"+rt.ref.Digest, http.StatusOK)
+func (s *Server) referrers(w http.ResponseWriter, r *http.Request, src *source.Source, rt route) error {
+	served, err := s.passThrough(w, r, src, rt, "referrers/"+rt.ref.Digest, http.StatusOK)
 	if served || err != nil {
 		return err
 	}
-	start := time.Now()
-	index, err := up.ReferrersFallback(r.Context(), rt.repo, rt.ref.Digest)
-	s.upstreamDone(rt.upstream, rt.kind, start, err)
+	index, err := src.ReferrersFallback(r.Context(), rt.repo, rt.ref.Digest)
 	if err != nil {
 		return err
 	}
@@ -333,43 +302,6 @@ func (s *Server) referrers(w http.ResponseWriter, r *http.Request, up *upstream.
 		_, err = w.Write(index)
 	}
 	return err
-}
-
-// blobThrough streams a blob from the upstream; memory use does not grow
-// with its size.
-func (s *Server) blobThrough(w http.ResponseWriter, r *http.Request, st *state, up *upstream.Client, rt route) error {
-	hdr := http.Header{}
-	if v := r.Header.Get("Range"); v != "" {
-		hdr.Set("Range", v)
-	}
-	start := time.Now()
-	resp, err := up.Do(r.Context(), r.Method, rt.repo, "blobs/"+rt.ref.Digest, "", hdr)
-	if err != nil {
-		s.upstreamDone(rt.upstream, "blob", start, err)
-		return err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK, http.StatusPartialContent, http.StatusRequestedRangeNotSatisfiable:
-	case http.StatusNotFound:
-		s.upstreamDone(rt.upstream, "blob", start, nil)
-		return errorf(errcode.ErrorCodeBlobUnknown, "blob %s not found in %s/%s", rt.ref.Digest, rt.upstream, rt.repo)
-	default:
-		err := up.StatusError("blob "+rt.ref.Digest, resp)
-		s.upstreamDone(rt.upstream, "blob", start, err)
-		return err
-	}
-	s.upstreamDone(rt.upstream, "blob", start, nil)
-	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Docker-Content-Digest", "Etag", "Last-Modified")
-	w.WriteHeader(resp.StatusCode)
-	if r.Method == http.MethodGet {
-		// A failure here is past the status line: the client sees a short
-		// body, which its digest check catches.
-		if err := stream(w, resp.Body, st.writeTimeout); err != nil {
-			s.log.Debug("blob stream ended early", "digest", rt.ref.Digest, "err", err)
-		}
-	}
-	return nil
 }
 
 var streamBuffers = sync.Pool{New: func() any { return new([64 << 10]byte) }}
@@ -400,29 +332,17 @@ func stream(w http.ResponseWriter, body io.Reader, idle time.Duration) error {
 // passThrough relays tags/list and referrers answers of the given statuses
 // unjudged, and reports whether it did; a 404 it does not relay is left to
 // the caller.
-func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, up *upstream.Client, rt route, suffix string, relay ...int) (bool, error) {
+func (s *Server) passThrough(w http.ResponseWriter, r *http.Request, src *source.Source, rt route, suffix string, relay ...int) (bool, error) {
 	q := r.URL.Query()
 	q.Del("ns")
-	start := time.Now()
-	resp, err := up.Do(r.Context(), r.Method, rt.repo, suffix, q.Encode(), http.Header{"Accept": r.Header.Values("Accept")})
-	if err != nil {
-		s.upstreamDone(rt.upstream, rt.kind, start, err)
+	resp, err := src.Relay(r.Context(), rt.kind, r.Method, rt.repo, suffix, q.Encode(), http.Header{"Accept": r.Header.Values("Accept")}, relay...)
+	if resp == nil || err != nil {
 		return false, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound && !slices.Contains(relay, http.StatusNotFound) {
-		s.upstreamDone(rt.upstream, rt.kind, start, nil)
-		return false, nil
-	}
-	if !slices.Contains(relay, resp.StatusCode) {
-		err := up.StatusError(suffix, resp)
-		s.upstreamDone(rt.upstream, rt.kind, start, err)
-		return false, err
-	}
-	s.upstreamDone(rt.upstream, rt.kind, start, nil)
 	copyHeaders(w.Header(), resp.Header, "Content-Type", "Content-Length", "Docker-Content-Digest", "OCI-Filters-Applied")
-	if link := resp.Header.Get("Link"); link != "" {
-		w.Header().Set("Link", rewriteLink(link, rt))
+	if link := rewriteLink(resp.Header.Get("Link"), rt); link != "" {
+		w.Header().Set("Link", link)
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, err = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
@@ -437,35 +357,46 @@ func copyHeaders(dst, src http.Header, names ...string) {
 	}
 }
 
-var linkURL = regexp.MustCompile(`<([^>]*)>`)
+var (
+	linkURL   = regexp.MustCompile(`<([^>]*)>`)
+	linkStart = regexp.MustCompile(`,\s*<`)
+)
 
-// rewriteLink keeps pagination links pointing at the same upstream through
-// the proxy: it restores the path prefix or the ns parameter.
+// rewriteLink keeps the pagination links of a Link header pointing at the
+// same upstream through the proxy: each becomes a path of the proxy (the
+// upstream's scheme and host dropped) with the path prefix or the ns
+// parameter restored. A link that is not of the registry API (not a /v2/
+// path) is dropped, so that the client is never sent elsewhere.
 func rewriteLink(link string, rt route) string {
-	return linkURL.ReplaceAllStringFunc(link, func(m string) string {
-		u, err := url.Parse(m[1 : len(m)-1])
-		if err != nil {
-			return m
+	var out []string
+	start := 0
+	for _, i := range append(linkStart.FindAllStringIndex(link, -1), []int{len(link), len(link)}) {
+		value := strings.TrimSpace(link[start:i[0]])
+		start = i[0] + 1
+		m := linkURL.FindStringSubmatchIndex(value)
+		if m == nil || m[0] != 0 || strings.ContainsAny(value[m[1]:], "<>") {
+			continue // not one link-value: <URI-Reference> and its parameters
 		}
-		u.Scheme, u.Host = "", ""
+		u, err := url.Parse(value[m[2]:m[3]])
+		if err != nil || u.Opaque != "" {
+			continue
+		}
+		u.Scheme, u.Host, u.User = "", "", nil
+		rest, ok := strings.CutPrefix(u.Path, "/v2/")
+		if !ok {
+			continue
+		}
 		if rt.prefixed {
-			if rest, ok := strings.CutPrefix(u.Path, "/v2/"); ok {
-				u.Path = "/v2/" + rt.upstream + "/" + rest
-			}
+			u.Path = "/v2/" + rt.upstream + "/" + rest
 		}
 		if rt.ns {
 			q := u.Query()
 			q.Set("ns", rt.upstream)
 			u.RawQuery = q.Encode()
 		}
-		return "<" + u.String() + ">"
-	})
-}
-
-// upstreamDone records the latency and any failure of one upstream call
-// that began at start.
-func (s *Server) upstreamDone(upstream, op string, start time.Time, err error) {
-	s.metrics.Upstream(upstream, op, time.Since(start), upstreamErrorKind(err))
+		out = append(out, "<"+u.String()+">"+value[m[1]:])
+	}
+	return strings.Join(out, ", ")
 }
 
 // policyClient is what the policy sees of r's sender: the names of a

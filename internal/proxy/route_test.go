@@ -74,3 +74,59 @@ func FuzzRepositoryNamesFollowTheSpecGrammar(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRewriteLink feeds rewriteLink whatever an upstream sends as a Link
+// header of a paginated answer: every link it hands back is a path of the
+// registry API on this proxy (no scheme or host of the upstream's), keeps
+// the upstream in its path prefix or ns parameter as the request did, and
+// comes from a link the upstream sent.
+func FuzzRewriteLink(f *testing.F) {
+	for _, s := range []string{
+		`</v2/team/app/tags/list?last=b&n=2>; rel="next"`,
+		`<https://registry.example/v2/team/app/tags/list?n=1&last=x>; rel="next", <http://other/v2/x>; rel="prev"`,
+		`<//evil.example/v2/a>; rel="next"`, `<%zz>; rel="next"`, `<>`, `no brackets`, `<aaaa:%0X0000>`, `</v2/><>`,
+	} {
+		f.Add(s, true, false)
+		f.Add(s, false, true)
+	}
+	f.Fuzz(func(t *testing.T, link string, prefixed, ns bool) {
+		rt := route{upstream: "lab", prefixed: prefixed, ns: ns}
+		out := rewriteLink(link, rt)
+		in, got := linkURL.FindAllStringSubmatch(link, -1), linkURL.FindAllStringSubmatch(out, -1)
+		if len(got) > len(in) {
+			t.Fatalf("rewriteLink(%q) = %q: %d links from %d", link, out, len(got), len(in))
+		}
+		for i, m := range got {
+			u, err := url.Parse(m[1])
+			if err != nil {
+				t.Fatalf("rewriteLink(%q) = %q: link %d does not parse: %v", link, out, i, err)
+			}
+			if u.Scheme != "" || u.Host != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/v2/") {
+				t.Fatalf("rewriteLink(%q) = %q: link %d is not a registry path of the proxy", link, out, i)
+			}
+			if ns && u.Query().Get("ns") != "lab" {
+				t.Fatalf("rewriteLink(%q) = %q: link %d lost ns", link, out, i)
+			}
+			if prefixed && !strings.HasPrefix(u.Path, "/v2/lab/") {
+				t.Fatalf("rewriteLink(%q) = %q: link %d lost the path prefix", link, out, i)
+			}
+		}
+	})
+}
+
+func TestPaginationLinksStayOnTheProxyAndItsUpstream(t *testing.T) {
+	for _, tt := range []struct {
+		link string
+		rt   route
+		want string
+	}{
+		{`</v2/team/app/tags/list?last=b&n=2>; rel="next"`, route{upstream: "lab", prefixed: true}, `</v2/lab/team/app/tags/list?last=b&n=2>; rel="next"`},
+		{`<https://registry.example/v2/team/app/tags/list?n=1>; rel="next"`, route{upstream: "lab", ns: true}, `</v2/team/app/tags/list?n=1&ns=lab>; rel="next"`},
+		{`<https://cdn.example/elsewhere>; rel="next", </v2/a/tags/list?n=1>; rel="prev"`, route{upstream: "lab"}, `</v2/a/tags/list?n=1>; rel="prev"`},
+		{`<aaaa:%0X0000>; rel="next"`, route{upstream: "lab"}, ``},
+	} {
+		if got := rewriteLink(tt.link, tt.rt); got != tt.want {
+			t.Errorf("rewriteLink(%q) = %q, want %q", tt.link, got, tt.want)
+		}
+	}
+}

@@ -21,7 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
@@ -36,6 +36,13 @@ type storeEnv struct {
 
 func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 	t.Helper()
+	return withRestartableStore(t, root, func(more ...envOption) *env { return newEnv(t, append(opts, more...)...) })
+}
+
+// withRestartableStore is the env that mk makes with a filesystem store at
+// root, which restart opens again.
+func withRestartableStore(t *testing.T, root string, mk func(...envOption) *env) *storeEnv {
+	t.Helper()
 	d, err := store.NewDriver(context.Background(), store.Filesystem, map[string]any{"rootdirectory": root})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +53,7 @@ func newStoreEnv(t *testing.T, root string, opts ...envOption) *storeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &storeEnv{env: newEnv(t, append(opts, withStore(st))...), store: st, root: root, logs: logs}
+	return &storeEnv{env: mk(withStore(st)), store: st, root: root, logs: logs}
 }
 
 // image pushes a signed image of one layer of size bytes to repo:v1 and
@@ -294,7 +301,7 @@ func TestAStoredBlobCorruptedOnDiskIsCutAndFetchedAgain(t *testing.T) {
 		t.Fatal(resp.StatusCode, err)
 	}
 	e.settle()
-	data := filepath.Join(root, "blobs", "sha256", l.Digest.Hex[:2], l.Digest.Hex, "data")
+	data := filepath.Join(root, "content", "lab", "blobs", "sha256", l.Digest.Hex[:2], l.Digest.Hex, "data")
 	b, err := os.ReadFile(data)
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +386,7 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 		ref   string
 	}{{"without a store", nil, ""}, {"with a store", st, ""}, {"by an immutable tag, with a store", st, "v1"}} {
 		b.Run(tt.name, func(b *testing.B) {
-			e := newEnv(b, withStore(tt.store), withTags(map[string]proxy.Tags{"lab": {Immutable: []string{"v*"}}}))
+			e := newEnv(b, withStore(tt.store), withTags(map[string]source.Tags{"lab": {Immutable: []string{"v*"}}}))
 			img, err := random.Image(256, 10)
 			if err != nil {
 				b.Fatal(err)

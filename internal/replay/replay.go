@@ -207,9 +207,9 @@ func (c *Collector) Forget(t time.Time) {
 // Judge re-judges pulls under a candidate policy.
 type Judge struct {
 	Policy *policy.Policy
-	// Upstreams are the candidate configuration's registries, by name:
-	// evidence is read from them again.
-	Upstreams map[string]policy.Registry
+	// Registries are what the judge reads of the candidate
+	// configuration's upstreams (their sources), by name.
+	Registries map[string]policy.Registry
 }
 
 // Bounds on the work of a replay: pulls judged at once, and the time one
@@ -236,7 +236,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 	}
 	each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
 		results[i].Pull = *p
-		up := j.Upstreams[p.Upstream]
+		up := j.Registries[p.Upstream]
 		if up == nil {
 			results[i].Now = failed(fmt.Errorf("upstream %q is not in the candidate configuration", p.Upstream))
 			return
@@ -255,7 +255,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 				return
 			}
 			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Environment: p.Environment}
-			v, err := judge.Decide(ctx, j.Policy, j.Upstreams[p.Upstream], subj, m)
+			v, err := judge.Decide(ctx, j.Policy, j.Registries[p.Upstream], subj, m)
 			if err != nil {
 				results[i].Now = failed(err)
 				return

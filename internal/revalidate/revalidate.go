@@ -160,7 +160,7 @@ func (r *Revalidator) Run(ctx context.Context, p *policy.Policy, registries map[
 	}
 	r.mu.Unlock()
 
-	judge := &replay.Judge{Policy: p, Upstreams: registries}
+	judge := &replay.Judge{Policy: p, Registries: registries}
 	results := judge.Run(ctx, due)
 	var s Summary
 	if ctx.Err() != nil {

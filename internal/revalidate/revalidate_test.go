@@ -15,6 +15,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/revalidate"
+	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
@@ -77,11 +78,8 @@ func TestRevalidationRevokesWhatThePolicyInForceNowDeniesOnce(t *testing.T) {
 				}
 				return p
 			}
-			client, err := upstream.New(upstream.Options{Name: "lab", URL: "http://" + lab.Upstream, Insecure: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			registries := map[string]policy.Registry{"lab": client}
+			client, src := labSource(t, lab)
+			registries := map[string]policy.Registry{"lab": src}
 			var log testkit.Buffer
 			decisions, err := audit.New(&log, "")
 			if err != nil {
@@ -139,10 +137,7 @@ func TestRevalidationJudgesADigestAllowedAgainAfterItWasRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := upstream.New(upstream.Options{Name: "lab", URL: "http://" + lab.Upstream, Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, src := labSource(t, lab)
 	clock := testkit.NewClock(time.Now())
 	rv := revalidate.New(revalidate.Options{Now: clock.Now})
 	rv.SetWindow(time.Hour, p)
@@ -150,7 +145,7 @@ func TestRevalidationJudgesADigestAllowedAgainAfterItWasRevoked(t *testing.T) {
 		rv.Observe(audit.Record{Time: clock.Now(), Decision: audit.Allow, Image: "lab/demo/app", Reference: "signed", Digest: digestOf(t, client, "demo/app", "signed"), Upstream: "lab", Rule: "demo-images"})
 	}
 	allow()
-	registries := map[string]policy.Registry{"lab": client}
+	registries := map[string]policy.Registry{"lab": src}
 	for _, c := range []struct {
 		name  string
 		do    func()
@@ -169,6 +164,21 @@ func TestRevalidationJudgesADigestAllowedAgainAfterItWasRevoked(t *testing.T) {
 	}
 }
 
+// labSource is the lab's upstream client, and the source the judge reads
+// of it, as serve, check and replay build it (no store).
+func labSource(t *testing.T, lab *demo.Lab) (*upstream.Client, *source.Source) {
+	t.Helper()
+	client, err := upstream.New(upstream.Options{Name: "lab", URL: "http://" + lab.Upstream, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := source.New(source.Options{Upstream: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, src
+}
+
 func digestOf(t *testing.T, c *upstream.Client, repo, tag string) string {
 	t.Helper()
 	m, err := c.Manifest(context.Background(), repo, tag)
@@ -181,10 +191,7 @@ func digestOf(t *testing.T, c *upstream.Client, repo, tag string) string {
 // sigTag is the cosign .sig tag of repo:tag.
 func sigTag(t *testing.T, lab *demo.Lab, repo, tag string) string {
 	t.Helper()
-	c, err := upstream.New(upstream.Options{Name: "lab", URL: "http://" + lab.Upstream, Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := labSource(t, lab)
 	return strings.Replace(digestOf(t, c, repo, tag), ":", "-", 1) + ".sig"
 }
 

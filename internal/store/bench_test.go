@@ -33,7 +33,7 @@ func BenchmarkReadFromTheStore(b *testing.B) {
 	b.Run("range, unchecked", func(b *testing.B) {
 		b.SetBytes(int64(len(blob)))
 		for b.Loop() {
-			rc, err := s.ReadRange(context.Background(), d, 0, int64(len(blob)))
+			rc, err := s.ReadRange(context.Background(), app, d, 0, int64(len(blob)))
 			if err != nil {
 				b.Fatal(err)
 			}

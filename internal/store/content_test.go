@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,27 +30,27 @@ func TestManifestsAreStoredByDigestAndReadOnlyByTheirScope(t *testing.T) {
 	s := fsStore(t, root, store.Options{})
 	m, d := blob(t, 2<<10)
 	ctx := context.Background()
-	if _, err := s.Read(ctx, app, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
+	if _, err := s.ReadManifest(ctx, app, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
 		t.Fatalf("Read before Put: %v", err)
 	}
-	s.Put(app, d, m)
+	s.PutManifest(app, d, m)
 	flush(t, s)
-	got, err := s.Read(ctx, app, d, 4<<20)
+	got, err := s.ReadManifest(ctx, app, d, 4<<20)
 	if err != nil || !bytes.Equal(got, m) {
 		t.Fatalf("Read after Put: %d bytes, %v", len(got), err)
 	}
-	if _, err := s.Read(ctx, other, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
+	if _, err := s.ReadManifest(ctx, other, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
 		t.Errorf("another repository read a manifest it never fetched: %v", err)
 	}
-	if _, err := s.Read(ctx, app, d, int64(len(m)-1)); !errors.Is(err, store.ErrNotStored) {
+	if _, err := s.ReadManifest(ctx, app, d, int64(len(m)-1)); !errors.Is(err, store.ErrNotStored) {
 		t.Errorf("a manifest over the size asked for was read: %v", err)
 	}
 
 	// Bytes that are not the digest's are not stored.
 	_, d2 := blob(t, 10)
-	s.Put(app, d2, m)
+	s.PutManifest(app, d2, m)
 	flush(t, s)
-	if _, err := s.Read(ctx, app, d2, 4<<20); !errors.Is(err, store.ErrNotStored) {
+	if _, err := s.ReadManifest(ctx, app, d2, 4<<20); !errors.Is(err, store.ErrNotStored) {
 		t.Errorf("bytes put under another digest were read: %v", err)
 	}
 
@@ -56,16 +58,16 @@ func TestManifestsAreStoredByDigestAndReadOnlyByTheirScope(t *testing.T) {
 	// refused and evicted.
 	s.Close()
 	replica := fsStore(t, root, store.Options{Owner: "b"})
-	if got, err := replica.Read(ctx, app, d, 4<<20); err != nil || !bytes.Equal(got, m) {
+	if got, err := replica.ReadManifest(ctx, app, d, 4<<20); err != nil || !bytes.Equal(got, m) {
 		t.Fatalf("Read on a replica: %v", err)
 	}
-	data := filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], "data")
+	data := filepath.Join(root, "content", "lab", "manifests", "sha256", d[7:9], d[7:], "data")
 	bad := bytes.Clone(m)
 	bad[0] ^= 1
 	if err := os.WriteFile(data, bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := replica.Read(ctx, app, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
+	if _, err := replica.ReadManifest(ctx, app, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
 		t.Fatalf("a corrupted manifest was read: %v", err)
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) || replica.Stats().Corrupt != 1 {
@@ -79,7 +81,7 @@ func TestNotesAreKeptPerScopeAndEvictedWithTheirDigest(t *testing.T) {
 	s := fsStore(t, root, store.Options{MaxSize: 3 * size})
 	ctx := context.Background()
 	m, d := blob(t, size)
-	s.Put(app, d, m)
+	s.PutManifest(app, d, m)
 	note := bytes.Repeat([]byte("e"), size)
 	s.PutNote(app, d, "evidence-1", note)
 	s.PutNote(app, d, "bad key!", note)
@@ -107,13 +109,13 @@ func TestNotesAreKeptPerScopeAndEvictedWithTheirDigest(t *testing.T) {
 	// maxSize, it goes with its note.
 	old := time.Now().Add(-time.Hour)
 	for _, f := range []string{"data", "used"} {
-		if err := os.Chtimes(filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], f), old, old); err != nil {
+		if err := os.Chtimes(filepath.Join(root, "content", "lab", "manifests", "sha256", d[7:9], d[7:], f), old, old); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for range 2 {
 		m, d := blob(t, size)
-		s.Put(app, d, m)
+		s.PutManifest(app, d, m)
 	}
 	flush(t, s)
 	if err := s.Sweep(ctx); err != nil {
@@ -122,7 +124,7 @@ func TestNotesAreKeptPerScopeAndEvictedWithTheirDigest(t *testing.T) {
 	if st := s.Stats(); st.Evictions != 1 || st.Size != 2*size {
 		t.Fatalf("after the sweep: %+v", st)
 	}
-	if _, err := os.Stat(filepath.Join(root, "blobs", "sha256", d[7:9], d[7:])); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(root, "content", "lab", "manifests", "sha256", d[7:9], d[7:])); !os.IsNotExist(err) {
 		t.Errorf("the evicted manifest's note is left: %v", err)
 	}
 }
@@ -169,7 +171,7 @@ func TestTagRecordsAreOneObjectPerTagSharedByReplicas(t *testing.T) {
 	}
 
 	// A record not written for 30 days is swept.
-	path := filepath.Join(root, "tags", "lab", "rival", "app", "_tags", "v1")
+	path := filepath.Join(root, "content", "lab", "tags", "rival", "app", "_tags", "v1")
 	long := time.Now().Add(-31 * 24 * time.Hour)
 	if err := os.Chtimes(path, long, long); err != nil {
 		t.Fatal(err)
@@ -186,14 +188,14 @@ func TestSmallContentWritesAreSkippedWhileTheStoreFails(t *testing.T) {
 	root := t.TempDir()
 	s := fsStore(t, root, store.Options{})
 	ctx := context.Background()
-	// A file where the blobs folder should be: every write fails.
-	if err := os.WriteFile(filepath.Join(root, "blobs"), nil, 0o600); err != nil {
+	// A file where the content folder should be: every write fails.
+	if err := os.WriteFile(filepath.Join(root, "content"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m, d := blob(t, 100)
-	s.Put(app, d, m)
+	s.PutManifest(app, d, m)
 	flush(t, s)
-	if _, err := s.Read(ctx, app, d, 1<<20); !errors.Is(err, store.ErrNotStored) {
+	if _, err := s.ReadManifest(ctx, app, d, 1<<20); !errors.Is(err, store.ErrNotStored) {
 		t.Fatalf("Read of a manifest the store could not write: %v", err)
 	}
 	// The link or the manifest fails first; the store is then skipped
@@ -217,7 +219,7 @@ func FuzzATagRecordReadFromTheStore(f *testing.F) {
 	}
 	s := open(f, d, store.Options{})
 	f.Fuzz(func(t *testing.T, object []byte) {
-		if err := d.PutContent(context.Background(), "/tags/lab/team/app/_tags/v1", object); err != nil {
+		if err := d.PutContent(context.Background(), "/content/lab/tags/team/app/_tags/v1", object); err != nil {
 			t.Fatal(err)
 		}
 		r, err := s.Tag(context.Background(), app, "v1")
@@ -234,3 +236,46 @@ func FuzzATagRecordReadFromTheStore(f *testing.F) {
 }
 
 var digestRE = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
+
+func TestNoteKeysListTheNotesOfOneRepositoryOnly(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	ctx := context.Background()
+	m, d := blob(t, 100)
+	nested := store.Scope{Upstream: app.Upstream, Repository: app.Repository + "/nested"}
+	s.PutManifest(app, d, m)
+	for _, k := range []string{"evidence-tags-b", "evidence-referrers-a", "other-1"} {
+		s.PutNote(app, d, k, []byte("{}"))
+	}
+	s.PutNote(nested, d, "evidence-tags-c", []byte("{}"))
+	s.PutNote(other, d, "evidence-tags-d", []byte("{}"))
+	flush(t, s)
+	got := s.NoteKeys(ctx, app, d, "evidence-")
+	if want := []string{"evidence-referrers-a", "evidence-tags-b"}; !slices.Equal(got, want) {
+		t.Errorf("NoteKeys = %q, want %q", got, want)
+	}
+	if got := s.NoteKeys(ctx, app, "sha256:"+strings.Repeat("0", 64), "evidence-"); len(got) != 0 {
+		t.Errorf("the notes of a digest never noted: %q", got)
+	}
+}
+
+func TestTheSweepRemovesTheLayoutThatDidNotKeepContentPerUpstream(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"blobs/sha256/00/" + strings.Repeat("0", 64) + "/data", "tags/lab/team/app/_tags/v1"} {
+		p := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := fsStore(t, root, store.Options{})
+	if err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"blobs", "tags"} {
+		if _, err := os.Stat(filepath.Join(root, dir)); !os.IsNotExist(err) {
+			t.Errorf("%s of the old layout is left: %v", dir, err)
+		}
+	}
+}

@@ -13,29 +13,30 @@ import (
 )
 
 // Get returns the whole blob dgst for scope: from the store when it holds
-// it and scope may read it (checked against the digest as it is read), or
-// from the upstream through one fill per digest, shared by every concurrent
-// caller and streamed to each while it is written to the store. The last
-// byte reaches no client before the whole blob matched its digest.
+// it for scope's upstream and scope may read it (checked against the
+// digest as it is read), or from the upstream through one fill per blob of
+// that upstream, shared by every concurrent caller and streamed to each
+// while it is written to the store. The last byte reaches no client before
+// the whole blob matched its digest.
 //
-// A caller joining a fill started for another scope is first confirmed by
-// its own upstream (o.Confirm), unless linked. ErrNotStored: dgst or scope
-// is not one the store keeps; ask the upstream.
+// A caller joining a fill started for another repository is first
+// confirmed by its own upstream (o.Confirm), unless linked. ErrNotStored:
+// dgst or scope is not one the store keeps; ask the upstream.
 func (s *Store) Get(ctx context.Context, scope Scope, dgst string, o Origin) (*Reader, error) {
-	d, ok := parseDigest(dgst)
-	if !ok || !scope.valid() {
+	obj, ok := scope.object(blobKind, dgst)
+	if !ok {
 		return nil, ErrNotStored
 	}
-	if f := s.inflight(d); f != nil {
+	if f := s.inflight(obj); f != nil {
 		return s.join(ctx, f, scope, o)
 	}
-	size, err := s.stored(ctx, d)
+	size, err := s.stored(ctx, obj)
 	switch {
 	case err == nil:
-		if err := s.visible(ctx, scope, d, o); err != nil {
+		if err := s.visible(ctx, scope, obj, o); err != nil {
 			return nil, err
 		}
-		if r, err := s.open(ctx, d, size); err == nil {
+		if r, err := s.open(ctx, obj, size); err == nil {
 			s.stats.hits.Add(1)
 			return r, nil
 		}
@@ -46,7 +47,7 @@ func (s *Store) Get(ctx context.Context, scope Scope, dgst string, o Origin) (*R
 	case !errors.Is(err, ErrNotStored):
 		return nil, err
 	}
-	f := s.startFill(d, scope, o)
+	f := s.startFill(obj, scope, o)
 	if f == nil {
 		return nil, ErrNotStored // closed
 	}
@@ -57,29 +58,27 @@ func (s *Store) Get(ctx context.Context, scope Scope, dgst string, o Origin) (*R
 // runs: a client asked for part of a blob the store does not hold, which
 // the caller serves from the upstream meanwhile.
 func (s *Store) Prefetch(scope Scope, dgst string, o Origin) {
-	d, ok := parseDigest(dgst)
-	if !ok || !scope.valid() {
-		return
+	if obj, ok := scope.object(blobKind, dgst); ok {
+		s.startFill(obj, scope, o)
 	}
-	s.startFill(d, scope, o)
 }
 
-func (s *Store) inflight(d digest) *fill {
+func (s *Store) inflight(obj object) *fill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.fills[d.String()]
+	return s.fills[obj.key()]
 }
 
-// startFill returns the fill of d in flight, starting one for scope from o
-// when none is; nil once the store is closed.
-func (s *Store) startFill(d digest, scope Scope, o Origin) *fill {
+// startFill returns the fill of obj in flight, starting one for scope from
+// o when none is; nil once the store is closed.
+func (s *Store) startFill(obj object, scope Scope, o Origin) *fill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.fills[d.String()]; f != nil || s.closed {
+	if f := s.fills[obj.key()]; f != nil || s.closed {
 		return f
 	}
-	f := &fill{s: s, d: d, scope: scope, ready: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}), size: -1}
-	s.fills[d.String()] = f
+	f := &fill{s: s, d: obj, scope: scope, ready: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}), size: -1}
+	s.fills[obj.key()] = f
 	s.wg.Add(1)
 	s.stats.fillsInFlight.Add(1)
 	go f.run(o)
@@ -89,11 +88,11 @@ func (s *Store) startFill(d digest, scope Scope, o Origin) *fill {
 // join returns a reader of fill f for a caller of scope, once the upstream
 // answered.
 func (s *Store) join(ctx context.Context, f *fill, scope Scope, o Origin) (*Reader, error) {
-	if scope != f.scope && !s.linked(ctx, scope, f.d) {
+	if scope != f.scope && !s.linked(ctx, scope.Repository, f.d) {
 		if err := o.Confirm(ctx); err != nil {
 			return nil, err
 		}
-		s.link(scope, f.d)
+		s.link(scope.Repository, f.d)
 	}
 	select {
 	case <-f.ready:
@@ -117,7 +116,7 @@ func (s *Store) join(ctx context.Context, f *fill, scope Scope, o Origin) (*Read
 // them without copying.
 type fill struct {
 	s     *Store
-	d     digest
+	d     object
 	scope Scope
 	ready chan struct{} // closed once the upstream answered, or the fill ended
 	done  chan struct{} // closed when the fill ended
@@ -221,8 +220,8 @@ func (f *fill) finish(size int64, stored bool) {
 func (f *fill) forget() {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
-	if f.s.fills[f.d.String()] == f {
-		delete(f.s.fills, f.d.String())
+	if f.s.fills[f.d.key()] == f {
+		delete(f.s.fills, f.d.key())
 	}
 }
 
@@ -251,7 +250,7 @@ func (f *fill) run(o Origin) {
 	defer closeQuietly(body)
 	f.answer(length)
 	// The upstream served it to this scope.
-	s.link(f.scope, f.d)
+	s.link(f.scope.Repository, f.d)
 
 	w, upload := s.newUpload(ctx, f.d, length)
 	h := f.d.hash()
@@ -321,7 +320,7 @@ func readChunk(r io.Reader, buf []byte) (int, error) {
 
 // newUpload opens where the fill of d is written, or returns nil when it
 // is not to be stored: too large for the store, or the store is failing.
-func (s *Store) newUpload(ctx context.Context, d digest, length int64) (storagedriver.FileWriter, string) {
+func (s *Store) newUpload(ctx context.Context, d object, length int64) (storagedriver.FileWriter, string) {
 	if length > s.o.MaxSize {
 		return nil, ""
 	}
@@ -352,7 +351,7 @@ func (s *Store) discard(w storagedriver.FileWriter, upload string) {
 
 // commit makes a verified upload of d visible: moved into place, marked
 // used. It reports whether d is stored.
-func (s *Store) commit(ctx context.Context, w storagedriver.FileWriter, upload string, d digest, size int64) bool {
+func (s *Store) commit(ctx context.Context, w storagedriver.FileWriter, upload string, d object, size int64) bool {
 	if err := w.Commit(ctx); err != nil {
 		s.failed(&s.writeDown, "commit", err)
 		s.stats.fillError("store")
@@ -369,7 +368,7 @@ func (s *Store) commit(ctx context.Context, w storagedriver.FileWriter, upload s
 		return false
 	}
 	s.stats.fillsStored.Add(1)
-	s.touched.Add(d.String(), time.Now())
+	s.touched.Add(d.key(), time.Now())
 	uctx, cancel := context.WithTimeout(ctx, opTimeout)
 	if err := s.d.PutContent(uctx, d.usedPath(), nil); err != nil {
 		s.failed(&s.writeDown, "touch", err)

@@ -43,7 +43,7 @@ func (r *Reader) Close() error { return r.close() }
 
 // open returns a reader of the whole of d (size bytes) from the store,
 // checked against d as it is read.
-func (s *Store) open(ctx context.Context, d digest, size int64) (*Reader, error) {
+func (s *Store) open(ctx context.Context, d object, size int64) (*Reader, error) {
 	rc, err := s.openAt(ctx, d, 0, size, true)
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (s *Store) open(ctx context.Context, d digest, size int64) (*Reader, error)
 
 // openAt returns a reader of n of d's stored bytes from off, checked
 // against the digest when whole (off 0, n its size). It marks d used.
-func (s *Store) openAt(ctx context.Context, d digest, off, n int64, whole bool) (io.ReadCloser, error) {
+func (s *Store) openAt(ctx context.Context, d object, off, n int64, whole bool) (io.ReadCloser, error) {
 	if s.down(&s.readDown) {
 		return nil, ErrNotStored
 	}
@@ -94,24 +94,24 @@ func (p *part) WriteTo(w io.Writer) (int64, error) {
 
 func (p *part) Close() error { return p.rc.Close() }
 
-// ReadRange returns length bytes of dgst from offset on, from the store;
-// Stat says first whether the store holds dgst for the scope. A part of a
-// blob cannot be checked against its digest; a client assembling parts
-// checks the whole (containerd, crane and skopeo do), and a whole read by
-// Get is checked here.
-func (s *Store) ReadRange(ctx context.Context, dgst string, offset, length int64) (io.ReadCloser, error) {
-	d, ok := parseDigest(dgst)
+// ReadRange returns length bytes of blob dgst from offset on, from what
+// the store holds for scope's upstream; Stat says first whether scope may
+// read it. A part of a blob cannot be checked against its digest; a client
+// assembling parts checks the whole (containerd, crane and skopeo do), and
+// a whole read by Get is checked here.
+func (s *Store) ReadRange(ctx context.Context, scope Scope, dgst string, offset, length int64) (io.ReadCloser, error) {
+	obj, ok := scope.object(blobKind, dgst)
 	if !ok {
 		return nil, ErrNotStored
 	}
-	return s.openAt(ctx, d, offset, length, false)
+	return s.openAt(ctx, obj, offset, length, false)
 }
 
 // verifier reads a whole stored blob, hashing it, and gives out its last
 // byte only once all of them match the digest. A mismatch evicts the blob.
 type verifier struct {
 	s    *Store
-	d    digest
+	d    object
 	rc   io.ReadCloser
 	h    hash.Hash
 	left int64 // bytes not yet given out

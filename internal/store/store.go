@@ -4,10 +4,20 @@
 // Content is written once per digest for all concurrent callers, streamed to
 // each of them while it is written, checked against its digest while it
 // streams, and made visible only after it verified (written under
-// /uploads, then moved into place). It is served to an (upstream,
-// repository) scope only when that scope fetched it, listed it in a manifest
-// the proxy served (Link), or the upstream confirms the scope holds it. The
-// least recently used content is evicted under a size bound.
+// /uploads, then moved into place). The least recently used content is
+// evicted under a size bound.
+//
+// Isolation holds by construction. Content is kept per upstream (one
+// folder each, named by an injective encoding of the upstream's name) and
+// per kind (what an upstream served as a blob and what it served as a
+// manifest are separate objects): nothing one upstream supplied is read in
+// another upstream's scope, whatever that upstream says, and bytes
+// fetched as a blob are never read as a manifest. Within an upstream, a
+// repository reads an object only when that upstream served it in that
+// repository, confirms now that the repository holds it (a blob's HEAD),
+// or it was named in a manifest of that repository through a field the
+// registry validates at push (LinkBlobs: an image manifest's config and
+// layers; LinkManifests: an index's or list's manifests).
 //
 // The store keeps no shared mutable state file: what it knows is in the
 // names and modification times of its objects (one object per blob, per
@@ -15,21 +25,22 @@
 // and any object may vanish at any time without serving wrong bytes: a
 // store that fails, fills up or loses objects only costs upstream fetches.
 //
-// Layout, under the driver's root:
+// Layout, under the driver's root (<up> is upstreamDir of the upstream's
+// name, <kind> blobs or manifests):
 //
-//	/blobs/<alg>/<hex[:2]>/<hex>/data                        the verified bytes
-//	/blobs/<alg>/<hex[:2]>/<hex>/used                        empty; its modification time is the last use
-//	/blobs/<alg>/<hex[:2]>/<hex>/links/<upstream>/<repository>/_link   the scopes that may read it
-//	/blobs/<alg>/<hex[:2]>/<hex>/notes/<upstream>/<repository>/_<key>  what a scope's upstream said about it
-//	/tags/<upstream>/<repository>/_tags/<tag>                the tag's last resolution
-//	/uploads/<owner>/<alg>-<hex>-<random>                    fills in progress
+//	/content/<up>/<kind>/<alg>/<hex[:2]>/<hex>/data                   the verified bytes
+//	/content/<up>/<kind>/<alg>/<hex[:2]>/<hex>/used                   empty; its modification time is the last use
+//	/content/<up>/<kind>/<alg>/<hex[:2]>/<hex>/links/<repository>/_link   the repositories that may read it
+//	/content/<up>/manifests/<alg>/<hex[:2]>/<hex>/notes/<repository>/_<key>  what the upstream said about it there
+//	/content/<up>/tags/<repository>/_tags/<tag>                       the tag's last resolution
+//	/uploads/<owner>/<alg>-<hex>-<random>                             fills in progress
 //
-// Manifests are content by digest like blobs (Put, Read), with the same
-// rules. The signatures and attestations a manifest was judged on are a
-// note about its digest for the scope that asked, evicted with it. A tag's
-// last resolution is one small object per (upstream, repository, tag),
-// written by whichever replica resolved it last. None of it is a verdict:
-// whoever reads it judges it again.
+// Manifests are content by digest like blobs (PutManifest, ReadManifest),
+// with the same rules. The signatures and attestations a manifest was
+// judged on are notes about its digest for the repository that asked,
+// evicted with it. A tag's last resolution is one small object per
+// (upstream, repository, tag), written by whichever replica resolved it
+// last. None of it is a verdict: whoever reads it judges it again.
 package store
 
 import (
@@ -138,18 +149,18 @@ type Store struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	fills  map[string]*fill // by digest
-	closed bool             // no fill or background write starts once set
+	fills  map[objKey]*fill
+	closed bool // no fill or background write starts once set
 
-	// links are scopes known to see a digest, manifests the manifests
-	// linked by Link; touched is when this process last marked a digest
-	// used.
+	// links are repositories known to see an object, manifests the
+	// manifests whose references were linked (LinkBlobs, LinkManifests);
+	// touched is when this process last marked an object used.
 	links     *lru.Cache[link, struct{}]
 	manifests *lru.Cache[link, struct{}]
-	touched   *lru.Cache[string, time.Time]
-	// held are digests this process stored or read whole lately: Put
-	// skips writing them again.
-	held *lru.Cache[string, struct{}]
+	touched   *lru.Cache[objKey, time.Time]
+	// held are objects this process stored or read whole lately:
+	// PutManifest skips writing them again.
+	held *lru.Cache[objKey, struct{}]
 	// background bounds the writes of links, use marks and small content
 	// in flight; more wait their turn. pending counts the bytes of content
 	// they hold.
@@ -212,13 +223,13 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	}
 	links, _ := lru.New[link, struct{}](1 << 16)
 	manifests, _ := lru.New[link, struct{}](1 << 14)
-	touched, _ := lru.New[string, time.Time](1 << 16)
-	held, _ := lru.New[string, struct{}](1 << 16)
+	touched, _ := lru.New[objKey, time.Time](1 << 16)
+	held, _ := lru.New[objKey, struct{}](1 << 16)
 	s := &Store{
 		d:          o.Driver,
 		o:          o,
 		log:        o.Logger,
-		fills:      map[string]*fill{},
+		fills:      map[objKey]*fill{},
 		links:      links,
 		manifests:  manifests,
 		touched:    touched,
@@ -275,31 +286,99 @@ func (d digest) hash() hash.Hash {
 	return sha256.New()
 }
 
-func (d digest) dir() string      { return "/blobs/" + d.alg + "/" + d.hex[:2] + "/" + d.hex }
-func (d digest) dataPath() string { return d.dir() + "/data" }
-func (d digest) usedPath() string { return d.dir() + "/used" }
+// kind is one of an upstream's two namespaces of content: what it served
+// from /blobs/ and what it served from /manifests/. The same digest in
+// both is two objects: bytes fetched as a blob are never read as a
+// manifest, nor a manifest as a blob.
+type kind uint8
 
-// Names the driver accepts: upstream names may hold ':' (host:port), which
-// no driver path may; no upstream name holds '_', so ':' becomes '_'.
-var (
-	upstreamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
-	repoRE     = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+// The kinds of content.
+const (
+	blobKind kind = iota
+	manifestKind
 )
 
-func (s Scope) valid() bool {
-	return upstreamRE.MatchString(s.Upstream) && repoRE.MatchString(s.Repository) && len(s.Repository) <= 255
+func (k kind) folder() string {
+	if k == manifestKind {
+		return "manifests"
+	}
+	return "blobs"
 }
 
-// linkPath is the object that lets scope read d. Repository components
+// object is one piece of content: a digest of one kind, supplied by one
+// upstream. Nothing one upstream supplied is ever an object of another's.
+type object struct {
+	digest
+	up   string // the upstream's folder, upstreamDir of its name
+	kind kind
+}
+
+// root holds all content, one folder per upstream. The layout before
+// content was kept per upstream (/blobs and /tags at the top) is removed
+// by the sweep.
+const root = "/content"
+
+func (o object) dir() string {
+	return root + "/" + o.up + "/" + o.kind.folder() + "/" + o.alg + "/" + o.hex[:2] + "/" + o.hex
+}
+
+// objKey names an object in the maps and caches of this process (a
+// comparable value: looking one up allocates nothing).
+type objKey struct {
+	up, digest string
+	kind       kind
+}
+
+func (o object) key() objKey      { return objKey{o.up, o.str, o.kind} }
+func (o object) dataPath() string { return o.dir() + "/data" }
+func (o object) usedPath() string { return o.dir() + "/used" }
+
+// linkPath is the object that lets repo read o. Repository components
 // start with a letter or digit, so "_link" is never one of them.
-func (d digest) linkPath(scope Scope) string {
-	return d.dir() + "/links/" + strings.ReplaceAll(scope.Upstream, ":", "_") + "/" + scope.Repository + "/_link"
+func (o object) linkPath(repo string) string { return o.dir() + "/links/" + repo + "/_link" }
+
+// upstreamDir is an upstream's name as one path component, injectively:
+// a-z, 0-9, '.' and '-' stand for themselves, and every other byte (the
+// ':' of host:port, '_', upper case) is '_' and its two hex digits, so
+// that registry.internal:5000 and registry.internal_5000 never share a
+// folder.
+func upstreamDir(name string) string {
+	if !strings.ContainsFunc(name, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '.' || r == '-') }) {
+		return name // the everyday name stands for itself, with no copy
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '-':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "_%02x", c)
+		}
+	}
+	return b.String()
 }
 
-// link is a scope's right to read a digest.
+// repoRE is the distribution spec's grammar of repository names.
+var repoRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+
+func (s Scope) valid() bool {
+	return s.Upstream != "" && len(s.Upstream) <= 80 && repoRE.MatchString(s.Repository) && len(s.Repository) <= 255
+}
+
+// object returns the object of kind and dgst supplied by scope's upstream;
+// ok is false for a digest or a scope the store does not keep.
+func (s Scope) object(k kind, dgst string) (object, bool) {
+	d, ok := parseDigest(dgst)
+	if !ok || !s.valid() {
+		return object{}, false
+	}
+	return object{digest: d, up: upstreamDir(s.Upstream), kind: k}, true
+}
+
+// link is a repository's right to read an object.
 type link struct {
-	scope  Scope
-	digest string
+	obj  objKey
+	repo string
 }
 
 // pathSafe keeps the characters a driver path component may hold.
@@ -319,34 +398,34 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Stat reports the size of digest when the store holds it and scope may
-// read it. A stored digest that scope has not been linked to is confirmed
-// with the upstream first (o.Confirm), and linked when it is; the
-// upstream's answer is returned when it is not. ErrNotStored: ask the
-// upstream.
+// Stat reports the size of blob dgst when the store holds it for scope's
+// upstream and scope may read it. A stored blob that scope has not been
+// linked to is confirmed with the upstream first (o.Confirm), and linked
+// when it is; the upstream's answer is returned when it is not.
+// ErrNotStored: ask the upstream.
 func (s *Store) Stat(ctx context.Context, scope Scope, dgst string, o Origin) (int64, error) {
-	d, ok := parseDigest(dgst)
-	if !ok || !scope.valid() {
+	obj, ok := scope.object(blobKind, dgst)
+	if !ok {
 		return 0, ErrNotStored
 	}
-	size, err := s.stored(ctx, d)
+	size, err := s.stored(ctx, obj)
 	if err != nil {
 		return 0, err
 	}
-	if err := s.visible(ctx, scope, d, o); err != nil {
+	if err := s.visible(ctx, scope, obj, o); err != nil {
 		return 0, err
 	}
 	return size, nil
 }
 
-// stored returns the size of d's data, or ErrNotStored.
-func (s *Store) stored(ctx context.Context, d digest) (int64, error) {
+// stored returns the size of o's data, or ErrNotStored.
+func (s *Store) stored(ctx context.Context, o object) (int64, error) {
 	if s.down(&s.readDown) {
 		return 0, ErrNotStored
 	}
 	sctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	fi, err := s.d.Stat(sctx, d.dataPath())
+	fi, err := s.d.Stat(sctx, o.dataPath())
 	switch {
 	case err == nil:
 		return fi.Size(), nil
@@ -360,22 +439,23 @@ func (s *Store) stored(ctx context.Context, d digest) (int64, error) {
 	}
 }
 
-// visible returns nil when scope may read d: linked already, or confirmed
-// by the upstream now (and then linked).
-func (s *Store) visible(ctx context.Context, scope Scope, d digest, o Origin) error {
-	if s.linked(ctx, scope, d) {
+// visible returns nil when scope may read obj: linked already, or
+// confirmed by the upstream now (and then linked). The upstream confirms
+// only what it supplied itself: obj is of scope's upstream.
+func (s *Store) visible(ctx context.Context, scope Scope, obj object, o Origin) error {
+	if s.linked(ctx, scope.Repository, obj) {
 		return nil
 	}
 	if err := o.Confirm(ctx); err != nil {
 		return err
 	}
-	s.link(scope, d)
+	s.link(scope.Repository, obj)
 	return nil
 }
 
-// linked reports whether a link of scope to d is known or stored.
-func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
-	key := link{scope, d.String()}
+// linked reports whether a link of repo to obj is known or stored.
+func (s *Store) linked(ctx context.Context, repo string, obj object) bool {
+	key := link{obj.key(), repo}
 	if s.links.Contains(key) {
 		return true
 	}
@@ -384,7 +464,7 @@ func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
 	}
 	sctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	_, err := s.d.Stat(sctx, d.linkPath(scope))
+	_, err := s.d.Stat(sctx, obj.linkPath(repo))
 	switch {
 	case err == nil:
 		s.links.Add(key, struct{}{})
@@ -395,48 +475,63 @@ func (s *Store) linked(ctx context.Context, scope Scope, d digest) bool {
 	return false
 }
 
-// Link makes content readable by scope: the proxy served the manifest of
-// scope with that digest, which lists digests (its config and layers). It
-// returns at once; this process honours the links from now on, and they
-// are written to the store in the background for other replicas and
-// restarts. Content not stored yet may be linked. A manifest linked
-// already costs one look-up.
-func (s *Store) Link(scope Scope, manifest string, digests ...string) {
-	if ok, _ := s.manifests.ContainsOrAdd(link{scope, manifest}, struct{}{}); ok || !scope.valid() {
+// LinkBlobs makes blobs readable by scope: the proxy served scope the
+// image manifest with that digest, whose config and layers they are, each
+// of which the registry checked was in the repository when the manifest
+// was pushed. Nothing else a manifest names may be linked: the registry
+// checks no other field (a manifest list's config, an index's layers, a
+// subject, annotations). It returns at once; this process honours the
+// links from now on, and they are written to the store in the background
+// for other replicas and restarts. Content not stored yet may be linked.
+// A manifest linked already costs one look-up.
+func (s *Store) LinkBlobs(scope Scope, manifest string, blobs ...string) {
+	s.linkAll(scope, blobKind, manifest, blobs)
+}
+
+// LinkManifests makes manifests readable by scope: the proxy served scope
+// the index (or manifest list) with that digest, whose manifests they are,
+// which the registry checked were in the repository when it was pushed.
+func (s *Store) LinkManifests(scope Scope, index string, manifests ...string) {
+	s.linkAll(scope, manifestKind, index, manifests)
+}
+
+func (s *Store) linkAll(scope Scope, k kind, manifest string, digests []string) {
+	m, ok := scope.object(manifestKind, manifest)
+	if !ok {
 		return
 	}
-	if d, ok := parseDigest(manifest); ok {
-		s.link(scope, d)
+	if ok, _ := s.manifests.ContainsOrAdd(link{m.key(), scope.Repository}, struct{}{}); ok {
+		return
 	}
 	for _, dg := range digests {
-		if d, ok := parseDigest(dg); ok {
-			s.link(scope, d)
+		if o, ok := scope.object(k, dg); ok {
+			s.link(scope.Repository, o)
 		}
 	}
 }
 
-// link records that scope may read d, and writes the link unless it is
+// link records that repo may read obj, and writes the link unless it is
 // known to be written.
-func (s *Store) link(scope Scope, d digest) {
-	key := link{scope, d.String()}
+func (s *Store) link(repo string, obj object) {
+	key := link{obj.key(), repo}
 	if ok, _ := s.links.ContainsOrAdd(key, struct{}{}); ok {
 		return
 	}
 	s.inBackground("link", func(ctx context.Context) error {
-		return s.d.PutContent(ctx, d.linkPath(scope), nil)
+		return s.d.PutContent(ctx, obj.linkPath(repo), nil)
 	})
 }
 
-// touch marks d used now, for least-recently-used eviction, at most every
+// touch marks o used now, for least-recently-used eviction, at most every
 // touchEvery per process.
-func (s *Store) touch(d digest) {
-	key := d.String()
+func (s *Store) touch(o object) {
+	key := o.key()
 	if last, ok := s.touched.Get(key); ok && time.Since(last) < touchEvery {
 		return
 	}
 	s.touched.Add(key, time.Now())
 	s.inBackground("touch", func(ctx context.Context) error {
-		return s.d.PutContent(ctx, d.usedPath(), nil)
+		return s.d.PutContent(ctx, o.usedPath(), nil)
 	})
 }
 

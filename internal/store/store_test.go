@@ -276,23 +276,66 @@ func TestStoredBlobIsServedOnlyToScopesEntitledToIt(t *testing.T) {
 		t.Errorf("fetches %d, confirms %d: want 0 and 2", denied.fetches.Load(), denied.confirms.Load())
 	}
 
-	// The same repository on another upstream is another scope.
-	elsewhere := store.Scope{Upstream: "mirror.example:5000", Repository: app.Repository}
+	// Another repository whose upstream holds it: confirmed once, then
+	// linked.
 	confirmed := &origin{blob: b}
-	if !mustGet(t, s, elsewhere, d, confirmed) || confirmed.confirms.Load() != 1 || confirmed.fetches.Load() != 0 {
+	if !mustGet(t, s, other, d, confirmed) || confirmed.confirms.Load() != 1 || confirmed.fetches.Load() != 0 {
 		t.Errorf("confirmed scope: confirms %d, fetches %d; want 1 and 0, from the store", confirmed.confirms.Load(), confirmed.fetches.Load())
 	}
-	mustGet(t, s, elsewhere, d, confirmed)
+	mustGet(t, s, other, d, confirmed)
 	if confirmed.confirms.Load() != 1 {
 		t.Error("a confirmed scope was asked again")
 	}
 
 	// A manifest of the repository served by the proxy lists it: linked,
 	// no upstream asked.
+	third := store.Scope{Upstream: "lab", Repository: "third/app"}
 	listed := &origin{blob: b, confirmErr: errNotFound}
-	s.Link(other, manifestDigest, d)
-	if !mustGet(t, s, other, d, listed) || listed.confirms.Load() != 0 {
+	s.LinkBlobs(third, manifestDigest, d)
+	if !mustGet(t, s, third, d, listed) || listed.confirms.Load() != 0 {
 		t.Errorf("linked scope: confirms %d, want 0", listed.confirms.Load())
+	}
+}
+
+func TestContentIsKeptPerUpstreamWhateverAnotherUpstreamSays(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	b, d := blob(t, 100<<10)
+	// Upstream names that a lossy encoding would fold together.
+	private := store.Scope{Upstream: "registry.internal:5000", Repository: "team/app"}
+	mustGet(t, s, private, d, &origin{blob: b})
+	s.LinkBlobs(private, manifestDigest, d)
+	for _, up := range []string{"registry.internal_5000", "Registry.internal:5000", "hub.example"} {
+		// The other upstream claims to hold it (its HEAD answers 200) and
+		// its manifest lists it: its own bytes are fetched all the same.
+		hostile := &origin{blob: b}
+		scope := store.Scope{Upstream: up, Repository: "team/app"}
+		s.LinkBlobs(scope, manifestDigest, d)
+		if fromStore := mustGet(t, s, scope, d, hostile); fromStore || hostile.fetches.Load() != 1 {
+			t.Errorf("%s: served from the store %v, upstream fetches %d; want its own fetch", up, fromStore, hostile.fetches.Load())
+		}
+	}
+}
+
+func TestABlobIsNeverReadAsAManifestNorAManifestAsABlob(t *testing.T) {
+	s := fsStore(t, t.TempDir(), store.Options{})
+	ctx := context.Background()
+	// Fetched as a blob by the repository: not a manifest of it.
+	b, d := blob(t, 2<<10)
+	mustGet(t, s, app, d, &origin{blob: b})
+	flush(t, s)
+	if _, err := s.ReadManifest(ctx, app, d, 4<<20); !errors.Is(err, store.ErrNotStored) {
+		t.Errorf("a blob was read as a manifest: %v", err)
+	}
+	// Served as a manifest to the repository: not a blob of it.
+	m, dm := blob(t, 2<<10)
+	s.PutManifest(app, dm, m)
+	flush(t, s)
+	if got, err := s.ReadManifest(ctx, app, dm, 4<<20); err != nil || !bytes.Equal(got, m) {
+		t.Fatalf("the manifest: %v", err)
+	}
+	o := &origin{blob: m}
+	if fromStore := mustGet(t, s, app, dm, o); fromStore || o.fetches.Load() != 1 {
+		t.Errorf("a manifest was served as a blob: from the store %v, fetches %d", fromStore, o.fetches.Load())
 	}
 }
 
@@ -301,7 +344,7 @@ func TestLinksOutliveTheProcessAndAreSharedByReplicas(t *testing.T) {
 	b, d := blob(t, 10<<10)
 	a := fsStore(t, root, store.Options{Owner: "a"})
 	mustGet(t, a, app, d, &origin{blob: b})
-	a.Link(other, manifestDigest, d)
+	a.LinkBlobs(other, manifestDigest, d)
 	a.Close() // waits for the links to be written
 
 	replica := fsStore(t, root, store.Options{Owner: "b"})
@@ -401,7 +444,7 @@ func TestRangesAreServedFromTheStore(t *testing.T) {
 		t.Fatalf("Stat: %d, %v", size, err)
 	}
 	for _, rg := range [][2]int64{{0, 10}, {1000, 4096}, {int64(len(b)) - 1, 1}} {
-		rc, err := s.ReadRange(context.Background(), d, rg[0], rg[1])
+		rc, err := s.ReadRange(context.Background(), app, d, rg[0], rg[1])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -456,7 +499,7 @@ func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
 			b, d := blob(t, 1<<20)
 			o := &origin{blob: b}
 			mustGet(t, s, app, d, o)
-			data := filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], "data")
+			data := filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:], "data")
 			if err := tt.corrupt(data); err != nil {
 				t.Fatal(err)
 			}
@@ -497,7 +540,7 @@ func TestLeastRecentlyUsedBlobsAreEvictedPastMaxSize(t *testing.T) {
 		// Last used i hours ago, oldest first: 0 is the least recent.
 		used := time.Now().Add(-time.Duration(10-i) * time.Hour)
 		for _, f := range []string{"data", "used"} {
-			if err := os.Chtimes(filepath.Join(root, "blobs", "sha256", d[7:9], d[7:], f), used, used); err != nil {
+			if err := os.Chtimes(filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:], f), used, used); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -720,7 +763,7 @@ func TestDigestsAndScopesTheStoreDoesNotKeepAreLeftToTheUpstream(t *testing.T) {
 		{app, "md5:" + strings.Repeat("0", 32)},
 		{app, strings.ToUpper(d)},
 		{store.Scope{Upstream: "lab", Repository: "../etc"}, d},
-		{store.Scope{Upstream: "lab/x", Repository: "app"}, d},
+		{store.Scope{Upstream: "", Repository: "app"}, d},
 	} {
 		if _, err := s.Get(context.Background(), c.scope, c.d, &origin{blob: b}); !errors.Is(err, store.ErrNotStored) {
 			t.Errorf("Get %s %s: %v, want ErrNotStored", c.scope, c.d, err)
@@ -746,7 +789,7 @@ func TestAClosedStoreLeavesEveryBlobToTheUpstream(t *testing.T) {
 		t.Errorf("Get after Close: %v, want ErrNotStored", err)
 	}
 	s.Prefetch(app, d, o)
-	s.Link(app, manifestDigest, d)
+	s.LinkBlobs(app, manifestDigest, d)
 	if o.fetches.Load() != 0 {
 		t.Error("a closed store fetched")
 	}

@@ -62,19 +62,20 @@ func (s *Store) sweepSoon() {
 	}
 }
 
-// entry is what a sweep learns of one digest.
+// entry is what a sweep learns of one object.
 type entry struct {
-	d      digest
+	o      object
 	size   int64     // of its data and notes
 	stored bool      // it has data
 	used   time.Time // last use: the newer of its data and its use mark
 	newest time.Time // its newest object
 }
 
-// Sweep measures the store, evicts the least recently used blobs past
+// Sweep measures the store, evicts the least recently used objects past
 // MaxSize (down to 90% of it), with the notes kept about them, and deletes
 // leftovers: uploads nobody wrote to for StaleUploads, links and notes of
-// digests not stored, records of tags not resolved for 30 days. The store sweeps by
+// objects not stored, records of tags not resolved for 30 days, and the
+// layout of before content was kept per upstream. The store sweeps by
 // itself; Sweep is for a sweep now (authz-proxy gc). It is safe while
 // serving and while other replicas sweep: a blob evicted while being read
 // is read to its end (the filesystem keeps an open file; S3 finishes a GET
@@ -83,22 +84,26 @@ func (s *Store) Sweep(ctx context.Context) error {
 	s.sweeping.Lock()
 	defer s.sweeping.Unlock()
 	began := time.Now()
-	entries := map[string]*entry{}
+	entries := map[objKey]*entry{}
 	var total int64
-	err := s.d.Walk(ctx, "/blobs", func(fi storagedriver.FileInfo) error {
+	var staleTags []string
+	err := s.d.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
 		if fi.IsDir() {
 			return nil
 		}
-		d, leaf, ok := parseBlobPath(fi.Path())
+		mod := fi.ModTime()
+		o, leaf, ok := parseObjectPath(fi.Path())
 		if !ok {
+			if isTagPath(fi.Path()) && began.Sub(mod) > tagRecordTTL {
+				staleTags = append(staleTags, fi.Path())
+			}
 			return nil
 		}
-		e := entries[d.String()]
+		e := entries[o.key()]
 		if e == nil {
-			e = &entry{d: d}
-			entries[d.String()] = e
+			e = &entry{o: o}
+			entries[o.key()] = e
 		}
-		mod := fi.ModTime()
 		if mod.After(e.newest) {
 			e.newest = mod
 		}
@@ -128,14 +133,15 @@ func (s *Store) Sweep(ctx context.Context) error {
 	s.stats.blobs.Store(int64(countStored(entries)))
 	s.stats.sweeps.Add(1)
 	s.reclaimUploads(ctx, began)
-	s.reclaimTags(ctx, began)
+	s.deleteAll(ctx, staleTags)
+	s.removeOldLayout(ctx)
 	var lru []*entry
 	for _, e := range entries {
 		switch {
 		case e.stored:
 			lru = append(lru, e)
 		case began.Sub(e.newest) > linkOnlyTTL:
-			_ = s.d.Delete(ctx, e.d.dir())
+			_ = s.d.Delete(ctx, e.o.dir())
 		}
 	}
 	if total <= s.o.MaxSize {
@@ -149,14 +155,14 @@ func (s *Store) Sweep(ctx context.Context) error {
 			break
 		}
 		// Used since the walk, here or by a replica: keep it.
-		if fi, err := s.d.Stat(ctx, e.d.usedPath()); err == nil && fi.ModTime().After(e.used) {
+		if fi, err := s.d.Stat(ctx, e.o.usedPath()); err == nil && fi.ModTime().After(e.used) {
 			continue
 		}
-		if err := s.d.Delete(ctx, e.d.dir()); err != nil && !isNotFound(err) {
+		if err := s.d.Delete(ctx, e.o.dir()); err != nil && !isNotFound(err) {
 			s.failed(nil, "evict", err)
-			return errorf("evict %s: %w", e.d, err)
+			return errorf("evict %s: %w", e.o, err)
 		}
-		s.touched.Remove(e.d.String())
+		s.touched.Remove(e.o.key())
 		total -= e.size
 		s.size.Add(-e.size)
 		s.stats.blobs.Add(-1)
@@ -166,12 +172,28 @@ func (s *Store) Sweep(ctx context.Context) error {
 		freed += e.size
 	}
 	if evicted > 0 {
-		s.log.Info("store: evicted the least recently used blobs", "blobs", evicted, "bytes", freed, "size", total, "maxSize", s.o.MaxSize)
+		s.log.Info("store: evicted the least recently used content", "objects", evicted, "bytes", freed, "size", total, "maxSize", s.o.MaxSize)
 	}
 	return ctx.Err()
 }
 
-func countStored(entries map[string]*entry) int {
+// removeOldLayout deletes the content of the layout of before content was
+// kept per upstream (/blobs and /tags at the top), which is never read:
+// it did not say which upstream supplied what.
+func (s *Store) removeOldLayout(ctx context.Context) {
+	for _, dir := range []string{"/blobs", "/tags"} {
+		if _, err := s.d.Stat(ctx, dir); err != nil {
+			continue
+		}
+		if err := s.d.Delete(ctx, dir); err != nil && !isNotFound(err) {
+			s.failed(nil, "sweep", err)
+			continue
+		}
+		s.log.Info("store: removed the content of an earlier layout, which did not keep content per upstream", "folder", dir)
+	}
+}
+
+func countStored(entries map[objKey]*entry) int {
 	n := 0
 	for _, e := range entries {
 		if e.stored {
@@ -191,12 +213,6 @@ func (s *Store) reclaimUploads(ctx context.Context, now time.Time) {
 	}
 }
 
-// reclaimTags deletes the records of tags not resolved for tagRecordTTL:
-// tags nobody pulls any more.
-func (s *Store) reclaimTags(ctx context.Context, now time.Time) {
-	s.deleteOlderThan(ctx, "/tags", now.Add(-tagRecordTTL))
-}
-
 // deleteOlderThan deletes the files under root last written before cutoff
 // and returns how many it deleted; a failure is reported and ends it.
 func (s *Store) deleteOlderThan(ctx context.Context, root string, cutoff time.Time) int {
@@ -213,24 +229,44 @@ func (s *Store) deleteOlderThan(ctx context.Context, root string, cutoff time.Ti
 		}
 		return 0
 	}
-	for i, p := range stale {
+	return s.deleteAll(ctx, stale)
+}
+
+// deleteAll deletes paths; a failure is reported and ends it.
+func (s *Store) deleteAll(ctx context.Context, paths []string) int {
+	for i, p := range paths {
 		if err := s.d.Delete(ctx, p); err != nil && !isNotFound(err) {
 			s.failed(nil, "sweep", err)
 			return i
 		}
 	}
-	return len(stale)
+	return len(paths)
 }
 
-// parseBlobPath splits /blobs/<alg>/<xx>/<hex>/<leaf...>.
-func parseBlobPath(p string) (digest, string, bool) {
-	parts := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 5)
-	if len(parts) < 5 || parts[0] != "blobs" {
-		return digest{}, "", false
+// parseObjectPath splits /content/<up>/<kind>/<alg>/<xx>/<hex>/<leaf...>.
+func parseObjectPath(p string) (object, string, bool) {
+	parts := strings.SplitN(strings.TrimPrefix(p, root+"/"), "/", 6)
+	if len(parts) < 6 || !strings.HasPrefix(p, root+"/") {
+		return object{}, "", false
 	}
-	d, ok := parseDigest(parts[1] + ":" + parts[3])
-	if !ok || parts[2] != d.hex[:2] {
-		return digest{}, "", false
+	var k kind
+	switch parts[1] {
+	case blobKind.folder():
+		k = blobKind
+	case manifestKind.folder():
+		k = manifestKind
+	default:
+		return object{}, "", false
 	}
-	return d, parts[4], true
+	d, ok := parseDigest(parts[2] + ":" + parts[4])
+	if !ok || parts[3] != d.hex[:2] {
+		return object{}, "", false
+	}
+	return object{digest: d, up: parts[0], kind: k}, parts[5], true
+}
+
+// isTagPath reports whether p is a tag record: /content/<up>/tags/....
+func isTagPath(p string) bool {
+	parts := strings.SplitN(strings.TrimPrefix(p, root+"/"), "/", 3)
+	return strings.HasPrefix(p, root+"/") && len(parts) == 3 && parts[1] == "tags"
 }

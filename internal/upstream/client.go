@@ -3,8 +3,9 @@
 // handshake of the distribution spec. It fetches a manifest once (counted
 // against the memory budget) and hashes the bytes it got, streams blobs,
 // finds the signatures and attestations stored for a digest (tag schemes,
-// referrers, the referrers fallback tag), and reads a manifest's layers to
-// tell whether it is a signature artifact. It makes no policy decisions.
+// referrers, the referrers fallback tag), and reads small layers whole,
+// checked against their digests. It makes no policy decisions, and keeps
+// nothing but connections, tokens and the manifests it fetched.
 package upstream
 
 import (
@@ -68,8 +69,6 @@ type Client struct {
 	// fetches shares one manifest fetch among concurrent callers.
 	fetches   cache.Group[*oci.Manifest]
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
-	// recognized keeps artifact checks by manifest digest.
-	recognized *lru.Cache[string, oci.Recognition]
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.
 	sizes  *lru.Cache[string, int64]
@@ -112,20 +111,18 @@ func New(o Options) (*Client, error) {
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
 	}
 	repos, _ := lru.New[string, http.RoundTripper](1024)
-	recognized, _ := lru.New[string, oci.Recognition](4096)
 	sizes, _ := lru.New[string, int64](16384)
 	return &Client{
-		manifests:  cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
-		recognized: recognized,
-		sizes:      sizes,
-		budget:     o.Budget,
-		name:       o.Name,
-		base:       &url.URL{Scheme: u.Scheme, Host: u.Host},
-		reg:        reg,
-		auth:       auth,
-		inner:      inner,
-		limits:     o.Limits,
-		repos:      repos,
+		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
+		sizes:     sizes,
+		budget:    o.Budget,
+		name:      o.Name,
+		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
+		reg:       reg,
+		auth:      auth,
+		inner:     inner,
+		limits:    o.Limits,
+		repos:     repos,
 	}, nil
 }
 
@@ -246,6 +243,43 @@ func (c *Client) StatusError(op string, resp *http.Response) error {
 		err = ErrNotFound
 	}
 	return &Error{Upstream: c.name, Op: op, Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Err: err}
+}
+
+// FailureKind names, for metrics, what went wrong in an upstream
+// call: "" when nothing did, when the upstream answered "not found" (an
+// answer, not a failure), or when the client hung up.
+func FailureKind(err error) string {
+	var ue *Error
+	switch {
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, context.Canceled):
+		return ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, ErrManifestTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrDigestMismatch):
+		return "digest_mismatch"
+	case errors.Is(err, oci.ErrInvalidManifest):
+		return "invalid_manifest"
+	case !errors.As(err, &ue):
+		return "connection"
+	case ue.Op == "authenticate":
+		return "auth"
+	case ue.Status == 0:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
+		}
+		return "connection"
+	case ue.Status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case ue.Status == http.StatusUnauthorized, ue.Status == http.StatusForbidden:
+		return "unauthorized"
+	case ue.Status >= 500:
+		return "server_error"
+	default:
+		return "unexpected_status"
+	}
 }
 
 // manifestFootprint estimates the memory a cached manifest holds: its bytes,

@@ -301,8 +301,8 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
 				r.jobs = append(r.jobs, func(ctx context.Context) error {
 					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "notation signature envelope")
-					if problem != "" {
-						r.problem(&r.ev.Problems, source+": "+problem)
+					if problem != nil {
+						r.problem(&r.ev.Problems, source+": "+problem.Why)
 					}
 					r.ev.Signatures[i].Notation = raw
 					return err
@@ -314,8 +314,8 @@ func (r *reader) signatureLayers(manifests []sourced) {
 				i, source, l := len(r.ev.Signatures)-1, s.source, l
 				r.jobs = append(r.jobs, func(ctx context.Context) error {
 					raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxEnvelopeSize, "signature bundle")
-					if problem != "" {
-						r.problem(&r.ev.Problems, source+": "+problem)
+					if problem != nil {
+						r.problem(&r.ev.Problems, source+": "+problem.Why)
 					}
 					r.ev.Signatures[i].Bundle = raw
 					return err
@@ -340,8 +340,8 @@ func (r *reader) signatureLayers(manifests []sourced) {
 			}
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
 				raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxArtifactSize, "signature payload")
-				if problem != "" {
-					r.problem(&r.ev.Problems, source+": "+problem)
+				if problem != nil {
+					r.problem(&r.ev.Problems, source+": "+problem.Why)
 				}
 				r.ev.Signatures[i].Payload = raw
 				return err
@@ -373,7 +373,7 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 			}
 			r.ev.AttestationLayers++
 			r.ev.Attestations = append(r.ev.Attestations, oci.Attestation{
-				Source: s.source, Digest: l.Digest, MediaType: l.MediaType,
+				Source: s.source, Digest: l.Digest, MediaType: l.MediaType, PredicateType: pt,
 				Certificate: []byte(l.Annotations[oci.CertificateAnnotation]),
 				RekorBundle: []byte(l.Annotations[oci.RekorBundleAnnotation]),
 				Timestamp:   []byte(l.Annotations[oci.TimestampAnnotation]),
@@ -381,8 +381,8 @@ func (r *reader) attestationLayers(manifests []sourced, predicateTypes []string)
 			i, source, l := len(r.ev.Attestations)-1, s.source, l
 			r.jobs = append(r.jobs, func(ctx context.Context) error {
 				raw, problem, err := r.c.blob(ctx, r.repo, l, r.c.limits.MaxEnvelopeSize, "attestation")
-				if problem != "" {
-					r.problem(&r.ev.AttestationProblems, source+": "+problem)
+				if problem != nil {
+					r.problem(&r.ev.AttestationProblems, source+": "+problem.Why)
 				}
 				r.ev.Attestations[i].Raw = raw
 				return err
@@ -429,15 +429,17 @@ func each(ctx context.Context, limit int, jobs []func(ctx context.Context) error
 
 // blob reads one layer of at most limit bytes and checks it against its
 // digest. A problem is a reason the layer cannot count; an error is an
-// upstream failure.
-func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit int64, what string) ([]byte, string, error) {
+// upstream failure. what names the layer in the problem ("" for the
+// digest alone).
+func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit int64, what string) ([]byte, *oci.LayerProblem, error) {
+	it := strings.TrimSpace(what + " " + l.Digest)
 	if l.Size > limit {
-		return nil, fmt.Sprintf("%s %s is %d bytes, over the %d-byte limit", what, l.Digest, l.Size, limit), nil
+		return nil, &oci.LayerProblem{Why: fmt.Sprintf("%s is %d bytes, over the %d-byte limit", it, l.Size, limit)}, nil
 	}
 	if !strings.HasPrefix(l.Digest, "sha256:") {
-		return nil, fmt.Sprintf("%s digest %q is not sha256", what, l.Digest), nil
+		return nil, &oci.LayerProblem{Why: fmt.Sprintf("%s %q is not sha256", strings.TrimSpace(what+" digest"), l.Digest)}, nil
 	}
-	op := what + " " + l.Digest
+	op := strings.TrimSpace(what + " " + l.Digest)
 	// Read no more than the descriptor declares: bytes past it cannot
 	// match the digest anyway.
 	if l.Size > 0 {
@@ -445,36 +447,50 @@ func (c *Client) blob(ctx context.Context, repo string, l oci.Descriptor, limit 
 	}
 	lease, err := c.budget.Take(ctx, limit)
 	if err != nil {
-		return nil, "", &Error{Upstream: c.name, Op: op, Err: err}
+		return nil, nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
 	defer lease.Release()
 	resp, err := c.Do(ctx, http.MethodGet, repo, "blobs/"+l.Digest, "", nil)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		err := c.StatusError(op, resp)
 		if errors.Is(err, ErrNotFound) {
-			return nil, fmt.Sprintf("%s %s is missing upstream", what, l.Digest), nil
+			return nil, &oci.LayerProblem{Why: it + " is missing upstream", Missing: true}, nil
 		}
-		return nil, "", err
+		return nil, nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, "", &Error{Upstream: c.name, Op: op, Err: err}
+		return nil, nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
 	if int64(len(b)) > limit {
 		if l.Size > 0 {
-			return nil, fmt.Sprintf("%s %s is larger than the %d bytes its descriptor declares", what, l.Digest, l.Size), nil
+			return nil, &oci.LayerProblem{Why: fmt.Sprintf("%s is larger than the %d bytes its descriptor declares", it, l.Size)}, nil
 		}
-		return nil, fmt.Sprintf("%s %s is over the %d-byte limit", what, l.Digest, limit), nil
+		return nil, &oci.LayerProblem{Why: fmt.Sprintf("%s is over the %d-byte limit", it, limit)}, nil
 	}
 	sum := sha256.Sum256(b)
 	if "sha256:"+hex.EncodeToString(sum[:]) != l.Digest {
-		return nil, fmt.Sprintf("%s does not match its digest %s", what, l.Digest), nil
+		if what == "" {
+			what = "its bytes"
+		}
+		return nil, &oci.LayerProblem{Why: fmt.Sprintf("%s does not match its digest %s", what, l.Digest)}, nil
 	}
-	return b, "", nil
+	return b, nil, nil
+}
+
+// Layer reads layer l of a manifest of repo whole, at most max bytes,
+// checked against its digest: an oci.LayerReader. A layer that cannot
+// count is an *oci.LayerProblem.
+func (c *Client) Layer(ctx context.Context, repo string, l oci.Descriptor, max int64) ([]byte, error) {
+	data, problem, err := c.blob(ctx, repo, l, max, "")
+	if problem != nil {
+		return nil, problem
+	}
+	return data, err
 }
 
 // emptyIndex is the referrers answer for a digest that nothing refers to.

@@ -1,6 +1,7 @@
 package upstream_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -17,7 +18,16 @@ type (
 	evidence    = oci.Evidence
 	want        = oci.Want
 	recognition = oci.Recognition
+	manifest    = oci.Manifest
 )
+
+// recognize is the proxy's artifact check of m, its layers read from repo
+// through c (at most 8 layers of 1 MiB); final as oci.Recognize says.
+func recognize(c *upstream.Client, repo string, m *manifest) (r recognition, final bool, err error) {
+	return oci.Recognize(context.Background(), m, 8, 1<<20, func(ctx context.Context, l oci.Descriptor, max int64) ([]byte, error) {
+		return c.Layer(ctx, repo, l, max)
+	})
+}
 
 // bounds are the client limits a test sets; zero fields take the defaults.
 type bounds struct {

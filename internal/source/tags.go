@@ -1,4 +1,4 @@
-package proxy
+package source
 
 import (
 	"context"
@@ -119,47 +119,79 @@ func (b *tagBook) forget(ctx context.Context, k tagKey) {
 	b.store.ForgetTag(k.scope, k.tag)
 }
 
-// errStaleNotHeld: the tag's last known digest is not held.
-var errStaleNotHeld = errors.New("the manifest of the tag's last known digest is not in the store")
+// Resolve returns the digest that a request for ref in repo names before
+// its manifest is fetched: ref's own digest when it is a sha256 one; for a
+// tag, with a store, its resolution: an immutable tag's last resolution
+// without asking; else the upstream's answer to a HEAD (Docker Hub does not
+// count HEADs against its pull limit), recorded; else, when the upstream
+// fails, the last known digest if the upstream confirmed it within
+// staleIfError (stale). Without a store, a HEAD by tag (head) costs one
+// upstream HEAD to learn the digest. "" with no error: unknown, or the
+// upstream gave no usable digest; the manifest is then fetched.
+func (s *Source) Resolve(ctx context.Context, repo string, ref oci.Reference, head bool) (digest string, stale bool, err error) {
+	switch {
+	case ref.Digest != "":
+		if strings.HasPrefix(ref.Digest, "sha256:") {
+			return ref.Digest, false, nil
+		}
+		return "", false, nil
+	case s.book != nil:
+		return s.resolveTag(ctx, repo, ref.Tag)
+	case !head:
+		return "", false, nil
+	}
+	d, err := s.head(ctx, repo, ref.Tag)
+	if err != nil || !usable(d) {
+		return "", false, nil // the GET path reports the error properly
+	}
+	return d, false, nil
+}
 
-// resolveTag returns the digest that rt's tag points at, when a store is
-// configured: an immutable tag's last resolution without asking; else the
-// upstream's answer to a HEAD (Docker Hub does not count HEADs against its
-// pull limit), recorded; else, when the upstream fails, the last known
-// digest if the upstream confirmed it within staleIfError (stale). "" with
-// no error: the upstream gave no usable digest, GET the tag.
-func (s *Server) resolveTag(ctx context.Context, st *state, up *upstream.Client, rt route) (digest string, stale bool, err error) {
-	rules := st.tags[rt.upstream]
-	k := tagKey{store.Scope{Upstream: rt.upstream, Repository: rt.repo}, rt.ref.Tag}
-	if rules.immutable(k.tag) {
-		if e, ok := s.tags.last(ctx, k, -1); ok {
-			s.tags.served(k, e)
+// head asks the upstream which digest repo:tag points at.
+func (s *Source) head(ctx context.Context, repo, tag string) (string, error) {
+	start := time.Now()
+	d, err := s.up.Head(ctx, repo, tag)
+	s.done("head", start, err)
+	return d, err
+}
+
+// usable reports whether d, a digest the upstream gave in a header, is a
+// well-formed sha256 digest.
+func usable(d string) bool {
+	_, err := oci.ParseDigest(d)
+	return err == nil && strings.HasPrefix(d, "sha256:")
+}
+
+// resolveTag is Resolve of a tag with a store.
+func (s *Source) resolveTag(ctx context.Context, repo, tag string) (digest string, stale bool, err error) {
+	k := tagKey{s.scope(repo), tag}
+	if s.tags.immutable(tag) {
+		if e, ok := s.book.last(ctx, k, -1); ok {
+			s.book.served(k, e)
 			return e.digest, false, nil
 		}
 	}
-	if s.outage(rt.upstream) {
-		if e, ok := s.staleTag(ctx, k, rules); ok {
+	if s.outage() {
+		if e, ok := s.staleTag(ctx, k); ok {
 			return e.digest, true, nil
 		}
 	}
-	start := time.Now()
-	d, err := up.Head(ctx, rt.repo, k.tag)
-	s.upstreamDone(rt.upstream, "head", start, err)
+	d, err := s.head(ctx, repo, tag)
 	switch {
 	case err == nil:
-		if _, perr := oci.ParseDigest(d); perr != nil || !strings.HasPrefix(d, "sha256:") {
+		if !usable(d) {
 			return "", false, nil
 		}
-		s.tags.resolved(k, d)
+		s.book.resolved(k, d)
 		return d, false, nil
 	case errors.Is(err, upstream.ErrNotFound):
-		s.tags.forget(ctx, k)
+		s.book.forget(ctx, k)
 		return "", false, err
 	case !unavailable(err):
 		return "", false, nil // the GET says what is wrong
 	}
-	s.outageBegins(rt.upstream)
-	if e, ok := s.staleTag(ctx, k, rules); ok {
+	s.outageBegins()
+	if e, ok := s.staleTag(ctx, k); ok {
 		return e.digest, true, nil
 	}
 	return "", false, err
@@ -167,12 +199,12 @@ func (s *Server) resolveTag(ctx context.Context, st *state, up *upstream.Client,
 
 // staleTag returns k's last resolution if the upstream confirmed it within
 // staleIfError.
-func (s *Server) staleTag(ctx context.Context, k tagKey, rules Tags) (tagEntry, bool) {
-	if rules.StaleIfError <= 0 {
+func (s *Source) staleTag(ctx context.Context, k tagKey) (tagEntry, bool) {
+	if s.tags.StaleIfError <= 0 {
 		return tagEntry{}, false
 	}
-	e, ok := s.tags.last(ctx, k, rules.StaleIfError)
-	if !ok || time.Since(e.resolved) > rules.StaleIfError {
+	e, ok := s.book.last(ctx, k, s.tags.StaleIfError)
+	if !ok || time.Since(e.resolved) > s.tags.StaleIfError {
 		return tagEntry{}, false
 	}
 	return e, true
