@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,16 +87,18 @@ func forge(t *testing.T, ls []string, drop func(line string) bool) []string {
 
 // TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut is what someone who can
 // write the log files but does not hold the checkpoint key can do between
-// runs (a log-shipping sidecar, whoever edits the archive): verify fails
-// at the line where it shows, saying what is missing.
+// runs (a log-shipping sidecar, whoever edits the archive): verify --key
+// fails at the line where it shows, saying what is missing. Each case is
+// verified without a key too: alone is the kind of problem the chain alone
+// finds first, "" when it finds none (the README's tamper table says so).
 func TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut(t *testing.T) {
 	key, pub := checkpointKey(t)
 	for _, c := range []struct {
 		name string
 		// build returns the files to verify and the first problem's file
 		// (an index) and line.
-		build      func(t *testing.T) (files []string, file, line int)
-		kind, says string
+		build             func(t *testing.T) (files []string, file, line int)
+		kind, says, alone string
 	}{
 		{"a tail cut before a restart", func(t *testing.T) ([]string, int, int) {
 			path := filepath.Join(t.TempDir(), "decisions.jsonl")
@@ -107,17 +110,17 @@ func TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut(t *testing.T) {
 				t.Errorf("the start after the cut does not say so: %s", start)
 			}
 			return []string{path}, 0, 3
-		}, audit.ProblemRemoved, "the proxy's last checkpoint before this start was seq 5 (sha256:"},
+		}, audit.ProblemRemoved, "the proxy's last checkpoint before this start was seq 5 (sha256:", audit.ProblemRemoved},
 		{"a whole run rewritten, its checkpoints' signatures stripped", func(t *testing.T) ([]string, int, int) {
 			files := threeRuns(t, key)
 			forged := strings.TrimSuffix(files[1], ".2") + ".2x"
 			writeLines(t, forged, forge(t, lines(t, files[1]), func(l string) bool { return strings.Contains(l, `"decision":"breakglass"`) }))
 			return []string{files[0], forged, files[2]}, 1, 1
-		}, audit.ProblemSignature, "the checkpoint is not signed, but --key was given"},
+		}, audit.ProblemSignature, "the checkpoint is not signed, but --key was given", audit.ProblemRemoved},
 		{"a whole run left out", func(t *testing.T) ([]string, int, int) {
 			files := threeRuns(t, key)
 			return []string{files[0], files[2]}, 1, 1
-		}, audit.ProblemRemoved, "the run before ended with its shutdown checkpoint seq 10 (sha256:"},
+		}, audit.ProblemRemoved, "the run before ended with its shutdown checkpoint seq 10 (sha256:", audit.ProblemRemoved},
 		{"a start whose previous names a checkpoint absent from the files, re-linked over the run left out", func(t *testing.T) ([]string, int, int) {
 			files := threeRuns(t, key)
 			last := lines(t, files[0])[4]
@@ -126,12 +129,12 @@ func TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut(t *testing.T) {
 			third[0] = third[0][:strings.Index(third[0], `,"prev":"`)] + fmt.Sprintf(`,"prev":%q`, hashOf(strings.TrimSuffix(last, "\n"))) + third[0][strings.Index(third[0], `,"signature":`):]
 			writeLines(t, files[2], third)
 			return []string{files[0], files[2]}, 1, 1
-		}, audit.ProblemSignature, "does not verify"},
+		}, audit.ProblemSignature, "does not verify", audit.ProblemBroken},
 		{"the end of a run's file cut, the next run on a new file", func(t *testing.T) ([]string, int, int) {
 			files := threeRuns(t, key)
 			writeLines(t, files[0], lines(t, files[0])[:3])
 			return files, 0, 3
-		}, audit.ProblemTruncated, "ends here without the checkpoint the proxy writes when it leaves a file"},
+		}, audit.ProblemTruncated, "ends here without the checkpoint the proxy writes when it leaves a file", audit.ProblemTruncated},
 		{"a restart after its record of the last checkpoint was deleted", func(t *testing.T) ([]string, int, int) {
 			path := filepath.Join(t.TempDir(), "decisions.jsonl")
 			run(t, path, key, record(1), breakglass(2), breakglass(3))
@@ -141,7 +144,13 @@ func TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut(t *testing.T) {
 			}
 			run(t, path, key, record(4))
 			return []string{path}, 0, 3
-		}, audit.ProblemBroken, "with no record of its last checkpoint"},
+		}, audit.ProblemBroken, "with no record of its last checkpoint", audit.ProblemBroken},
+		{"the last run rewritten from a breakglass line to its end, hashes recomputed", func(t *testing.T) ([]string, int, int) {
+			files := threeRuns(t, key)
+			ls := lines(t, files[2]) // start, allow, breakglass, allow, shutdown
+			writeLines(t, files[2], append(ls[:2:2], forge(t, ls[2:], func(l string) bool { return strings.Contains(l, `"decision":"breakglass"`) })...))
+			return files, 2, 4
+		}, audit.ProblemSignature, "the checkpoint is not signed, but --key was given", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			files, file, line := c.build(t)
@@ -154,6 +163,19 @@ func TestVerifyFailsWhereARunWasCutRewrittenOrLeftOut(t *testing.T) {
 			}
 			if first := rep.Problems[0]; first.File != files[file] || first.Line != line || first.Kind != c.kind || !strings.Contains(first.Message, c.says) {
 				t.Errorf("first problem %v; want %s at %s:%d saying %q; all:\n%s", first, c.kind, files[file], line, c.says, findings(rep.Problems))
+			}
+			if !strings.HasPrefix(rep.Problems[0].String(), fmt.Sprintf("%s:%d: %s: ", files[file], line, c.kind)) {
+				t.Errorf("the problem reads %q; want it to begin with the file and the line", rep.Problems[0])
+			}
+			alone, err := audit.Verify(files, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.alone == "" && !alone.OK():
+				t.Errorf("without a key: problems:\n%swant none (the chain alone cannot tell)", findings(alone.Problems))
+			case c.alone != "" && (alone.OK() || alone.Problems[0].Kind != c.alone || !slices.Contains(files, alone.Problems[0].File) || alone.Problems[0].Line < 1):
+				t.Errorf("without a key: problems:\n%swant %s first, at a file and line", findings(alone.Problems), c.alone)
 			}
 		})
 	}
@@ -203,6 +225,94 @@ func TestVerifyAcceptsADeclaredUncleanStartAndCountsWhatNoCheckpointVouchedFor(t
 	got := rep.Logs[0]
 	if got.Unclean != 1 || len(got.Unvouched) != 1 || got.Unvouched[0].Lines != 2 || got.Unvouched[0].After.Line != 5 || got.Unvouched[0].Until.Line != 8 || !rep.Closed || rep.Tail != 0 {
 		t.Errorf("log %+v, unvouched %+v; want the 2 lines between the checkpoint at line 5 and the restart at line 8, and the log closed", got, got.Unvouched)
+	}
+}
+
+// TestVerifyCountsTheLinesAfterTheLastSignedCheckpoint: lines cut from the
+// end of a log that did not stop (the proxy killed, or still writing)
+// leave no trace in the chain; verify counts the lines that follow the last
+// signed checkpoint, which only the chain vouches for, and a checkpoint
+// that is not signed vouches for nothing with --key.
+func TestVerifyCountsTheLinesAfterTheLastSignedCheckpoint(t *testing.T) {
+	key, pub := checkpointKey(t)
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	killed := open(t, path, key) // never closed
+	write(t, killed, record(1), record(2), record(3))
+	if err := killed.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, killed, record(4), record(5), breakglass(6))
+	ls := lines(t, path) // start, 3 records, checkpoint, 3 records
+	unsigned := strings.Replace(ls[4], `"reason":"interval"`, `"reason":"shutdown"`, 1)
+	unsigned = unsigned[:strings.Index(unsigned, `,"seq":`)] + fmt.Sprintf(`,"seq":9,"prev":%q}`+"\n", hashOf(strings.TrimSuffix(ls[7], "\n")))
+	for _, c := range []struct {
+		name  string
+		lines []string
+		tail  int
+	}{
+		{"as the proxy left it", ls, 3},
+		{"its breakglass line cut", ls[:7], 2},
+		{"an unsigned shutdown checkpoint appended", append(ls[:8:8], unsigned), 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			writeLines(t, path, c.lines)
+			rep, err := audit.Verify([]string{path}, keys(pub))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantOK := len(c.lines) < 9
+			if rep.OK() != wantOK || rep.Closed || rep.Tail != c.tail || rep.LastCheckpoint == nil || rep.LastCheckpoint.Line != 5 {
+				t.Errorf("ok %v (want %v), closed %v, tail %d (want %d), last checkpoint %+v (want line 5); problems:\n%s", rep.OK(), wantOK, rep.Closed, rep.Tail, c.tail, rep.LastCheckpoint, findings(rep.Problems))
+			}
+		})
+	}
+}
+
+// TestAStartTakesAsACleanEndOnlyAShutdownCheckpointItCanVerify: the file's
+// last line and the state beside it are both writable by others; a start
+// after a shutdown checkpoint forged in both declares an unclean stop, and
+// one after a key rotation (a checkpoint of the key before, which this
+// process no longer holds) does not.
+func TestAStartTakesAsACleanEndOnlyAShutdownCheckpointItCanVerify(t *testing.T) {
+	key, _ := checkpointKey(t)
+	other, _ := checkpointKey(t)
+	keyID, _ := audit.KeyID(key.Public())
+	otherID, _ := audit.KeyID(other.Public())
+	for _, c := range []struct {
+		name string
+		// before is the key of the run before; forge edits its last line
+		// and the state alike.
+		before crypto.Signer
+		forge  func(line string) string
+		says   string // in the start's found.why; "": a clean start
+	}{
+		{"after a clean stop", key, func(l string) string { return l }, ""},
+		{"after a key rotation", other, func(l string) string { return l }, ""},
+		{"after a shutdown checkpoint stripped of its signature", key, func(l string) string {
+			return l[:strings.Index(l, `,"signature":`)] + "}\n"
+		}, "it is not signed, and this log signs its checkpoints"},
+		{"after another key's shutdown checkpoint under this key's id", other, func(l string) string {
+			return strings.ReplaceAll(l, otherID, keyID)
+		}, "its signature does not verify with key " + keyID},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "decisions.jsonl")
+			state := filepath.Join(filepath.Dir(path), ".decisions.jsonl.checkpoint")
+			run(t, path, c.before, record(1))
+			ls := lines(t, path)
+			ls[len(ls)-1] = c.forge(ls[len(ls)-1])
+			writeLines(t, path, ls)
+			writeLines(t, state, ls[len(ls)-1:])
+			l := open(t, path, key)
+			defer l.Close()
+			start := lines(t, path)[len(ls)]
+			switch {
+			case c.says == "" && (l.Unclean() != "" || !strings.Contains(start, `"previous":{"seq":3,"hash":"`+hashOf(strings.TrimSuffix(ls[2], "\n"))+`"}`)):
+				t.Errorf("the start %s (unclean: %q); want it to name the shutdown checkpoint before it", start, l.Unclean())
+			case c.says != "" && (!strings.Contains(l.Unclean(), c.says) || !strings.Contains(start, `"previous":"unclean"`)):
+				t.Errorf("the start %s (unclean: %q); want an unclean stop declared, saying %q", start, l.Unclean(), c.says)
+			}
+		})
 	}
 }
 

@@ -131,10 +131,13 @@ func (l *Log) startFrom(path string, last *entry, unchained bool, state *entry, 
 	case last == nil && state == nil && unchained:
 		f.Why = "the file's last line is not part of a chain (written without audit.chain, or damaged): a new chain starts"
 		return nil, unclean(f)
+	case last == nil && state == nil && stateErr != nil:
+		f.Why = fmt.Sprintf("the record of the proxy's last checkpoint cannot be read (%s), and the file holds no line of a chain: a new chain starts", stateErr)
+		return nil, unclean(f)
 	case last == nil && state == nil:
 		return nil, []slog.Attr{slog.String("previous", PreviousNone)}
 	case state == nil:
-		if last.reason == CheckpointShutdown && l.ownCheckpoint(last) {
+		if last.reason == CheckpointShutdown && l.distrust(last) == "" {
 			return last, clean(last)
 		}
 		why := "the state file is missing"
@@ -142,19 +145,27 @@ func (l *Log) startFrom(path string, last *entry, unchained bool, state *entry, 
 			why = stateErr.Error()
 		}
 		f.Why = fmt.Sprintf("no record of the proxy's last checkpoint (%s), and the file ends at seq %d, not with a shutdown checkpoint: the proxy stopped without one, or lines were cut from the end", why, last.seq)
+		if last.reason == CheckpointShutdown {
+			f.Why = fmt.Sprintf("no record of the proxy's last checkpoint (%s), and the file ends at seq %d with a shutdown checkpoint that cannot be taken as it says: %s", why, last.seq, l.distrust(last))
+		}
 		return last, unclean(f)
 	case last == nil:
 		switch {
 		case unchained:
 			f.Why = fmt.Sprintf("the file's last line is not part of a chain; the chain continues from the last checkpoint written (seq %d, %s)", state.seq, state.reason)
-		case state.reason == CheckpointShutdown:
+		case state.reason == CheckpointShutdown && l.distrust(state) == "":
 			return state, clean(state) // a new file: rotated while the proxy was stopped
+		case state.reason == CheckpointShutdown:
+			f.Why = fmt.Sprintf("the recorded last checkpoint (seq %d, shutdown) cannot be taken as it says: %s; this file holds no line of the chain", state.seq, l.distrust(state))
 		default:
 			f.Why = fmt.Sprintf("the proxy stopped without its shutdown checkpoint after its last checkpoint (seq %d, %s), and this file holds no line of the chain: the lines after that checkpoint, if any, are in the file before", state.seq, state.reason)
 		}
 		return state, unclean(f)
-	case last.hash == state.hash && state.reason == CheckpointShutdown:
+	case last.hash == state.hash && state.reason == CheckpointShutdown && l.distrust(state) == "":
 		return last, clean(last)
+	case last.hash == state.hash && state.reason == CheckpointShutdown:
+		f.Why = fmt.Sprintf("the file ends with the recorded last checkpoint (seq %d, shutdown), which cannot be taken as it says: %s", state.seq, l.distrust(state))
+		return last, unclean(f)
 	case last.hash == state.hash:
 		f.Why = fmt.Sprintf("the proxy stopped right after its last checkpoint (seq %d, %s), without its shutdown checkpoint", state.seq, state.reason)
 		return last, unclean(f)
@@ -167,16 +178,25 @@ func (l *Log) startFrom(path string, last *entry, unchained bool, state *entry, 
 	}
 }
 
-// ownCheckpoint reports whether e is a checkpoint this log's key signed (any
-// checkpoint, without a key).
-func (l *Log) ownCheckpoint(e *entry) bool {
-	if !e.checkpoint() {
-		return false
+// distrust says why the checkpoint e, read back at start (the file's last
+// line, or the recorded last checkpoint: both writable by others), cannot
+// be taken as the run before's clean end; "" when it can. Without a key
+// any checkpoint can. With one it must be signed, and verify with this
+// key when it names it; one naming another key (the key before a
+// rotation, which this process no longer holds) is taken as it says, and
+// verify judges it with the key given for its time.
+func (l *Log) distrust(e *entry) string {
+	switch {
+	case !e.checkpoint():
+		return "it is not a checkpoint"
+	case l.opts.key == nil:
+		return ""
+	case e.signature == nil:
+		return "it is not signed, and this log signs its checkpoints"
+	case e.keyID == l.keyID && !verifyCheckpoint(l.opts.key.Public(), e.signed, e.signature):
+		return "its signature does not verify with key " + l.keyID
 	}
-	if l.opts.key == nil {
-		return true
-	}
-	return e.keyID == l.keyID && e.signature != nil && verifyCheckpoint(l.opts.key.Public(), e.signed, e.signature)
+	return ""
 }
 
 // maxLookBack bounds how far back from its end a file is read at start.
