@@ -439,6 +439,13 @@ func TestVerifyReportsEachReplicaOfAFolder(t *testing.T) {
 		!strings.Contains(gap.Message, "seq 5 to 7 are missing after "+filepath.Join(dir, "replica-b", "decisions.jsonl.2")+":4") {
 		t.Errorf("gap %v; want the lines of the file left out missing before line 1 of replica-b's current file", gap)
 	}
+	alone, err := audit.Verify([]string{dir}, nil) // the chain alone
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alone.Problems) != 1 || alone.Problems[0] != b.Gaps[0] {
+		t.Errorf("without a key: problems:\n%swant the same gap of replica-b", findings(alone.Problems))
+	}
 }
 
 func TestALogKeepsItsIDAcrossRestartsUntilOneIsConfigured(t *testing.T) {
