@@ -40,6 +40,10 @@ func TestPackageLayering(t *testing.T) {
 		// decides nothing and renders nothing.
 		"source": {in + "proxy", in + "policy", in + "config", in + "verify", in + "replay", in + "report"},
 		"policy": {in + "proxy", in + "upstream", in + "store", in + "source", in + "metrics", in + "replay", in + "report"},
+		// Re-validation and replay read registries through policy.Registry
+		// only (cmd hands them the sources).
+		"revalidate": {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
+		"replay":     {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
 	}
 	// verify may use oci, the registry vocabulary (media types,
 	// annotations, evidence types) below every package.

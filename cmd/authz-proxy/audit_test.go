@@ -5,14 +5,17 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
@@ -274,4 +277,181 @@ func TestANewCheckpointKeyTakesARestart(t *testing.T) {
 	in.hup <- os.Interrupt
 	in.waitMetric("authz_proxy_config_reloads_total", map[string]string{"result": "failure"}, 1)
 	wantContains(t, in.logs.String(), "audit.checkpoint.keyFile: the checkpoint key changed from sha256:", "takes a restart")
+}
+
+// TestAuditVerifyFailsWhenATailIsCutBeforeARestart is the cut an editor of
+// the log file can make while the proxy is stopped: the breakglass pulls
+// cut from the end of the file, then the proxy started again. The restart
+// says so (its start checkpoint, /readyz), and verify fails at that line.
+func TestAuditVerifyFailsWhenATailIsCutBeforeARestart(t *testing.T) {
+	lab := startLab(t)
+	dir := t.TempDir()
+	writeCheckpointKey(t, dir)
+	cfg := strings.Replace(labConfig(lab, signedPolicy), "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {file: decisions.jsonl, checkpoint: {keyFile: audit.key, every: 1h}, logId: node-a}\n", 1)
+	cfg = strings.Replace(cfg, "policy:\n", "policy:\n  breakglass: [{image: lab/demo/referrer, expires: 2999-01-01T00:00:00Z, reason: INC-7}]\n", 1)
+	log, pub := filepath.Join(dir, "decisions.jsonl"), filepath.Join(dir, "audit.pub")
+
+	in := startServe(t, dir, cfg, 0)
+	for _, p := range []string{"/v2/lab/demo/app/manifests/signed", "/v2/lab/demo/referrer/manifests/signed", "/v2/lab/demo/referrer/manifests/signed"} {
+		if status, err := in.pull(p); err != nil || status != http.StatusOK {
+			t.Fatalf("%s: %d %v", p, status, err)
+		}
+	}
+	if err := in.stop(); err != nil {
+		t.Fatal(err)
+	}
+	intact, _ := os.ReadFile(log)
+	ls := strings.SplitAfter(string(intact), "\n")
+	if len(ls) != 6 || !strings.Contains(ls[2], `"decision":"breakglass"`) {
+		t.Fatalf("the log is not start, allow, breakglass, breakglass, shutdown:\n%s", intact)
+	}
+	testkit.WriteFile(t, log, strings.Join(ls[:2], "")) // from the first breakglass line on
+
+	in = startServe(t, dir, cfg, 0)
+	status, ready := get(t, "http://"+in.metricsAddr+"/readyz")
+	if status != http.StatusOK || !strings.Contains(ready, "decision log: started after a stop without its shutdown checkpoint: the file does not hold the proxy's last checkpoint (seq 5, shutdown): it ends at seq 2") {
+		t.Errorf("/readyz after the restart: %d %q; want ready, saying what the start found", status, ready)
+	}
+	wantContains(t, in.logs.String(), "the decision log continues after an unclean stop")
+	if _, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"audit", "verify", "--log", log, "--key", pub}, &out, io.Discard)
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("audit verify: exit %d (%v), want 1\n%s", code, err, out.String())
+	}
+	wantContains(t, out.String(), log+":3: removed: the proxy's last checkpoint before this start was seq 5 (sha256:", "seq 3 to 5 are missing",
+		"node-a  1 file(s)  seq 1-8", "FAIL: the log is not as the proxy wrote it.")
+}
+
+func TestAuditVerifyTakesRotatedKeysWithTheTimeEachSigned(t *testing.T) {
+	lab := startLab(t)
+	dir, oldDir := t.TempDir(), t.TempDir()
+	cfg := strings.Replace(labConfig(lab, signedPolicy), "defaultUpstream: lab\n", "defaultUpstream: lab\naudit: {file: decisions.jsonl, checkpoint: {keyFile: audit.key}}\n", 1)
+	writeCheckpointKey(t, dir)
+	in := startServe(t, dir, cfg, 0)
+	if _, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.stop(); err != nil {
+		t.Fatal(err)
+	}
+	oldPub := filepath.Join(oldDir, "audit.pub")
+	if err := os.Rename(filepath.Join(dir, "audit.pub"), oldPub); err != nil {
+		t.Fatal(err)
+	}
+	rotated := time.Now()      // between the two runs
+	writeCheckpointKey(t, dir) // the new key
+	in = startServe(t, dir, cfg, 0)
+	if err := in.stop(); err != nil {
+		t.Fatal(err)
+	}
+	log, newPub, at := filepath.Join(dir, "decisions.jsonl"), filepath.Join(dir, "audit.pub"), rotated.Format(time.RFC3339Nano)
+	for _, c := range []struct {
+		name string
+		keys []string
+		code int
+		want string
+	}{
+		{"each key for the time it signed", []string{oldPub + "@.." + at, newPub + "@" + at + ".."}, 0, "OK: 1 decision(s)"},
+		{"the new key only", []string{newPub}, 1, log + ":1: signature: the checkpoint names key sha256:"},
+		{"the old key for after the rotation", []string{oldPub + "@" + at + "..", newPub}, 1, log + ":1: signature: the checkpoint, of "},
+		{"a time that is not one", []string{oldPub + "@yesterday.."}, 2, ""},
+		{"a time that ends before it begins", []string{oldPub + "@2026-03-01..2026-02-01"}, 2, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"audit", "verify", "--log", log}
+			for _, k := range c.keys {
+				args = append(args, "--key", k)
+			}
+			var out bytes.Buffer
+			err := run(t.Context(), args, &out, io.Discard)
+			if code := exitCode(err); code != c.code {
+				t.Errorf("exit %d (%v), want %d\n%s", code, err, c.code, out.String())
+			}
+			wantContains(t, out.String(), c.want)
+		})
+	}
+}
+
+// TestAuditVerifyAndReportOverAFolderOfTwoReplicas runs two replicas, each
+// with its log id and its audit.file in a folder of its own, rotated
+// twice; the middle file of one is lost. verify over the folder names
+// that replica and the line where its chain jumps; report merges both.
+func TestAuditVerifyAndReportOverAFolderOfTwoReplicas(t *testing.T) {
+	lab := startLab(t)
+	root := t.TempDir()
+	key := writeCheckpointKey(t, root)
+	for _, id := range []string{"replica-a", "replica-b"} {
+		dir := filepath.Join(root, "logs", id)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		cfg := strings.Replace(labConfig(lab, signedPolicy), "defaultUpstream: lab\n",
+			fmt.Sprintf("defaultUpstream: lab\naudit: {file: decisions.jsonl, checkpoint: {keyFile: %s, every: 1h}, logId: %s}\n", key, id), 1)
+		in := startServe(t, dir, cfg, 0)
+		log := filepath.Join(dir, "decisions.jsonl")
+		for gen := 2; gen >= 1; gen-- {
+			if _, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(log, fmt.Sprintf("%s.%d", log, gen)); err != nil {
+				t.Fatal(err)
+			}
+			in.hup <- os.Interrupt
+			deadline := time.Now().Add(20 * time.Second)
+			for strings.Count(in.logs.String(), "configuration unchanged") < 3-gen { // the file was reopened before
+				if time.Now().After(deadline) {
+					t.Fatalf("SIGHUP was not handled:\n%s", in.logs.String())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if _, err := in.pull("/v2/lab/demo/app/manifests/unsigned"); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, "config.yaml")); err != nil { // not a log
+			t.Fatal(err)
+		}
+	}
+	folder, b := filepath.Join(root, "logs"), filepath.Join(root, "logs", "replica-b", "decisions.jsonl")
+	if err := os.Remove(b + ".1"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"audit", "verify", "--log", folder, "--key", filepath.Join(root, "audit.pub")}, &out, io.Discard)
+	if code := exitCode(err); code != 1 {
+		t.Fatalf("audit verify: exit %d (%v), want 1\n%s", code, err, out.String())
+	}
+	wantContains(t, out.String(), "Logs (2, one per replica):", "replica-a  3 file(s)", "replica-b  2 file(s)", "replica-b: gap at "+b+":1",
+		b+":1: removed: ", "a file between the two was not given")
+	if strings.Contains(out.String(), "replica-a: gap") {
+		t.Errorf("replica-a has a gap:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"report", "--log", folder, "--output", "json"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Records  int `json:"records"`
+		Replicas []struct {
+			LogID     string `json:"logId"`
+			Decisions int    `json:"decisions"`
+			Stopped   bool   `json:"stopped"`
+		} `json:"replicas"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Replicas) != 2 || rep.Replicas[0].LogID != "replica-a" || rep.Replicas[0].Decisions != 3 || rep.Replicas[1].Decisions != 2 || !rep.Replicas[0].Stopped || rep.Records != 5 {
+		t.Errorf("report: %+v; want replica-a with 3 decisions and replica-b with the 2 of its files left", rep)
+	}
 }

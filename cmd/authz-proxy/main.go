@@ -1,6 +1,6 @@
 // Command authz-proxy is an OCI registry pull-through proxy that enforces
 // signature and attestation policy at pull time. Its commands: serve, demo,
-// check, validate, replay, audit verify, report and version. This package
+// check, validate, replay, revalidate, audit verify, report and version. This package
 // parses flags, loads the configuration and wires the internal packages
 // together (with reload on SIGHUP or a changed file, and graceful
 // shutdown); the judging, the verifying and the serving live in internal/.
@@ -36,10 +36,15 @@ Usage:
                                             judge the digests of past pulls under the
                                             configuration, show the decisions that change;
                                             exit 0 none, 1 some change, 2 error
-  authz-proxy audit verify --log FILE... [--key PUB]... [--output text|json]
-                                            check the decision log's hash chain and signed
-                                            checkpoints; exit 0 intact, 1 altered, 2 error
-  authz-proxy report   --log FILE... [--since D] [--until T] [--output text|json|html] [--out FILE]
+  authz-proxy revalidate --config FILE [--since 24h] [--log FILE...] [--output text|json|log]
+                                            judge the digests allowed since then again under
+                                            the configuration, evidence read anew; list those
+                                            denied now (revoked); exit 0 none, 1 some, 2 error
+  authz-proxy audit verify --log FILE|DIR... [--key PUB[@FROM..UNTIL]]... [--output text|json]
+                                            check the decision logs' hash chains (one per
+                                            replica), runs and signed checkpoints;
+                                            exit 0 intact, 1 altered, 2 error
+  authz-proxy report   --log FILE|DIR... [--since D] [--until T] [--output text|json|html] [--out FILE]
                                             denials, dryrun-denies, breakglass uses, errors
                                             and clients of the decision logs
   authz-proxy version
@@ -97,6 +102,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return validateCmd(args[1:], stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, args[1:], stdout, stderr)
+	case "revalidate":
+		return revalidateCmd(ctx, args[1:], stdout, stderr, time.Now())
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
 	case "report":

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
@@ -22,6 +23,11 @@ import (
 type reloader struct {
 	path string
 	cur  *loaded // in force
+	// mu guards cur for reading on other goroutines (current): reload
+	// writes it on serve's own.
+	mu sync.RWMutex
+	// reloaded is told of each configuration put in force (nil: nobody).
+	reloaded chan struct{}
 	// fingerprint is of the files cur was loaded from; tried is of the
 	// last files a reload was attempted from, so that a broken file is
 	// reported once, not at every look.
@@ -61,10 +67,23 @@ func (r *reloader) reload(trigger string) {
 		r.tls.Store(tc)
 	}
 	old := r.cur.cfg.Generation
+	r.mu.Lock()
 	r.cur, r.fingerprint = l, fp
+	r.mu.Unlock()
+	select {
+	case r.reloaded <- struct{}{}:
+	default: // told already; it reads the one in force
+	}
 	r.metrics.ConfigLoaded(l.cfg.Generation, true)
 	logWarnings(r.logger, l)
 	r.logger.Info("configuration reloaded", "trigger", trigger, "from", old, "generation", l.cfg.Generation, "rules", len(l.cfg.Policy.Rules))
+}
+
+// current is the configuration in force.
+func (r *reloader) current() *loaded {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cur
 }
 
 // prepare loads and checks the new configuration, and builds its TLS
@@ -155,6 +174,7 @@ func restartNeededConfig(old, c *config.Config) error {
 		{[]any{"audit", "file"}, auditFile(old), auditFile(c)},
 		{[]any{"audit", "chain"}, fmt.Sprint(old.Audit.Chained()), fmt.Sprint(c.Audit.Chained())},
 		{[]any{"audit", "required"}, fmt.Sprint(old.Audit.Required), fmt.Sprint(c.Audit.Required)},
+		{[]any{"audit", "logId"}, orNone(old.Audit.LogID), orNone(c.Audit.LogID)},
 		{[]any{"audit", "checkpoint", "every"}, every(old), every(c)},
 		{[]any{"limits", "maxConnections"}, fmt.Sprint(old.Limits.MaxConnections), fmt.Sprint(c.Limits.MaxConnections)},
 		{[]any{"limits", "maxConnectionsPerClient"}, fmt.Sprint(old.Limits.MaxConnectionsPerClient), fmt.Sprint(c.Limits.MaxConnectionsPerClient)},

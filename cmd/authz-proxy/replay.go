@@ -11,7 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/replay"
 )
 
@@ -60,10 +59,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := l.withSources(nil, nil, nil, nil); err != nil {
 		return err
 	}
-	judge := &replay.Judge{Policy: l.policy, Registries: map[string]policy.Registry{}}
-	for name, src := range l.sources {
-		judge.Registries[name] = src
-	}
+	judge := &replay.Judge{Policy: l.policy, Registries: l.registries()}
 	results := judge.Run(ctx, log.Pulls)
 	summary := replay.Summarize(log, results)
 	replay.Sort(results)

@@ -16,7 +16,7 @@ import (
 func reportCmd(args []string, stdout, stderr io.Writer, now time.Time) error {
 	fs := flags("report", stderr)
 	var logs listFlag
-	fs.Var(&logs, "log", "decision log (audit.file or the proxy's stdout; rotated and gzipped files too; - for standard input); repeat, or list several")
+	fs.Var(&logs, "log", "decision log (audit.file or the proxy's stdout; rotated and gzipped files too; - for standard input), or a folder of them (several replicas' logs are merged); repeat, or list several")
 	since := fs.String("since", "", "only records from then on: a duration back from now (24h, 7d) or a time (2026-08-01, 2026-08-01T00:00:00Z)")
 	until := fs.String("until", "", "only records before then: a duration back from now or a time")
 	output := fs.String("output", "text", "text, json or html (one self-contained page)")
@@ -39,8 +39,12 @@ func reportCmd(args []string, stdout, stderr io.Writer, now time.Time) error {
 	if w.Until, err = when(*until, now); err != nil {
 		return usageErr("report: --until %q: %v", *until, err)
 	}
+	files, err := audit.Files(logs)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
 	var sources []report.Source
-	for _, path := range logs {
+	for _, path := range files {
 		rc, err := audit.Open(path)
 		if err != nil {
 			return fmt.Errorf("report: %w", err)

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
+	"github.com/authz-proxy/authz-proxy/internal/revalidate"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish after
@@ -91,7 +93,8 @@ type serveEnv struct {
 func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	logger := env.logger
 	m := metrics.New()
-	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File), auditOptions(l, logger, m)...)
+	rv := revalidate.New(revalidate.Options{Observer: m, Logger: logger})
+	auditLog, err := audit.New(env.stdout, l.cfg.Path(l.cfg.Audit.File), append(auditOptions(l, logger, m), audit.WithFollower(rv.Observe))...)
 	if err != nil {
 		return l.cfg.Errorf([]any{"audit", "file"}, "%v", err)
 	}
@@ -100,6 +103,9 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 			logger.Error("closing the audit file", "err", err.Error())
 		}
 	}()
+	if why := auditLog.Unclean(); why != "" {
+		m.ReadyNote("decision log", "started after a stop without its shutdown checkpoint: "+why)
+	}
 	m.WatchBudget(l.budget.Snapshot)
 	if auditLog.Required() {
 		m.AddReadinessCheck("decision log", auditLog.Healthy)
@@ -124,8 +130,13 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 		return err
 	}
 	m.WatchOutages(handler.Outages)
-	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger}
+	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
 	r.tried = r.fingerprint
+	// Re-validation stops before the decision log closes.
+	rvCtx, stopRevalidating := context.WithCancel(ctx)
+	revalidated := make(chan struct{})
+	go func() { defer close(revalidated); revalidating(rvCtx, r, rv, auditLog, r.reloaded) }()
+	defer func() { stopRevalidating(); <-revalidated }()
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -255,7 +266,10 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 // auditOptions are the decision log's options for configuration l.
 func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Option {
 	a := l.cfg.Audit
-	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m)}
+	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m), audit.WithDefaultLogID(defaultLogID(l.checkpointKeyID))}
+	if a.LogID != "" {
+		opts = append(opts, audit.WithLogID(a.LogID))
+	}
 	if a.Chained() {
 		opts = append(opts, audit.WithChain())
 	}
@@ -266,6 +280,21 @@ func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Op
 		opts = append(opts, audit.WithRequired())
 	}
 	return opts
+}
+
+// defaultLogID names a log without audit.logId: the host name (the pod's
+// name in Kubernetes) and, with a checkpoint key, the first 8 hex digits of
+// its ID, so that replicas of deployments that share host names but not
+// keys differ. The log keeps it once written (see audit.WithDefaultLogID).
+func defaultLogID(keyID string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "authz-proxy"
+	}
+	if hex, ok := strings.CutPrefix(keyID, "sha256:"); ok && len(hex) >= 8 {
+		return host + "-" + hex[:8]
+	}
+	return host
 }
 
 func logWarnings(logger *slog.Logger, l *loaded) {

@@ -127,6 +127,17 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	return l, nil
 }
 
+// registries are l's sources as the judge reads them, by name, once
+// withSources built them: what replay and re-validation read evidence
+// from again.
+func (l *loaded) registries() map[string]policy.Registry {
+	out := make(map[string]policy.Registry, len(l.sources))
+	for name, src := range l.sources {
+		out[name] = src
+	}
+	return out
+}
+
 // withSources builds the source of each upstream of l, reading through st
 // (nil: no store), counting in m and logging to logger (nil: neither). A source of prev,
 // the configuration in force, is kept when its client and its tag rules

@@ -27,6 +27,9 @@ const (
 	DryRunDeny = "dryrun-deny"
 	Breakglass = "breakglass"
 	Error      = "error"
+	// Revoked is written by re-validation, not for a pull: a digest
+	// allowed before would be denied now (its reasons say why).
+	Revoked = "revoked"
 )
 
 // Sources of the manifest judged (Record.Source).
@@ -85,6 +88,9 @@ type Record struct {
 	// the line was written without a chain).
 	Seq  uint64
 	Prev string
+	// LogID is the log that wrote the line (one per replica); "" when the
+	// log had none. Write sets it from the log's own; Parse fills it in.
+	LogID string
 }
 
 // Verification names one piece of evidence that counted: a signature, or an
@@ -194,6 +200,7 @@ type line struct {
 	Principal   string         `json:"principal"`
 	Seq         uint64         `json:"seq"`
 	Prev        string         `json:"prev"`
+	LogID       string         `json:"logId"`
 }
 
 // Parse reads one line of a decision log back into a Record. Its duration
@@ -216,5 +223,25 @@ func Parse(data []byte) (Record, error) {
 		Reasons: l.Reasons, VerifiedBy: l.VerifiedBy, Cached: l.Cached, Client: l.Client,
 		Duration: time.Duration(math.Round(l.DurationMs*1000)) * time.Microsecond, Source: l.Source,
 		Evidence: l.Evidence, EvidenceAge: time.Duration(l.EvidenceAge) * time.Second, Principal: l.Principal, Seq: l.Seq, Prev: l.Prev,
+		LogID: l.LogID,
 	}, nil
+}
+
+// Header is what any line of a decision log says of itself: its time and
+// message, the log that wrote it, and a checkpoint's reason.
+type Header struct {
+	Time   time.Time `json:"time"`
+	Msg    string    `json:"msg"`
+	LogID  string    `json:"logId"`
+	Reason string    `json:"reason"`
+}
+
+// ParseHeader reads a line's Header; an error (ErrMalformed) when it is not
+// a JSON object with a time of RFC 3339 or none.
+func ParseHeader(data []byte) (Header, error) {
+	var h Header
+	if err := json.Unmarshal(data, &h); err != nil {
+		return Header{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return h, nil
 }

@@ -150,7 +150,7 @@ func TestChainOfARotatedLogVerifiesAndEndsWhereTheProxyStopped(t *testing.T) {
 	key, pub := checkpointKey(t)
 	rotated, current := writeRotatedLog(t, key)
 	// Given newest first, as a shell glob lists them: read oldest first.
-	rep, err := audit.Verify([]string{current, rotated}, []crypto.PublicKey{pub})
+	rep, err := audit.Verify([]string{current, rotated}, keys(pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestEditedLogIsCaughtAtTheRightLine(t *testing.T) {
 			writeLines(t, current, cu)
 			gzipFile(t, rotated, rotatedGz)
 
-			rep, err := audit.Verify([]string{rotatedGz, current}, []crypto.PublicKey{pub})
+			rep, err := audit.Verify([]string{rotatedGz, current}, keys(pub))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -363,7 +363,7 @@ func TestCleanLogOfHundredThousandRecordsVerifies(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify([]string{path}, []crypto.PublicKey{pub})
+	rep, err := audit.Verify([]string{path}, keys(pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +376,7 @@ func TestVerifyNamesAKeyThatDidNotSign(t *testing.T) {
 	key, _ := checkpointKey(t)
 	_, other := checkpointKey(t)
 	rotated, current := writeRotatedLog(t, key)
-	rep, err := audit.Verify([]string{rotated, current}, []crypto.PublicKey{other})
+	rep, err := audit.Verify([]string{rotated, current}, keys(other))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +551,7 @@ func TestCheckpointKeysOfEveryKindSignAndVerify(t *testing.T) {
 			}
 			write(t, l, record(1))
 			l.Close()
-			rep, err := audit.Verify([]string{path}, []crypto.PublicKey{key.Public()})
+			rep, err := audit.Verify([]string{path}, keys(key.Public()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -569,7 +569,7 @@ func TestEachOfSeveralEditsIsNamed(t *testing.T) {
 	c[1] = strings.Replace(c[1], `"lab/app"`, `"lab/other"`, 1) // record 22
 	c = append(c[:3:3], c[4:]...)                               // record 24 gone
 	writeLines(t, current, c)
-	rep, err := audit.Verify([]string{rotated, current}, []crypto.PublicKey{pub})
+	rep, err := audit.Verify([]string{rotated, current}, keys(pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,4 +609,13 @@ func TestARotatedFileLeftOutIsCaughtWhereTheChainJumps(t *testing.T) {
 		!strings.Contains(rep.Problems[0].Message, "a file between the two was not given") {
 		t.Errorf("problems:\n%swant the lines of decisions.jsonl.1 missing before line 1 of decisions.jsonl", findings(rep.Problems))
 	}
+}
+
+// keys are public keys given for any time, as `--key PUB` gives them.
+func keys(pubs ...crypto.PublicKey) []audit.Key {
+	out := make([]audit.Key, len(pubs))
+	for i, p := range pubs {
+		out[i] = audit.Key{Public: p}
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +54,9 @@ type options struct {
 	required bool
 	logger   *slog.Logger
 	observer Observer
+	// logID names the log; defaultID only when the state names none.
+	logID, defaultID string
+	follower         func(Record)
 }
 
 // WithChain makes every line carry its sequence number and the hash of the
@@ -80,6 +82,41 @@ func WithCheckpoints(key crypto.Signer, every time.Duration) Option {
 		o.key, o.every = key, every
 		return nil
 	}
+}
+
+// WithLogID names the log: every line carries "logId": id, so that the
+// logs of several replicas can be told apart, verified one by one and
+// merged.
+func WithLogID(id string) Option {
+	return func(o *options) error {
+		if id == "" {
+			return errors.New("audit: WithLogID needs an id")
+		}
+		o.logID = id
+		return nil
+	}
+}
+
+// WithDefaultLogID names the log id unless the last checkpoint the log
+// recorded (its state, beside the file) names one: a log keeps its id
+// across restarts, a new key or a new host name, until WithLogID sets
+// another.
+func WithDefaultLogID(id string) Option {
+	return func(o *options) error {
+		if id == "" {
+			return errors.New("audit: WithDefaultLogID needs an id")
+		}
+		o.defaultID = id
+		return nil
+	}
+}
+
+// WithFollower hands f each decision record once it is written to the log
+// of record, with its time: re-validation learns what was allowed from it.
+// f runs on the writer's goroutine, outside the log's lock, and must be
+// quick.
+func WithFollower(f func(Record)) Option {
+	return func(o *options) error { o.follower = f; return nil }
 }
 
 // WithRequired declares that a decision must not be acted on unless its
@@ -118,6 +155,13 @@ type Log struct {
 	path   string    // "" without a file
 	opts   options
 	keyID  string
+	logID  string // "" without one
+	// state is where the last checkpoint line is kept ("" without a file
+	// or a chain); stateFailing while it cannot be written.
+	state        string
+	stateFailing bool
+	// unclean says why the run before did not end cleanly, "" when it did.
+	unclean string
 
 	mu   sync.Mutex
 	f    *os.File // nil without a file, or once closed
@@ -141,9 +185,11 @@ type Log struct {
 }
 
 // New writes records to stdout (if not nil) and, when path is not empty,
-// appends them to the file at path. With WithChain, the chain continues
-// from the last line already in the file, and a start checkpoint is written
-// at once.
+// appends them to the file at path. With WithChain a start checkpoint is
+// written at once: the chain continues from the file's last line, or from
+// the last checkpoint the log recorded when the file holds no chain or
+// ends before it (after logrotate moved it away, or when lines were cut),
+// and the checkpoint names the run before (see startFrom).
 func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 	l := &Log{stdout: stdout, path: path, opts: options{logger: slog.New(slog.DiscardHandler), observer: noObserver{}}}
 	for _, opt := range opts {
@@ -157,6 +203,11 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 		}
 		l.keyID, _ = KeyID(l.opts.key.Public())
 	}
+	l.logID = l.opts.logID
+	var start []slog.Attr
+	if l.opts.chain {
+		start = []slog.Attr{slog.String("previous", PreviousNone)}
+	}
 	if path != "" {
 		f, size, torn, err := openAppend(path)
 		if err != nil {
@@ -164,20 +215,24 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 		}
 		l.f, l.size, l.torn = f, size, torn
 		if l.opts.chain {
-			var head string
-			if l.seq, head, err = lastLink(path); err != nil {
+			if start, err = l.continueChain(path); err != nil {
 				f.Close()
 				return nil, err
 			}
-			l.head = []byte(head)
 		}
 	}
+	if l.logID == "" {
+		l.logID = l.opts.defaultID
+	}
 	if l.opts.chain {
-		if err := l.checkpoint(CheckpointStart); err != nil {
+		if err := l.checkpoint(CheckpointStart, start...); err != nil {
 			if l.f != nil {
 				l.f.Close()
 			}
 			return nil, fmt.Errorf("writing the decision log: %w", err)
+		}
+		if l.unclean != "" {
+			l.opts.logger.Warn("the decision log continues after an unclean stop", "file", path, "found", l.unclean)
 		}
 	}
 	if l.opts.key != nil {
@@ -185,6 +240,26 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 		go l.tick()
 	}
 	return l, nil
+}
+
+// continueChain reads where the chain of the file at path goes on and what
+// the start checkpoint says of the run before, and takes the log id the
+// state recorded unless one was given.
+func (l *Log) continueChain(path string) ([]slog.Attr, error) {
+	last, unchained, err := lastEntry(path)
+	if err != nil {
+		return nil, err
+	}
+	l.state = statePath(path)
+	state, stateErr := readState(l.state)
+	if l.logID == "" && state != nil {
+		l.logID = state.logID
+	}
+	from, attrs := l.startFrom(path, last, unchained, state, stateErr)
+	if from != nil {
+		l.seq, l.head = from.seq, []byte(from.hash)
+	}
+	return attrs, nil
 }
 
 // openAppend opens path for appending and says how much it holds and
@@ -212,50 +287,6 @@ func openAppend(path string) (f *os.File, size int64, torn bool, err error) {
 	return f, size, torn, nil
 }
 
-// lastLink finds the chain's head in the file at path: the sequence number
-// and hash of its last whole line, when that line is part of a chain; 0 and
-// "" (a new chain) otherwise.
-func lastLink(path string) (uint64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return 0, "", err
-	}
-	// Read back from the end, in growing windows, until a whole line shows.
-	for window := int64(64 << 10); ; window *= 4 {
-		off := max(fi.Size()-window, 0)
-		buf := make([]byte, fi.Size()-off)
-		if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-			return 0, "", err
-		}
-		end := bytes.LastIndexByte(buf, '\n')
-		if end < 0 && off == 0 {
-			return 0, "", nil // no whole line
-		}
-		if end >= 0 {
-			start := bytes.LastIndexByte(buf[:end], '\n') + 1
-			if start > 0 || off == 0 {
-				line := buf[start:end]
-				var link struct {
-					Seq  *uint64 `json:"seq"`
-					Prev *string `json:"prev"`
-				}
-				if json.Unmarshal(line, &link) != nil || link.Seq == nil || link.Prev == nil {
-					return 0, "", nil
-				}
-				return *link.Seq, lineHash(line), nil
-			}
-		}
-		if window > 64<<20 {
-			return 0, "", fmt.Errorf("%s: its last line is over 64 MiB: not a decision log", path)
-		}
-	}
-}
-
 // lineHash is how the chain names a line: the SHA-256 of its bytes, without
 // the newline.
 func lineHash(line []byte) string {
@@ -263,14 +294,14 @@ func lineHash(line []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// Write logs r: allows at info level, denials and breakglass at warn, errors
+// Write logs r: allows at info level, denials, breakglass and revocations at warn, errors
 // at error. It returns an error when the record could not be written to the
 // log of record (the file, or standard output without one); the failure is
 // also logged and counted, and the write retried with the next record.
 func (l *Log) Write(ctx context.Context, r Record) error {
 	level := slog.LevelInfo
 	switch r.Decision {
-	case Deny, DryRunDeny, Breakglass:
+	case Deny, DryRunDeny, Breakglass, Revoked:
 		level = slog.LevelWarn
 	case Error:
 		level = slog.LevelError
@@ -281,14 +312,25 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	if r.VerifiedBy == nil {
 		r.VerifiedBy = []Verification{}
 	}
-	line := encodeDecision(ctx, time.Now(), level, &r)
+	r.Time = time.Now()
+	line := encodeDecision(ctx, r.Time, level, &r)
 	defer linePool.Put(line)
+	err := l.write(line.Bytes())
+	if err == nil && l.opts.follower != nil {
+		r.LogID = l.logID
+		l.opts.follower(r)
+	}
+	return err
+}
+
+// write appends a decision line, under the lock.
+func (l *Log) write(line []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failing != nil {
 		l.recover()
 	}
-	err := l.append(line.Bytes(), false)
+	_, err := l.append(line, false)
 	l.opts.observer.AuditWrite(err == nil)
 	if err != nil {
 		l.failed(err)
@@ -356,11 +398,16 @@ func encode(ctx context.Context, t time.Time, level slog.Level, msg string, attr
 }
 
 // append writes line, one JSON object and a newline as encode made it,
-// completed with its place in the chain and, for a checkpoint with a key,
-// its signature. The caller reports a failure. l.mu is held.
-func (l *Log) append(line []byte, sign bool) error {
+// completed with the log id, its place in the chain and, for a checkpoint
+// with a key, its signature, and returns the line written (without its
+// newline). The caller reports a failure. l.mu is held.
+func (l *Log) append(line []byte, sign bool) ([]byte, error) {
 	buf := make([]byte, 0, len(line)+200)
 	buf = append(buf, bytes.TrimSuffix(line, []byte("}\n"))...)
+	if l.logID != "" {
+		buf = append(buf, `,"logId":`...)
+		buf = appendSlogString(buf, l.logID)
+	}
 	if l.opts.chain {
 		buf = append(buf, `,"seq":`...)
 		buf = strconv.AppendUint(buf, l.seq+1, 10)
@@ -371,7 +418,7 @@ func (l *Log) append(line []byte, sign bool) error {
 	if sign && l.opts.key != nil {
 		sig, err := signCheckpoint(l.opts.key, append(buf, '}'))
 		if err != nil {
-			return fmt.Errorf("signing a checkpoint: %w", err)
+			return nil, fmt.Errorf("signing a checkpoint: %w", err)
 		}
 		buf = append(buf, `,"signature":"`...)
 		buf = base64.StdEncoding.AppendEncode(buf, sig)
@@ -379,14 +426,14 @@ func (l *Log) append(line []byte, sign bool) error {
 	}
 	buf = append(buf, "}\n"...)
 	if err := l.emit(buf); err != nil {
-		return err
+		return nil, err
 	}
 	if l.opts.chain {
 		l.seq++
 		sum := sha256.Sum256(buf[:len(buf)-1])
 		l.head = hex.AppendEncode(append(l.head[:0], "sha256:"...), sum[:])
 	}
-	return nil
+	return buf[:len(buf)-1], nil
 }
 
 // emit writes buf to the file and to standard output, and returns the
@@ -460,10 +507,12 @@ func (l *Log) recover() {
 	lost, since := l.lost, l.failedAt
 	line := l.checkpointLine(CheckpointResume, slog.Int("lost", lost), slog.String("since", since.Format(time.RFC3339Nano)))
 	defer linePool.Put(line)
-	if err := l.append(line.Bytes(), true); err != nil {
+	written, err := l.append(line.Bytes(), true)
+	if err != nil {
 		l.failing = err // still failing; the resume line is tried again, not counted as lost
 		return
 	}
+	l.saveState(written)
 	l.opts.observer.AuditWrite(true)
 	l.failing, l.lost = nil, 0
 	l.opts.observer.AuditCheckpoint(time.Now())
@@ -479,17 +528,24 @@ func (l *Log) checkpointLine(reason string, extra ...slog.Attr) *bytes.Buffer {
 	return encode(context.Background(), time.Now(), slog.LevelInfo, "checkpoint", attrs...)
 }
 
-// checkpoint writes a checkpoint line, signed when a key is configured.
-// l.mu is held.
-func (l *Log) checkpoint(reason string) error {
-	line := l.checkpointLine(reason)
+// checkpoint writes a checkpoint line, signed when a key is configured,
+// and records it as the log's last checkpoint (the shutdown checkpoint
+// once the file holds it on stable storage). l.mu is held.
+func (l *Log) checkpoint(reason string, extra ...slog.Attr) error {
+	line := l.checkpointLine(reason, extra...)
 	defer linePool.Put(line)
-	err := l.append(line.Bytes(), true)
+	written, err := l.append(line.Bytes(), true)
 	l.opts.observer.AuditWrite(err == nil)
 	if err != nil {
 		l.failed(err)
 		return err
 	}
+	if reason == CheckpointShutdown && l.f != nil {
+		if err := l.f.Sync(); err != nil {
+			return err
+		}
+	}
+	l.saveState(written)
 	l.opts.observer.AuditCheckpoint(time.Now())
 	return nil
 }
@@ -548,6 +604,14 @@ func (l *Log) Healthy() error {
 
 // Path is the audit file's path, "" without one.
 func (l *Log) Path() string { return l.path }
+
+// LogID is the id every line carries, "" without one.
+func (l *Log) LogID() string { return l.logID }
+
+// Unclean says, when the run before this one did not end with its
+// shutdown checkpoint as the file's last line, what the start found (as
+// its start checkpoint records it); "" when it did.
+func (l *Log) Unclean() string { return l.unclean }
 
 // Reopen opens the audit file at its path anew and writes to it from the
 // next record on: after logrotate renamed the old file, records go to a new

@@ -6,8 +6,53 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 )
+
+// Files lists the decision-log files that paths name: a file as it is, a
+// folder as the files in it and its subfolders (those of several replicas,
+// say), in the order of their names, leaving out hidden ones (the log's
+// own state, a dotfile beside audit.file). "-" is standard input.
+func Files(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if p == "-" || err == nil && !fi.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var found []string
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			hidden := path != p && strings.HasPrefix(d.Name(), ".")
+			switch {
+			case hidden && d.IsDir():
+				return filepath.SkipDir
+			case !hidden && d.Type().IsRegular():
+				found = append(found, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, fmt.Errorf("%s: a folder with no decision-log file in it", p)
+		}
+		sort.Strings(found)
+		out = append(out, found...)
+	}
+	return out, nil
+}
 
 // Open opens a decision-log file for reading, decompressing it when it is
 // gzipped (as logrotate's compress leaves rotated files, whatever their

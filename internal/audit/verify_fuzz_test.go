@@ -2,7 +2,6 @@ package audit_test
 
 import (
 	"bytes"
-	"crypto"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,7 +42,7 @@ func FuzzVerify(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := audit.Verify([]string{p}, []crypto.PublicKey{pub})
+		rep, err := audit.Verify([]string{p}, keys(pub))
 		if err != nil {
 			return
 		}

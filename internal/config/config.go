@@ -38,6 +38,7 @@ type Config struct {
 	Store           *Store        `yaml:"store"`
 	Attestors       []Attestor    `yaml:"attestors"`
 	Policy          Policy        `yaml:"policy"`
+	Revalidate      *Revalidate   `yaml:"revalidate"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -126,6 +127,12 @@ type Audit struct {
 	// could not be written (503, and /readyz not ready) instead of serving
 	// it unlogged. Default false: a failing write is logged and counted.
 	Required bool `yaml:"required"`
+	// LogID names this replica's log in every line, so that the logs of
+	// several replicas are told apart, verified one by one and merged.
+	// Default: the host name (the pod's name in Kubernetes) and the start
+	// of the checkpoint key's ID, kept from the log's last checkpoint
+	// across restarts and new keys once written.
+	LogID string `yaml:"logId"`
 }
 
 // Chained reports whether decision-log lines are hash-chained.
@@ -207,6 +214,22 @@ type Access struct {
 	Principals []string `yaml:"principals"`
 	Images     []string `yaml:"images"`
 }
+
+// Revalidate re-judges, every Interval, the digests allowed within Window
+// under the policy in force, reading their evidence from the upstream
+// again: a digest now denied is logged as decision "revoked". Off when
+// absent.
+type Revalidate struct {
+	// Interval defaults to 4h; Window to 24h.
+	Interval time.Duration `yaml:"interval"`
+	Window   time.Duration `yaml:"window"`
+}
+
+// Defaults of revalidate.
+const (
+	DefaultRevalidateInterval = 4 * time.Hour
+	DefaultRevalidateWindow   = 24 * time.Hour
+)
 
 // Cache bounds the verdict cache.
 type Cache struct {
@@ -797,6 +820,14 @@ func (c *Config) setDefaults() {
 	}
 	if cp := c.Audit.Checkpoint; cp != nil && cp.Every == 0 {
 		cp.Every = time.Minute
+	}
+	if r := c.Revalidate; r != nil {
+		if r.Interval == 0 {
+			r.Interval = DefaultRevalidateInterval
+		}
+		if r.Window == 0 {
+			r.Window = DefaultRevalidateWindow
+		}
 	}
 	if c.Policy.Enforcement == "" {
 		c.Policy.Enforcement = Enforce

@@ -66,6 +66,16 @@ func TestLoadAppliesDefaults(t *testing.T) {
 	if len(c.Generation) != 16 {
 		t.Errorf("Generation = %q", c.Generation)
 	}
+	if c.Revalidate != nil {
+		t.Errorf("revalidate is on without a revalidate section: %+v", c.Revalidate)
+	}
+	c, err = config.Load(testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), validYAML+"revalidate: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Revalidate; r == nil || r.Interval != 4*time.Hour || r.Window != 24*time.Hour {
+		t.Errorf("revalidate defaults = %+v, want every 4h over 24h", r)
+	}
 }
 
 func TestGenerationChangesWithKeyFile(t *testing.T) {
@@ -253,6 +263,12 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"breakglass with a bad image", func(s string) string {
 			return strings.Replace(s, "policy:\n", "policy:\n  breakglass: [{image: app@sha256:1, expires: 2030-01-01T00:00:00Z, reason: INC-1}]\n", 1)
 		}, "policy.breakglass[0].image: pattern"},
+		{"a log id with a space", func(s string) string {
+			return s + "audit: {logId: \"prod eu\"}\n"
+		}, `audit.logId: "prod eu": want up to 128 letters`},
+		{"a re-validation interval under a second", func(s string) string {
+			return s + "revalidate: {interval: 10ms}\n"
+		}, "revalidate.interval: 10ms: want an interval of at least 1s"},
 		{"not yaml", func(string) string { return "listen: [" }, "config.yaml:1: did not find expected node content"},
 		{"empty", func(string) string { return "" }, "config.yaml: the file is empty"},
 	}

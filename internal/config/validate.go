@@ -191,8 +191,21 @@ func (v *validator) metrics() {
 	}
 }
 
+var logID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$`)
+
 func (v *validator) audit() {
 	a := v.c.Audit
+	if a.LogID != "" && !logID.MatchString(a.LogID) {
+		v.errorf(p("audit", "logId"), "%q: want up to 128 letters, digits and . _ : @ / -, starting with a letter or digit", a.LogID)
+	}
+	if r := v.c.Revalidate; r != nil {
+		if r.Interval < time.Second {
+			v.errorf(p("revalidate", "interval"), "%s: want an interval of at least 1s, such as 4h", r.Interval)
+		}
+		if r.Window < 0 {
+			v.errorf(p("revalidate", "window"), "%s: want a positive duration, such as 24h", r.Window)
+		}
+	}
 	cp := a.Checkpoint
 	if cp == nil {
 		return

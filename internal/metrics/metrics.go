@@ -56,6 +56,8 @@ type Metrics struct {
 	evidence       *prometheus.CounterVec
 	abandoned      *prometheus.CounterVec
 	rateLimited    prometheus.Counter
+	revalidations  *prometheus.CounterVec
+	revalidated    prometheus.Gauge
 	ready          atomic.Bool
 
 	mu     sync.Mutex
@@ -174,13 +176,21 @@ func New() *Metrics {
 			Namespace: namespace, Name: "rate_limited_total",
 			Help: "Requests answered 429 because their client sent more than limits.clientRate.",
 		}),
+		revalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "revalidations_total",
+			Help: "Digests allowed within revalidate.window judged again under the policy in force, by upstream and result: allowed (still), revoked (now denied: a decision-log line \"revoked\"), error (could not be judged again).",
+		}, []string{"upstream", "result"}),
+		revalidated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "revalidation_last_run_timestamp_seconds",
+			Help: "When the last re-validation round ended, in Unix seconds; 0 before the first (or without revalidate).",
+		}),
 	}
 	m.shares = &sharesCollector{mu: &m.mu}
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
-		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited, m.shares,
+		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited, m.shares, m.revalidations, m.revalidated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -215,6 +225,31 @@ func (m *Metrics) AuditCheckpoint(at time.Time) {
 	}
 	m.checkpoints.Inc()
 	m.lastCheckpoint.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// Revalidation results, the values of the result label of
+// authz_proxy_revalidations_total.
+const (
+	RevalidationAllowed = "allowed"
+	RevalidationRevoked = "revoked"
+	RevalidationError   = "error"
+)
+
+// Revalidated counts one digest judged again by re-validation, with its
+// result (RevalidationAllowed, RevalidationRevoked, RevalidationError).
+func (m *Metrics) Revalidated(upstream, result string) {
+	if m == nil {
+		return
+	}
+	m.revalidations.WithLabelValues(upstream, result).Inc()
+}
+
+// RevalidationDone records the end of a re-validation round.
+func (m *Metrics) RevalidationDone(at time.Time) {
+	if m == nil {
+		return
+	}
+	m.revalidated.Set(float64(at.UnixNano()) / 1e9)
 }
 
 // Request counts one answered HTTP request. upstream is "" when the
@@ -489,6 +524,17 @@ func (m *Metrics) AddReadinessCheck(name string, f func() error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.checks = append(m.checks, check{name, f})
+}
+
+// ReadyNote adds a line that /readyz answers after "ready": what an
+// operator should know that does not make the process unready, such as a
+// decision log that started after an unclean stop.
+func (m *Metrics) ReadyNote(name, note string) {
+	if m == nil {
+		return
+	}
+	line := []string{name + ": " + note}
+	m.AddReadinessNote(func() []string { return line })
 }
 
 // notReady says why the process is not ready, "" when it is.

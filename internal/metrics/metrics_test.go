@@ -47,6 +47,15 @@ func TestReadyzFollowsSetReadyAndHealthzIsAlwaysUp(t *testing.T) {
 	}
 }
 
+func TestReadyzStaysReadyAndSaysWhatANoteSays(t *testing.T) {
+	m := metrics.New()
+	m.SetReady(true)
+	m.ReadyNote("decision log", "started after a stop without its shutdown checkpoint: 2 line(s) follow its last checkpoint")
+	if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusOK || body != "ready\ndecision log: started after a stop without its shutdown checkpoint: 2 line(s) follow its last checkpoint\n" {
+		t.Errorf("/readyz: %d %q; want ready, then the note", code, body)
+	}
+}
+
 func TestReadyzSaysWhichCheckFailsAndWhy(t *testing.T) {
 	m := metrics.New()
 	m.SetReady(true)

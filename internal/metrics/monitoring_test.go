@@ -47,6 +47,8 @@ func exported(t *testing.T) map[string]bool {
 	m.RateLimited()
 	m.WatchShares(func() []Share { return []Share{{Bound: "connections", Party: "all"}} })
 	m.WatchOutages(func() map[string]time.Time { return map[string]time.Time{"lab": time.Now()} })
+	m.Revalidated("lab", RevalidationRevoked)
+	m.RevalidationDone(time.Now())
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,8 @@
 // fetches each manifest again and judges it the way the proxy would (the
 // signatures are read from the upstreams as they are now), and reports the
 // pulls whose decision would change. A team tightens a policy by replaying
-// real traffic first.
+// real traffic first; re-validation judges the pulls allowed of late under
+// the policy in force the same way.
 package replay
 
 import (
@@ -45,18 +46,23 @@ type Pull struct {
 	LastPulled time.Time `json:"lastPulled"`
 	// Was is the decision last logged for it.
 	Was Decision `json:"was"`
+	// Revoked is when re-validation last logged it revoked (zero: never).
+	Revoked time.Time `json:"revoked,omitzero"`
 }
 
 // Decision is a decision with what made it.
 type Decision struct {
-	Decision string   `json:"decision"`
-	Rule     string   `json:"rule,omitempty"`
-	Reasons  []string `json:"reasons,omitempty"`
+	Decision    string   `json:"decision"`
+	Rule        string   `json:"rule,omitempty"`
+	Enforcement string   `json:"enforcement,omitempty"`
+	Reasons     []string `json:"reasons,omitempty"`
 }
 
 // Result is one pull judged again.
 type Result struct {
 	Pull
+	// MediaType is the manifest's, as fetched again.
+	MediaType string `json:"mediaType,omitempty"`
 	// Now is the candidate policy's decision; "error" when it could not be
 	// made (the reasons say why).
 	Now Decision `json:"now"`
@@ -90,8 +96,7 @@ type Environments interface {
 // JSON lines are ignored, lines that are not JSON counted) and groups its
 // records into pulls.
 func Read(r io.Reader, envs Environments) (*Log, error) {
-	l := &Log{}
-	byKey := map[string]*Pull{}
+	c := NewCollector(envs)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -103,48 +108,100 @@ func Read(r io.Reader, envs Environments) (*Log, error) {
 			continue
 		}
 		if err != nil {
-			if l.Unreadable++; l.FirstUnreadable == 0 {
-				l.FirstUnreadable = n
+			if c.log.Unreadable++; c.log.FirstUnreadable == 0 {
+				c.log.FirstUnreadable = n
 			}
 			continue
 		}
-		l.Records++
-		repo, ok := strings.CutPrefix(rec.Image, rec.Upstream+"/")
-		if rec.Decision == audit.Error || rec.Rule == policy.ArtifactRule || rec.Digest == "" || !ok || repo == "" {
-			l.Skipped++
-			continue
-		}
-		ref, err := oci.ParseReference(rec.Reference)
-		if err != nil {
-			l.Skipped++
-			continue
-		}
-		tag := ref.Tag
-		client := policy.Client{}
-		if rec.Client.Identity != "" {
-			client.Names = []string{rec.Client.Identity}
-		}
-		if ap, err := netip.ParseAddrPort(rec.Client.Addr); err == nil {
-			client.Addr = ap.Addr()
-		}
-		env := envs.Environment(client)
-		key := strings.Join([]string{rec.Upstream, repo, rec.Digest, tag, env}, "\x00")
-		p := byKey[key]
-		if p == nil {
-			p = &Pull{Upstream: rec.Upstream, Image: rec.Image, Repository: repo, Tag: tag, Digest: rec.Digest, Environment: env}
-			byKey[key] = p
-			l.Pulls = append(l.Pulls, p)
-		}
-		p.Pulls++
-		if !rec.Time.Before(p.LastPulled) {
-			p.LastPulled, p.Client = rec.Time, rec.Client
-			p.Was = Decision{Decision: rec.Decision, Rule: rec.Rule, Reasons: rec.Reasons}
-		}
+		c.Add(rec)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	return l, nil
+	return c.Log(), nil
+}
+
+// Collector groups decision records into pulls, as they come. Not safe for
+// concurrent use.
+type Collector struct {
+	envs  Environments
+	log   Log
+	byKey map[string]*Pull
+}
+
+// NewCollector groups records into pulls under envs' environments.
+func NewCollector(envs Environments) *Collector {
+	return &Collector{envs: envs, byKey: map[string]*Pull{}}
+}
+
+// Log is what was collected: the counts and the pulls, in the order first
+// seen.
+func (c *Collector) Log() *Log { return &c.log }
+
+// Add counts rec and adds it to its pull: the last decision of a pull (by
+// time) is the one it was. A revoked record (re-validation's, not a pull)
+// marks the pull it names.
+func (c *Collector) Add(rec audit.Record) {
+	c.log.Records++
+	repo, ok := strings.CutPrefix(rec.Image, rec.Upstream+"/")
+	if rec.Decision == audit.Error || rec.Rule == policy.ArtifactRule || rec.Digest == "" || !ok || repo == "" {
+		c.log.Skipped++
+		return
+	}
+	ref, err := oci.ParseReference(rec.Reference)
+	if err != nil {
+		c.log.Skipped++
+		return
+	}
+	tag := ref.Tag
+	client := policy.Client{}
+	if rec.Client.Identity != "" {
+		client.Names = []string{rec.Client.Identity}
+	}
+	if ap, err := netip.ParseAddrPort(rec.Client.Addr); err == nil {
+		client.Addr = ap.Addr()
+	}
+	env := c.envs.Environment(client)
+	key := pullKey(rec.Upstream, repo, rec.Digest, tag, env)
+	p := c.byKey[key]
+	if rec.Decision == audit.Revoked {
+		c.log.Skipped++
+		if p != nil && rec.Time.After(p.Revoked) {
+			p.Revoked = rec.Time
+		}
+		return
+	}
+	if p == nil {
+		p = &Pull{Upstream: rec.Upstream, Image: rec.Image, Repository: repo, Tag: tag, Digest: rec.Digest, Environment: env}
+		c.byKey[key] = p
+		c.log.Pulls = append(c.log.Pulls, p)
+	}
+	p.Pulls++
+	if !rec.Time.Before(p.LastPulled) {
+		p.LastPulled, p.Client = rec.Time, rec.Client
+		p.Was = Decision{Decision: rec.Decision, Rule: rec.Rule, Enforcement: rec.Enforcement, Reasons: rec.Reasons}
+	}
+}
+
+// pullKey names a pull: what it pulled, by which tag, in which
+// environment.
+func pullKey(upstream, repo, digest, tag, env string) string {
+	return strings.Join([]string{upstream, repo, digest, tag, env}, "\x00")
+}
+
+// Forget drops the pulls last pulled before t (the counts of records read
+// stay), so that a collector fed for long holds a window of them.
+func (c *Collector) Forget(t time.Time) {
+	kept := c.log.Pulls[:0]
+	for _, p := range c.log.Pulls {
+		if p.LastPulled.Before(t) {
+			delete(c.byKey, pullKey(p.Upstream, p.Repository, p.Digest, p.Tag, p.Environment))
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(c.log.Pulls[len(kept):])
+	c.log.Pulls = kept
 }
 
 // Judge re-judges pulls under a candidate policy.
@@ -189,7 +246,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 			results[i].Now = failed(fmt.Errorf("fetching the manifest again: %w", err))
 			return
 		}
-		manifests[i] = m
+		manifests[i], results[i].MediaType = m, m.MediaType
 	})
 	judgeAll := func(index bool) {
 		each(ctx, pulls, func(ctx context.Context, i int, p *Pull) {
@@ -203,7 +260,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 				results[i].Now = failed(err)
 				return
 			}
-			results[i].Now = Decision{Decision: v.Decision(), Rule: v.Rule, Reasons: v.Reasons}
+			results[i].Now = Decision{Decision: v.Decision(), Rule: v.Rule, Enforcement: v.Enforcement, Reasons: v.Reasons}
 		})
 	}
 	judgeAll(true)

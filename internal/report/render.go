@@ -62,6 +62,9 @@ func (r *Report) Text(w io.Writer) error {
 	if r.Unreadable > 0 {
 		fmt.Fprintf(w, "%d line(s) were not JSON and were skipped.\n", r.Unreadable)
 	}
+	for _, q := range r.Quiet() {
+		fmt.Fprintln(w, "QUIET: "+q)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	section := func(title string) { tw.Flush(); fmt.Fprintf(w, "\n%s\n", title) }
 
@@ -84,6 +87,16 @@ func (r *Report) Text(w io.Writer) error {
 	deniedTable(tw, r.Denials.Pulls)
 	section("WHAT ENFORCING THE DRYRUN RULES WOULD HAVE BROKEN (dryrun-deny)")
 	deniedTable(tw, r.DryRun)
+	section(fmt.Sprintf("ALLOWED BEFORE, DENIED NOW (revoked by re-validation: %d)", len(r.Revoked)))
+	if len(r.Revoked) == 0 {
+		fmt.Fprintln(tw, "  none")
+	} else {
+		fmt.Fprintln(tw, "  IMAGE\tDIGEST\tTAGS\tALLOWED BY\tLAST ALLOWED\tREVOKED\tRULE NOW\tCLIENTS\tREASON")
+		for _, d := range r.Revoked {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Image, short(d.Digest), orDash(clip(strings.Join(d.Tags, ","), 30)), orDash(d.AllowedBy), stamp(d.Allowed),
+				stamp(d.First), d.Rule, orDash(clip(strings.Join(d.Clients, ","), 40)), clip(d.Reason, 120))
+		}
+	}
 	section("BREAKGLASS USES")
 	if len(r.Breakglass) == 0 {
 		fmt.Fprintln(tw, "  none")
@@ -115,6 +128,13 @@ func (r *Report) Text(w io.Writer) error {
 			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", orDash(e.Upstream), e.Count, stamp(e.Last), top)
 		}
 	}
+	if len(r.Replicas) > 1 || len(r.Replicas) == 1 && r.Replicas[0].LogID != "" {
+		section(fmt.Sprintf("REPLICAS (%d logs merged)", len(r.Replicas)))
+		fmt.Fprintln(tw, "  LOG ID\tFIRST\tLAST\tDECISIONS\tSTATE")
+		for _, p := range r.Replicas {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", orDash(p.LogID), stamp(p.First), stamp(p.Last), p.Decisions, p.state())
+		}
+	}
 	section("TOP CLIENTS")
 	fmt.Fprintln(tw, "  CLIENT\tENVIRONMENT\tDECISIONS\tDENIALS\tERRORS")
 	for i, c := range r.Clients {
@@ -125,6 +145,34 @@ func (r *Report) Text(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\n", c.Client, orDash(c.Environment), c.Decisions, c.Denials, c.Errors)
 	}
 	return tw.Flush()
+}
+
+// Quiet says of each replica that went quiet, "replica <id>: nothing since
+// <time> (others until <time>)".
+func (r *Report) Quiet() []string {
+	var latest time.Time
+	for _, p := range r.Replicas {
+		if p.Last.After(latest) {
+			latest = p.Last
+		}
+	}
+	var out []string
+	for _, p := range r.Replicas {
+		if p.Quiet {
+			out = append(out, fmt.Sprintf("replica %s: nothing since %s (others until %s), and it did not stop with its shutdown checkpoint", orDash(p.LogID), stamp(p.Last), stamp(latest)))
+		}
+	}
+	return out
+}
+
+func (p Replica) state() string {
+	switch {
+	case p.Quiet:
+		return "QUIET: nothing since " + stamp(p.Last)
+	case p.Stopped:
+		return "stopped (its shutdown checkpoint)"
+	}
+	return "logging"
 }
 
 func windowEnd(t time.Time, open string) string {
@@ -154,6 +202,7 @@ var page = template.Must(template.New("report.html.tmpl").Funcs(template.FuncMap
 	"join":   strings.Join,
 	"height": func(b []bar) int { return len(b) * 28 },
 	"clip":   clip,
+	"state":  Replica.state,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -170,6 +219,7 @@ var colors = map[string]string{
 	audit.DryRunDeny: "#ef6c00",
 	audit.Breakglass: "#6a1b9a",
 	audit.Error:      "#546e7a",
+	audit.Revoked:    "#ad1457",
 }
 
 // HTML writes the report as one self-contained page: styles and charts

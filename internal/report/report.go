@@ -2,7 +2,9 @@
 // by image, rule, reason and environment; what enforcing the dryrun rules
 // would have broken; every breakglass use with its reason and expiry; the
 // images allowed with suppressed findings (by VEX or an exception); the
-// pulls that failed closed, by upstream; and who pulled. It renders the
+// pulls that failed closed, by upstream; the digests allowed before that
+// re-validation found denied now; who pulled; and, the logs of several
+// replicas merged, each replica's log, flagging one that went quiet. It renders the
 // summary as text, JSON, or one self-contained HTML page with charts.
 package report
 
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -51,8 +54,13 @@ type Report struct {
 	Suppressed []SuppressedFinding `json:"suppressed"`
 	// Errors are the pulls that failed closed (503), by upstream.
 	Errors []UpstreamErrors `json:"errors"`
+	// Revoked are the digests allowed before that re-validation found the
+	// policy in force denies now (decision "revoked").
+	Revoked []RevokedDigest `json:"revoked"`
 	// Clients are who pulled, most decisions first.
 	Clients []ClientRow `json:"clients"`
+	// Replicas are the logs merged, one per log id, by id.
+	Replicas []Replica `json:"replicas"`
 	// Timeline counts decisions per Bucket, for the chart.
 	Bucket   string   `json:"bucket"`
 	Timeline []Period `json:"timeline"`
@@ -122,6 +130,41 @@ type SuppressedFinding struct {
 	Last    time.Time `json:"last"`
 }
 
+// RevokedDigest is one image digest allowed before and denied now, as
+// re-validation logged it.
+type RevokedDigest struct {
+	Image  string   `json:"image"`
+	Digest string   `json:"digest"`
+	Tags   []string `json:"tags"`
+	// AllowedBy and Allowed are the rule and time of the last allow of the
+	// digest in the logs read (zero when it is not in them).
+	AllowedBy string    `json:"allowedBy,omitempty"`
+	Allowed   time.Time `json:"allowed,omitzero"`
+	// Rule and Reason are what denies it now; First and Last when
+	// re-validation said so; Clients who pulled it.
+	Rule    string    `json:"rule"`
+	Reason  string    `json:"reason"`
+	Times   int       `json:"times"`
+	Clients []string  `json:"clients"`
+	First   time.Time `json:"first"`
+	Last    time.Time `json:"last"`
+}
+
+// Replica is one replica's log: its lines in the window.
+type Replica struct {
+	// LogID is the log id its lines carry, "" for lines without one.
+	LogID     string    `json:"logId"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+	Decisions int       `json:"decisions"`
+	// Stopped: its last line is the shutdown checkpoint.
+	Stopped bool `json:"stopped"`
+	// Quiet: it logged nothing since Last, while another replica went on
+	// for longer than three of its checkpoint intervals (an hour without
+	// interval checkpoints) after it, without having stopped.
+	Quiet bool `json:"quiet"`
+}
+
 // UpstreamErrors are the pulls of one upstream that failed closed.
 type UpstreamErrors struct {
 	Upstream string    `json:"upstream"`
@@ -147,7 +190,11 @@ type Period struct {
 }
 
 // Decisions in the order reports list them.
-var decisionOrder = []string{audit.Allow, audit.Deny, audit.DryRunDeny, audit.Breakglass, audit.Error}
+var decisionOrder = []string{audit.Allow, audit.Deny, audit.DryRunDeny, audit.Breakglass, audit.Error, audit.Revoked}
+
+// quietAfter is how long a replica without interval checkpoints may log
+// nothing while another goes on before it is flagged.
+const quietAfter = time.Hour
 
 // maxRows bounds each table: a report is read by people.
 const maxRows = 500
@@ -196,6 +243,23 @@ type builder struct {
 	records                                []timed
 	tags, clientsOf                        map[string]map[string]bool
 	deniedOrder, dryrunOrder, breakglassOr []string
+	revoked                                map[string]*RevokedDigest
+	revokedOrder                           []string
+	// allowed is the last allow of each image digest: rule and time.
+	allowed  map[string]timedRule
+	replicas map[string]*replica
+}
+
+type timedRule struct {
+	rule string
+	t    time.Time
+}
+
+// replica is what is known of one log id.
+type replica struct {
+	Replica
+	lastMsg, lastReason string
+	intervals           []time.Time // of its interval checkpoints
 }
 
 // timed is a record's time and decision, for the timeline.
@@ -210,6 +274,7 @@ func newBuilder() *builder {
 		denied: map[string]*Denied{}, dryrun: map[string]*Denied{}, breakglass: map[string]*BreakglassUse{}, suppressed: map[string]*SuppressedFinding{},
 		errors: map[string]*UpstreamErrors{}, errorReasons: map[string]map[string]int{}, clients: map[string]*ClientRow{},
 		tags: map[string]map[string]bool{}, clientsOf: map[string]map[string]bool{},
+		revoked: map[string]*RevokedDigest{}, allowed: map[string]timedRule{}, replicas: map[string]*replica{},
 	}
 }
 
@@ -223,6 +288,9 @@ func (b *builder) read(s Source, w Window, r *Report) error {
 		}
 		rec, err := audit.Parse(line)
 		if errors.Is(err, audit.ErrNotDecision) {
+			if h, err := audit.ParseHeader(line); err == nil && !h.Time.IsZero() && w.contains(h.Time) {
+				b.seen(h)
+			}
 			continue
 		}
 		if err != nil {
@@ -232,6 +300,7 @@ func (b *builder) read(s Source, w Window, r *Report) error {
 		if !w.contains(rec.Time) {
 			continue
 		}
+		b.seen(audit.Header{Time: rec.Time, Msg: "decision", LogID: rec.LogID})
 		r.Records++
 		if r.Records == 1 || rec.Time.Before(r.First) {
 			r.First = rec.Time
@@ -271,9 +340,40 @@ func clientName(c audit.Client) string {
 	return c.Addr
 }
 
+// seen counts a line of a replica's log.
+func (b *builder) seen(h audit.Header) {
+	r := b.replicas[h.LogID]
+	if r == nil {
+		r = &replica{Replica: Replica{LogID: h.LogID, First: h.Time, Last: h.Time}}
+		b.replicas[h.LogID] = r
+	}
+	if h.Msg == "decision" {
+		r.Decisions++
+	}
+	if h.Msg == "checkpoint" && h.Reason == audit.CheckpointInterval {
+		r.intervals = append(r.intervals, h.Time)
+	}
+	if h.Time.Before(r.First) {
+		r.First = h.Time
+	}
+	if !h.Time.Before(r.Last) {
+		r.Last, r.lastMsg, r.lastReason = h.Time, h.Msg, h.Reason
+	}
+}
+
 func (b *builder) add(rec audit.Record) {
 	b.decisions[rec.Decision]++
 	b.records = append(b.records, timed{rec.Time, rec.Decision})
+	digest := rec.Image + "\x00" + rec.Digest
+	switch rec.Decision {
+	case audit.Allow:
+		if last, ok := b.allowed[digest]; !ok || !rec.Time.Before(last.t) {
+			b.allowed[digest] = timedRule{rec.Rule, rec.Time}
+		}
+	case audit.Revoked: // re-validation's, not a client's pull
+		b.revoke(rec)
+		return
+	}
 	client := clientName(rec.Client)
 	c := b.clients[client]
 	if c == nil {
@@ -353,6 +453,31 @@ func (b *builder) addSuppressed(rec audit.Record) {
 	}
 }
 
+// revoke counts a revoked line in the row of its digest, rule and reason.
+func (b *builder) revoke(rec audit.Record) {
+	reason := Reason(rec.Reasons)
+	key := strings.Join([]string{rec.Image, rec.Digest, rec.Rule, reason}, "\x00")
+	d := b.revoked[key]
+	if d == nil {
+		d = &RevokedDigest{Image: rec.Image, Digest: rec.Digest, Rule: rec.Rule, Reason: reason, First: rec.Time, Tags: []string{}}
+		b.revoked[key] = d
+		b.revokedOrder = append(b.revokedOrder, key)
+	}
+	d.Times++
+	if rec.Time.Before(d.First) {
+		d.First = rec.Time
+	}
+	if !rec.Time.Before(d.Last) {
+		d.Last = rec.Time
+	}
+	if rec.Reference != "" && !strings.HasPrefix(rec.Reference, "sha256:") && !slices.Contains(d.Tags, rec.Reference) {
+		d.Tags = append(d.Tags, rec.Reference)
+	}
+	if rec.Client.Addr != "" || rec.Client.Identity != "" {
+		d.Clients = b.addClient(key, d.Clients, clientName(rec.Client))
+	}
+}
+
 // group counts rec in the Denied row for key.
 func (b *builder) group(rows map[string]*Denied, order *[]string, key string, rec audit.Record, reason, client string) {
 	d := rows[key]
@@ -399,6 +524,22 @@ func (b *builder) finish(r *Report) {
 		Pulls:         rows(b.denied, b.deniedOrder),
 	}
 	r.DryRun = rows(b.dryrun, b.dryrunOrder)
+	r.Revoked = []RevokedDigest{}
+	for _, k := range b.revokedOrder {
+		d := *b.revoked[k]
+		if a, ok := b.allowed[d.Image+"\x00"+d.Digest]; ok {
+			d.AllowedBy, d.Allowed = a.rule, a.t
+		}
+		if d.Clients == nil {
+			d.Clients = []string{}
+		}
+		r.Revoked = append(r.Revoked, d)
+	}
+	sort.SliceStable(r.Revoked, func(i, j int) bool { return r.Revoked[i].Last.After(r.Revoked[j].Last) })
+	if len(r.Revoked) > maxRows {
+		r.Revoked = r.Revoked[:maxRows]
+	}
+	r.Replicas = b.replicaRows()
 	r.Breakglass = []BreakglassUse{}
 	for _, k := range b.breakglassOr {
 		r.Breakglass = append(r.Breakglass, *b.breakglass[k])
@@ -438,6 +579,41 @@ func (b *builder) finish(r *Report) {
 		r.Clients = r.Clients[:maxRows]
 	}
 	r.Bucket, r.Timeline = timeline(b.records, r.First, r.Last)
+}
+
+// replicaRows lists the replicas by log id, flagging those that went
+// quiet while another went on.
+func (b *builder) replicaRows() []Replica {
+	out := []Replica{}
+	var latest time.Time
+	for _, r := range b.replicas {
+		if r.Last.After(latest) {
+			latest = r.Last
+		}
+	}
+	for _, r := range b.replicas {
+		r.Stopped = r.lastMsg == "checkpoint" && r.lastReason == audit.CheckpointShutdown
+		r.Quiet = len(b.replicas) > 1 && !r.Stopped && latest.Sub(r.Last) > r.quietAfter()
+		out = append(out, r.Replica)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LogID < out[j].LogID })
+	return out
+}
+
+// quietAfter is how long r may log nothing before it is flagged: three of
+// its checkpoint intervals (the median gap between its interval
+// checkpoints), or quietAfter without two of them.
+func (r *replica) quietAfter() time.Duration {
+	if len(r.intervals) < 2 {
+		return quietAfter
+	}
+	slices.SortFunc(r.intervals, func(a, b time.Time) int { return a.Compare(b) })
+	gaps := make([]time.Duration, len(r.intervals)-1)
+	for i := range gaps {
+		gaps[i] = r.intervals[i+1].Sub(r.intervals[i])
+	}
+	slices.Sort(gaps)
+	return 3 * gaps[len(gaps)/2]
 }
 
 // counts sorts a tally, most first, then by key, at most maxRows.

@@ -20,6 +20,10 @@ func FuzzBuild(f *testing.F) {
 	f.Add(seed)
 	f.Add([]byte(`{"time":"2026-01-01T00:00:00Z","msg":"decision","decision":"breakglass","reasons":["breakglass x until y: z"]}` + "\n"))
 	f.Add([]byte(`{"time":"0001-01-01T00:00:00Z","msg":"decision","decision":"deny"}` + "\n" + `{"time":"9999-12-31T23:59:59Z","msg":"decision","decision":"error"}` + "\n"))
+	f.Add([]byte(`{"time":"2026-01-01T00:00:00Z","msg":"decision","decision":"allow","image":"a","digest":"d","logId":"r1"}` + "\n" +
+		`{"time":"2026-01-01T01:00:00Z","msg":"decision","decision":"revoked","image":"a","digest":"d","reference":"v1","logId":"r1"}` + "\n" +
+		`{"time":"2026-01-01T00:01:00Z","msg":"checkpoint","reason":"interval","logId":"r2"}` + "\n" +
+		`{"time":"2026-01-01T00:02:00Z","msg":"checkpoint","reason":"interval","logId":"r2"}` + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := report.Build([]report.Source{{Name: "fuzz", R: bytes.NewReader(data)}}, report.Window{})
 		if err != nil {

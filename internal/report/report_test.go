@@ -3,6 +3,7 @@ package report_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestReportOfARecordedLogCountsWhatAuditorsAskAbout(t *testing.T) {
 	if r.Records != 13 || r.Unreadable != 0 {
 		t.Errorf("%d records, %d unreadable; want 13 decisions (the 3 checkpoints are not decisions), 0", r.Records, r.Unreadable)
 	}
-	want := []report.Count{{"allow", 4}, {"deny", 3}, {"dryrun-deny", 2}, {"breakglass", 2}, {"error", 2}}
+	want := []report.Count{{"allow", 4}, {"deny", 3}, {"dryrun-deny", 2}, {"breakglass", 2}, {"error", 2}, {"revoked", 0}}
 	if !equal(r.Decisions, want) {
 		t.Errorf("decisions %v, want %v", r.Decisions, want)
 	}
@@ -170,5 +171,91 @@ func TestImagesAllowedWithSuppressedFindingsAreListedOncePerFinding(t *testing.T
 	}
 	if !strings.Contains(html.String(), `<table id="suppressed">`) || !strings.Contains(html.String(), "<code>CVE-2026-0001</code>") {
 		t.Errorf("the HTML report lacks the suppressed findings table")
+	}
+}
+
+// logLine is a decision-log line of the log logID at t.
+func logLine(t time.Time, logID, msg, rest string) string {
+	return fmt.Sprintf(`{"time":%q,"level":"INFO","msg":%q,%s,"logId":%q}`, t.Format(time.RFC3339Nano), msg, rest, logID) + "\n"
+}
+
+func decisionLine(t time.Time, logID, decision, digest, rule, reason string) string {
+	return logLine(t, logID, "decision", fmt.Sprintf(`"decision":%q,"image":"lab/app","reference":"v1","digest":%q,"upstream":"lab","rule":%q,"enforcement":"enforce","reasons":[%q],"verifiedBy":[],"cached":false,"client":{"addr":"10.0.0.1:4000"},"durationMs":1`, decision, digest, rule, reason))
+}
+
+func TestReportMergesReplicasAndFlagsOneThatWentQuiet(t *testing.T) {
+	start := time.Date(2026, 8, 1, 10, 0, 0, 0, time.UTC)
+	logs := map[string]string{}
+	for _, r := range []struct {
+		id       string
+		until    time.Duration
+		shutdown bool
+	}{{"replica-a", 90 * time.Minute, false}, {"replica-b", 42 * time.Minute, false}, {"replica-c", 50 * time.Minute, true}} {
+		var b strings.Builder
+		for m := time.Duration(0); m <= r.until; m += time.Minute {
+			b.WriteString(logLine(start.Add(m), r.id, "checkpoint", `"reason":"interval"`))
+			b.WriteString(decisionLine(start.Add(m+time.Second), r.id, "allow", "sha256:"+strings.Repeat("a", 64), "acme", "signed"))
+		}
+		if r.shutdown {
+			b.WriteString(logLine(start.Add(r.until+2*time.Second), r.id, "checkpoint", `"reason":"shutdown"`))
+		}
+		logs[r.id] = b.String()
+	}
+	var sources []report.Source
+	for _, id := range []string{"replica-a", "replica-b", "replica-c"} {
+		sources = append(sources, report.Source{Name: id + "/decisions.jsonl", R: strings.NewReader(logs[id])})
+	}
+	r, err := report.Build(sources, report.Window{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Replicas) != 3 || r.Replicas[0].Quiet || !r.Replicas[1].Quiet || r.Replicas[2].Quiet || !r.Replicas[2].Stopped || r.Replicas[0].Decisions != 91 {
+		t.Errorf("replicas %+v; want replica-b alone quiet, replica-c stopped", r.Replicas)
+	}
+	var text bytes.Buffer
+	if err := r.Text(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"QUIET: replica replica-b: nothing since 2026-08-01T10:42:01Z (others until 2026-08-01T11:30:01Z)",
+		"REPLICAS (3 logs merged)", "replica-c  2026-08-01T10:00:00Z  2026-08-01T10:50:02Z  51         stopped (its shutdown checkpoint)",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, text.String())
+		}
+	}
+}
+
+func TestReportListsWhatWasAllowedBeforeAndIsDeniedNow(t *testing.T) {
+	at := time.Date(2026, 8, 1, 9, 0, 0, 0, time.UTC)
+	revoked, kept := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	log := decisionLine(at, "node-1", "allow", revoked, "acme", "signed by attestor ci") +
+		decisionLine(at, "node-1", "allow", kept, "acme", "signed by attestor ci") +
+		decisionLine(at.Add(4*time.Hour), "node-1", "revoked", revoked, "acme", "no cosign signature found")
+	r, err := report.Build([]report.Source{{Name: "decisions.jsonl", R: strings.NewReader(log)}}, report.Window{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Revoked) != 1 {
+		t.Fatalf("revoked %+v; want the one digest", r.Revoked)
+	}
+	if d := r.Revoked[0]; d.Digest != revoked || d.AllowedBy != "acme" || !d.Allowed.Equal(at) || !d.First.Equal(at.Add(4*time.Hour)) || d.Reason != "no cosign signature found" || d.Tags[0] != "v1" {
+		t.Errorf("revoked %+v; want allowed by acme at 09:00, revoked at 13:00 for want of a signature", d)
+	}
+	if r.Clients[0].Decisions != 2 {
+		t.Errorf("clients %+v; want the revoked line not counted as a pull", r.Clients)
+	}
+	var text, html bytes.Buffer
+	if err := r.Text(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "ALLOWED BEFORE, DENIED NOW (revoked by re-validation: 1)") || !strings.Contains(text.String(), "lab/app  sha256:aaaaaaaaaaaa  v1    acme        2026-08-01T09:00:00Z") {
+		t.Errorf("the text report does not list the revoked digest:\n%s", text.String())
+	}
+	if !strings.Contains(html.String(), `<table id="revoked">`) {
+		t.Error("the HTML report has no table of revoked digests")
 	}
 }
