@@ -14,6 +14,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +42,10 @@ type Principal struct {
 	Name string
 	// Claims are a token's claims; nil for other credentials.
 	Claims map[string]any
+	// ClaimsDigest is the SHA-256 of Claims as JSON (keys sorted), "" for
+	// other credentials: what an outcome that depends on the claims is
+	// cached under.
+	ClaimsDigest string
 	// Expires is when the credential stops authenticating (a token's
 	// exp); zero for a password or a certificate.
 	Expires time.Time
@@ -255,7 +260,12 @@ func (c *Clients) token(ctx context.Context, raw string) (*Principal, error) {
 	if err := t.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("a token of %s: %v", is.name, err)
 	}
-	return &Principal{Name: is.name + ":" + t.Subject, Claims: claims, Expires: t.Expiry}, nil
+	canonical, err := json.Marshal(claims)
+	if err != nil {
+		return nil, fmt.Errorf("a token of %s: %v", is.name, err)
+	}
+	sum := sha256.Sum256(canonical)
+	return &Principal{Name: is.name + ":" + t.Subject, Claims: claims, ClaimsDigest: hex.EncodeToString(sum[:]), Expires: t.Expiry}, nil
 }
 
 func audienceMatches(got, want []string) bool {

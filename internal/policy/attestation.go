@@ -31,7 +31,9 @@ type attestationRequirement struct {
 type attestations struct {
 	list []*parsedAttestation
 	img  ImageVars
-	now  time.Time
+	// client is the condition's client variable.
+	client map[string]any
+	now    time.Time
 }
 
 type parsedAttestation struct {
@@ -59,8 +61,9 @@ type parsed[T any] struct {
 
 func newAttestations(ev *oci.Evidence, s Subject, now time.Time) *attestations {
 	as := &attestations{
-		img: ImageVars{Upstream: s.Upstream, Repository: s.Repository, Digest: s.Digest, Tag: s.Tag},
-		now: now,
+		img:    ImageVars{Upstream: s.Upstream, Repository: s.Repository, Digest: s.Digest, Tag: s.Tag},
+		client: clientVars(s.Client),
+		now:    now,
 	}
 	for _, a := range ev.Attestations {
 		p := &parsedAttestation{Attestation: a, checks: map[string]checked{}}
@@ -117,7 +120,7 @@ func (p *parsedAttestation) conditionVars(as *attestations) (map[string]any, err
 	if err != nil {
 		return nil, fmt.Errorf("certificate: %v", err)
 	}
-	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, certificateVars(fields), as.now)
+	p.vars = conditionVars(predicate, p.env.Statement.PredicateType, subject, as.img, certificateVars(fields), as.client, as.now)
 	if p.env.Statement.PredicateType == VulnPredicateType {
 		// What the scan found, whatever the scanner; nothing is
 		// suppressed here (a vulnerabilities requirement applies VEX).

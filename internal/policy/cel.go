@@ -134,6 +134,7 @@ var conditionEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("image", cel.ObjectType("policy.ImageVars")),
 		cel.Variable("certificate", cel.ObjectType("policy.CertificateVars")),
 		cel.Variable("now", cel.TimestampType),
+		cel.Variable("client", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("findings", cel.ListType(cel.ObjectType("policy.FindingVars"))),
 		cel.Variable("suppressed", cel.ListType(cel.ObjectType("policy.FindingVars"))),
 		cel.OptionalTypes(), ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(),
@@ -150,6 +151,9 @@ type condition struct {
 	// readsTag is true when the condition may read image.tag: its value
 	// then depends on how the image was asked for.
 	readsTag bool
+	// readsClient is true when it reads client: its value then depends on
+	// who asks.
+	readsClient bool
 }
 
 // compileCondition type-checks text in the condition environment. Its
@@ -178,7 +182,7 @@ func compileCondition(text string) (*condition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL: %v", err)
 	}
-	return &condition{text: strings.TrimSpace(text), program: prg, readsTag: readsTag(ast)}, nil
+	return &condition{text: strings.TrimSpace(text), program: prg, readsTag: readsTag(ast), readsClient: readsIdent(ast, "client")}, nil
 }
 
 // readsTag reports whether a checked condition may read image.tag: it does
@@ -199,6 +203,28 @@ func readsTag(checked *cel.Ast) bool {
 		}
 	}))
 	return uses > otherFields
+}
+
+// readsIdent reports whether a checked condition names the variable name.
+func readsIdent(checked *cel.Ast, name string) bool {
+	found := false
+	celast.PreOrderVisit(checked.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() == celast.IdentKind && e.AsIdent() == name {
+			found = true
+		}
+	}))
+	return found
+}
+
+// clientVars is the `client` variable of a condition: who asks for the
+// image (principal, "" for nobody) and the claims of the token it
+// authenticated with (empty for other credentials).
+func clientVars(c Client) map[string]any {
+	claims := c.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{"principal": c.Principal, "claims": claims}
 }
 
 // eval runs the condition on vars. A result other than true or false, an
@@ -297,8 +323,9 @@ func (v semver) compare(w semver) int {
 }
 
 // conditionVars is the activation of a condition for one attestation.
-func conditionVars(predicate any, predicateType string, subject []map[string]any, img ImageVars, cert CertificateVars, now time.Time) map[string]any {
+func conditionVars(predicate any, predicateType string, subject []map[string]any, img ImageVars, cert CertificateVars, client map[string]any, now time.Time) map[string]any {
 	return map[string]any{
+		"client":        client,
 		"predicate":     predicate,
 		"predicateType": predicateType,
 		"subject":       subject,

@@ -63,7 +63,7 @@ func TestConditionHelpers(t *testing.T) {
 		"sourceRepositoryRef": "refs/tags/v1.2.3",
 		"runnerEnvironment":   "github-hosted",
 	})
-	vars := conditionVars(predicate, "https://slsa.dev/provenance/v1", subject, img, cert, now)
+	vars := conditionVars(predicate, "https://slsa.dev/provenance/v1", subject, img, cert, clientVars(Client{}), now)
 	tests := []struct {
 		condition string
 		want      bool
@@ -113,7 +113,7 @@ func TestConditionOverTheCostLimitIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := conditionVars(map[string]any{"items": items}, "p", nil, ImageVars{}, CertificateVars{}, time.Now())
+	vars := conditionVars(map[string]any{"items": items}, "p", nil, ImageVars{}, CertificateVars{}, clientVars(Client{}), time.Now())
 	// The cost limit stops the evaluation by counting its steps, not by a
 	// clock: the error is the proof it stopped.
 	_, err = c.eval(context.Background(), vars)

@@ -71,6 +71,8 @@ type outcomeKey struct {
 	requirement                              string
 	// tag is set for a requirement whose outcome depends on it.
 	tag string
+	// client is set for a requirement whose outcome depends on who asks.
+	client string
 	// inherited marks an outcome proved by an index that lists the digest.
 	inherited bool
 }
@@ -423,8 +425,14 @@ func (j *Judge) key(p *Policy, s Subject, q *requirement) outcomeKey {
 	if q.tagged {
 		k.tag = s.Tag
 	}
+	if q.client {
+		k.client = clientKey(s.Client)
+	}
 	return k
 }
+
+// clientKey names who asks, for the outcomes that depend on it.
+func clientKey(c Client) string { return c.Principal + "\x00" + c.ClaimsDigest }
 
 // flightKey names one verification of reqs for s, shared by concurrent
 // callers.
@@ -434,6 +442,9 @@ func (j *Judge) flightKey(p *Policy, s Subject, reqs []*requirement) string {
 		parts = append(parts, q.key)
 		if q.tagged {
 			parts = append(parts, "tag="+s.Tag)
+		}
+		if q.client {
+			parts = append(parts, "client="+clientKey(s.Client))
 		}
 	}
 	return strings.Join(parts, "\x00")
@@ -456,6 +467,9 @@ func (j *Judge) inherit(p *Policy, s Subject, m *oci.Manifest, r *rule) {
 		}
 		for _, d := range m.Manifests {
 			k := outcomeKey{generation: p.Generation, upstream: s.Upstream, repository: s.Repository, digest: d.Digest, requirement: q.key, inherited: true}
+			if q.client {
+				k.client = clientKey(s.Client)
+			}
 			child.mediaType = d.MediaType
 			j.outcomes.Add(k, child, exp.Sub(j.now()))
 		}

@@ -60,6 +60,8 @@ type Subject struct {
 	// Policy.Environment), "" for a client of none: it meets only rules
 	// without environments.
 	Environment string
+	// Client is who asks: conditions that read `client` see it.
+	Client Client
 }
 
 // Client is what the policy knows of who asks.
@@ -72,6 +74,11 @@ type Client struct {
 	// Principal is who the client authenticated as (clients section), ""
 	// for nobody.
 	Principal string
+	// Claims are the claims of the token it authenticated with, nil for
+	// other credentials; ClaimsDigest is their hash, which outcomes that
+	// read them are cached under.
+	Claims       map[string]any
+	ClaimsDigest string
 }
 
 // Image is "<upstream>/<repository>".

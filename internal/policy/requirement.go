@@ -25,6 +25,9 @@ type requirement struct {
 	// tagged is true when its outcome depends on the tag asked for (a
 	// condition reads image.tag): the outcome is then kept per tag.
 	tagged bool
+	// client is true when its outcome depends on who asks (a condition
+	// reads client): the outcome is then kept per principal and claims.
+	client bool
 	// group, when set, names the attestations the requirement chooses
 	// the newest of (predicate type and attestors): requirements of one
 	// group are judged together, so that they look at the same one.
@@ -58,7 +61,7 @@ func compileRequirement(r config.Requirement, attestors map[string]*attestor) (*
 		}
 		q := &requirement{vul: vq, key: vq.key(v), group: newestGroup(VulnPredicateType, v.Attestors)}
 		if vq.condition != nil {
-			q.tagged = vq.condition.readsTag
+			q.tagged, q.client = vq.condition.readsTag, vq.condition.readsClient
 		}
 		return q, nil
 	}
@@ -72,7 +75,7 @@ func compileRequirement(r config.Requirement, attestors map[string]*attestor) (*
 		if err != nil {
 			return nil, err
 		}
-		q.att.condition, q.tagged = cond, cond.readsTag
+		q.att.condition, q.tagged, q.client = cond, cond.readsTag, cond.readsClient
 	}
 	if a.Select == config.SelectNewest {
 		q.group = newestGroup(a.PredicateType, a.Attestors)

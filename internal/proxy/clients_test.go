@@ -28,6 +28,12 @@ type clientsEnv struct {
 
 func newClientsEnv(t *testing.T, opts ...envOption) *clientsEnv {
 	t.Helper()
+	return newClientsEnvWith(t, policyYAML, opts...)
+}
+
+// newClientsEnvWith is newClientsEnv with policy in place of policyYAML.
+func newClientsEnvWith(t *testing.T, policy string, opts ...envOption) *clientsEnv {
+	t.Helper()
 	dir := t.TempDir()
 	k8s := testkit.NewIssuer(t, "https://kubernetes.default.svc", jose.ES256)
 	var users strings.Builder
@@ -51,7 +57,7 @@ clients:
 environments:
   - {name: prod, clients: [{principal: "k8s:system:serviceaccount:prod:*"}]}
 `
-	e := newEnv(t, append([]envOption{withPolicy(policyYAML + clientsYAML)}, opts...)...)
+	e := newEnv(t, append([]envOption{withPolicy(policy + clientsYAML)}, opts...)...)
 	return &clientsEnv{env: e, k8s: k8s}
 }
 
@@ -160,4 +166,62 @@ func layerOf(t *testing.T, raw []byte) string {
 		t.Fatalf("no layer in %s: %v", raw, err)
 	}
 	return m.Layers[0].Digest.String()
+}
+
+// deployPolicy lets a service account pull lab/signed/deploy/** only when
+// a release attestation names its namespace, and a user only when it names
+// the user: a condition over who pulls.
+const deployPolicy = `
+attestors:
+  - name: ci
+    publicKeys: [{file: ci.pub}]
+policy:
+  rules:
+    - name: approved-for
+      images: ["lab/signed/deploy/**"]
+      require:
+        - attestation:
+            predicateType: https://example.com/attestations/release/v1
+            attestors: [ci]
+            condition: >-
+              client.principal.startsWith("k8s:")
+                ? client.claims["kubernetes.io"]["namespace"] in predicate.namespaces
+                : client.principal in predicate.users
+`
+
+func TestAConditionOnWhoPullsIsJudgedForEachOfThem(t *testing.T) {
+	e := newClientsEnvWith(t, deployPolicy)
+	d := e.push("signed/deploy/api:v1")
+	e.attestTag("signed/deploy/api", d, e.attestation("signed/deploy/api", "ci", d, "https://example.com/attestations/release/v1",
+		map[string]any{"namespaces": []string{"prod"}, "users": []string{"user:ci"}}))
+	inNamespace := func(ns string) string {
+		return "Bearer " + e.k8s.Token(t, "system:serviceaccount:prod:api", "authz-proxy", time.Time{}, time.Now().Add(time.Hour),
+			map[string]any{"kubernetes.io": map[string]any{"namespace": ns}})
+	}
+	path := "/v2/lab/signed/deploy/api/manifests/" + d.String()
+	// Each asks twice: an outcome judged for one is never another's.
+	for _, tt := range []struct {
+		name, auth string
+		status     int
+	}{
+		{"a user the attestation names", basicAuth("ci", "ci-password"), 200},
+		{"a service account whose token's namespace it names", inNamespace("prod"), 200},
+		{"a service account of prod whose token says another namespace", inNamespace("staging"), 403},
+		{"the user again", basicAuth("ci", "ci-password"), 200},
+		{"the other namespace again", inNamespace("staging"), 403},
+		{"the named namespace again", inNamespace("prod"), 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.as(tt.auth, http.MethodGet, path)
+			if resp.StatusCode != tt.status {
+				body, _ := io.ReadAll(resp.Body)
+				t.Fatalf("%d %s, want %d", resp.StatusCode, body, tt.status)
+			}
+			if tt.status == 403 {
+				if msg := expectError(t, resp, 403, "DENIED"); !strings.Contains(msg, "condition") {
+					t.Errorf("403 message %q: want the condition named", msg)
+				}
+			}
+		})
+	}
 }

@@ -24,7 +24,8 @@ import (
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src *source.Source, rt route, who *clients.Principal) error {
 	start := time.Now()
-	env := st.policy.Environment(policyClient(r, who))
+	client := policyClient(r, who)
+	env := st.policy.Environment(client)
 	rec := audit.Record{
 		Image:     rt.upstream + "/" + rt.repo,
 		Reference: rt.ref.String(),
@@ -35,7 +36,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src
 		rec.Principal = who.Name
 	}
 	rec.Client.Environment = env
-	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env}
+	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env, Client: client}
 	// Resolve: the digest asked for, or the tag's (with a store: an
 	// immutable tag by its last resolution, else by a HEAD, else, the
 	// upstream failing, by its last known digest; without one, a HEAD by

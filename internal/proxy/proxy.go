@@ -461,7 +461,7 @@ func rewriteLink(link string, rt route) string {
 func policyClient(r *http.Request, who *clients.Principal) policy.Client {
 	var c policy.Client
 	if who != nil {
-		c.Principal = who.Name
+		c.Principal, c.Claims, c.ClaimsDigest = who.Name, who.Claims, who.ClaimsDigest
 	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		c.Addr = ap.Addr()

@@ -38,6 +38,10 @@ type Pull struct {
 	// Environment is the pulling client's environment under the candidate
 	// configuration, derived from the logged client identity and address.
 	Environment string `json:"environment,omitempty"`
+	// Principal is who pulled it (clients section), "" for nobody: a
+	// condition over client.principal sees it (a token's claims are not
+	// logged, so client.claims is empty in a replay).
+	Principal string `json:"principal,omitempty"`
 	// Client is the last client that pulled it.
 	Client audit.Client `json:"client"`
 	// Pulls counts the decision records of this pull.
@@ -154,7 +158,7 @@ func (c *Collector) Add(rec audit.Record) {
 		return
 	}
 	tag := ref.Tag
-	client := policy.Client{}
+	client := policy.Client{Principal: rec.Principal}
 	if rec.Client.Identity != "" {
 		client.Names = []string{rec.Client.Identity}
 	}
@@ -162,7 +166,7 @@ func (c *Collector) Add(rec audit.Record) {
 		client.Addr = ap.Addr()
 	}
 	env := c.envs.Environment(client)
-	key := pullKey(rec.Upstream, repo, rec.Digest, tag, env)
+	key := pullKey(rec.Upstream, repo, rec.Digest, tag, env, rec.Principal)
 	p := c.byKey[key]
 	if rec.Decision == audit.Revoked {
 		c.log.Skipped++
@@ -172,7 +176,7 @@ func (c *Collector) Add(rec audit.Record) {
 		return
 	}
 	if p == nil {
-		p = &Pull{Upstream: rec.Upstream, Image: rec.Image, Repository: repo, Tag: tag, Digest: rec.Digest, Environment: env}
+		p = &Pull{Upstream: rec.Upstream, Image: rec.Image, Repository: repo, Tag: tag, Digest: rec.Digest, Environment: env, Principal: rec.Principal}
 		c.byKey[key] = p
 		c.log.Pulls = append(c.log.Pulls, p)
 	}
@@ -185,8 +189,8 @@ func (c *Collector) Add(rec audit.Record) {
 
 // pullKey names a pull: what it pulled, by which tag, in which
 // environment.
-func pullKey(upstream, repo, digest, tag, env string) string {
-	return strings.Join([]string{upstream, repo, digest, tag, env}, "\x00")
+func pullKey(upstream, repo, digest, tag, env, principal string) string {
+	return strings.Join([]string{upstream, repo, digest, tag, env, principal}, "\x00")
 }
 
 // Forget drops the pulls last pulled before t (the counts of records read
@@ -195,7 +199,7 @@ func (c *Collector) Forget(t time.Time) {
 	kept := c.log.Pulls[:0]
 	for _, p := range c.log.Pulls {
 		if p.LastPulled.Before(t) {
-			delete(c.byKey, pullKey(p.Upstream, p.Repository, p.Digest, p.Tag, p.Environment))
+			delete(c.byKey, pullKey(p.Upstream, p.Repository, p.Digest, p.Tag, p.Environment, p.Principal))
 			continue
 		}
 		kept = append(kept, p)
@@ -254,7 +258,7 @@ func (j *Judge) Run(ctx context.Context, pulls []*Pull) []Result {
 			if m == nil || m.IsIndex() != index {
 				return
 			}
-			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Environment: p.Environment}
+			subj := policy.Subject{Upstream: p.Upstream, Repository: p.Repository, Tag: p.Tag, Environment: p.Environment, Client: policy.Client{Principal: p.Principal}}
 			v, err := judge.Decide(ctx, j.Policy, j.Registries[p.Upstream], subj, m)
 			if err != nil {
 				results[i].Now = failed(err)

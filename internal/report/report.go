@@ -173,8 +173,9 @@ type UpstreamErrors struct {
 	Last     time.Time `json:"last"`
 }
 
-// ClientRow is one client: its certificate identity, or its address
-// without the port.
+// ClientRow is one client: the principal it authenticated as (clients
+// section), else its certificate identity, else its address without the
+// port.
 type ClientRow struct {
 	Client      string `json:"client"`
 	Environment string `json:"environment,omitempty"`
@@ -328,9 +329,14 @@ func Reason(reasons []string) string {
 // breakglassReason is how the policy words a breakglass decision.
 var breakglassReason = regexp.MustCompile(`^breakglass (\S+) until (\S+): (.*)$`)
 
-// clientName is who a record's client is: its certificate identity, or its
-// address without the (ephemeral) port.
-func clientName(c audit.Client) string {
+// clientName is who a record's client is: the principal it authenticated
+// as, else its certificate identity, else its address without the
+// (ephemeral) port.
+func clientName(rec audit.Record) string {
+	if rec.Principal != "" {
+		return rec.Principal
+	}
+	c := rec.Client
 	if c.Identity != "" {
 		return c.Identity
 	}
@@ -374,7 +380,7 @@ func (b *builder) add(rec audit.Record) {
 		b.revoke(rec)
 		return
 	}
-	client := clientName(rec.Client)
+	client := clientName(rec)
 	c := b.clients[client]
 	if c == nil {
 		c = &ClientRow{Client: client}
@@ -473,8 +479,8 @@ func (b *builder) revoke(rec audit.Record) {
 	if rec.Reference != "" && !strings.HasPrefix(rec.Reference, "sha256:") && !slices.Contains(d.Tags, rec.Reference) {
 		d.Tags = append(d.Tags, rec.Reference)
 	}
-	if rec.Client.Addr != "" || rec.Client.Identity != "" {
-		d.Clients = b.addClient(key, d.Clients, clientName(rec.Client))
+	if rec.Client.Addr != "" || rec.Client.Identity != "" || rec.Principal != "" {
+		d.Clients = b.addClient(key, d.Clients, clientName(rec))
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +259,36 @@ func TestReportListsWhatWasAllowedBeforeAndIsDeniedNow(t *testing.T) {
 	}
 	if !strings.Contains(html.String(), `<table id="revoked">`) {
 		t.Error("the HTML report has no table of revoked digests")
+	}
+}
+
+func TestReportGroupsDecisionsByPrincipalWhateverAddressTheyCameFrom(t *testing.T) {
+	at := time.Date(2026, 8, 1, 9, 0, 0, 0, time.UTC)
+	line := func(addr, principal, decision string) string {
+		p := ""
+		if principal != "" {
+			p = fmt.Sprintf(`,"principal":%q`, principal)
+		}
+		return fmt.Sprintf(`{"time":%q,"level":"INFO","msg":"decision","decision":%q,"image":"lab/app","reference":"v1","digest":"sha256:%s","upstream":"lab","rule":"acme","enforcement":"enforce","reasons":["r"],"verifiedBy":[],"cached":false,"client":{"addr":%q},"durationMs":1%s}`,
+			at.Format(time.RFC3339), decision, strings.Repeat("a", 64), addr, p) + "\n"
+	}
+	log := line("10.0.0.1:4000", "k8s:system:serviceaccount:prod:api", "allow") +
+		line("10.0.0.2:4000", "k8s:system:serviceaccount:prod:api", "deny") +
+		line("10.0.0.1:4001", "user:ci", "allow") +
+		line("10.0.0.3:4000", "", "allow")
+	r, err := report.Build([]report.Source{{Name: "decisions.jsonl", R: strings.NewReader(log)}}, report.Window{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]int{}
+	for _, c := range r.Clients {
+		got[c.Client] = [2]int{c.Decisions, c.Denials}
+	}
+	want := map[string][2]int{"k8s:system:serviceaccount:prod:api": {2, 1}, "user:ci": {1, 0}, "10.0.0.3": {1, 0}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("clients (decisions, denials) %v; want %v", got, want)
+	}
+	if len(r.Denials.Pulls) != 1 || !slices.Equal(r.Denials.Pulls[0].Clients, []string{"k8s:system:serviceaccount:prod:api"}) {
+		t.Errorf("denied %+v; want the principal as its client", r.Denials.Pulls)
 	}
 }
