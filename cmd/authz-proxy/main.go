@@ -47,6 +47,9 @@ Usage:
   authz-proxy report   --log FILE|DIR... [--since D] [--until T] [--output text|json|html] [--out FILE]
                                             denials, dryrun-denies, breakglass uses, errors
                                             and clients of the decision logs
+  authz-proxy credential-provider [--registry HOST]...
+                                            the kubelet's image credential provider: the pod's
+                                            service-account token as the password for the proxy
   authz-proxy version
 `
 
@@ -108,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditCmd(args[1:], stdout, stderr)
 	case "report":
 		return reportCmd(args[1:], stdout, stderr, time.Now())
+	case "credential-provider":
+		return credentialProviderCmd(args[1:], os.Stdin, stdout, stderr, time.Now())
 	case "version":
 		fmt.Fprintln(stdout, "authz-proxy", versionString())
 		return nil
