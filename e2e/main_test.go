@@ -369,7 +369,8 @@ policy:
 // sigTag is cosign's signature tag for d: sha256-<hex>.sig.
 func sigTag(d v1.Hash) string { return d.Algorithm + "-" + d.Hex + ".sig" }
 
-// waitReady polls url until it answers 200, the process exits, or ctx ends.
+// waitReady polls url until it answers 200 (or 401, from a proxy with
+// clients), the process exits, or ctx ends.
 func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -381,7 +382,7 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized { // up; 401: it asks clients who they are
 				return nil
 			}
 			err = fmt.Errorf("GET %s: %s", url, resp.Status)
