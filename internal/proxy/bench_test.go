@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // BenchmarkHandler measures the whole in-process handler on the paths a
@@ -55,4 +56,40 @@ func BenchmarkHandler(b *testing.B) {
 			serve(b, http.MethodGet, "/v2/lab/signed/app/manifests/"+digests[i])
 		}
 	})
+}
+
+// BenchmarkCachedPullWithClients is the cached GET by digest without
+// clients, and with them for a user (a password) and a service account (a
+// token): a verified credential is cached by its hash, so the
+// authentication adds a hash and a lookup.
+func BenchmarkCachedPullWithClients(b *testing.B) {
+	e := newClientsEnv(b)
+	d := e.signed("signed/app:v1")
+	sa := "Bearer " + e.k8s.Token(b, "system:serviceaccount:prod:api", "authz-proxy", time.Time{}, time.Now().Add(time.Hour), nil)
+	open := e.push("open/app:v1")
+	h := e.proxy.Config.Handler
+	for _, bb := range []struct{ name, auth, path string }{
+		{"anonymous image, no credential", "", "/v2/lab/open/app/manifests/" + open.String()},
+		{"user", basicAuth("ci", "ci-password"), "/v2/lab/signed/app/manifests/" + d.String()},
+		{"service-account token", sa, "/v2/lab/signed/app/manifests/" + d.String()},
+	} {
+		req := httptest.NewRequest(http.MethodGet, bb.path, nil)
+		if bb.auth != "" {
+			req.Header.Set("Authorization", bb.auth)
+		}
+		serve := func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Fatalf("%s: %d %s", bb.name, rec.Code, rec.Body)
+			}
+		}
+		serve() // verify the credential and the image once
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				serve()
+			}
+		})
+	}
 }

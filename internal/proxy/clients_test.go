@@ -26,13 +26,13 @@ type clientsEnv struct {
 	k8s *testkit.Issuer
 }
 
-func newClientsEnv(t *testing.T, opts ...envOption) *clientsEnv {
+func newClientsEnv(t testing.TB, opts ...envOption) *clientsEnv {
 	t.Helper()
 	return newClientsEnvWith(t, policyYAML, opts...)
 }
 
 // newClientsEnvWith is newClientsEnv with policy in place of policyYAML.
-func newClientsEnvWith(t *testing.T, policy string, opts ...envOption) *clientsEnv {
+func newClientsEnvWith(t testing.TB, policy string, opts ...envOption) *clientsEnv {
 	t.Helper()
 	dir := t.TempDir()
 	k8s := testkit.NewIssuer(t, "https://kubernetes.default.svc", jose.ES256)
