@@ -31,7 +31,7 @@ fi
 /tmp/authz-proxy-static version
 
 echo "== go test -race"
-go test -race -count=1 ./...
+go test -race -count=1 -timeout 20m ./...
 
 echo "== fuzz (50,000 inputs each; a count, not a time, so a loaded machine cannot fail it)"
 # Each target in its own package: several packages have a FuzzParse.
