@@ -17,11 +17,11 @@ import (
 
 // nodeConfigFlags are node-config's flags, also read by canary.
 type nodeConfigFlags struct {
-	runtime, out, server, cfg  string
-	upstreams                  listFlag
-	ca, clientCert, clientKey  string
-	remove, keep               bool
-	daemonSet, namespace, node string
+	runtime, out, server, cfg string
+	upstreams                 listFlag
+	ca, clientCert, clientKey string
+	remove, keep              bool
+	daemonSet, namespace      string
 }
 
 func (n *nodeConfigFlags) register(fs *flag.FlagSet) {
