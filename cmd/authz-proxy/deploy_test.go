@@ -599,6 +599,9 @@ func TestREADMEReferencesEveryDeploymentFile(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(repoRoot, path)
+		if strings.HasPrefix(rel, chartDir+"/") {
+			rel = chartDir // the chart is linked as one
+		}
 		if !strings.Contains(readme, "("+rel+")") {
 			t.Errorf("README.md does not link %s", rel)
 		}
@@ -606,5 +609,13 @@ func TestREADMEReferencesEveryDeploymentFile(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTheChartShipsTheMonitoringFilesAsTheyAre(t *testing.T) {
+	for _, name := range []string{"alerts.yaml", "grafana-dashboard.json"} {
+		if !bytes.Equal(readRepoFile(t, chartDir+"/files/"+name), readRepoFile(t, "deploy/monitoring/"+name)) {
+			t.Errorf("%s/files/%s differs from deploy/monitoring/%s: copy it again", chartDir, name, name)
+		}
 	}
 }
