@@ -46,11 +46,18 @@ func init() {
 // its own host:port name.
 func nodeProxy(t *testing.T) *proxyProc {
 	t.Helper()
+	return nodeProxyNamed(t, lab.reg)
+}
+
+// nodeProxyNamed starts a proxy whose upstream is the suite's registry
+// under the name given.
+func nodeProxyNamed(t *testing.T, name string) *proxyProc {
+	t.Helper()
 	return startTestProxy(t, "node", fmt.Sprintf(`listen:
   addr: {{ADDR}}
 upstreams:
   - name: %[1]s
-    url: "http://%[1]s"
+    url: "http://%[3]s"
     insecure: true
 audit:
   file: {{AUDIT}}
@@ -67,7 +74,7 @@ policy:
             attestors: [ci]
   default:
     action: deny
-`, lab.reg, lab.ciPub))
+`, name, lab.ciPub, lab.reg))
 }
 
 // nodeConfig runs the binary's node-config for containerd into dir.
@@ -347,6 +354,52 @@ func TestCanaryReportsEnforcementAsTheNodesRuntimePulls(t *testing.T) {
 				t.Fatalf("no canary run in the metrics after 30s:\n%s", body)
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// TestCRIOPullsThroughTheGeneratedDropIn is the same for CRI-O and podman:
+// skopeo (containers/image, the library CRI-O pulls with) reads the
+// drop-in node-config writes, for the registry under a host name without a
+// port. (An upstream named by host:port cannot be a location's path
+// segment: node-config refuses it for cri-o, and the containerd test above
+// shows the way to the origin.)
+func TestCRIOPullsThroughTheGeneratedDropIn(t *testing.T) {
+	const name = "registry.lab"
+	p := nodeProxyNamed(t, name)
+	etc := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), lab.proxyBin, "node-config", "--runtime", "cri-o", "--out", etc, "--server", p.url(), "--upstream", name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node-config: %v\n%s", err, out)
+	}
+	dropIn := filepath.Join(etc, "registries.conf.d", "99-authz-proxy.conf")
+	inspect := func(ref string) (string, error) {
+		return lab.tool(t.Context(), nil, "skopeo", "--insecure-policy", "--registries-conf", dropIn, "inspect", "--raw", "docker://"+ref)
+	}
+	t.Run("the allowed image is served by the proxy", func(t *testing.T) {
+		mark := p.mark()
+		out, err := inspect(name + "/e2e/app:signed")
+		mustSucceed(t, "skopeo inspect signed", out, err)
+		d := p.waitDecision(t, mark, "the signed pull", func(d decision) bool { return d.Reference == "signed" })
+		if d.Decision != "allow" || d.Upstream != name || d.Digest != lab.img.signed.String() {
+			t.Errorf("decision: %s", d)
+		}
+	})
+	t.Run("the denied image is refused with the proxy's reason", func(t *testing.T) {
+		mark := p.mark()
+		out, err := inspect(name + "/e2e/app:unsigned")
+		msg := mustFail(t, "skopeo inspect unsigned", out, err)
+		wantContains(t, "skopeo", msg, "denied", "denied by rule")
+		d := p.waitDecision(t, mark, "the unsigned pull", func(d decision) bool { return d.Reference == "unsigned" })
+		if d.Decision != "deny" || d.Upstream != name || d.Rule != "e2e" {
+			t.Errorf("decision: %s", d)
+		}
+	})
+	t.Run("node-config refuses an upstream named with a port", func(t *testing.T) {
+		cmd := exec.CommandContext(t.Context(), lab.proxyBin, "node-config", "--runtime", "cri-o", "--out", t.TempDir(), "--server", p.url(), "--upstream", lab.reg)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "cannot hold a port") {
+			t.Errorf("%v: %s", err, out)
 		}
 	})
 }

@@ -101,10 +101,10 @@ var configConstraints = map[string]schema{
 // typeSchema is the schema of values of t, the field at path.
 func typeSchema(t reflect.Type, path string, used map[string]bool) schema {
 	var s schema
-	switch {
-	case t == durationType:
+	switch t {
+	case durationType:
 		s = schema{"type": "string", "pattern": durationPattern}
-	case t == timeType:
+	case timeType:
 		s = schema{"type": "string", "pattern": `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$`}
 	default:
 		switch t.Kind() {

@@ -94,8 +94,16 @@ func (o Options) check() (*url.URL, error) {
 		errs = append(errs, errors.New("name at least one upstream"))
 	}
 	for _, name := range o.Upstreams {
-		if !upstreamName.MatchString(name) || strings.Contains(name, "..") || name == "_default" {
+		switch {
+		case !upstreamName.MatchString(name) || strings.Contains(name, "..") || name == "_default":
 			errs = append(errs, fmt.Errorf("upstream %q: want a registry host name such as docker.io (letters, digits, . _ - :)", name))
+		case !strings.ContainsAny(name, ".:") && name != "localhost":
+			// As docker/distribution's reference grammar reads a name.
+			errs = append(errs, fmt.Errorf("upstream %q: runtimes read an image %s/app as docker.io/%s/app, so they never ask for a registry of that name: name the upstream after the registry host its images carry (with a dot or a port, or localhost)", name, name, name))
+		case o.Runtime == CRIO && strings.Contains(name, ":"):
+			// The upstream's name is the first path segment of the location,
+			// and a reference's path cannot hold a colon.
+			errs = append(errs, fmt.Errorf("upstream %q: CRI-O reaches an upstream by its name as a path segment, which cannot hold a port; front that registry under a name without one", name))
 		}
 	}
 	if (len(o.ClientCert) == 0) != (len(o.ClientKey) == 0) {

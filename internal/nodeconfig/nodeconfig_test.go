@@ -122,6 +122,8 @@ func TestFilesRefusesOptionsThatWouldNotEnforce(t *testing.T) {
 		{"a server with a path", Options{Runtime: Containerd, Server: "https://proxy/v2", Upstreams: []string{"docker.io"}}, "want https://host[:port]"},
 		{"no upstream", Options{Runtime: CRIO, Server: "https://proxy"}, "at least one upstream"},
 		{"an upstream that climbs out of the folder", Options{Runtime: Containerd, Server: "https://proxy", Upstreams: []string{"../etc"}}, `upstream "../etc"`},
+		{"cri-o: an upstream with a port, which a location's path cannot hold", Options{Runtime: CRIO, Server: "https://proxy", Upstreams: []string{"registry.internal:5000"}}, "cannot hold a port"},
+		{"an upstream that is no registry host", Options{Runtime: Containerd, Server: "https://proxy", Upstreams: []string{"lab"}}, "never ask for a registry of that name"},
 		{"containerd's catch-all folder", Options{Runtime: Containerd, Server: "https://proxy", Upstreams: []string{"_default"}}, `upstream "_default"`},
 		{"a client key without its certificate", Options{Runtime: Containerd, Server: "https://proxy", Upstreams: []string{"docker.io"}, ClientKey: []byte("k")}, "both the client certificate and its key"},
 		{"an unknown runtime", Options{Runtime: "docker", Server: "https://proxy", Upstreams: []string{"docker.io"}}, `runtime "docker"`},
