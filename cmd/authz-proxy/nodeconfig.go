@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -146,6 +148,16 @@ func keepUntilUninstalled(ctx context.Context, client *kube.Client, n nodeConfig
 	defer cancel()
 	path := "/apis/apps/v1/namespaces/" + url.PathEscape(n.namespace) + "/daemonsets/" + url.PathEscape(n.daemonSet)
 	live, err := client.Live(askCtx, path)
+	// helm uninstall deletes the DaemonSet, its RoleBinding, Role and
+	// ServiceAccount at once: by the time a pod asks, its token may be
+	// refused (401) or its permission gone (403). Neither happens to a
+	// pod whose release stays (an update, a drain), whose pod object and
+	// token live until it has stopped.
+	var st *kube.StatusError
+	if errors.As(err, &st) && (st.Code == http.StatusUnauthorized || st.Code == http.StatusForbidden) {
+		fmt.Fprintf(stdout, "node-config: the API server refuses this pod's service account (%s): taking the release as uninstalled\n", st.Status)
+		live, err = false, nil
+	}
 	switch {
 	case err != nil:
 		fmt.Fprintf(stderr, "node-config: could not learn whether DaemonSet %s/%s is deleted (%v): keeping %s\n", n.namespace, n.daemonSet, err, n.out)

@@ -26,6 +26,8 @@ func TestTheNodeAgentRemovesItsFilesOnlyWhenItsDaemonSetIsGone(t *testing.T) {
 		{"a rolling update: the DaemonSet is there", http.StatusOK, `{"metadata":{"name":"authz-proxy-nodes"}}`, true, "still there"},
 		{"helm uninstall: the DaemonSet is gone", http.StatusNotFound, `{"kind":"Status"}`, false, "is deleted: removed"},
 		{"nodes turned off: the DaemonSet is being deleted", http.StatusOK, `{"metadata":{"deletionTimestamp":"2026-12-01T10:00:00Z"}}`, false, "is deleted: removed"},
+		{"helm uninstall: the service account is gone too", http.StatusUnauthorized, `{"message":"Unauthorized"}`, false, "taking the release as uninstalled"},
+		{"helm uninstall: the RoleBinding is gone too", http.StatusForbidden, `{"message":"daemonsets.apps is forbidden"}`, false, "taking the release as uninstalled"},
 		{"the API server cannot say", http.StatusInternalServerError, `{"message":"etcdserver: request timed out"}`, true, "could not learn"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,7 +88,16 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	return c.http.Do(req)
 }
 
-// apiError is the API server's answer to a call that failed.
+// StatusError is the API server's answer to a call that failed.
+type StatusError struct {
+	Method, Path, Status, Message string
+	Code                          int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: %s: %s", e.Method, e.Path, e.Status, e.Message)
+}
+
 func apiError(method, path string, resp *http.Response) error {
 	var st struct {
 		Message string `json:"message"`
@@ -98,7 +107,7 @@ func apiError(method, path string, resp *http.Response) error {
 	if st.Message == "" {
 		st.Message = strings.TrimSpace(string(b))
 	}
-	return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, st.Message)
+	return &StatusError{Method: method, Path: path, Status: resp.Status, Message: st.Message, Code: resp.StatusCode}
 }
 
 // Live reports whether the object at path (such as
