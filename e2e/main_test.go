@@ -88,7 +88,7 @@ func runMain(m *testing.M) int {
 			"  AUTHZ_E2E_TOOLS=$(bash scripts/tools.sh) go test -tags e2e -count=1 -v ./e2e/...")
 		return 1
 	}
-	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "notation", "versitygw"} {
+	for _, tool := range []string{"registry", "cosign", "cosign3", "crane", "notation", "versitygw", "helm"} {
 		if _, err := os.Stat(filepath.Join(tools, tool)); err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: e2e: AUTHZ_E2E_TOOLS=%s has no %s binary (%v): run `bash scripts/tools.sh`\n", tools, tool, err)
 			return 1

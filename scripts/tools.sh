@@ -4,8 +4,8 @@
 # registry (the upstream), the cosign v2 CLI, the cosign v3 CLI (as
 # cosign3), crane, the notation CLI, the OCI distribution-spec conformance
 # suite, versitygw (an S3 server over a folder, for the store's s3 driver),
-# and skopeo and chromium from Debian. Prints the folder that holds the
-# Go-built tools.
+# helm v4 (lints and renders the chart), and skopeo and chromium from
+# Debian. Prints the folder that holds the Go-built tools.
 # Reuses earlier builds when their versions match (CI machines are reused).
 # With --bench, also the load generator of bench/run.sh.
 set -euo pipefail
@@ -19,6 +19,7 @@ VERSITYGW_VERSION=v1.8.0
 VEGETA_VERSION=v12.13.0
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 GOLANGCI_LINT_VERSION=v2.15.0
+HELM_VERSION=v4.3.2
 
 tools=${AUTHZ_TOOLS_DIR:-$HOME/.cache/authz-proxy-tools}
 mkdir -p "$tools/bin"
@@ -62,6 +63,7 @@ install cosign3 github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION >&2
 install conformance github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION >&2
 build notation github.com/notaryproject/notation/cmd/notation $NOTATION_VERSION >&2
 install versitygw github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION >&2
+install helm helm.sh/helm/v4/cmd/helm@$HELM_VERSION >&2
 if [ "${1:-}" = --bench ]; then
   install vegeta github.com/tsenart/vegeta/v12@$VEGETA_VERSION >&2
 fi

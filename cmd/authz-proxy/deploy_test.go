@@ -316,34 +316,46 @@ func mapsValues(m map[string]int) []int {
 }
 
 func TestContainerdHostsTOMLMakesTheProxyTheOnlyHost(t *testing.T) {
-	var hosts struct {
-		Server       string         `toml:"server"`
-		Capabilities []string       `toml:"capabilities"`
-		CA           any            `toml:"ca"`
-		Client       any            `toml:"client"`
-		SkipVerify   *bool          `toml:"skip_verify"`
-		Host         map[string]any `toml:"host"`
+	files, err := filepath.Glob(filepath.Join(repoRoot, "deploy/containerd/*/hosts.toml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no deploy/containerd/<registry>/hosts.toml: %v", err)
 	}
-	md, err := toml.Decode(string(readRepoFile(t, "deploy/containerd/hosts.toml")), &hosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u := md.Undecoded(); len(u) > 0 {
-		t.Errorf("keys containerd's hosts.toml does not have: %v", u)
-	}
-	if hosts.Server != "https://"+proxyHost {
-		t.Errorf("server = %q, want https://%s", hosts.Server, proxyHost)
-	}
-	if len(hosts.Host) > 0 {
-		t.Errorf("[host] entries %v: containerd falls back to other hosts past a refusal; the proxy must be the only one", hosts.Host)
-	}
-	if !slices.Contains(hosts.Capabilities, "pull") || !slices.Contains(hosts.Capabilities, "resolve") || slices.Contains(hosts.Capabilities, "push") {
-		t.Errorf("capabilities %v: want pull and resolve (the proxy is read-only)", hosts.Capabilities)
-	}
-	if hosts.SkipVerify != nil && *hosts.SkipVerify {
-		t.Error("skip_verify in an example")
+	for _, f := range files {
+		rel, _ := filepath.Rel(repoRoot, f)
+		t.Run(rel, func(t *testing.T) {
+			var hosts struct {
+				Server       string         `toml:"server"`
+				Capabilities []string       `toml:"capabilities"`
+				CA           any            `toml:"ca"`
+				Client       any            `toml:"client"`
+				SkipVerify   *bool          `toml:"skip_verify"`
+				Host         map[string]any `toml:"host"`
+			}
+			md, err := toml.Decode(string(readRepoFile(t, rel)), &hosts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u := md.Undecoded(); len(u) > 0 {
+				t.Errorf("keys containerd's hosts.toml does not have: %v", u)
+			}
+			if hosts.Server != "https://"+proxyHost {
+				t.Errorf("server = %q, want https://%s", hosts.Server, proxyHost)
+			}
+			if len(hosts.Host) > 0 {
+				t.Errorf("[host] entries %v: containerd falls back to other hosts past a refusal; the proxy must be the only one", hosts.Host)
+			}
+			if !slices.Contains(hosts.Capabilities, "pull") || !slices.Contains(hosts.Capabilities, "resolve") || slices.Contains(hosts.Capabilities, "push") {
+				t.Errorf("capabilities %v: want pull and resolve (the proxy is read-only)", hosts.Capabilities)
+			}
+			if hosts.SkipVerify != nil && *hosts.SkipVerify {
+				t.Error("skip_verify in an example")
+			}
+		})
 	}
 }
+
+// shippedDropIn is the drop-in of deploy/containers.
+const shippedDropIn = "deploy/containers/registries.conf.d/99-authz-proxy.conf"
 
 func TestRegistriesConfRemapsEachRegistryToTheProxy(t *testing.T) {
 	var conf struct {
@@ -356,7 +368,7 @@ func TestRegistriesConfRemapsEachRegistryToTheProxy(t *testing.T) {
 			Mirror   []any  `toml:"mirror"`
 		} `toml:"registry"`
 	}
-	md, err := toml.Decode(string(readRepoFile(t, "deploy/containers/registries.conf")), &conf)
+	md, err := toml.Decode(string(readRepoFile(t, shippedDropIn)), &conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +388,75 @@ func TestRegistriesConfRemapsEachRegistryToTheProxy(t *testing.T) {
 		if r.Insecure {
 			t.Errorf("registry %s: insecure in an example", r.Prefix)
 		}
+	}
+}
+
+// TestNodeConfigWritesTheShippedRuntimeFiles runs node-config as the
+// README does and compares what it writes, byte for byte, with
+// deploy/containerd and deploy/containers: they are its output. It also
+// writes the CA and client certificate it was given beside them, which
+// the examples do not ship.
+func TestNodeConfigWritesTheShippedRuntimeFiles(t *testing.T) {
+	for _, tc := range []struct{ runtime, shipped string }{
+		{"containerd", "deploy/containerd"},
+		{"cri-o", "deploy/containers"},
+	} {
+		t.Run(tc.runtime, func(t *testing.T) {
+			in, out := t.TempDir(), t.TempDir()
+			certs := map[string][]byte{"ca.crt": fakeSecret(t, "ca.crt"), "client.crt": fakeSecret(t, "tls.crt"), "client.key": fakeSecret(t, "tls.key")}
+			for name, b := range certs {
+				if err := os.WriteFile(filepath.Join(in, name), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stdout, stderr, code := runCmd(t, "node-config", "--runtime", tc.runtime, "--out", out, "--server", "https://"+proxyHost,
+				"--upstream", "docker.io", "--upstream", "ghcr.io",
+				"--ca", filepath.Join(in, "ca.crt"), "--client-cert", filepath.Join(in, "client.crt"), "--client-key", filepath.Join(in, "client.key"))
+			if code != 0 {
+				t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+			}
+			written := map[string][]byte{}
+			if err := filepath.WalkDir(out, func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				rel, _ := filepath.Rel(out, path)
+				written[rel], err = os.ReadFile(path)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			shipped := 0
+			if err := filepath.WalkDir(filepath.Join(repoRoot, tc.shipped), func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				shipped++
+				rel, _ := filepath.Rel(filepath.Join(repoRoot, tc.shipped), path)
+				want, _ := os.ReadFile(path)
+				got, ok := written[rel]
+				switch {
+				case !ok:
+					t.Errorf("%s/%s is shipped, node-config does not write it", tc.shipped, rel)
+				case !bytes.Equal(got, want):
+					t.Errorf("node-config writes %s otherwise than %s/%s:\n%s\nshipped:\n%s", rel, tc.shipped, rel, got, want)
+				}
+				delete(written, rel)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if shipped == 0 {
+				t.Fatalf("%s is empty", tc.shipped)
+			}
+			for rel, b := range written {
+				base := filepath.Base(rel)
+				src := map[string]string{"authz-proxy-ca.crt": "ca.crt", "authz-proxy-client.cert": "client.crt", "authz-proxy-client.key": "client.key"}[base]
+				if src == "" || !bytes.Equal(b, certs[src]) {
+					t.Errorf("node-config also writes %s, which is neither shipped nor a copy of a certificate it was given", rel)
+				}
+			}
+		})
 	}
 }
 
@@ -518,6 +599,9 @@ func TestREADMEReferencesEveryDeploymentFile(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(repoRoot, path)
+		if strings.HasPrefix(rel, chartDir+"/") {
+			rel = chartDir // the chart is linked as one
+		}
 		if !strings.Contains(readme, "("+rel+")") {
 			t.Errorf("README.md does not link %s", rel)
 		}
@@ -525,5 +609,13 @@ func TestREADMEReferencesEveryDeploymentFile(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTheChartShipsTheMonitoringFilesAsTheyAre(t *testing.T) {
+	for _, name := range []string{"alerts.yaml", "grafana-dashboard.json"} {
+		if !bytes.Equal(readRepoFile(t, chartDir+"/files/"+name), readRepoFile(t, "deploy/monitoring/"+name)) {
+			t.Errorf("%s/files/%s differs from deploy/monitoring/%s: copy it again", chartDir, name, name)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Command authz-proxy is an OCI registry pull-through proxy that enforces
 // signature and attestation policy at pull time. Its commands: serve, demo,
-// check, validate, replay, revalidate, audit verify, report and version. This package
+// check, validate, replay, revalidate, audit verify, report, node-config,
+// canary, credential-provider and version. This package
 // parses flags, loads the configuration and wires the internal packages
 // together (with reload on SIGHUP or a changed file, and graceful
 // shutdown); the judging, the verifying and the serving live in internal/.
@@ -50,6 +51,14 @@ Usage:
   authz-proxy credential-provider [--registry HOST]...
                                             the kubelet's image credential provider: the pod's
                                             service-account token as the password for the proxy
+  authz-proxy node-config --runtime containerd|cri-o --out DIR --server URL (--upstream NAME... | --config FILE)
+                       [--ca FILE] [--client-cert FILE --client-key FILE] [--remove] [--keep --daemonset NAME]
+                                            write the files that send a node's runtime to the
+                                            proxy and nowhere else (or remove them)
+  authz-proxy canary   --cri ENDPOINT --allowed IMAGE --denied IMAGE [--runtime R --hosts DIR --server URL]
+                       [--every D --metrics ADDR --node NAME]
+                                            pull through the node's runtime: is the proxy enforcing here?
+                                            exit 0 enforced, 1 not, 2 error
   authz-proxy version
 `
 
@@ -113,6 +122,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return reportCmd(args[1:], stdout, stderr, time.Now())
 	case "credential-provider":
 		return credentialProviderCmd(args[1:], os.Stdin, stdout, stderr, time.Now())
+	case "node-config":
+		return nodeConfigCmd(ctx, args[1:], stdout, stderr)
+	case "canary":
+		return canaryCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "authz-proxy", versionString())
 		return nil

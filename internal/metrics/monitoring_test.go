@@ -53,6 +53,14 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The canary's, served by the node agent.
+	c := NewCanary()
+	c.Result("node-1", true, map[string]bool{CheckDeniedRefused: true}, time.Now())
+	canary, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams = append(fams, canary...)
 	names := map[string]bool{}
 	for _, f := range fams {
 		names[f.GetName()] = true
@@ -67,6 +75,7 @@ func exported(t *testing.T) map[string]bool {
 	}
 	descs := make(chan *prometheus.Desc, 1000)
 	m.reg.Describe(descs)
+	c.reg.Describe(descs)
 	close(descs)
 	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
 	for d := range descs {
