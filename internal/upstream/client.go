@@ -67,7 +67,9 @@ type Client struct {
 	repos  *lru.Cache[string, http.RoundTripper]
 	flight singleflight.Group
 	// fetches shares one manifest fetch among concurrent callers.
-	fetches   cache.Group[*oci.Manifest]
+	fetches cache.Group[*oci.Manifest]
+	// heads shares one HEAD by tag among concurrent callers.
+	heads     cache.Group[string]
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.

@@ -172,8 +172,16 @@ func (c *Client) Hold(repo string, m *oci.Manifest) {
 
 // Head asks the upstream which digest repo:ref points at, without reading
 // the manifest. The answer is a lookup key for verified bytes the caller
-// already holds, never something served on its own.
+// already holds, never something served on its own. Concurrent callers of
+// one repo:ref share one round trip (the kubelets of a rollout resolve a
+// tag at once), which no single caller hanging up cancels.
 func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
+	return c.heads.Do(ctx, repo+"\x00"+ref, c.limits.ResponseTimeout, func(ctx context.Context) (string, error) {
+		return c.head(ctx, repo, ref)
+	})
+}
+
+func (c *Client) head(ctx context.Context, repo, ref string) (string, error) {
 	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
 	if err != nil {
 		return "", err
