@@ -255,7 +255,8 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 // auditOptions are the decision log's options for configuration l.
 func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Option {
 	a := l.cfg.Audit
-	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m)}
+	// No request waits on the disk: the writer writes what is queued.
+	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m), audit.WithQueue(audit.DefaultQueue)}
 	if a.Chained() {
 		opts = append(opts, audit.WithChain())
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,9 @@ type Observer interface {
 	AuditWrite(ok bool)
 	// AuditCheckpoint is told of each checkpoint written.
 	AuditCheckpoint(at time.Time)
+	// AuditQueueFull is told of each request that waits for room in the
+	// decision log's queue (WithQueue).
+	AuditQueueFull()
 }
 
 // Option configures a Log.
@@ -55,6 +59,7 @@ type options struct {
 	required bool
 	logger   *slog.Logger
 	observer Observer
+	queue    int // lines; 0: written by the request itself
 }
 
 // WithChain makes every line carry its sequence number and the hash of the
@@ -108,6 +113,7 @@ type noObserver struct{}
 
 func (noObserver) AuditWrite(bool)           {}
 func (noObserver) AuditCheckpoint(time.Time) {}
+func (noObserver) AuditQueueFull()           {}
 
 // Log writes records: each one JSON line, encoded once and written with a
 // single write to the file (if any) and to standard output, so that lines
@@ -138,6 +144,17 @@ type Log struct {
 
 	stop chan struct{} // closed to stop the checkpoint ticker
 	done chan struct{} // closed once it has stopped
+
+	// queue, with WithQueue, takes decision lines to the writer, which
+	// closes written when it has written the last. qmu and qclosed keep
+	// Write from sending once Close closed it.
+	queue       chan queued
+	written     chan struct{}
+	qmu         sync.RWMutex
+	qclosed     bool
+	queueWarned atomic.Int64 // unix nanoseconds of the last warning
+	// batchBuf and batchHead are the writer's, reused from batch to batch.
+	batchBuf, batchHead []byte
 }
 
 // New writes records to stdout (if not nil) and, when path is not empty,
@@ -183,6 +200,10 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 	if l.opts.key != nil {
 		l.stop, l.done = make(chan struct{}), make(chan struct{})
 		go l.tick()
+	}
+	if l.opts.queue > 0 {
+		l.queue, l.written = make(chan queued, l.opts.queue), make(chan struct{})
+		go l.writer()
 	}
 	return l, nil
 }
@@ -282,6 +303,11 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 		r.VerifiedBy = []Verification{}
 	}
 	line := encodeDecision(ctx, time.Now(), level, &r)
+	if l.queue != nil {
+		if ok, err := l.enqueue(line); ok {
+			return err // the writer returns line to the pool
+		}
+	}
 	defer linePool.Put(line)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -586,6 +612,7 @@ func (l *Log) Close() error {
 		<-l.done
 		l.stop = nil
 	}
+	l.closeQueue()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
