@@ -228,7 +228,7 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "metrics.addr: 127.0.0.1:5000 is listen.addr too"},
 		{"environment selector with both cn and cidr", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cn: a, cidr: 10.0.0.0/8}]}]\n"
-		}, "environments[0].clients[0]: set exactly one of cn and cidr"},
+		}, "environments[0].clients[0]: set exactly one of cn, cidr and principal"},
 		{"environment with a bad address range", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cidr: 10.0.0.0/33}]}]\n"
 		}, `environments[0].clients[0].cidr: "10.0.0.0/33": want an address range`},
