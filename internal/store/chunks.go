@@ -41,9 +41,6 @@ type chunkTags struct {
 
 const tagSize = 16
 
-// chunks is the number of chunks of the object.
-func (t *chunkTags) chunks() int { return int((t.size + chunkSize - 1) / chunkSize) }
-
 // chunkLen is the length of chunk i.
 func (t *chunkTags) chunkLen(i int) int {
 	return int(min(chunkSize, t.size-int64(i)*chunkSize))
@@ -234,12 +231,13 @@ func (c *checked) Read(p []byte) (int, error) {
 }
 
 // piece is one chunk on its way to the writer: read, then checked by a
-// worker (err says how that went).
+// worker; checked is closed once err says how that went.
 type piece struct {
-	i   int
-	buf *[]byte
-	b   []byte
-	err chan error
+	i       int
+	buf     *[]byte
+	b       []byte
+	err     error
+	checked chan struct{}
 }
 
 // WriteTo reads the chunks ahead of w, checks them on every core at once,
@@ -266,7 +264,8 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 	for range workers {
 		wg.Go(func() {
 			for p := range work {
-				p.err <- c.check(p.i, p.b)
+				p.err = c.check(p.i, p.b)
+				close(p.checked)
 			}
 		})
 	}
@@ -276,7 +275,7 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 		defer close(order)
 		defer close(work)
 		for i := first; i <= last; i++ {
-			p := &piece{i: i, buf: chunkBufs.Get().(*[]byte), err: make(chan error, 1)}
+			p := &piece{i: i, buf: chunkBufs.Get().(*[]byte), checked: make(chan struct{})}
 			b, err := c.read(i, *p.buf)
 			select {
 			case order <- p:
@@ -285,7 +284,8 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 				return
 			}
 			if err != nil {
-				p.err <- err
+				p.err = err
+				close(p.checked)
 				return
 			}
 			p.b = b
@@ -294,8 +294,9 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 	}()
 	var err error
 	for p := range order {
+		<-p.checked // or failed to be read; a worker may still hold it
 		if err == nil {
-			if err = <-p.err; err == nil {
+			if err = p.err; err == nil {
 				var n int
 				n, err = w.Write(c.give(p.b))
 				total += int64(n)
@@ -303,8 +304,6 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 			if err != nil {
 				close(stop)
 			}
-		} else {
-			<-p.err // a worker may still be checking it
 		}
 		chunkBufs.Put(p.buf)
 	}
