@@ -158,7 +158,7 @@ func TestTenThousandRulesPickTheRuleALinearScanPicks(t *testing.T) {
 	const n = 10000
 	p, images := bigPolicy(t, n)
 	r := rand.New(rand.NewPCG(5, 6))
-	for range 1000 {
+	for range 300 {
 		s := policy.Subject{Upstream: "lab", Digest: "sha256:" + strings.Repeat("c", 64)}
 		switch r.IntN(4) {
 		case 0:
