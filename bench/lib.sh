@@ -10,7 +10,7 @@
 # AUTHZPID, BASEPID, SIGNED, BLOB, COLD_BLOB, work, tools; start_proxy
 # starts (or restarts) one of the proxies.
 tools=$(bash scripts/tools.sh --bench)
-work=$(mktemp -d /tmp/authz-bench.XXXXXX)
+work=$(mktemp -d "${BENCH_TMP:-/tmp}/authz-bench.XXXXXX")   # BENCH_TMP: another folder for the run
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"; }
 trap cleanup EXIT

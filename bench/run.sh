@@ -23,7 +23,7 @@
 #
 #   git worktree add --detach /tmp/base main && BASELINE=/tmp/base bash bench/run.sh
 #
-# PARTS picks what runs (default: all of manifests blob chain store).
+# PARTS picks what runs (default: all of manifests blob chain store scale).
 #
 #   bash bench/run.sh                 # defaults: 10 s per scenario, 16 workers, 1 GiB blob, 32 x 256 MiB
 #   DURATION=5s BLOB_MIB=256 ROUNDS=5 COLD=500 bash bench/run.sh
@@ -40,7 +40,7 @@ BLOB_MIB=${BLOB_MIB:-1024}
 COLD=${COLD:-6000}
 COLD_BLOB_MIB=${COLD_BLOB_MIB:-256}
 CLIENTS=${CLIENTS:-32}
-PARTS=${PARTS:-manifests blob chain store}
+PARTS=${PARTS:-manifests blob chain store scale}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 source bench/lib.sh
@@ -119,12 +119,16 @@ def reqs(name):
     return {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
 print(f"\nauthz-proxy side by side: concurrency {conc}, {dur} per scenario, one machine\n")
 print(f"{'scenario':34} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6}  {'vs direct':>9} {'vs minproxy':>11} {'CPU us/req':>10}")
+summary_out = {}
 for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)"), ("head", "manifest HEAD by tag (cached)")]:
     base = {t: rep(f"{s}-{t}") for t in targets}
+    summary_out[s] = {"rps": base["authz-proxy"][0], "direct": base["authz-proxy"][0] / base["direct"][0], "minproxy": base["authz-proxy"][0] / base["minproxy"][0], "cpu": cpu_us(f"{s}-authz-proxy"), "mincpu": cpu_us(f"{s}-minproxy")}
     for t, (rps, p50, p99, ok, _) in base.items():
         vd = rps / base["direct"][0]; vm = rps / base["minproxy"][0]
         print(f"{title:34} {t:12} {rps:9.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%}  {vd:8.2f}x {vm:10.2f}x {cpu_us(f'{s}-{t}'):10.0f}")
     print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {base['authz-proxy'][2]-base['minproxy'][2]:+.2f} ms")
+head, tag = summary_out["head"], summary_out["tag"]
+print(f"\nHEAD by tag: {head['minproxy']:.2f}x minproxy (target >= 1.5x), {head['rps'] / tag['rps']:.2f}x GET by tag's req/s (target within 20 %: 0.8-1.2x); GET by digest: {summary_out['digest']['direct']:.2f}x direct (target >= 6x)")
 reg_get = cpu_us("digest-direct")
 print(f"\ncold decisions (a new key-signed digest each, .sig tag), {cold_dur} per round, {rounds} rounds, each on a fresh proxy")
 print(f"the registry's CPU per manifest GET (by digest, direct, above): {reg_get:.0f} us\n")
@@ -150,6 +154,10 @@ for t in proxies:
 if "baseline" in summary:
     b, a = summary["baseline"], summary["authz-proxy"]
     print(f"\nauthz-proxy vs baseline, medians: cold decisions/s {a[0] / b[0]:.2f}x, CPU per cold decision {a[1] / b[1]:.2f}x")
+a = summary["authz-proxy"]
+print(f"cold decision CPU / the registry's CPU per manifest GET: {a[1] / reg_get:.2f}x (target <= 1.0x)")
+summary_out["cold"] = {"rps": a[0], "cpu": a[1], "reg_get": reg_get, "ratio": a[1] / reg_get}
+json.dump(summary_out, open(f"{work}/summary-manifests.json", "w"))
 PY
 fi
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -165,8 +173,8 @@ for t in direct minproxy authz-proxy; do
   MBS[$t]=$(curl -fs -o /dev/null -w '%{speed_download}' "${BASE[$t]}/blobs/$BLOB")
   [ -n "$pid" ] && GROW[$t]=$(( ($(hwm "$pid") - before) / 1024 )) || GROW[$t]="-"
 done
-python3 - "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" <<'PY'
-import sys
+python3 - "$BLOB_MIB" "${MBS[direct]}" "${MBS[minproxy]}" "${MBS[authz-proxy]}" "${GROW[minproxy]}" "${GROW[authz-proxy]}" "$work" <<'PY'
+import json, sys
 blob_mib = sys.argv[1]
 mbs = dict(zip(["direct", "minproxy", "authz-proxy"], map(float, sys.argv[2:5])))
 grow = {"minproxy": sys.argv[5], "authz-proxy": sys.argv[6]}
@@ -174,6 +182,7 @@ print(f"\nblob of {blob_mib} MiB, one stream:")
 for t in ["direct", "minproxy", "authz-proxy"]:
     g = grow.get(t, "-")
     print(f"  {t:12} {mbs[t]/1e6:8.0f} MB/s  {mbs[t]/mbs['minproxy']:5.2f}x minproxy  peak RSS growth {g} MiB")
+json.dump({"mbs": mbs["authz-proxy"], "minproxy": mbs["authz-proxy"] / mbs["minproxy"], "grow": grow["authz-proxy"]}, open(f"{sys.argv[7]}/summary-blob.json", "w"))
 PY
 fi
 
@@ -197,9 +206,10 @@ FILL_MBS=$(curl -fs -o /dev/null -w '%{speed_download}' "$SBASE/blobs/$BLOB")
 settle
 GROW_FILL=$(( ($(hwm "$STOREPID") - before) / 1024 ))
 resetpeak "$STOREPID"; before=$(rss "$STOREPID")
-# Alternated, three times each: the machine's load drifts. The same bytes
-# asked for as one range are served unchecked: the difference is what
-# checking every whole read against the digest costs.
+# Alternated, three times each: the machine's load drifts. The blob was
+# checked against its digest when the fill stored it, so every read is
+# checked chunk by chunk against the tags recorded then, whole or as one
+# range; a restarted proxy's first read hashes the whole (below).
 DIRECT_RUNS=(); STORE_RUNS=(); RANGE_RUNS=()
 for i in 1 2 3; do
   echo "store: $BLOB_MIB MiB, run $i: registry direct, from the store, from the store as one range" >&2
@@ -208,6 +218,13 @@ for i in 1 2 3; do
   RANGE_RUNS+=("$(curl -fs -o /dev/null -w '%{speed_download}' -H "Range: bytes=0-$(( (BLOB_MIB << 20) - 1 ))" "$SBASE/blobs/$BLOB")")
 done
 GROW_STORE=$(( ($(hwm "$STOREPID") - before) / 1024 ))
+# The proxy restarted: its first read of the blob is hashed against the
+# digest (its chunks tagged meanwhile), the next ones checked by chunk.
+kill "$STOREPID"; wait "$STOREPID" 2>/dev/null || true
+"$work/authz-proxy" serve --config "$work/store.yaml" >>"$work/store-decisions.jsonl" 2>>"$work/store.log" & pids+=($!); STOREPID=$!
+wait_up "$STORE"
+echo "store: $BLOB_MIB MiB, the first read after a restart" >&2
+RESTART_MBS=$(curl -fs -o /dev/null -w '%{speed_download}' "$SBASE/blobs/$BLOB")
 
 echo "store: $CLIENTS concurrent cold pulls of a $COLD_BLOB_MIB MiB blob" >&2
 f0=$(fetches); resetpeak "$STOREPID"; before=$(rss "$STOREPID"); t0=$(date +%s.%N)
@@ -221,8 +238,8 @@ settle
 COLD_FETCHES=$(python3 -c "import sys; print(int(float(sys.argv[2]) - float(sys.argv[1])))" "$f0" "$(fetches)")
 COLD_OK=$(cat "$work"/coldpull-*.out | awk -v size=$((COLD_BLOB_MIB << 20)) '$1 == 200 && $2 == size' | wc -l)
 GROW_COLD=$(( ($(hwm "$STOREPID") - before) / 1024 ))
-python3 - "$BLOB_MIB" "$FILL_MBS" "${DIRECT_RUNS[*]}" "${STORE_RUNS[*]}" "$GROW_STORE" "$CLIENTS" "$COLD_BLOB_MIB" "$COLD_FETCHES" "$COLD_OK" "$COLD_SECS" "$GROW_COLD" "${RANGE_RUNS[*]}" "$GROW_FILL" <<'PY'
-import sys, statistics
+python3 - "$BLOB_MIB" "$FILL_MBS" "${DIRECT_RUNS[*]}" "${STORE_RUNS[*]}" "$GROW_STORE" "$CLIENTS" "$COLD_BLOB_MIB" "$COLD_FETCHES" "$COLD_OK" "$COLD_SECS" "$GROW_COLD" "${RANGE_RUNS[*]}" "$GROW_FILL" "$RESTART_MBS" "$work" <<'PY'
+import json, sys, statistics
 blob_mib = sys.argv[1]
 fill_mbs, direct_runs, store_runs, grow_store = float(sys.argv[2]), list(map(float, sys.argv[3].split())), list(map(float, sys.argv[4].split())), sys.argv[5]
 clients, cold_mib, cold_fetches, cold_ok, cold_secs, grow_cold = sys.argv[6], sys.argv[7], int(sys.argv[8]), int(sys.argv[9]), float(sys.argv[10]), sys.argv[11]
@@ -231,7 +248,10 @@ d, st, rg = statistics.median(direct_runs), statistics.median(store_runs), stati
 print(f"\ncontent store (filesystem), blob of {blob_mib} MiB, one stream, median of {len(store_runs)} alternated runs:")
 print(f"  {'registry, from its own disk':34} {d/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in direct_runs)}")
 print(f"  {'authz-proxy, from its store':34} {st/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in store_runs)}   {st/d:5.2f}x the registry (target >= 1.0x)   peak RSS growth {grow_store} MiB")
-print(f"  {'authz-proxy, from its store, unchecked':34} {rg/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in range_runs)}   {rg/d:5.2f}x the registry   (the same bytes as one range: not hashed)")
+print(f"  {'authz-proxy, from its store, as one range':34} {rg/1e6:8.0f} MB/s   runs {' '.join(f'{x/1e6:.0f}' for x in range_runs)}   {rg/d:5.2f}x the registry   (checked chunk by chunk too)")
+restart = float(sys.argv[14])
+print(f"  {'authz-proxy, first read after a restart':34} {restart/1e6:8.0f} MB/s   {restart/d:5.2f}x the registry   (hashed whole against the digest, its chunks tagged)")
+json.dump({"store": st, "registry": d, "ratio": st / d, "range": rg / d, "restart": restart / d, "fill": fill_mbs, "grow": grow_store}, open(f"{sys.argv[15]}/summary-store.json", "w"))
 print(f"  {'authz-proxy, first pull (a fill)':34} {fill_mbs/1e6:8.0f} MB/s   peak RSS growth {grow_fill} MiB")
 print(f"\n{clients} concurrent cold pulls of one {cold_mib} MiB blob through the store: {cold_fetches} upstream fetch(es) (target 1), {cold_ok}/{clients} complete, {cold_secs:.1f} s, peak RSS growth {grow_cold} MiB")
 PY
@@ -290,6 +310,92 @@ for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifes
     print(f"{title:34} {rps_off:10.0f} {rps_on:10.0f} {rps_on/rps_off:6.3f}x {med(off,1):8.2f} {med(on,1):7.2f} {cpu_off:15.0f} {cpu_on:6.0f} {(cpu_on/cpu_off-1)*100:+8.1f}%  ok {ok:.1%}")
     print(f"{'':34} per round on/off: " + ", ".join(f"{b[0]/a[0]:.3f}" for a, b in zip(off, on)))
 print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
+PY
+fi
+
+if part scale; then
+# How the cost grows with the work, each at 1x and 100x or more. Rules:
+# two more proxies, one with 10 and one with 10,000 image rules (the
+# bench's own last: a linear scan would test every one), cached GETs by
+# digest through each, alternated over ROUNDS rounds. Then the Go
+# benchmarks that guard the other rows, in process: cached verdicts, a
+# store of many blobs, the decision log at a rate.
+declare -A RULES_ADDR RULES_PID
+for n in 10 10000; do
+  RULES_ADDR[$n]=127.0.0.1:$(port)
+  python3 - "$work/config.yaml" "${RULES_ADDR[$n]}" "$n" > "$work/config-rules-$n.yaml" <<'PY'
+import sys
+text, addr, n = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3])
+out = []
+for line in text.splitlines():
+    if line.startswith("listen:"):
+        line = "listen: {addr: %s}" % addr
+    if line.startswith("metrics:"):
+        continue
+    if line.startswith("  rules:"):
+        out.append(line)
+        out += ["    - {name: team-%d, images: [\"lab/team-%d/**\"], action: deny}" % (i, i) for i in range(n - 1)]
+        continue
+    if "name: open" in line:
+        continue
+    out.append(line)
+print("\n".join(out))
+PY
+  "$work/authz-proxy" serve --config "$work/config-rules-$n.yaml" >/dev/null 2>"$work/authz-rules-$n.log" & pids+=($!); RULES_PID[$n]=$!
+  wait_up "${RULES_ADDR[$n]}"
+  curl -fso /dev/null -H "$ACCEPT" "http://${RULES_ADDR[$n]}/v2/lab/bench/app/manifests/$SIGNED"
+  target GET "http://${RULES_ADDR[$n]}/v2/lab/bench/app/manifests/$SIGNED" > "$work/rules-$n.targets"
+done
+for r in $(seq "$ROUNDS"); do
+  order="10 10000"; [ $((r % 2)) = 0 ] && order="10000 10"
+  for n in $order; do
+    echo "load: cached GET by digest, $n rules, round $r" >&2
+    t0=$(cputicks "${RULES_PID[$n]}")
+    "$tools/vegeta" attack -targets "$work/rules-$n.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
+      | "$tools/vegeta" report -type json > "$work/rules-$n-$r.json"
+    echo $(( $(cputicks "${RULES_PID[$n]}") - t0 )) > "$work/rules-$n-$r.cpu"
+  done
+done
+for n in 10 10000; do kill "${RULES_PID[$n]}"; done
+echo "scale: Go benchmarks (cached verdicts, rule matching, a store of many blobs, the decision log at a rate)" >&2
+{
+  go test -run '^$' -bench 'BenchmarkCachedVerdicts$|BenchmarkMatch$' ./internal/policy
+  go test -run '^$' -bench 'BenchmarkStoreOfManyObjects$' -benchtime 1x -timeout 30m ./internal/store
+  go test -run '^$' -bench 'BenchmarkDecisionLogAtARate$' -benchtime 1x ./internal/audit
+} > "$work/scale-bench.txt" 2>&1 || { cat "$work/scale-bench.txt" >&2; exit 1; }
+python3 - "$work" "$ROUNDS" <<'PY'
+import json, os, re, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+tick = os.sysconf("SC_CLK_TCK")
+def run(n, r):
+    rep = json.load(open(f"{work}/rules-{n}-{r}.json"))
+    cpu = int(open(f"{work}/rules-{n}-{r}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
+    return rep["throughput"], rep["latencies"]["50th"] / 1e6, cpu
+rules = {n: [run(n, r) for r in range(1, rounds + 1)] for n in (10, 10000)}
+med = lambda n, i: statistics.median(x[i] for x in rules[n])
+bench = {}
+for line in open(f"{work}/scale-bench.txt"):
+    m = re.match(r"^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$", line)
+    if not m:
+        continue
+    vals = dict((unit, float(v)) for v, unit in re.findall(r"([\d.]+) (\S+)", m.group(3)))
+    bench[m.group(1)] = vals
+def b(name, unit):
+    return bench.get(name, {}).get(unit, float("nan"))
+out = {"rules": {n: {"rps": med(n, 0), "p50": med(n, 1), "cpu": med(n, 2)} for n in (10, 10000)}, "bench": bench}
+json.dump(out, open(f"{work}/summary-scale.json", "w"))
+print(f"\nscaling: each row at 1x and at 100x or more the work (one run; rules: {rounds} alternating rounds, medians)\n")
+print("| work | at 1x | at 100x or more | cost at 1x | cost at the most |")
+print("|---|---|---|---|---|")
+r10, r10k = out["rules"][10], out["rules"][10000]
+print(f"| policy rules (image globs), cached GET by digest | 10 | 10,000 | {r10['rps']:,.0f} req/s, {r10['cpu']:.0f} µs CPU/req, p50 {r10['p50']:.2f} ms | {r10k['rps']:,.0f} req/s ({r10k['rps']/r10['rps']:.2f}x), {r10k['cpu']:.0f} µs CPU/req, p50 {r10k['p50']:.2f} ms |")
+print(f"| policy rules, judging the last rule in process | 10 | 10,000 | {b('BenchmarkMatch/rules=10', 'ns/op')/1000:.1f} µs | {b('BenchmarkMatch/rules=10000', 'ns/op')/1000:.1f} µs |")
+v1, v2 = "BenchmarkCachedVerdicts/entries=1000", "BenchmarkCachedVerdicts/entries=1000000"
+print(f"| cached verdicts | 1,000 | 1,000,000 | {b(v1, 'B/entry'):,.0f} B per entry, a hit {b(v1, 'ns/op'):.0f} ns | {b(v2, 'B/entry'):,.0f} B per entry ({b(v2, 'B/entry') * 1e6 / 2**20:,.0f} MiB in all), a hit {b(v2, 'ns/op'):.0f} ns |")
+s1, s2 = "BenchmarkStoreOfManyObjects/objects=1000", "BenchmarkStoreOfManyObjects/objects=100000"
+print(f"| blobs in a filesystem store | 1,000 | 100,000 | opens in {b(s1, 'start-ms'):.1f} ms, first byte {b(s1, 'first-byte-ms'):.1f} ms, a sweep {b(s1, 'sweep-ms')/1000:.2f} s | opens in {b(s2, 'start-ms'):.1f} ms, first byte {b(s2, 'first-byte-ms'):.1f} ms, a sweep {b(s2, 'sweep-ms')/1000:.1f} s |")
+l1, l2 = "BenchmarkDecisionLogAtARate/decisions=1000/s", "BenchmarkDecisionLogAtARate/decisions=20000/s"
+print(f"| decision log (chained, file and stdout, queued) | 1,000/s | 20,000/s | {b(l1, '%cpu'):.1f} % of a core, a request waits {b(l1, 'p99-µs'):.0f} µs at p99 ({b(l1, 'max-µs'):.0f} µs at most) | {b(l2, '%cpu'):.1f} % of a core ({b(l2, 'cpu-µs/line'):.1f} µs a line), a request waits {b(l2, 'p99-µs'):.0f} µs at p99 ({b(l2, 'max-µs'):.0f} µs at most) |")
 PY
 fi
 
@@ -360,3 +466,27 @@ print(f"  {med(s,0)/med(d,0):.2f}x the registry's own req/s (target >= 3x); per 
 print(f"\nupstream stopped (the registry killed): of {pulled} references pulled before (tags and digests, crane and skopeo each), {down_ok} still pull ({up_ok} did with it up); {stale:.0f} tags served stale; never pulled: {never_503}/{never} get 503")
 PY
 fi
+
+# The targets of issue 28, from what ran, as the README shows them.
+python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+def load(name):
+    p = f"{work}/summary-{name}.json"
+    return json.load(open(p)) if os.path.exists(p) else None
+m, bl, st = load("manifests"), load("blob"), load("store")
+print("\nissue 28's targets, this run\n")
+print("| scenario | this run | target | |")
+print("|---|---|---|---|")
+ok = lambda c: "met" if c else "not met"
+if m:
+    d, t, h, c = m["digest"], m["tag"], m["head"], m["cold"]
+    print(f"| GET by digest, cached verdict | {d['direct']:.2f}x direct, {d['rps']:,.0f} req/s | ≥ 6x direct | {ok(d['direct'] >= 6)} |")
+    print(f"| GET by tag, cached verdict | {t['minproxy']:.2f}x minproxy, {t['rps']:,.0f} req/s | hold (3.7x) | |")
+    print(f"| HEAD by tag, cached verdict | {h['minproxy']:.2f}x minproxy, {h['rps']:,.0f} req/s, {h['rps'] / t['rps']:.2f}x GET by tag; {h['cpu']:.0f} µs CPU/req (minproxy {h['mincpu']:.0f}) | ≥ 1.5x minproxy, within 20 % of GET by tag | {ok(h['minproxy'] >= 1.5 and 0.8 <= h['rps'] / t['rps'] <= 1.2)} |")
+    print(f"| cold decision CPU / registry CPU per GET | {c['ratio']:.2f}x ({c['cpu']:.0f} / {c['reg_get']:.0f} µs), {c['rps']:,.0f} decisions/s | ≤ 1.0x | {ok(c['ratio'] <= 1.0)} |")
+if bl:
+    print(f"| 1 GiB blob, streamed (no store) | {bl['minproxy']:.2f}x minproxy, {bl['mbs'] / 1e6:,.0f} MB/s | hold (1.14x) | |")
+if st:
+    print(f"| 1 GiB blob, from the store, checked | {st['ratio']:.2f}x the registry ({st['store'] / 1e6:,.0f} against {st['registry'] / 1e6:,.0f} MB/s); as one range {st['range']:.2f}x; first read after a restart {st['restart']:.2f}x | ≥ 1.0x, still checked | {ok(st['ratio'] >= 1.0)} |")
+PY

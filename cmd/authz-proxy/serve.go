@@ -266,7 +266,8 @@ func proxyOptions(l *loaded, a *audit.Log, logger *slog.Logger, m *metrics.Metri
 // auditOptions are the decision log's options for configuration l.
 func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Option {
 	a := l.cfg.Audit
-	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m), audit.WithDefaultLogID(defaultLogID(l.checkpointKeyID))}
+	// No request waits on the disk: the writer writes what is queued.
+	opts := []audit.Option{audit.WithLogger(logger), audit.WithObserver(m), audit.WithDefaultLogID(defaultLogID(l.checkpointKeyID)), audit.WithQueue(audit.DefaultQueue)}
 	if a.LogID != "" {
 		opts = append(opts, audit.WithLogID(a.LogID))
 	}

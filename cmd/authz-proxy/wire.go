@@ -168,9 +168,9 @@ func (l *loaded) source(name string) *source.Source {
 	return l.sources[name]
 }
 
-// tagsOf is how upstream u resolves tags with a store.
+// tagsOf is how upstream u resolves tags.
 func tagsOf(u config.Upstream) source.Tags {
-	t := source.Tags{Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
+	t := source.Tags{TTL: u.TagTTL, Immutable: u.ImmutableTags, StaleIfError: config.DefaultStaleIfError}
 	if u.StaleIfError != nil {
 		t.StaleIfError = *u.StaleIfError
 	}

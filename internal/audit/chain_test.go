@@ -411,6 +411,18 @@ func TestChainAloneDetectsEditsWithoutAKey(t *testing.T) {
 }
 
 func TestAFailingWriteIsReportedRefusedAndItsGapRecorded(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts []audit.Option
+	}{
+		{"written by each request", nil},
+		{"written by the queue's writer, each request waiting for its line", []audit.Option{audit.WithQueue(audit.DefaultQueue)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { failingWrite(t, tt.opts...) })
+	}
+}
+
+func failingWrite(t *testing.T, opts ...audit.Option) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "decisions.jsonl")
 	first := filepath.Join(dir, "first.jsonl")
@@ -419,8 +431,8 @@ func TestAFailingWriteIsReportedRefusedAndItsGapRecorded(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	var obs observer
-	l, err := audit.New(nil, path, audit.WithChain(), audit.WithRequired(), audit.WithObserver(&obs),
-		audit.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	l, err := audit.New(nil, path, append(opts, audit.WithChain(), audit.WithRequired(), audit.WithObserver(&obs),
+		audit.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,6 +502,8 @@ func (o *observer) AuditWrite(ok bool) {
 		o.failed++
 	}
 }
+
+func (o *observer) AuditQueueFull() {}
 
 func (o *observer) AuditCheckpoint(time.Time) {
 	o.mu.Lock()

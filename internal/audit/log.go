@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +43,9 @@ type Observer interface {
 	AuditWrite(ok bool)
 	// AuditCheckpoint is told of each checkpoint written.
 	AuditCheckpoint(at time.Time)
+	// AuditQueueFull is told of each request that waits for room in the
+	// decision log's queue (WithQueue).
+	AuditQueueFull()
 }
 
 // Option configures a Log.
@@ -57,6 +61,7 @@ type options struct {
 	// logID names the log; defaultID only when the state names none.
 	logID, defaultID string
 	follower         func(Record)
+	queue            int // lines; 0: written by the request itself
 }
 
 // WithChain makes every line carry its sequence number and the hash of the
@@ -145,6 +150,7 @@ type noObserver struct{}
 
 func (noObserver) AuditWrite(bool)           {}
 func (noObserver) AuditCheckpoint(time.Time) {}
+func (noObserver) AuditQueueFull()           {}
 
 // Log writes records: each one JSON line, encoded once and written with a
 // single write to the file (if any) and to standard output, so that lines
@@ -182,6 +188,17 @@ type Log struct {
 
 	stop chan struct{} // closed to stop the checkpoint ticker
 	done chan struct{} // closed once it has stopped
+
+	// queue, with WithQueue, takes decision lines to the writer, which
+	// closes written when it has written the last. qmu and qclosed keep
+	// Write from sending once Close closed it.
+	queue       chan queued
+	written     chan struct{}
+	qmu         sync.RWMutex
+	qclosed     bool
+	queueWarned atomic.Int64 // unix nanoseconds of the last warning
+	// batchBuf and batchHead are the writer's, reused from batch to batch.
+	batchBuf, batchHead []byte
 }
 
 // New writes records to stdout (if not nil) and, when path is not empty,
@@ -238,6 +255,10 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 	if l.opts.key != nil {
 		l.stop, l.done = make(chan struct{}), make(chan struct{})
 		go l.tick()
+	}
+	if l.opts.queue > 0 {
+		l.queue, l.written = make(chan queued, l.opts.queue), make(chan struct{})
+		go l.writer()
 	}
 	return l, nil
 }
@@ -314,13 +335,24 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	}
 	r.Time = time.Now()
 	line := encodeDecision(ctx, r.Time, level, &r)
+	if l.queue != nil {
+		if ok, err := l.enqueue(line); ok {
+			l.follow(err, r)
+			return err // the writer returns line to the pool
+		}
+	}
 	defer linePool.Put(line)
 	err := l.write(line.Bytes())
+	l.follow(err, r)
+	return err
+}
+
+// follow hands r, written or queued without error, to the follower.
+func (l *Log) follow(err error, r Record) {
 	if err == nil && l.opts.follower != nil {
 		r.LogID = l.logID
 		l.opts.follower(r)
 	}
-	return err
 }
 
 // write appends a decision line, under the lock.
@@ -650,6 +682,7 @@ func (l *Log) Close() error {
 		<-l.done
 		l.stop = nil
 	}
+	l.closeQueue()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

@@ -78,9 +78,9 @@ func (c *Cache[K, V]) Evictions() uint64 { return c.evictions.Load() }
 
 // Group runs one computation per key for all concurrent callers. The
 // zero Group is ready to use.
-type Group[V any] struct {
+type Group[K comparable, V any] struct {
 	mu    sync.Mutex
-	calls map[string]*call[V]
+	calls map[K]*call[V]
 }
 
 // call is one computation in flight; done is closed once val and err are
@@ -104,12 +104,13 @@ func (e *PanicError) Error() string { return fmt.Sprintf("internal error: panic:
 // result. fn runs in the goroutine of the first caller (a goroutine of its
 // own would cost more than the work on a cold path: its stack grows through
 // the HTTP client), on a context detached from every caller (a client
-// hanging up does not cancel the others' work), bounded by timeout. A
+// hanging up does not cancel the others' work), bounded by timeout (0: by
+// nothing but fn's own bounds). A
 // caller that came later stops waiting when its ctx ends; the first one
 // finishes the work, within timeout, for the others; a caller whose ctx
 // has ended already starts nothing. A panic in fn is returned as a
 // *PanicError.
-func (g *Group[V]) Do(ctx context.Context, key string, timeout time.Duration, fn func(ctx context.Context) (V, error)) (V, error) {
+func (g *Group[K, V]) Do(ctx context.Context, key K, timeout time.Duration, fn func(ctx context.Context) (V, error)) (V, error) {
 	if err := ctx.Err(); err != nil {
 		var zero V
 		return zero, err
@@ -127,7 +128,7 @@ func (g *Group[V]) Do(ctx context.Context, key string, timeout time.Duration, fn
 	}
 	c := &call[V]{done: make(chan struct{})}
 	if g.calls == nil {
-		g.calls = map[string]*call[V]{}
+		g.calls = map[K]*call[V]{}
 	}
 	g.calls[key] = c
 	g.mu.Unlock()
@@ -141,8 +142,20 @@ func (g *Group[V]) Do(ctx context.Context, key string, timeout time.Duration, fn
 	return c.val, c.err
 }
 
-// run calls fn on a context detached from ctx, bounded by timeout, and
-// turns a panic into a *PanicError.
+// detached has the values of its parent, and neither its cancellation nor
+// its deadline: context.WithoutCancel, as a pointer, so that reading a
+// value (the HTTP client reads several per request) allocates nothing.
+// context.Cause is not meaningful on it, only on a context derived from it
+// (the HTTP client derives one for every request).
+type detached struct{ parent context.Context }
+
+func (d *detached) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d *detached) Done() <-chan struct{}       { return nil }
+func (d *detached) Err() error                  { return nil }
+func (d *detached) Value(key any) any           { return d.parent.Value(key) }
+
+// run calls fn on a context detached from ctx, bounded by timeout (0: by
+// nothing but fn's own bounds), and turns a panic into a *PanicError.
 func run[V any](ctx context.Context, timeout time.Duration, fn func(ctx context.Context) (V, error)) (v V, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -150,7 +163,10 @@ func run[V any](ctx context.Context, timeout time.Duration, fn func(ctx context.
 			v, err = zero, &PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	if timeout <= 0 {
+		return fn(&detached{ctx})
+	}
+	cctx, cancel := context.WithTimeout(&detached{ctx}, timeout)
 	defer cancel()
 	return fn(cctx)
 }

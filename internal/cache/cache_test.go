@@ -16,7 +16,7 @@ func TestConcurrentCallersComputeOnce(t *testing.T) {
 	// In a bubble: synctest.Wait returns once every caller waits, with no
 	// sleep and no chance of one arriving after the computation ended.
 	synctest.Test(t, func(t *testing.T) {
-		var g cache.Group[string]
+		var g cache.Group[string, string]
 		var calls atomic.Int32
 		release := make(chan struct{})
 		results := make(chan string, 20)
@@ -47,7 +47,7 @@ func TestConcurrentCallersComputeOnce(t *testing.T) {
 }
 
 func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
-	var g cache.Group[string]
+	var g cache.Group[string, string]
 	_, err := g.Do(context.Background(), "d", time.Second, func(context.Context) (string, error) {
 		var m map[string]int
 		m["x"]++ //nolint:staticcheck // SA5000: a nil map write, the runtime panic under test
@@ -64,7 +64,7 @@ func TestAPanicFailsTheComputationNotTheProcess(t *testing.T) {
 }
 
 func TestCallerThatHangsUpStopsWaitingButTheWorkGoesOn(t *testing.T) {
-	var g cache.Group[string]
+	var g cache.Group[string, string]
 	first, cancelFirst := context.WithCancel(context.Background())
 	later, cancelLater := context.WithCancel(context.Background())
 	started, release := make(chan struct{}), make(chan struct{})
@@ -171,7 +171,7 @@ func TestBoundedEvictsByTotalSize(t *testing.T) {
 }
 
 func TestCallerGoneBeforeTheWorkStartsNothing(t *testing.T) {
-	var g cache.Group[string]
+	var g cache.Group[string, string]
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := g.Do(ctx, "d", time.Second, func(context.Context) (string, error) {

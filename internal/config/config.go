@@ -95,6 +95,12 @@ type Upstream struct {
 	// v*.*.*) of tags that never move: with a store, such a tag is served
 	// from its last resolution without asking the upstream.
 	ImmutableTags []string `yaml:"immutableTags"`
+	// TagTTL is how long after the upstream confirmed a tag's digest that
+	// digest is used, for GET and HEAD alike, without asking the upstream
+	// again. Default 0: every pull by tag asks (concurrent pulls of one
+	// tag share one round trip). It trades how soon a moved tag is seen for
+	// upstream load, like the sync interval of a mirroring registry.
+	TagTTL time.Duration `yaml:"tagTTL"`
 	// StaleIfError is how long after the upstream last confirmed a tag's
 	// digest that digest is still served when the upstream fails
 	// (connection refused, timeout, 5xx, 429); with a store. Default 24h;

@@ -536,6 +536,8 @@ func TestUpstreamTagSettings(t *testing.T) {
 		{"a glob listed twice", "    immutableTags: [\"v*\", \"v*\"]\n", "upstreams[1].immutableTags[1]: \"v*\" is listed twice", 0, "", false},
 		{"negative staleIfError", "    staleIfError: -1h\n", "config.yaml:9: upstreams[1].staleIfError: -1h0m0s: want a duration of 0s (off) or more", 0, "", false},
 		{"staleIfError that is no duration", "    staleIfError: a day\n", "config.yaml:9: cannot unmarshal !!str `a day` into time.Duration", 0, "", false},
+		{"a tagTTL, with or without a store", "    tagTTL: 30s\n", "", 24 * time.Hour, "", false},
+		{"negative tagTTL", "    tagTTL: -1s\n", "config.yaml:9: upstreams[1].tagTTL: -1s: want a duration of 0s (ask the upstream on every pull) or more", 0, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

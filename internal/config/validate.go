@@ -443,7 +443,7 @@ func (v *validator) upstreams() {
 // tagGlob is an immutableTags entry: a tag's characters, and `*`.
 var tagGlob = regexp.MustCompile(`^[A-Za-z0-9_*][A-Za-z0-9._*-]{0,127}$`)
 
-// upstreamTags checks immutableTags and staleIfError.
+// upstreamTags checks immutableTags, tagTTL and staleIfError.
 func (v *validator) upstreamTags(i int, up Upstream) {
 	seen := map[string]bool{}
 	for j, g := range up.ImmutableTags {
@@ -456,6 +456,9 @@ func (v *validator) upstreamTags(i int, up Upstream) {
 			v.errorf(p("upstreams", i, "immutableTags", j), "%q is listed twice", g)
 		}
 		seen[g] = true
+	}
+	if up.TagTTL < 0 {
+		v.errorf(p("upstreams", i, "tagTTL"), "%s: want a duration of 0s (ask the upstream on every pull) or more, such as 30s", up.TagTTL)
 	}
 	if d := up.StaleIfError; d != nil && *d < 0 {
 		v.errorf(p("upstreams", i, "staleIfError"), "%s: want a duration of 0s (off) or more, such as 24h", *d)

@@ -47,6 +47,7 @@ type Metrics struct {
 	lastReloadOK   prometheus.Gauge
 	lastReloadTime prometheus.Gauge
 	auditErrors    prometheus.Counter
+	auditWaits     prometheus.Counter
 	auditOK        prometheus.Gauge
 	checkpoints    prometheus.Counter
 	lastCheckpoint prometheus.Gauge
@@ -140,6 +141,10 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "audit", Name: "write_errors_total",
 			Help: "Decision-log lines (decision records and checkpoints) that could not be written to audit.file, or to standard output without one.",
 		}),
+		auditWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "audit", Name: "queue_full_total",
+			Help: "Requests that waited for room in the decision log's queue (the disk not keeping up); no line is dropped.",
+		}),
 		auditOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "audit", Name: "last_write_successful",
 			Help: "1 when the last decision-log line was written, 0 while the decision log cannot be written.",
@@ -189,7 +194,7 @@ func New() *Metrics {
 	m.auditOK.Set(1)
 	m.reg.MustRegister(m.requests, m.decisions, m.verification, m.upstream, m.upstreamErrors,
 		m.cacheHits, m.cacheMisses, m.panics, m.configInfo, m.reloads, m.lastReloadOK, m.lastReloadTime,
-		m.auditErrors, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
+		m.auditErrors, m.auditWaits, m.auditOK, m.checkpoints, m.lastCheckpoint, m.checkpointsDue,
 		m.manifests, m.staleTags, m.evidence, m.abandoned, m.rateLimited, m.shares, m.revalidations, m.revalidated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -216,6 +221,15 @@ func (m *Metrics) AuditCheckpointInterval(d time.Duration) {
 		return
 	}
 	m.checkpointsDue.Set(d.Seconds())
+}
+
+// AuditQueueFull counts a request that waited for room in the decision
+// log's queue.
+func (m *Metrics) AuditQueueFull() {
+	if m == nil {
+		return
+	}
+	m.auditWaits.Inc()
 }
 
 // AuditCheckpoint counts one checkpoint written to the decision log.

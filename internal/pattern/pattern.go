@@ -14,6 +14,7 @@ import (
 type Pattern struct {
 	text   string
 	prefix string // literal start of every name matched: a cheap first test
+	suffix string // literal end of every name matched, when it has a *
 	name   *regexp.Regexp
 	tag    *regexp.Regexp // nil: any tag, or none
 	digest string         // "": any digest
@@ -74,7 +75,16 @@ func Parse(text string) (Pattern, error) {
 		}
 	}
 	p.name = regexp.MustCompile("^" + globToRegexp(rest, true) + "$")
-	p.prefix, _ = p.name.LiteralPrefix()
+	// Everything before the first * is literal (the regular expression's
+	// own literal prefix is empty when it is not one-pass).
+	p.prefix, _, _ = strings.Cut(rest, "*")
+	if i := strings.LastIndex(rest, "*"); i >= 0 {
+		p.suffix = rest[i+1:]
+		if strings.HasSuffix(rest[:i+1], "**") {
+			// "**/" may match nothing at all: "a/**/b" matches "a/b".
+			p.suffix = strings.TrimPrefix(p.suffix, "/")
+		}
+	}
 	return p, nil
 }
 

@@ -32,7 +32,7 @@ const ArtifactRule = "(signature artifact)"
 // own outcome and expire with the index's. Safe for concurrent use.
 type Judge struct {
 	outcomes *cache.Cache[outcomeKey, outcome]
-	flight   cache.Group[[]outcome]
+	flight   cache.Group[string, []outcome]
 	now      func() time.Time
 
 	// prefetched holds, by the flight key of a verification, the

@@ -138,6 +138,12 @@ type Policy struct {
 	environments []environment
 	rules        []*rule
 	fallback     *rule
+	// allowed, glass and images index the allowlist, the breakglass
+	// entries' images and every rule's images (in rule order; ruleOf says
+	// whose each one is), so that matching one image against thousands of
+	// rules tests only those whose literal start and end it has.
+	allowed, glass, images *pattern.Index
+	ruleOf                 []int32
 	// allowTTL and denyTTL are how long a satisfied and an unsatisfied
 	// requirement outcome hold; timeout bounds one verification.
 	allowTTL, denyTTL, timeout time.Duration
@@ -250,7 +256,26 @@ func Compile(c *config.Config) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	p.index()
 	return p, nil
+}
+
+// index builds p's pattern indexes.
+func (p *Policy) index() {
+	p.allowed = pattern.NewIndex(p.allowlist)
+	glass := make([]pattern.Pattern, len(p.breakglass))
+	for i, b := range p.breakglass {
+		glass[i] = b.image
+	}
+	p.glass = pattern.NewIndex(glass)
+	var images []pattern.Pattern
+	for i, r := range p.rules {
+		for _, pat := range r.images {
+			images = append(images, pat)
+			p.ruleOf = append(p.ruleOf, int32(i))
+		}
+	}
+	p.images = pattern.NewIndex(images)
 }
 
 // Environment returns the name of the first environment that c belongs to,
@@ -283,17 +308,14 @@ func (p *Policy) Environment(c Client) string {
 // requirements decide, with the verdict to complete.
 func (p *Policy) match(s Subject, now time.Time) (Verdict, *rule) {
 	img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
-	for _, a := range p.allowlist {
-		if a.Match(img) {
-			return Verdict{Allowed: true, Rule: "allowlist", Enforcement: config.Enforce,
-				Reasons: []string{"allowlisted by " + a.String()}}, nil
-		}
+	if i := p.allowed.First(img, nil); i >= 0 {
+		return Verdict{Allowed: true, Rule: "allowlist", Enforcement: config.Enforce,
+			Reasons: []string{"allowlisted by " + p.allowlist[i].String()}}, nil
 	}
-	for _, b := range p.breakglass {
-		if now.Before(b.expires) && b.image.Match(img) {
-			return Verdict{Allowed: true, Breakglass: true, Rule: "breakglass", Enforcement: config.Enforce,
-				Reasons: []string{fmt.Sprintf("breakglass %s until %s: %s", b.image, b.expires.UTC().Format(time.RFC3339), b.reason)}}, nil
-		}
+	if i := p.glass.First(img, func(i int) bool { return now.Before(p.breakglass[i].expires) }); i >= 0 {
+		b := p.breakglass[i]
+		return Verdict{Allowed: true, Breakglass: true, Rule: "breakglass", Enforcement: config.Enforce,
+			Reasons: []string{fmt.Sprintf("breakglass %s until %s: %s", b.image, b.expires.UTC().Format(time.RFC3339), b.reason)}}, nil
 	}
 	r := p.rule(img, s.Environment)
 	v := Verdict{Rule: r.name, Enforcement: r.enforcement}
@@ -316,17 +338,14 @@ func (p *Policy) match(s Subject, now time.Time) (Verdict, *rule) {
 // rule returns the first rule that matches img and applies to clients of
 // env, or the default.
 func (p *Policy) rule(img pattern.Image, env string) *rule {
-	for _, r := range p.rules {
-		if len(r.environments) > 0 && !slices.Contains(r.environments, env) {
-			continue
-		}
-		for _, pat := range r.images {
-			if pat.Match(img) {
-				return r
-			}
-		}
+	i := p.images.First(img, func(i int) bool {
+		r := p.rules[p.ruleOf[i]]
+		return len(r.environments) == 0 || slices.Contains(r.environments, env)
+	})
+	if i < 0 {
+		return p.fallback
 	}
-	return p.fallback
+	return p.rules[p.ruleOf[i]]
 }
 
 func orList(names []string) string {

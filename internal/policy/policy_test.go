@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509/pkix"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/oci"
+	"github.com/authz-proxy/authz-proxy/internal/pattern"
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
@@ -96,30 +98,117 @@ func TestFirstMatchingRuleDecides(t *testing.T) {
 	}
 }
 
-// BenchmarkMatchOver1000Rules judges an image that only the last of 1,000
-// glob rules matches.
-func BenchmarkMatchOver1000Rules(b *testing.B) {
+// bigPolicy is a policy of n rules as a large organisation writes them,
+// each for one team's repositories (some also for a service by its last
+// segment, some for one environment only), with the target rule last, and
+// the rules' image patterns in order, with each one's rule and whether it
+// is for prod only.
+func bigPolicy(t testing.TB, n int) (*policy.Policy, []ruleImage) {
+	t.Helper()
 	var sb strings.Builder
-	sb.WriteString(base + "policy:\n  rules:\n")
-	for i := range 999 {
-		fmt.Fprintf(&sb, "    - {name: r%d, images: [\"lab/team%d/**\", \"lab/svc-%d-*\"], action: deny}\n", i, i, i)
+	var images []ruleImage
+	sb.WriteString(base + "environments: [{name: prod, clients: [{cidr: 10.1.0.0/16}]}]\npolicy:\n  rules:\n")
+	add := func(name string, prod bool, action string, pats ...string) {
+		quoted := make([]string, len(pats))
+		for i, p := range pats {
+			quoted[i] = fmt.Sprintf("%q", p)
+			pat, err := pattern.Parse(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			images = append(images, ruleImage{rule: name, prod: prod, pat: pat})
+		}
+		env := ""
+		if prod {
+			env = ", environments: [prod]"
+		}
+		fmt.Fprintf(&sb, "    - {name: %s, images: [%s]%s, action: %s}\n", name, strings.Join(quoted, ", "), env, action)
 	}
-	sb.WriteString("    - {name: last, images: [\"lab/target/**\"], action: allow}\n")
-	c, err := load(b, sb.String(), nil)
+	for i := range n - 1 {
+		switch i % 10 {
+		case 0:
+			add(fmt.Sprintf("r%d", i), true, "allow", fmt.Sprintf("lab/team%d/**", i))
+		case 1:
+			add(fmt.Sprintf("r%d", i), false, "deny", fmt.Sprintf("lab/team%d/*", i), fmt.Sprintf("lab/**/svc-%d", i))
+		case 2:
+			add(fmt.Sprintf("r%d", i), false, "deny", fmt.Sprintf("lab/team%d*/app:v*", i/10))
+		default:
+			add(fmt.Sprintf("r%d", i), false, "deny", fmt.Sprintf("lab/team%d/**", i))
+		}
+	}
+	add("last", false, "allow", "lab/target/**")
+	c, err := load(t, sb.String(), nil)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	p, err := policy.Compile(c)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	s := policy.Subject{Upstream: "lab", Repository: "target/app", Digest: "sha256:" + strings.Repeat("c", 64)}
-	b.ReportAllocs()
-	for b.Loop() {
-		v, err := evaluate(context.Background(), p, noSignatures{}, s)
-		if err != nil || v.Rule != "last" {
-			b.Fatal(v, err)
+	return p, images
+}
+
+type ruleImage struct {
+	rule string
+	prod bool
+	pat  pattern.Pattern
+}
+
+func TestTenThousandRulesPickTheRuleALinearScanPicks(t *testing.T) {
+	const n = 10000
+	p, images := bigPolicy(t, n)
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 300 {
+		s := policy.Subject{Upstream: "lab", Digest: "sha256:" + strings.Repeat("c", 64)}
+		switch r.IntN(4) {
+		case 0:
+			s.Repository = fmt.Sprintf("team%d/app", r.IntN(n+100))
+		case 1:
+			s.Repository = fmt.Sprintf("team%d/x/svc-%d", r.IntN(n), r.IntN(n))
+		case 2:
+			s.Repository = fmt.Sprintf("team%d/deep/app", r.IntN(n))
+		default:
+			s.Repository = "target/app"
 		}
+		if r.IntN(2) == 0 {
+			s.Tag = fmt.Sprintf("v%d", r.IntN(3))
+		}
+		if r.IntN(2) == 0 {
+			s.Environment = "prod"
+		}
+		want := "default"
+		img := pattern.Image{Name: s.Image(), Tag: s.Tag, Digest: s.Digest}
+		for _, ri := range images {
+			if (!ri.prod || s.Environment == "prod") && ri.pat.Match(img) {
+				want = ri.rule
+				break
+			}
+		}
+		v, err := evaluate(context.Background(), p, noSignatures{}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Rule != want {
+			t.Fatalf("%+v: rule %q, a linear scan of the rules picks %q", s, v.Rule, want)
+		}
+	}
+}
+
+// BenchmarkMatch judges an image that only the last of 10 and of 10,000
+// glob rules matches: the rules are indexed, so the cost stays flat.
+func BenchmarkMatch(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		p, _ := bigPolicy(b, n)
+		s := policy.Subject{Upstream: "lab", Repository: "target/app", Digest: "sha256:" + strings.Repeat("c", 64)}
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				v, err := evaluate(context.Background(), p, noSignatures{}, s)
+				if err != nil || v.Rule != "last" {
+					b.Fatal(v, err)
+				}
+			}
+		})
 	}
 }
 

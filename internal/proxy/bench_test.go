@@ -14,7 +14,7 @@ func BenchmarkHandler(b *testing.B) {
 	e := newEnv(b, withoutReferrersAPI())
 	d := e.push("signed/app:v1")
 	e.signTag("signed/app", "ci", d, d)
-	h := e.proxy.Config.Handler
+	h := e.server
 	serve := func(b *testing.B, method, path string) {
 		req := httptest.NewRequest(method, path, nil)
 		rec := httptest.NewRecorder()

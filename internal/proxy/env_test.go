@@ -65,6 +65,8 @@ type env struct {
 	// by hand.
 	clock    *testkit.Clock
 	requests sync.Map // path -> *atomic.Int64, upstream requests seen
+	// inProxy counts the requests in the proxy's handler now.
+	inProxy atomic.Int64
 	// limits are the configuration's limits: verifyTimeout and more.
 	limits string
 	// tags are how the upstreams' tags are resolved with a store.
@@ -145,7 +147,7 @@ func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p }
 // withStore puts blobs, manifests and tags through st.
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 
-// withTags sets how the upstreams' tags are resolved with a store.
+// withTags sets how the upstreams' tags are resolved.
 func withTags(tags map[string]source.Tags) envOption { return func(c *envConfig) { c.tags = tags } }
 
 // withUpstreams names the two upstreams lab and other, and serves other
@@ -224,7 +226,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	e.metrics = metrics.New()
 	e.metrics.WatchBudget(b.Snapshot)
-	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics)
+	e.sources = sources(t, ups, ec.store, ec.tags, e.metrics, e.clock.Now)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries,
 		Budget: b, Limits: cfg.Limits, Audit: al, Metrics: e.metrics, Now: e.clock.Now, Clients: compileClients(t, cfg),
@@ -234,21 +236,25 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	e.server = h
 	e.metrics.WatchOutages(h.Outages)
-	e.proxy = httptest.NewServer(h)
+	e.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.inProxy.Add(1)
+		defer e.inProxy.Add(-1)
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.proxy.Close)
 	return e
 }
 
 // sources are the upstreams' sources, as serve wires them: with st, when
-// not nil, and the tags of each.
-func sources(t testing.TB, ups []*upstream.Client, st *store.Store, tags map[string]source.Tags, m *metrics.Metrics) []*source.Source {
+// not nil, and the tags of each, dated by now.
+func sources(t testing.TB, ups []*upstream.Client, st *store.Store, tags map[string]source.Tags, m *metrics.Metrics, now func() time.Time) []*source.Source {
 	t.Helper()
 	if st != nil {
 		m.WatchStore(st.Stats)
 	}
 	var srcs []*source.Source
 	for _, u := range ups {
-		src, err := source.New(source.Options{Upstream: u, Store: st, Tags: tags[u.Name()], Metrics: m})
+		src, err := source.New(source.Options{Upstream: u, Store: st, Tags: tags[u.Name()], Metrics: m, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -37,11 +37,12 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request, st *state, src
 	}
 	rec.Client.Environment = env
 	subj := policy.Subject{Upstream: rt.upstream, Repository: rt.repo, Tag: rt.ref.Tag, Environment: env, Client: client}
-	// Resolve: the digest asked for, or the tag's (with a store: an
-	// immutable tag by its last resolution, else by a HEAD, else, the
-	// upstream failing, by its last known digest; without one, a HEAD by
-	// tag costs one upstream HEAD).
-	digest, stale, err := src.Resolve(r.Context(), rt.repo, rt.ref, r.Method == http.MethodHead)
+	// Resolve: the digest asked for, or the tag's, GET and HEAD alike (the
+	// digest the upstream confirmed within tagTTL; with a store, an
+	// immutable tag by its last resolution; else by a HEAD that concurrent
+	// requests share; else, with a store and the upstream failing, by its
+	// last known digest).
+	digest, stale, err := src.Resolve(r.Context(), rt.repo, rt.ref)
 	if err != nil {
 		return s.failed(r, rec, err, errcode.ErrorCodeManifestUnknown, start)
 	}

@@ -121,7 +121,7 @@ func (e *storeEnv) restart(policyText string) {
 		e.t.Fatal(err)
 	}
 	e.metrics = metrics.New()
-	e.sources = sources(e.t, ups, st, e.tags, e.metrics)
+	e.sources = sources(e.t, ups, st, e.tags, e.metrics, nil)
 	h, err := proxy.New(proxy.Options{
 		Policy: pol, Sources: e.sources, DefaultUpstream: e.labName, MaxEntries: cfg.Cache.MaxEntries, Budget: b,
 		Audit: al, Metrics: e.metrics, Clients: compileClients(e.t, cfg),

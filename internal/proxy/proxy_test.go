@@ -293,7 +293,9 @@ func TestCachedVerdictsAnswerWithoutTheUpstream(t *testing.T) {
 		t.Errorf("decision: %+v", rec)
 	}
 
-	// HEAD by tag: one upstream HEAD to learn the digest, nothing else.
+	// HEAD by tag, the tag pulled before: one upstream HEAD to learn the
+	// digest, nothing else (a tag never pulled is fetched by the tag).
+	e.get(http.MethodGet, "/v2/lab/signed/app/manifests/v1")
 	headsBefore := e.count(http.MethodHead, "/v2/signed/app/manifests/v1")
 	getsBefore := e.count(http.MethodGet, "/v2/signed/app/manifests/v1")
 	head := e.get(http.MethodHead, "/v2/lab/signed/app/manifests/v1")

@@ -393,7 +393,7 @@ func BenchmarkCachedManifestWithAStore(b *testing.B) {
 			}
 			dg := e.write("signed/app:v1", img)
 			e.signTag("signed/app", "ci", dg, dg)
-			h := e.proxy.Config.Handler
+			h := e.server
 			path := "/v2/lab/signed/app/manifests/" + dg.String()
 			if tt.ref != "" {
 				path = "/v2/lab/signed/app/manifests/" + tt.ref

@@ -34,14 +34,13 @@ func (s *Source) Manifest(ctx context.Context, repo, ref string) (*oci.Manifest,
 	return nil, err
 }
 
-// Fetch gets the manifest a request for ref in repo asks for. With a store
-// and a tag, it asks by resolved, the digest the tag resolved to, when
-// there is one (the bytes are checked against it, so the tag cannot move
-// in between), falling back to the tag for a registry that has no
-// manifest by that digest; the tag's resolution is recorded when the
-// manifest came by tag.
+// Fetch gets the manifest a request for ref in repo asks for. For a tag,
+// it asks by resolved, the digest the tag resolved to, when there is one
+// (the bytes are checked against it, so the tag cannot move in between),
+// falling back to the tag for a registry that has no manifest by that
+// digest; the tag's resolution is recorded when the manifest came by tag.
 func (s *Source) Fetch(ctx context.Context, repo string, ref oci.Reference, resolved string) (*oci.Manifest, error) {
-	if s.book == nil || ref.Tag == "" {
+	if ref.Tag == "" {
 		return s.Manifest(ctx, repo, ref.String())
 	}
 	if resolved != "" {

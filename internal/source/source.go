@@ -27,8 +27,10 @@ type Options struct {
 	// of each tag; what was pulled before is then served, and judged
 	// again, while the upstream is down.
 	Store *store.Store
-	// Tags say how tags are resolved with a Store.
+	// Tags say how tags are resolved.
 	Tags Tags
+	// Now is the clock tags' resolutions are dated by; nil: time.Now.
+	Now func() time.Time
 	// Metrics, if not nil, receives the latency and failures of every
 	// upstream call, evidence read from the store and stale tags.
 	Metrics *metrics.Metrics
@@ -44,7 +46,7 @@ type Source struct {
 	store   *store.Store
 	tags    Tags
 	metrics *metrics.Metrics
-	// book holds the last resolution of each tag; nil without a store.
+	// book holds the last resolution of each tag.
 	book *tagBook
 	// kept are the digests of the evidence notes this process wrote
 	// last, by note; nil without a store.
@@ -77,9 +79,11 @@ func New(o Options) (*Source, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{up: o.Upstream, name: o.Upstream.Name(), store: o.Store, tags: o.Tags, metrics: o.Metrics, recognized: recognized, log: o.Logger}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Source{up: o.Upstream, name: o.Upstream.Name(), store: o.Store, tags: o.Tags, metrics: o.Metrics, recognized: recognized, log: o.Logger, book: newTagBook(o.Store, o.Now)}
 	if o.Store != nil {
-		s.book = newTagBook(o.Store)
 		if s.kept, err = lru.New[string, kept](1 << 16); err != nil {
 			return nil, err
 		}

@@ -234,30 +234,36 @@ func TestARecognitionThatDependsOnWhereALayerIsReadIsNotKept(t *testing.T) {
 	}
 }
 
-func TestResolveWithoutAStoreAsksTheUpstreamOnlyForAHeadByTag(t *testing.T) {
+func TestResolveWithoutAStoreAsksTheUpstreamWithAHeadForATagResolvedBefore(t *testing.T) {
 	l := newLab(t)
 	src := l.source(nil)
 	ctx := context.Background()
-	for _, tt := range []struct {
-		name string
-		ref  string
-		head bool
-		want string
-	}{
-		{"a digest names itself", l.digest.String(), false, l.digest.String()},
-		{"a sha512 digest is fetched to be hashed", "sha512:" + strings.Repeat("0", 128), true, ""},
-		{"a GET by tag fetches the manifest", "v1", false, ""},
-		{"a HEAD by tag asks the upstream", "v1", true, l.digest.String()},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			ref, err := oci.ParseReference(tt.ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, stale, err := src.Resolve(ctx, "acme/app", ref, tt.head)
-			if err != nil || stale || d != tt.want {
-				t.Errorf("Resolve = %q, stale %v, %v; want %q", d, stale, err, tt.want)
-			}
-		})
+	resolve := func(text string) string {
+		t.Helper()
+		ref, err := oci.ParseReference(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, stale, err := src.Resolve(ctx, "acme/app", ref)
+		if err != nil || stale {
+			t.Fatalf("Resolve(%s) = %q, stale %v, %v", text, d, stale, err)
+		}
+		return d
+	}
+	if d := resolve(l.digest.String()); d != l.digest.String() {
+		t.Errorf("a digest resolves to %q, want itself", d)
+	}
+	if d := resolve("sha512:" + strings.Repeat("0", 128)); d != "" {
+		t.Errorf("a sha512 digest resolves to %q, want \"\" (fetched to be hashed)", d)
+	}
+	if d := resolve("v1"); d != "" {
+		t.Errorf("a tag never resolved resolves to %q, want \"\" (fetched by the tag)", d)
+	}
+	ref, _ := oci.ParseReference("v1")
+	if _, err := src.Fetch(ctx, "acme/app", ref, ""); err != nil {
+		t.Fatal(err)
+	}
+	if d := resolve("v1"); d != l.digest.String() {
+		t.Errorf("a tag fetched before resolves to %q, want the upstream's HEAD answer %s", d, l.digest)
 	}
 }

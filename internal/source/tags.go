@@ -14,12 +14,16 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
-// Tags say how the tags of one upstream are resolved when a store is
-// configured.
+// Tags say how the tags of one upstream are resolved.
 type Tags struct {
+	// TTL is how long after the upstream confirmed a tag's digest that
+	// digest is used without asking again: 0, ask on every request (the
+	// concurrent requests for one tag share one round trip). It trades how
+	// soon a moved tag is seen for upstream load.
+	TTL time.Duration
 	// Immutable are globs (path.Match, `*` within a tag) of tags that never
-	// move, such as v*.*.*: served from their last resolution without
-	// asking the upstream.
+	// move, such as v*.*.*: with a store, served from their last resolution
+	// without asking the upstream.
 	Immutable []string
 	// StaleIfError is how long after the upstream last confirmed a tag's
 	// digest that digest is served when the upstream fails (connection,
@@ -46,11 +50,13 @@ const (
 	tagTouch = 24 * time.Hour
 )
 
-// tagBook remembers the last resolution of each tag: in memory, and in the
-// store (one small object per tag) for restarts and replicas.
+// tagBook remembers the last resolution of each tag: in memory, and, with
+// a store, in the store (one small object per tag) for restarts and
+// replicas.
 type tagBook struct {
-	store *store.Store
+	store *store.Store // nil: memory only
 	mem   *lru.Cache[tagKey, tagEntry]
+	now   func() time.Time
 }
 
 type tagKey struct {
@@ -63,9 +69,22 @@ type tagEntry struct {
 	resolved, written time.Time
 }
 
-func newTagBook(st *store.Store) *tagBook {
+func newTagBook(st *store.Store, now func() time.Time) *tagBook {
 	mem, _ := lru.New[tagKey, tagEntry](1 << 16)
-	return &tagBook{store: st, mem: mem}
+	return &tagBook{store: st, mem: mem, now: now}
+}
+
+// known reports whether k was resolved before, as far as memory goes.
+func (b *tagBook) known(k tagKey) bool { return b.mem.Contains(k) }
+
+// fresh returns k's last resolution when the upstream confirmed it within
+// ttl, from memory.
+func (b *tagBook) fresh(k tagKey, ttl time.Duration) (tagEntry, bool) {
+	e, ok := b.mem.Get(k)
+	if !ok || b.now().Sub(e.resolved) >= ttl {
+		return tagEntry{}, false
+	}
+	return e, true
 }
 
 // last returns k's last resolution: from memory when it was resolved
@@ -73,8 +92,8 @@ func newTagBook(st *store.Store) *tagBook {
 // the store's, which a replica may have written since.
 func (b *tagBook) last(ctx context.Context, k tagKey, maxAge time.Duration) (tagEntry, bool) {
 	e, ok := b.mem.Get(k)
-	if ok && (maxAge < 0 || time.Since(e.resolved) <= maxAge) {
-		return e, true
+	if ok && (maxAge < 0 || b.now().Sub(e.resolved) <= maxAge) || b.store == nil {
+		return e, ok
 	}
 	r, err := b.store.Tag(ctx, k.scope, k.tag)
 	if err != nil {
@@ -89,10 +108,10 @@ func (b *tagBook) last(ctx context.Context, k tagKey, maxAge time.Duration) (tag
 
 // resolved records that the upstream just said k points at digest.
 func (b *tagBook) resolved(k tagKey, digest string) {
-	now := time.Now()
+	now := b.now()
 	prev, ok := b.mem.Get(k)
 	e := tagEntry{digest: digest, resolved: now, written: prev.written}
-	if !ok || prev.digest != digest || now.Sub(prev.written) > tagRefresh {
+	if b.store != nil && (!ok || prev.digest != digest || now.Sub(prev.written) > tagRefresh) {
 		e.written = now
 		b.store.SetTag(k.scope, k.tag, store.TagRecord{Digest: digest, Resolved: now})
 	}
@@ -101,7 +120,7 @@ func (b *tagBook) resolved(k tagKey, digest string) {
 
 // served notes that e, k's last resolution, was served without asking.
 func (b *tagBook) served(k tagKey, e tagEntry) {
-	if now := time.Now(); now.Sub(e.written) > tagTouch {
+	if now := b.now(); b.store != nil && now.Sub(e.written) > tagTouch {
 		e.written = now
 		b.mem.Add(k, e)
 		b.store.SetTag(k.scope, k.tag, store.TagRecord{Digest: e.digest, Resolved: e.resolved})
@@ -111,40 +130,37 @@ func (b *tagBook) served(k tagKey, e tagEntry) {
 // forget drops k, if it is known: the upstream says the tag does not
 // exist (any more).
 func (b *tagBook) forget(ctx context.Context, k tagKey) {
-	if _, ok := b.mem.Get(k); ok {
-		b.mem.Remove(k)
-	} else if _, err := b.store.Tag(ctx, k.scope, k.tag); err != nil {
+	_, ok := b.mem.Get(k)
+	b.mem.Remove(k)
+	if b.store == nil {
 		return
+	}
+	if !ok {
+		if _, err := b.store.Tag(ctx, k.scope, k.tag); err != nil {
+			return
+		}
 	}
 	b.store.ForgetTag(k.scope, k.tag)
 }
 
 // Resolve returns the digest that a request for ref in repo names before
 // its manifest is fetched: ref's own digest when it is a sha256 one; for a
-// tag, with a store, its resolution: an immutable tag's last resolution
-// without asking; else the upstream's answer to a HEAD (Docker Hub does not
-// count HEADs against its pull limit), recorded; else, when the upstream
-// fails, the last known digest if the upstream confirmed it within
-// staleIfError (stale). Without a store, a HEAD by tag (head) costs one
-// upstream HEAD to learn the digest. "" with no error: unknown, or the
-// upstream gave no usable digest; the manifest is then fetched.
-func (s *Source) Resolve(ctx context.Context, repo string, ref oci.Reference, head bool) (digest string, stale bool, err error) {
-	switch {
-	case ref.Digest != "":
+// tag, GET and HEAD alike, the digest the upstream confirmed within tagTTL,
+// without asking; with a store, an immutable tag's last resolution without
+// asking; else the upstream's answer to a HEAD (Docker Hub does not count
+// HEADs against its pull limit; concurrent requests for one tag share it),
+// recorded; else, with a store and the upstream failing, the last known
+// digest if the upstream confirmed it within staleIfError (stale). "" with
+// no error: a tag never resolved without a store (its manifest is fetched
+// by the tag, which resolves it), or the upstream gave no usable digest.
+func (s *Source) Resolve(ctx context.Context, repo string, ref oci.Reference) (digest string, stale bool, err error) {
+	if ref.Digest != "" {
 		if strings.HasPrefix(ref.Digest, "sha256:") {
 			return ref.Digest, false, nil
 		}
 		return "", false, nil
-	case s.book != nil:
-		return s.resolveTag(ctx, repo, ref.Tag)
-	case !head:
-		return "", false, nil
 	}
-	d, err := s.head(ctx, repo, ref.Tag)
-	if err != nil || !usable(d) {
-		return "", false, nil // the GET path reports the error properly
-	}
-	return d, false, nil
+	return s.resolveTag(ctx, repo, ref.Tag)
 }
 
 // head asks the upstream which digest repo:tag points at.
@@ -162,10 +178,20 @@ func usable(d string) bool {
 	return err == nil && strings.HasPrefix(d, "sha256:")
 }
 
-// resolveTag is Resolve of a tag with a store.
+// resolveTag is Resolve of a tag.
 func (s *Source) resolveTag(ctx context.Context, repo, tag string) (digest string, stale bool, err error) {
 	k := tagKey{s.scope(repo), tag}
-	if s.tags.immutable(tag) {
+	if s.tags.TTL > 0 {
+		if e, ok := s.book.fresh(k, s.tags.TTL); ok {
+			return e.digest, false, nil
+		}
+	}
+	if s.store == nil && !s.book.known(k) {
+		// Nothing is held for a tag never resolved: one GET by tag (shared
+		// by concurrent requests) brings its digest and its bytes at once.
+		return "", false, nil
+	}
+	if s.store != nil && s.tags.immutable(tag) {
 		if e, ok := s.book.last(ctx, k, -1); ok {
 			s.book.served(k, e)
 			return e.digest, false, nil
@@ -189,6 +215,8 @@ func (s *Source) resolveTag(ctx context.Context, repo, tag string) (digest strin
 		return "", false, err
 	case !unavailable(err):
 		return "", false, nil // the GET says what is wrong
+	case s.store == nil:
+		return "", false, err
 	}
 	s.failed(err)
 	if e, ok := s.staleTag(ctx, k); ok {
@@ -204,7 +232,7 @@ func (s *Source) staleTag(ctx context.Context, k tagKey) (tagEntry, bool) {
 		return tagEntry{}, false
 	}
 	e, ok := s.book.last(ctx, k, s.tags.StaleIfError)
-	if !ok || time.Since(e.resolved) > s.tags.StaleIfError {
+	if !ok || s.book.now().Sub(e.resolved) > s.tags.StaleIfError {
 		return tagEntry{}, false
 	}
 	return e, true

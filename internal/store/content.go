@@ -301,6 +301,7 @@ func (s *Store) evictCorrupt(o object, why string) error {
 	s.log.Error("stored content does not match its digest: evicted, never served whole", "digest", o.String(), "kind", o.kind.folder(), "driver", s.d.Name(), "why", why)
 	s.touched.Remove(o.key())
 	s.held.Remove(o.key())
+	s.tagged.Remove(o.key())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), opTimeout)
 	defer cancel()
 	// Its links and use mark stay: they are still true.

@@ -336,6 +336,7 @@ func (f *fill) run(o Origin) {
 
 	w, upload := s.newUpload(ctx, f.d, length)
 	h := f.d.hash()
+	g := s.newTagger(length)
 	idle := time.AfterFunc(s.o.FillIdleTimeout, cancel)
 	defer idle.Stop()
 	var n int64
@@ -347,6 +348,9 @@ func (f *fill) run(o Origin) {
 			idle.Reset(s.o.FillIdleTimeout)
 			c.b = c.b[:m]
 			h.Write(c.b)
+			if g != nil {
+				_, _ = g.Write(c.b) // a tagger does not fail
+			}
 			n += int64(m)
 			s.stats.upstreamBytes.Add(int64(m))
 			if w != nil {
@@ -386,7 +390,11 @@ func (f *fill) run(o Origin) {
 	}
 	// Release the last byte to the readers, then store.
 	f.verify()
-	f.finish(n, w != nil && s.commit(ctx, w, upload, f.d, n))
+	stored := w != nil && s.commit(ctx, w, upload, f.d, n)
+	if stored {
+		g.keep(f.d)
+	}
+	f.finish(n, stored)
 }
 
 // readChunk fills buf from r unless r ends or fails first: it returns

@@ -51,13 +51,29 @@ func (s *Store) open(ctx context.Context, d object, size int64) (*Reader, error)
 	return &Reader{size: size, hit: true, r: rc, close: rc.Close}, nil
 }
 
-// openAt returns a reader of n of d's stored bytes from off, checked
-// against the digest when whole (off 0, n its size). It marks d used.
+// openAt returns a reader of n of d's stored bytes from off. When this
+// process checked d against its digest before, every chunk is checked
+// against the tag it recorded then, before its bytes are given out, whole
+// or not (chunks.go). Otherwise a whole read (off 0, n its size) is hashed
+// and checked against the digest, and recorded; a part is not checked. It
+// marks d used.
 func (s *Store) openAt(ctx context.Context, d object, off, n int64, whole bool) (io.ReadCloser, error) {
 	if s.down(&s.readDown) {
 		return nil, ErrNotStored
 	}
-	rc, err := s.d.Reader(ctx, d.dataPath(), off)
+	size := int64(-1)
+	if whole {
+		size = n
+	}
+	t, tagged := s.tagsOf(d, size)
+	if tagged && off+n > t.size {
+		tagged = false // not the object the tags are of
+	}
+	at := off
+	if tagged {
+		at = off - off%chunkSize
+	}
+	rc, err := s.d.Reader(ctx, d.dataPath(), at)
 	if err != nil {
 		if !isNotFound(err) && ctx.Err() == nil {
 			s.failed(&s.readDown, "read", err)
@@ -65,8 +81,11 @@ func (s *Store) openAt(ctx context.Context, d object, off, n int64, whole bool) 
 		return nil, ErrNotStored
 	}
 	s.touch(d)
-	if whole {
-		return &verifier{s: s, d: d, rc: rc, h: d.hash(), left: n}, nil
+	switch {
+	case tagged:
+		return s.newChecked(d, t, rc, off, n), nil
+	case whole:
+		return &verifier{s: s, d: d, rc: rc, h: d.hash(), left: n, g: s.newTagger(n)}, nil
 	}
 	return &part{rc: rc, r: io.LimitedReader{R: rc, N: n}, n: &s.stats.storeBytes}, nil
 }
@@ -96,9 +115,10 @@ func (p *part) Close() error { return p.rc.Close() }
 
 // ReadRange returns length bytes of blob dgst from offset on, from what
 // the store holds for scope's upstream; Stat says first whether scope may
-// read it. A part of a blob cannot be checked against its digest; a client
-// assembling parts checks the whole (containerd, crane and skopeo do), and
-// a whole read by Get is checked here.
+// read it. A part of a blob cannot be checked against its digest, but it is
+// checked chunk by chunk when this process checked the whole blob before
+// (a fill or a whole read); otherwise a client assembling parts checks the
+// whole (containerd, crane and skopeo do).
 func (s *Store) ReadRange(ctx context.Context, scope Scope, dgst string, offset, length int64) (io.ReadCloser, error) {
 	obj, ok := scope.object(blobKind, dgst)
 	if !ok {
@@ -117,6 +137,25 @@ type verifier struct {
 	left int64 // bytes not yet given out
 	// checked: all bytes given out, and they match the digest.
 	checked bool
+	// g tags the chunks as they are hashed, kept once they match; nil
+	// for a small blob.
+	g *tagger
+}
+
+// sum hashes b, and tags it.
+func (v *verifier) sum(b []byte) {
+	v.h.Write(b)
+	if v.g != nil {
+		_, _ = v.g.Write(b) // a tagger does not fail
+	}
+}
+
+// hashWriter hashes, and tags, what is written to it.
+func (v *verifier) hashWriter() io.Writer {
+	if v.g == nil {
+		return v.h
+	}
+	return io.MultiWriter(v.h, v.g)
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
@@ -135,7 +174,7 @@ func (v *verifier) Read(p []byte) (int, error) {
 	if v.left > 1 {
 		p = p[:min(int64(len(p)), v.left-1)]
 		n, err := v.rc.Read(p)
-		v.h.Write(p[:n])
+		v.sum(p[:n])
 		v.left -= int64(n)
 		v.s.stats.storeBytes.Add(int64(n))
 		if err == io.EOF {
@@ -150,12 +189,13 @@ func (v *verifier) Read(p []byte) (int, error) {
 		}
 		return 0, err
 	}
-	v.h.Write(last[:])
+	v.sum(last[:])
 	if got := hex.EncodeToString(v.h.Sum(nil)); got != v.d.hex {
 		return 0, v.corrupt("the bytes hash to " + v.d.alg + ":" + got)
 	}
 	p[0] = last[0]
 	v.left, v.checked = 0, true
+	v.g.keep(v.d)
 	v.s.stats.storeBytes.Add(1)
 	return 1, nil
 }
@@ -177,7 +217,7 @@ func (v *verifier) WriteTo(w io.Writer) (int64, error) {
 	go func() {
 		defer close(hashed)
 		for b := range toHash {
-			v.h.Write(b) // hashing and writing only read b
+			v.sum(b) // hashing and writing only read b
 			free <- b[:cap(b)]
 		}
 	}()
@@ -235,7 +275,7 @@ func (v *verifier) sendFile(f *os.File, w io.Writer) (int64, error) {
 	hashed := make(chan int64, 1)
 	var stop atomic.Bool
 	go func() {
-		n, _ := io.CopyBuffer(v.h, &stoppable{r: io.NewSectionReader(f, 0, size), stop: &stop}, make([]byte, 1<<20))
+		n, _ := io.CopyBuffer(v.hashWriter(), &stoppable{r: io.NewSectionReader(f, 0, size), stop: &stop}, make([]byte, 1<<20))
 		hashed <- n
 	}()
 	n, err := io.Copy(w, io.LimitReader(f, size-1))
@@ -258,6 +298,7 @@ func (v *verifier) sendFile(f *os.File, w io.Writer) (int64, error) {
 		return n, err
 	}
 	v.left, v.checked = 0, true
+	v.g.keep(v.d)
 	m, err := w.Write(last[:])
 	v.s.stats.storeBytes.Add(int64(m))
 	return n + int64(m), err

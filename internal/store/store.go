@@ -45,6 +45,7 @@ package store
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -175,6 +176,11 @@ type Store struct {
 	// held are objects this process stored or read whole lately:
 	// PutManifest skips writing them again.
 	held *lru.Cache[objKey, struct{}]
+	// tagged are the chunk tags of blobs this process checked against
+	// their digests, under mac's key, which lives in this process only
+	// (chunks.go).
+	tagged *lru.Cache[objKey, *chunkTags]
+	mac    cipher.AEAD
 	// background bounds the writes of links, use marks and small content
 	// in flight; more wait their turn. pending counts the bytes of content
 	// they hold.
@@ -250,6 +256,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	manifests, _ := lru.New[link, struct{}](1 << 14)
 	touched, _ := lru.New[objKey, time.Time](1 << 16)
 	held, _ := lru.New[objKey, struct{}](1 << 16)
+	tagged, _ := lru.New[objKey, *chunkTags](1 << 16)
 	s := &Store{
 		d:          o.Driver,
 		o:          o,
@@ -260,6 +267,8 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		manifests:  manifests,
 		touched:    touched,
 		held:       held,
+		tagged:     tagged,
+		mac:        newMAC(),
 		background: make(chan struct{}, 16),
 		sweepNow:   make(chan struct{}, 1),
 	}

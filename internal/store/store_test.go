@@ -438,27 +438,99 @@ func TestAFillGoesOnWhenItsClientsHangUp(t *testing.T) {
 }
 
 func TestRangesAreServedFromTheStore(t *testing.T) {
-	s := fsStore(t, t.TempDir(), store.Options{})
-	b, d := blob(t, 1<<20)
+	const chunk = store.ChunkSize
+	for _, restarted := range []bool{false, true} {
+		name := "checked chunk by chunk (this process checked the blob when it stored it)"
+		if restarted {
+			name = "unchecked (a restarted proxy that has not read the blob whole yet)"
+		}
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			s := fsStore(t, root, store.Options{})
+			b, d := blob(t, 4*chunk+12345)
+			o := &origin{blob: b}
+			if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
+				t.Fatalf("Stat before any fill: %v", err)
+			}
+			mustGet(t, s, app, d, o)
+			if restarted {
+				s.Close()
+				s = fsStore(t, root, store.Options{})
+			}
+			size, err := s.Stat(context.Background(), app, d, o)
+			if err != nil || size != int64(len(b)) {
+				t.Fatalf("Stat: %d, %v", size, err)
+			}
+			for _, rg := range []struct {
+				name     string
+				off, len int64
+			}{
+				{"the first bytes", 0, 10},
+				{"within a chunk", 1000, 4096},
+				{"across a chunk boundary", chunk - 100, 200},
+				{"across several chunks", chunk/2 + 7, 2*chunk + 1},
+				{"a whole chunk", chunk, chunk},
+				{"into the last, partial chunk", 3*chunk + 5, chunk + 100},
+				{"the last byte", int64(len(b)) - 1, 1},
+				{"all of it", 0, int64(len(b))},
+			} {
+				rc, err := s.ReadRange(context.Background(), app, d, rg.off, rg.len)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, read := range []struct {
+					how string
+					all func(io.Reader) ([]byte, error)
+				}{
+					{"read", func(r io.Reader) ([]byte, error) { return io.ReadAll(struct{ io.Reader }{r}) }},
+					{"written to", func(r io.Reader) ([]byte, error) {
+						var buf bytes.Buffer
+						_, err := r.(io.WriterTo).WriteTo(&buf)
+						return buf.Bytes(), err
+					}},
+				} {
+					if read.how == "written to" {
+						rc.Close()
+						if rc, err = s.ReadRange(context.Background(), app, d, rg.off, rg.len); err != nil {
+							t.Fatal(err)
+						}
+					}
+					got, err := read.all(rc)
+					if err != nil || !bytes.Equal(got, b[rg.off:rg.off+rg.len]) {
+						t.Errorf("%s (%d bytes from %d), %s: %d bytes, %v; want the blob's", rg.name, rg.len, rg.off, read.how, len(got), err)
+					}
+				}
+				rc.Close()
+			}
+		})
+	}
+}
+
+func TestACorruptChunkInARangeStopsItBeforeItsBytes(t *testing.T) {
+	const chunk = store.ChunkSize
+	root := t.TempDir()
+	s := fsStore(t, root, store.Options{})
+	b, d := blob(t, 4*chunk)
 	o := &origin{blob: b}
-	if _, err := s.Stat(context.Background(), app, d, o); !errors.Is(err, store.ErrNotStored) {
-		t.Fatalf("Stat before any fill: %v", err)
-	}
 	mustGet(t, s, app, d, o)
-	size, err := s.Stat(context.Background(), app, d, o)
-	if err != nil || size != int64(len(b)) {
-		t.Fatalf("Stat: %d, %v", size, err)
+	data := filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:], "data")
+	corrupted := bytes.Clone(b)
+	corrupted[2*chunk+10] ^= 1
+	if err := os.WriteFile(data, corrupted, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	for _, rg := range [][2]int64{{0, 10}, {1000, 4096}, {int64(len(b)) - 1, 1}} {
-		rc, err := s.ReadRange(context.Background(), app, d, rg[0], rg[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil || !bytes.Equal(got, b[rg[0]:rg[0]+rg[1]]) {
-			t.Errorf("range %v: %d bytes, %v", rg, len(got), err)
-		}
+	rc, err := s.ReadRange(context.Background(), app, d, chunk/2, 3*chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	_, err = rc.(io.WriterTo).WriteTo(&buf)
+	if !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("a range over a corrupt chunk: %v, want ErrCorrupt", err)
+	}
+	if want := b[chunk/2 : 2*chunk]; !bytes.Equal(buf.Bytes(), want) {
+		t.Errorf("the client got %d bytes, want the %d before the corrupt chunk and none of it", buf.Len(), len(want))
 	}
 }
 
@@ -475,9 +547,13 @@ func TestAPrefetchStoresTheBlobInTheBackground(t *testing.T) {
 }
 
 func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
+	const size, chunk = 1 << 20, store.ChunkSize
 	for _, tt := range []struct {
 		name    string
 		corrupt func(path string) error
+		// at is the first byte changed, -1 when the size changed (and the
+		// blob is hashed whole).
+		at int
 	}{
 		{"a byte flipped", func(p string) error {
 			b, err := os.ReadFile(p)
@@ -486,9 +562,9 @@ func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
 			}
 			b[len(b)/2] ^= 1
 			return os.WriteFile(p, b, 0o644)
-		}},
-		{"truncated", func(p string) error { return os.Truncate(p, 1000) }},
-		{"emptied", func(p string) error { return os.Truncate(p, 0) }},
+		}, size / 2},
+		{"truncated", func(p string) error { return os.Truncate(p, 1000) }, -1},
+		{"emptied", func(p string) error { return os.Truncate(p, 0) }, -1},
 		{"its last byte changed", func(p string) error {
 			b, err := os.ReadFile(p)
 			if err != nil {
@@ -496,39 +572,52 @@ func TestStoredBlobCorruptedOnDiskIsCutBeforeItsEndAndEvicted(t *testing.T) {
 			}
 			b[len(b)-1] ^= 1
 			return os.WriteFile(p, b, 0o644)
-		}},
+		}, size - 1},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			root := t.TempDir()
-			var logs testkit.Buffer
-			s := fsStore(t, root, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-			b, d := blob(t, 1<<20)
-			o := &origin{blob: b}
-			mustGet(t, s, app, d, o)
-			data := filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:], "data")
-			if err := tt.corrupt(data); err != nil {
-				t.Fatal(err)
+		for _, restarted := range []bool{false, true} {
+			name := tt.name + ", checked chunk by chunk"
+			if restarted {
+				name = tt.name + ", after a restart: hashed whole"
 			}
-			got, hit, err := get(t, s, app, d, o)
-			if !hit || !errors.Is(err, store.ErrCorrupt) {
-				t.Fatalf("corrupted blob: from store %v, err %v; want ErrCorrupt", hit, err)
-			}
-			if len(got) >= len(b) {
-				t.Fatalf("the client got %d bytes of a %d-byte blob: served whole", len(got), len(b))
-			}
-			if _, err := os.Stat(data); !os.IsNotExist(err) {
-				t.Errorf("the corrupted data is still there: %v", err)
-			}
-			if !strings.Contains(logs.String(), "does not match its digest") {
-				t.Errorf("no error logged: %s", logs.String())
-			}
-			if mustGet(t, s, app, d, o) || o.fetches.Load() != 2 {
-				t.Errorf("after the eviction: fetches %d, want 2", o.fetches.Load())
-			}
-			if st := s.Stats(); st.Corrupt != 1 {
-				t.Errorf("stats: %+v", st)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				root := t.TempDir()
+				var logs testkit.Buffer
+				s := fsStore(t, root, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				b, d := blob(t, size)
+				o := &origin{blob: b}
+				mustGet(t, s, app, d, o)
+				if restarted {
+					s.Close()
+					s = fsStore(t, root, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				}
+				data := filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:], "data")
+				if err := tt.corrupt(data); err != nil {
+					t.Fatal(err)
+				}
+				got, hit, err := get(t, s, app, d, o)
+				if !hit || !errors.Is(err, store.ErrCorrupt) {
+					t.Fatalf("corrupted blob: from store %v, err %v; want ErrCorrupt", hit, err)
+				}
+				if len(got) >= len(b) {
+					t.Fatalf("the client got %d bytes of a %d-byte blob: served whole", len(got), len(b))
+				}
+				if before := tt.at - tt.at%chunk; !restarted && tt.at >= 0 && (len(got) > before || !bytes.Equal(got, b[:len(got)])) {
+					t.Fatalf("the client got %d bytes, want at most the %d of the chunks before the one changed", len(got), before)
+				}
+				if _, err := os.Stat(data); !os.IsNotExist(err) {
+					t.Errorf("the corrupted data is still there: %v", err)
+				}
+				if !strings.Contains(logs.String(), "does not match its digest") {
+					t.Errorf("no error logged: %s", logs.String())
+				}
+				if mustGet(t, s, app, d, o) || o.fetches.Load() != 2 {
+					t.Errorf("after the eviction: fetches %d, want 2", o.fetches.Load())
+				}
+				if st := s.Stats(); st.Corrupt != 1 {
+					t.Errorf("stats: %+v", st)
+				}
+			})
+		}
 	}
 }
 

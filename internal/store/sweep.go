@@ -163,6 +163,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 			return errorf("evict %s: %w", e.o, err)
 		}
 		s.touched.Remove(e.o.key())
+		s.tagged.Remove(e.o.key())
 		total -= e.size
 		s.size.Add(-e.size)
 		s.stats.blobs.Add(-1)

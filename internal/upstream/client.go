@@ -56,18 +56,21 @@ type Options struct {
 type Client struct {
 	name   string
 	base   *url.URL
+	root   string // base's /v2/, as a URL
 	reg    name.Registry
 	auth   authn.Authenticator
 	inner  http.RoundTripper
 	limits limits.Limits
 
-	// repos holds one authenticated transport per repository: registry
-	// tokens are scoped to a repository, and reusing the transport reuses
-	// its token.
-	repos  *lru.Cache[string, http.RoundTripper]
+	// repos holds one client on an authenticated transport per
+	// repository: registry tokens are scoped to a repository, and reusing
+	// the transport reuses its token.
+	repos  *lru.Cache[string, *http.Client]
 	flight singleflight.Group
 	// fetches shares one manifest fetch among concurrent callers.
-	fetches   cache.Group[*oci.Manifest]
+	fetches cache.Group[string, *oci.Manifest]
+	// heads shares one HEAD by tag among concurrent callers.
+	heads     cache.Group[headKey, string]
 	manifests *cache.Bounded[string, *oci.Manifest] // by "<repo>@<digest>"
 	// sizes keeps the size each "<repo>:<ref>" last had, so that a
 	// manifest counts at its size against the budget before it is asked.
@@ -113,7 +116,7 @@ func New(o Options) (*Client, error) {
 		ExpectContinueTimeout: time.Second,
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: o.Insecure && u.Scheme == "https"}, //nolint:gosec // opt-in, for labs
 	}
-	repos, _ := lru.New[string, http.RoundTripper](1024)
+	repos, _ := lru.New[string, *http.Client](1024)
 	sizes, _ := lru.New[string, int64](16384)
 	return &Client{
 		manifests: cache.NewBounded[string](o.Limits.ManifestCacheBytes, manifestFootprint),
@@ -122,6 +125,7 @@ func New(o Options) (*Client, error) {
 		party:     budget.UpstreamParty(o.Name),
 		name:      o.Name,
 		base:      &url.URL{Scheme: u.Scheme, Host: u.Host},
+		root:      (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/v2/"}).String(),
 		reg:       reg,
 		auth:      auth,
 		inner:     inner,
@@ -136,11 +140,11 @@ func (c *Client) Name() string { return c.name }
 // Limits are the bounds the client reads with.
 func (c *Client) Limits() limits.Limits { return c.limits }
 
-// transport returns the authenticated transport for repo, doing the token
-// handshake once per repository for all concurrent callers.
-func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper, error) {
-	if rt, ok := c.repos.Get(repo); ok {
-		return rt, nil
+// transport returns the client of repo's authenticated transport, doing
+// the token handshake once per repository for all concurrent callers.
+func (c *Client) transport(ctx context.Context, repo string) (*http.Client, error) {
+	if hc, ok := c.repos.Get(repo); ok {
+		return hc, nil
 	}
 	v, err, _ := c.flight.Do(repo, func() (any, error) {
 		// Shared by every waiting caller: one caller hanging up must not
@@ -155,13 +159,14 @@ func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper,
 		if err != nil {
 			return nil, err
 		}
-		c.repos.Add(repo, rt)
-		return rt, nil
+		hc := &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+		c.repos.Add(repo, hc)
+		return hc, nil
 	})
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: "authenticate", Err: err}
 	}
-	return v.(http.RoundTripper), nil
+	return v.(*http.Client), nil
 }
 
 // Do sends method to /v2/<repo>/<suffix> on the upstream with the given
@@ -170,26 +175,46 @@ func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper,
 // credential goes to the upstream's own host only. The caller closes the body. A response
 // of any status is returned as is; an error means no response was had.
 func (c *Client) Do(ctx context.Context, method, repo, suffix, rawQuery string, header http.Header) (*http.Response, error) {
-	rt, err := c.transport(ctx, repo)
+	client, err := c.transport(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	u := *c.base
-	u.Path = "/v2/" + repo + "/" + suffix
-	u.RawQuery = rawQuery
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	var target string
+	if plainPath(repo) && plainPath(suffix) && rawQuery == "" {
+		// Repository names and references need no escaping: the URL in
+		// one piece.
+		target = c.root + repo + "/" + suffix
+	} else {
+		u := *c.base
+		u.Path = "/v2/" + repo + "/" + suffix
+		u.RawQuery = rawQuery
+		target = u.String()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return nil, err
 	}
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	client := &http.Client{Transport: rt, CheckRedirect: checkRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: method + " " + suffix, Err: err}
 	}
 	return resp, nil
+}
+
+// plainPath reports whether s needs no escaping in a URL's path: the
+// characters of repository names, tags and digests.
+func plainPath(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '/', c == '.', c == '_', c == '-', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // checkRedirect refuses long chains, other schemes and downgrades. The

@@ -61,7 +61,7 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string, guess int6
 	// is quick to answer: one that hangs then holds a small part of its
 	// share per request, until it says the size.
 	answered := c.holdWorstCase(lease, min(guess, limit))
-	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
+	resp, err := c.Do(ctx, http.MethodGet, repo, "manifests/"+ref, "", acceptManifests)
 	answered()
 	if err != nil {
 		return nil, err
@@ -172,9 +172,25 @@ func (c *Client) Hold(repo string, m *oci.Manifest) {
 
 // Head asks the upstream which digest repo:ref points at, without reading
 // the manifest. The answer is a lookup key for verified bytes the caller
-// already holds, never something served on its own.
+// already holds, never something served on its own. Concurrent callers of
+// one repo:ref share one round trip (the kubelets of a rollout resolve a
+// tag at once), which no single caller hanging up cancels: it is bounded
+// by the response timeout of the client's transport (a HEAD has no body).
 func (c *Client) Head(ctx context.Context, repo, ref string) (string, error) {
-	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", http.Header{"Accept": {oci.Accept}})
+	return c.heads.Do(ctx, headKey{repo, ref}, 0, func(ctx context.Context) (string, error) {
+		return c.head(ctx, repo, ref)
+	})
+}
+
+// headKey names one HEAD in flight.
+type headKey struct{ repo, ref string }
+
+// acceptManifests is the Accept header of every manifest request; shared,
+// never changed.
+var acceptManifests = http.Header{"Accept": {oci.Accept}}
+
+func (c *Client) head(ctx context.Context, repo, ref string) (string, error) {
+	resp, err := c.Do(ctx, http.MethodHead, repo, "manifests/"+ref, "", acceptManifests)
 	if err != nil {
 		return "", err
 	}

@@ -15,11 +15,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 )
@@ -51,7 +53,16 @@ type PublicKey struct {
 	ID        string
 	pub       crypto.PublicKey
 	verifiers []signature.Verifier
+	// verified holds, by the SHA-256 of a signature and the message it
+	// signs, the signatures this key verified: one signature judged again
+	// (an attestation naming several digests, an index's children, a
+	// restart of the outcome cache's entry) costs a hash, not a
+	// verification. Failures are not kept.
+	verified *lru.Cache[[sha256.Size]byte, struct{}]
 }
+
+// verifiedPerKey bounds the signatures kept as verified, per key.
+const verifiedPerKey = 4096
 
 // ParsePublicKey parses one PEM public key: ECDSA P-256/384/521, RSA of at
 // least 2048 bits, or Ed25519.
@@ -106,13 +117,30 @@ func ParsePublicKey(pemBytes []byte) (*PublicKey, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(der)
-	return &PublicKey{ID: "sha256:" + hex.EncodeToString(sum[:]), pub: pub, verifiers: candidates}, nil
+	verified, err := lru.New[[sha256.Size]byte, struct{}](verifiedPerKey)
+	if err != nil {
+		return nil, err
+	}
+	return &PublicKey{ID: "sha256:" + hex.EncodeToString(sum[:]), pub: pub, verifiers: candidates, verified: verified}, nil
 }
 
-// Verify checks sig over message.
+// Verify checks sig over message; a signature this key verified before
+// is known by the hash of both.
 func (k *PublicKey) Verify(sig, message []byte) error {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(sig)))
+	h.Write(n[:])
+	h.Write(sig)
+	h.Write(message)
+	var seen [sha256.Size]byte
+	h.Sum(seen[:0])
+	if k.verified.Contains(seen) {
+		return nil
+	}
 	for _, v := range k.verifiers {
 		if v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(message)) == nil {
+			k.verified.Add(seen, struct{}{})
 			return nil
 		}
 	}

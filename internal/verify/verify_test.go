@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -173,4 +174,74 @@ func BenchmarkSimpleSigningSignatureP256(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestASignatureVerifiedBeforeIsKnownAndNothingElseIs(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, _ := signature.LoadSigner(priv, crypto.SHA256)
+	good := sign.Payload("r/app", digest)
+	sig, err := s.SignMessage(strings.NewReader(string(good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSig, err := s.SignMessage(strings.NewReader(string(sign.Payload("r/other", digest))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := parse(t, priv)
+	for i := range 2 {
+		if err := key.Verify(sig, good); err != nil {
+			t.Fatalf("verification %d of a valid signature: %v", i+1, err)
+		}
+	}
+	// Once the key has verified sig over good, the same bytes rearranged
+	// are still checked in full.
+	for _, tt := range []struct {
+		name         string
+		key          *verify.PublicKey
+		sig, message []byte
+	}{
+		{"the message altered", key, sig, append(bytes.Clone(good), ' ')},
+		{"the signature of another message", key, otherSig, good},
+		{"a byte moved from the signature to the message", key, sig[:len(sig)-1], append([]byte{sig[len(sig)-1]}, good...)},
+		{"another key", parse(t, other), sig, good},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.key.Verify(tt.sig, tt.message); !errors.Is(err, verify.ErrBadSignature) {
+				t.Errorf("got %v, want ErrBadSignature", err)
+			}
+		})
+	}
+}
+
+// BenchmarkKeySignature measures an ECDSA P-256 cosign signature verified
+// for the first time, and again (one signature over several digests, an
+// index's children): then it costs a hash.
+func BenchmarkKeySignature(b *testing.B) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, _ := signature.LoadSigner(priv, crypto.SHA256)
+	payload := sign.Payload("r/app", digest)
+	sig, _ := s.SignMessage(strings.NewReader(string(payload)))
+	b.Run("first time", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			key := parse(b, priv)
+			b.StartTimer()
+			if err := key.Verify(sig, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("verified before", func(b *testing.B) {
+		key := parse(b, priv)
+		if err := key.Verify(sig, payload); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if err := key.Verify(sig, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
