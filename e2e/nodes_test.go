@@ -4,6 +4,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	containerdlog "github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,7 +55,12 @@ func nodeProxy(t *testing.T) *proxyProc {
 // under the name given.
 func nodeProxyNamed(t *testing.T, name string) *proxyProc {
 	t.Helper()
-	return startTestProxy(t, "node", fmt.Sprintf(`listen:
+	return startTestProxy(t, "node", nodeProxyConfig(name))
+}
+
+// nodeProxyConfig is the configuration of nodeProxyNamed.
+func nodeProxyConfig(name string) string {
+	return fmt.Sprintf(`listen:
   addr: {{ADDR}}
 upstreams:
   - name: %[1]s
@@ -74,7 +81,7 @@ policy:
             attestors: [ci]
   default:
     action: deny
-`, name, lab.ciPub, lab.reg))
+`, name, lab.ciPub, lab.reg)
 }
 
 // nodeConfig runs the binary's node-config for containerd into dir.
@@ -402,4 +409,50 @@ func TestCRIOPullsThroughTheGeneratedDropIn(t *testing.T) {
 			t.Errorf("%v: %s", err, out)
 		}
 	})
+}
+
+// containerd sends the credential a hosts.toml [header] gives it: with
+// clients on, the node's pull authenticates, and without it gets 401.
+func TestContainerdPullsWithTheCredentialOfItsHostsFile(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("node-password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "users.htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("node:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startTestProxy(t, "node-clients", nodeProxyConfig(lab.reg)+fmt.Sprintf(`clients:
+  htpasswd: %q
+  access: [{principals: ["user:node"], images: ["%s/**"]}]
+`, htpasswd, lab.reg))
+	certs := t.TempDir()
+	nodeConfig(t, certs, "--server", p.url(), "--upstream", lab.reg)
+	signed := lab.reg + "/e2e/app:signed"
+	if _, err := containerdPull(t.Context(), certs, signed); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without a credential: %v, want the proxy's 401", err)
+	}
+	hostsFile := filepath.Join(certs, lab.reg, "hosts.toml")
+	f, err := os.OpenFile(hostsFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fmt.Fprintf(f, "\n[header]\n  Authorization = [\"Basic %s\"]\n", base64.StdEncoding.EncodeToString([]byte("node:node-password")))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := p.mark()
+	got, err := containerdPull(t.Context(), certs, signed)
+	if err != nil {
+		t.Fatalf("with the hosts.toml header: %v", err)
+	}
+	if got.String() != lab.img.signed.String() {
+		t.Errorf("pulled %s, want %s", got, lab.img.signed)
+	}
+	if d := p.waitDecision(t, mark, "the signed pull", func(d decision) bool { return d.Reference == "signed" }); d.Decision != "allow" || d.Principal != "user:node" {
+		t.Errorf("decision %s; want allowed, pulled by user:node", d)
+	}
 }
