@@ -309,6 +309,11 @@ func TestAuditVerifyFailsWhenATailIsCutBeforeARestart(t *testing.T) {
 
 	in = startServe(t, dir, cfg, 0)
 	status, ready := get(t, "http://"+in.metricsAddr+"/readyz")
+	for deadline := time.Now().Add(30 * time.Second); status != http.StatusOK && time.Now().Before(deadline); {
+		// Ready once serve has started everything.
+		time.Sleep(20 * time.Millisecond)
+		status, ready = get(t, "http://"+in.metricsAddr+"/readyz")
+	}
 	if status != http.StatusOK || !strings.Contains(ready, "decision log: started after a stop without its shutdown checkpoint: the file does not hold the proxy's last checkpoint (seq 5, shutdown): it ends at seq 2") {
 		t.Errorf("/readyz after the restart: %d %q; want ready, saying what the start found", status, ready)
 	}

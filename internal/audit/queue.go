@@ -98,8 +98,8 @@ func (l *Log) writer() {
 	}
 }
 
-// writeBatch writes the lines of batch, each completed with its place in
-// the chain, with one write per sink.
+// writeBatch writes the lines of batch, each completed with the log id and
+// its place in the chain, with one write per sink.
 func (l *Log) writeBatch(batch []queued) {
 	l.mu.Lock()
 	if l.failing != nil {
@@ -110,6 +110,10 @@ func (l *Log) writeBatch(batch []queued) {
 	for _, q := range batch {
 		start := len(buf)
 		buf = append(buf, bytes.TrimSuffix(q.line.Bytes(), []byte("}\n"))...)
+		if l.logID != "" { // as append completes a line
+			buf = append(buf, `,"logId":`...)
+			buf = appendSlogString(buf, l.logID)
+		}
 		if l.opts.chain {
 			buf = append(buf, `,"seq":`...)
 			buf = strconv.AppendUint(buf, seq+1, 10)
