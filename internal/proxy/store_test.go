@@ -357,9 +357,15 @@ func TestAStoreThatFailsServesFromTheUpstreamWithAWarning(t *testing.T) {
 		}
 		e.settle()
 	}
-	fams := scrape(t, e.metrics.Handler())
-	if got, _ := value(fams, "authz_proxy_store_errors_total", "op", "write"); got < 1 {
-		t.Errorf("authz_proxy_store_errors_total{op=write} = %v", got)
+	// The failed write is counted once the fill that tried it ends.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		got, _ := value(scrape(t, e.metrics.Handler()), "authz_proxy_store_errors_total", "op", "write")
+		if got >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("authz_proxy_store_errors_total{op=write} = %v", got)
+		}
 	}
 	if !strings.Contains(e.logs.String(), "level=WARN") {
 		t.Errorf("no warning: %s", e.logs.String())
