@@ -96,13 +96,13 @@ func TestSIGHUPReloadsThePolicyAndReopensTheAuditFile(t *testing.T) {
 }
 
 // TestRegistriesConfExampleRoutesSkopeoThroughTheProxy runs skopeo with
-// deploy/containers/registries.conf, pointed at a proxy whose upstream is
+// deploy/containers' drop-in (what node-config writes), pointed at a proxy whose upstream is
 // named ghcr.io (the local registry under that name).
 func TestRegistriesConfExampleRoutesSkopeoThroughTheProxy(t *testing.T) {
 	cfg := strings.NewReplacer("name: lab", "name: ghcr.io", "defaultUpstream: lab", "defaultUpstream: ghcr.io", "lab/", "ghcr.io/").
 		Replace(lab.config("enforce", "http://"+lab.reg))
 	p := startTestProxy(t, "registries-conf", cfg)
-	example, err := os.ReadFile("../deploy/containers/registries.conf")
+	example, err := os.ReadFile("../deploy/containers/registries.conf.d/99-authz-proxy.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
