@@ -476,9 +476,10 @@ func (b *builder) revoke(rec audit.Record) {
 	if !rec.Time.Before(d.Last) {
 		d.Last = rec.Time
 	}
-	if rec.Reference != "" && !strings.HasPrefix(rec.Reference, "sha256:") && !slices.Contains(d.Tags, rec.Reference) {
-		d.Tags = append(d.Tags, rec.Reference)
-	}
+	// Its own rows: a later deny of the digest, by the same rule for the
+	// same reason, has the same key and lists its own tags and clients.
+	key = "revoked\x00" + key
+	d.Tags = b.addTag(key, d.Tags, rec.Reference)
 	if rec.Client.Addr != "" || rec.Client.Identity != "" || rec.Principal != "" {
 		d.Clients = b.addClient(key, d.Clients, clientName(rec))
 	}
@@ -494,16 +495,24 @@ func (b *builder) group(rows map[string]*Denied, order *[]string, key string, re
 	}
 	d.Pulls++
 	d.Last = rec.Time
-	if rec.Reference != "" && !strings.HasPrefix(rec.Reference, "sha256:") {
-		if b.tags[key] == nil {
-			b.tags[key] = map[string]bool{}
-		}
-		if !b.tags[key][rec.Reference] {
-			b.tags[key][rec.Reference] = true
-			d.Tags = append(d.Tags, rec.Reference)
-		}
-	}
+	d.Tags = b.addTag(key, d.Tags, rec.Reference)
 	d.Clients = b.addClient(key, d.Clients, client)
+}
+
+// addTag adds the tag ref asked for to the row of key, once; a digest
+// reference is no tag.
+func (b *builder) addTag(key string, list []string, ref string) []string {
+	if ref == "" || strings.HasPrefix(ref, "sha256:") {
+		return list
+	}
+	if b.tags[key] == nil {
+		b.tags[key] = map[string]bool{}
+	}
+	if b.tags[key][ref] {
+		return list
+	}
+	b.tags[key][ref] = true
+	return append(list, ref)
 }
 
 func (b *builder) addClient(key string, list []string, client string) []string {
