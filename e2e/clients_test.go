@@ -38,16 +38,16 @@ clients:
 `, htpasswd))
 }
 
-// dockerConfig is a DOCKER_CONFIG directory whose config.json holds user's
-// password for host, as `docker login` and `crane auth login` write it.
-func dockerConfig(t *testing.T, host, user string) []string {
+// authFile is a config.json holding user's password for host, as `docker
+// login` and `crane auth login` write it, and as podman's auth.json holds it.
+func authFile(t *testing.T, host, user string) string {
 	t.Helper()
-	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "config.json")
 	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + user + "-password"))
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, auth), 0o600); err != nil {
+	if err := os.WriteFile(path, fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, auth), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"DOCKER_CONFIG=" + dir}
+	return path
 }
 
 func TestCredentialsDecideWhoPullsWithCraneAndSkopeo(t *testing.T) {
@@ -65,7 +65,7 @@ func TestCredentialsDecideWhoPullsWithCraneAndSkopeo(t *testing.T) {
 		t.Run("crane "+tt.name, func(t *testing.T) {
 			var env []string
 			if tt.user != "" {
-				env = dockerConfig(t, p.addr, tt.user)
+				env = []string{"DOCKER_CONFIG=" + filepath.Dir(authFile(t, p.addr, tt.user))}
 			}
 			mark := p.mark()
 			out, err := lab.tool(t.Context(), env, "crane", "pull", "--insecure", ref, filepath.Join(t.TempDir(), "image.tar"))
@@ -84,8 +84,7 @@ func TestCredentialsDecideWhoPullsWithCraneAndSkopeo(t *testing.T) {
 			// from an auth file (--src-creds goes to the original name).
 			args := []string{"copy", "docker://lab.example/e2e/app:signed", "oci:" + filepath.Join(t.TempDir(), "out") + ":signed"}
 			if tt.user != "" {
-				authfile := filepath.Join(strings.TrimPrefix(dockerConfig(t, p.addr, tt.user)[0], "DOCKER_CONFIG="), "config.json")
-				args = append([]string{"copy", "--src-authfile", authfile}, args[1:]...)
+				args = append([]string{"copy", "--src-authfile", authFile(t, p.addr, tt.user)}, args[1:]...)
 			}
 			out, err := skopeo(t, p, args...)
 			if tt.want == "" {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -83,7 +84,7 @@ func Respond(body []byte, now time.Time, o Options) ([]byte, error) {
 	if host == "" {
 		return nil, fmt.Errorf("image %q names no registry", req.Image)
 	}
-	if len(o.Registries) > 0 && !contains(o.Registries, host) {
+	if len(o.Registries) > 0 && !slices.ContainsFunc(o.Registries, func(r string) bool { return strings.EqualFold(r, host) }) {
 		return nil, fmt.Errorf("image %q is not on %s: its matchImages in the CredentialProviderConfig match more than the proxy", req.Image, strings.Join(o.Registries, ", "))
 	}
 	if req.ServiceAccountToken == "" {
@@ -125,15 +126,6 @@ func registryOf(image string) string {
 		return ""
 	}
 	return host
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // expiry reads a JWT's exp claim without verifying it (the proxy does),
