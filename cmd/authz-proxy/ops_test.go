@@ -204,6 +204,19 @@ func (in *instance) reload(configText string) {
 	in.waitMetric("authz_proxy_config_info", map[string]string{"generation": c.Generation}, 1)
 }
 
+// waitDecisions returns the decision records written to log after its
+// first mark bytes once there are at least n: serve's decision log is
+// written by a writer of its own, just after the answer.
+func waitDecisions(t *testing.T, log *testkit.Buffer, mark, n int) []testkit.Decision {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		recs := testkit.Decisions(t, log.String()[mark:])
+		if len(recs) >= n || time.Now().After(deadline) {
+			return recs
+		}
+	}
+}
+
 // decisionLines reads the decision records written so far (not the
 // checkpoints between them).
 func (in *instance) decisionLines() []testkit.Decision {
@@ -506,7 +519,7 @@ policy:
 			if resp.StatusCode != tt.wantStatus {
 				t.Errorf("status %d, want %d", resp.StatusCode, tt.wantStatus)
 			}
-			recs := testkit.Decisions(t, decisions.String()[mark:])
+			recs := waitDecisions(t, decisions, mark, 1)
 			if len(recs) != 1 {
 				t.Fatalf("%d decisions logged for one pull: %v", len(recs), recs)
 			}
