@@ -1,6 +1,7 @@
 // Command authz-proxy is an OCI registry pull-through proxy that enforces
 // signature and attestation policy at pull time. Its commands: serve, demo,
-// check, validate, replay, audit verify, report and version. This package
+// check, validate, replay, audit verify, report, trust fetch and status,
+// and version. This package
 // parses flags, loads the configuration and wires the internal packages
 // together (with reload on SIGHUP or a changed file, and graceful
 // shutdown); the judging, the verifying and the serving live in internal/.
@@ -42,6 +43,13 @@ Usage:
   authz-proxy report   --log FILE... [--since D] [--until T] [--output text|json|html] [--out FILE]
                                             denials, dryrun-denies, breakglass uses, errors
                                             and clients of the decision logs
+  authz-proxy trust fetch [--config FILE] --root NAME --out DIR
+                                            write a verified snapshot of a TUF trust root
+                                            (public-good without --config) for a proxy
+                                            without network: its cache, or mirror file://DIR
+  authz-proxy trust status --config FILE [--output text|json] [--offline]
+                                            each trust root's source, version, expiry
+                                            and what it trusts
   authz-proxy version
 `
 
@@ -99,6 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return replayCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
+	case "trust":
+		return trustCmd(ctx, args[1:], stdout, stderr)
 	case "report":
 		return reportCmd(args[1:], stdout, stderr, time.Now())
 	case "version":

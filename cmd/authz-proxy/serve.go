@@ -126,6 +126,19 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	m.WatchOutages(handler.Outages)
 	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger}
 	r.tried = r.fingerprint
+	r.trust.Store(l.trust)
+	m.WatchTrust(func() []metrics.TrustRoot { return trustMetrics(r.trust.Load().Status(time.Now())) })
+	// A trust root that changes what it trusts is put in force by the
+	// loop below, as a reload is.
+	trustChanged := make(chan struct{}, 1)
+	l.trustRoots.Observe(logger, func() {
+		select {
+		case trustChanged <- struct{}{}:
+		default:
+		}
+	})
+	defer l.trustRoots.Close()
+	l.trustRoots.Use(l.trust)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -189,6 +202,16 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 				logger.Error("reopening the audit file; decisions still go to the old one", "file", auditLog.Path(), "err", err.Error())
 			}
 			r.reload("SIGHUP")
+			// And the TUF roots are asked for news, without holding up
+			// the loop.
+			tm := r.cur.trustRoots
+			go func() {
+				if err := tm.Refresh(ctx); err != nil {
+					logger.Warn("trust roots: refresh on SIGHUP failed; the last verified roots stay", "err", err.Error())
+				}
+			}()
+		case <-trustChanged:
+			r.trustChanged()
 		case <-tick:
 			if fp := fingerprint(path); fp != r.tried && fp != r.fingerprint {
 				r.reload("file changed")

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,7 +127,10 @@ type miss struct {
 // attestation of the type about the digest whose condition holds. When
 // fewer are satisfied, the reason names the closest miss of each other
 // attestor.
-func (req *attestationRequirement) check(ctx context.Context, as *attestations) outcome {
+//
+// An error means that the requirement is not met without an attestation
+// whose outcome could not be decided (its trusted root is withdrawn).
+func (req *attestationRequirement) check(ctx context.Context, as *attestations) (outcome, error) {
 	ofType := 0
 	for _, p := range as.list {
 		if p.err == nil && p.env.Statement.PredicateType == req.predicateType {
@@ -135,6 +139,7 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 	}
 	hits := make([][]hit, len(req.attestors))
 	misses := make([]miss, len(req.attestors))
+	var undecided error
 	for i, a := range req.attestors {
 		best := miss{kind: missNone}
 		closer := func(m miss) {
@@ -154,6 +159,9 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			var mismatch *verify.DigestMismatchError
 			var failed *verify.CheckError
 			switch {
+			case errors.Is(err, verify.ErrTrustRootUnavailable):
+				undecided = cmp.Or(undecided, err)
+				continue
 			case errors.As(err, &mismatch):
 				closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
 				continue
@@ -198,7 +206,10 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 		for _, b := range by {
 			o.reasons = append(o.reasons, fmt.Sprintf("attestation %s by attestor %s (%s, %s) %s", req.predicateType, b.Attestor, describe(&b), short(b.Attestation), what))
 		}
-		return o
+		return o, nil
+	}
+	if undecided != nil {
+		return outcome{}, undecided
 	}
 	var unsatisfied []string
 	for i, a := range req.attestors {
@@ -212,7 +223,7 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 		head += fmt.Sprintf(" (%d of the %d attestors required)", len(by), req.threshold)
 	}
 	o.reasons = []string{head + ": " + strings.Join(unsatisfied, "; ")}
-	return o
+	return o, nil
 }
 
 func (req *attestationRequirement) evalCondition(ctx context.Context, p *parsedAttestation, as *attestations) (bool, error) {

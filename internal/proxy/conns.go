@@ -155,6 +155,9 @@ func (l *listener) loop() {
 			select {
 			case c.slots <- struct{}{}:
 			case <-l.done:
+				// Closed while full: Accept must learn it too, or a
+				// server's Shutdown waits for it forever.
+				l.end(net.ErrClosed)
 				return
 			}
 		}
@@ -162,10 +165,7 @@ func (l *listener) loop() {
 		if err != nil {
 			<-c.slots
 			if errors.Is(err, net.ErrClosed) {
-				l.errMu.Lock()
-				l.err = err
-				l.errMu.Unlock()
-				close(l.errc)
+				l.end(err)
 				return
 			}
 			// Out of file descriptors, a connection reset before it
@@ -180,6 +180,14 @@ func (l *listener) loop() {
 		}
 		go l.park(cn)
 	}
+}
+
+// end makes Accept return err from now on.
+func (l *listener) end(err error) {
+	l.errMu.Lock()
+	l.err = err
+	l.errMu.Unlock()
+	close(l.errc)
 }
 
 // hand gives cn to Accept, or closes it once the listener is closed.
