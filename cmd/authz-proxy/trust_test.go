@@ -108,7 +108,7 @@ defaultUpstream: lab
 ` + roots + `
 attestors:
   - name: release
-    keyless: {issuer: `+labIssuer+`, subject: `+labIdentity+`, trustRoots: [`+strings.Join(attestorRoots, ", ")+`]}
+    keyless: {issuer: ` + labIssuer + `, subject: ` + labIdentity + `, trustRoots: [` + strings.Join(attestorRoots, ", ") + `]}
 policy:
   rules:
     - name: keyless
