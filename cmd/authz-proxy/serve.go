@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -292,7 +293,7 @@ func auditOptions(l *loaded, logger *slog.Logger, m *metrics.Metrics) []audit.Op
 }
 
 func logWarnings(logger *slog.Logger, l *loaded) {
-	for _, w := range append(l.cfg.Warnings, l.policy.Warnings...) {
+	for _, w := range slices.Concat(l.cfg.Warnings, l.trust.Warnings, l.policy.Warnings) {
 		logger.Warn("configuration", "warning", w)
 	}
 	if l.cfg.Clients == nil {

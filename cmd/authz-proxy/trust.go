@@ -243,7 +243,7 @@ func writeStatus(w io.Writer, s trust.Status, now time.Time) {
 	sum := s.Summary
 	until := "no end of validity"
 	if !sum.SigningUntil.IsZero() {
-		until = fmt.Sprintf("its last %s valid until %s", sum.SigningUntilWhat, sum.SigningUntil.UTC().Format(time.RFC3339))
+		until = fmt.Sprintf("signing material valid until %s (the last of its %s)", sum.SigningUntil.UTC().Format(time.RFC3339), sum.SigningUntilWhat)
 	}
 	fmt.Fprintf(w, "  trusts:    %d certificate authorit%s, %d transparency log(s), %d CT log(s), %d timestamp authorit%s; %s\n",
 		sum.CertificateAuthorities, plural(sum.CertificateAuthorities, "y", "ies"), sum.TransparencyLogs, sum.CTLogs,

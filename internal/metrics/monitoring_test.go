@@ -47,6 +47,9 @@ func exported(t *testing.T) map[string]bool {
 	m.RateLimited()
 	m.WatchShares(func() []Share { return []Share{{Bound: "connections", Party: "all"}} })
 	m.WatchOutages(func() map[string]time.Time { return map[string]time.Time{"lab": time.Now()} })
+	m.WatchTrust(func() []TrustRoot {
+		return []TrustRoot{{Name: "public-good", Kind: "tuf", Refreshed: time.Now(), Expires: time.Now(), SigningUntil: time.Now(), Usable: true}}
+	})
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

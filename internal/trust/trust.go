@@ -615,7 +615,7 @@ func (t *tracked) status(now time.Time) Status {
 		}
 	}
 	if u := s.Summary.SigningUntil; !u.IsZero() && u.Sub(now) < WarnBefore {
-		soon = append(soon, fmt.Sprintf("its last %s end at %s: signatures made after that do not verify", s.Summary.SigningUntilWhat, u.UTC().Format(time.RFC3339)))
+		soon = append(soon, fmt.Sprintf("the last of its %s ends at %s: signatures made after that do not verify", s.Summary.SigningUntilWhat, u.UTC().Format(time.RFC3339)))
 	}
 	s.Expiring = strings.Join(soon, "; ")
 	return s
