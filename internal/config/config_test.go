@@ -228,7 +228,7 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "metrics.addr: 127.0.0.1:5000 is listen.addr too"},
 		{"environment selector with both cn and cidr", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cn: a, cidr: 10.0.0.0/8}]}]\n"
-		}, "environments[0].clients[0]: set exactly one of cn and cidr"},
+		}, "environments[0].clients[0]: set exactly one of cn, cidr and principal"},
 		{"environment with a bad address range", func(s string) string {
 			return s + "environments: [{name: prod, clients: [{cidr: 10.0.0.0/33}]}]\n"
 		}, `environments[0].clients[0].cidr: "10.0.0.0/33": want an address range`},
@@ -253,6 +253,36 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"breakglass with a bad image", func(s string) string {
 			return strings.Replace(s, "policy:\n", "policy:\n  breakglass: [{image: app@sha256:1, expires: 2030-01-01T00:00:00Z, reason: INC-1}]\n", 1)
 		}, "policy.breakglass[0].image: pattern"},
+		{"trust root without a name", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - file: ci.pub\nattestors:\n", 1)
+		}, "config.yaml:11: trustRoots[0]: name is required"},
+		{"trust root named twice", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: ci.pub}\n  - {name: a, file: ci.pub}\nattestors:\n", 1)
+		}, `trustRoots[1].name: "a" is used twice`},
+		{"trust root both tuf and file", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: ci.pub, tuf: {}}\nattestors:\n", 1)
+		}, "trustRoots[0]: set exactly one of tuf and file"},
+		{"trust root file missing", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: nope.json}\nattestors:\n", 1)
+		}, "trustRoots[0].file: open"},
+		{"tuf mirror of another scheme", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, tuf: {mirror: ftp://x, root: ci.pub}}\nattestors:\n", 1)
+		}, `trustRoots[0].tuf.mirror: "ftp://x": want https://host[/path], http://host[/path] or file:///folder`},
+		{"tuf mirror of another instance without its root", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: github, tuf: {mirror: https://tuf-repo.github.com}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.root: required for a mirror other than https://tuf-repo-cdn.sigstore.dev"},
+		{"tuf root file missing", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: github, tuf: {mirror: https://tuf-repo.github.com, root: nope.json}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.root: open"},
+		{"tuf refresh under a second", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, tuf: {refresh: 10ms}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.refresh: 10ms: want a duration of at least 1s"},
+		{"keyless naming an unknown trust root", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless: {issuer: https://x, subject: a, trustRoots: [public-good]}", 1)
+		}, `attestors[0].keyless.trustRoots[0]: "public-good" is not a trust root: name one of trustRoots`},
+		{"keyless with no root at all", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless: {issuer: https://x, subject: a}", 1)
+		}, "attestors[0].keyless: trustRoots, trustedRootFile or trustedRootFiles is required"},
 		{"not yaml", func(string) string { return "listen: [" }, "config.yaml:1: did not find expected node content"},
 		{"empty", func(string) string { return "" }, "config.yaml: the file is empty"},
 	}
@@ -549,5 +579,50 @@ func TestUpstreamTagSettings(t *testing.T) {
 				t.Errorf("warnings %q, want %q", c.Warnings, tt.warning)
 			}
 		})
+	}
+}
+
+func TestTrustRootsLoadWithDefaultsAndCountInGenerationAndWatchedFiles(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	testkit.WriteFile(t, filepath.Join(dir, "github-root.json"), "tuf root one")
+	testkit.WriteFile(t, filepath.Join(dir, "lab.json"), "trusted root one")
+	text := strings.Replace(validYAML, "attestors:\n", `trustRoots:
+  - {name: public-good, tuf: {cache: tuf}}
+  - {name: github, tuf: {mirror: https://tuf-repo.github.com, root: github-root.json, refresh: 1h}}
+  - {name: lab, file: lab.json}
+attestors:
+  - name: keyless
+    keyless: {issuer: https://x, subject: a, trustRoots: [public-good, github, lab]}
+`, 1)
+	path := testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text)
+	a, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := a.TrustRoots[0].TUF
+	if pg.Mirror != config.DefaultTUFMirror || pg.Root != config.EmbeddedRoot || *pg.Refresh != 24*time.Hour || a.Path(pg.Cache) != filepath.Join(dir, "tuf") {
+		t.Errorf("public-good's defaults: %+v (refresh %s)", pg, *pg.Refresh)
+	}
+	if gh := a.TrustRoots[1].TUF; gh.Root != "github-root.json" || *gh.Refresh != time.Hour {
+		t.Errorf("github: %+v", gh)
+	}
+	for _, files := range [][]string{a.Files(), config.ReferencedFiles(path)} {
+		for _, want := range []string{"github-root.json", "lab.json"} {
+			if !slices.Contains(files, filepath.Join(dir, want)) {
+				t.Errorf("files %v do not include %s", files, want)
+			}
+		}
+	}
+	for _, f := range []string{"github-root.json", "lab.json"} {
+		testkit.WriteFile(t, filepath.Join(dir, f), "changed "+f)
+		b, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Generation == a.Generation {
+			t.Errorf("changing %s kept the generation", f)
+		}
+		a = b
 	}
 }
