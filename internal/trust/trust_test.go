@@ -156,14 +156,15 @@ func TestTUFRefreshRefusesWhatTheClientWorkflowRefuses(t *testing.T) {
 
 func TestExpiredMetadataVerifiesNothingAndIsAlarmedBefore(t *testing.T) {
 	repo := testkit.NewTUFRepo(t, trustedRoot(t, "CA"))
-	repo.Expires = time.Now().Add(10 * 24 * time.Hour).UTC().Truncate(time.Second)
-	repo.PublishTimestamp(repo.Expires)
+	expires := time.Now().Add(10 * 24 * time.Hour).UTC().Truncate(time.Second)
+	repo.SetExpires(expires)
+	repo.PublishTimestamp(expires)
 	m, s := load(t, trust.Options{}, spec(repo, ""))
 	m.Use(s)
 	now := time.Now()
 	st := s.Status(now)[0]
-	if st.ExpiresRole != "timestamp.json" || !st.Expires.Equal(repo.Expires) || st.Expiring != "" || st.Withdrawn != "" {
-		t.Fatalf("fresh: expires %v (%s), expiring %q, withdrawn %q; want the timestamp's %v, nothing expiring", st.Expires, st.ExpiresRole, st.Expiring, st.Withdrawn, repo.Expires)
+	if st.ExpiresRole != "timestamp.json" || !st.Expires.Equal(expires) || st.Expiring != "" || st.Withdrawn != "" {
+		t.Fatalf("fresh: expires %v (%s), expiring %q, withdrawn %q; want the timestamp's %v, nothing expiring", st.Expires, st.ExpiresRole, st.Expiring, st.Withdrawn, expires)
 	}
 	// The mirror freezes: what it serves has expired, nothing renews
 	// the metadata in force.
@@ -177,9 +178,9 @@ func TestExpiredMetadataVerifiesNothingAndIsAlarmedBefore(t *testing.T) {
 		wantExpiring  string
 		wantWithdrawn string
 	}{
-		{"eight days before the expiry", repo.Expires.Add(-8 * 24 * time.Hour), "", ""},
-		{"six days before, the refresh failing", repo.Expires.Add(-6 * 24 * time.Hour), "its TUF metadata (timestamp.json) expires at", ""},
-		{"past the expiry", repo.Expires.Add(time.Second), "", "trust root lab: its TUF metadata (timestamp.json, version 1) expired at " + repo.Expires.Format(time.RFC3339)},
+		{"eight days before the expiry", expires.Add(-8 * 24 * time.Hour), "", ""},
+		{"six days before, the refresh failing", expires.Add(-6 * 24 * time.Hour), "its TUF metadata (timestamp.json) expires at", ""},
+		{"past the expiry", expires.Add(time.Second), "", "trust root lab: its TUF metadata (timestamp.json, version 1) expired at " + expires.Format(time.RFC3339)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			st := s.Status(tt.at)[0]
