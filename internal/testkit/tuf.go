@@ -88,7 +88,9 @@ func (r *TUFRepo) SetExpires(t time.Time) {
 }
 
 // SetTarget publishes trustedRoot as the new trusted_root.json.
-func (r *TUFRepo) SetTarget(trustedRoot []byte) { r.do(func() error { return r.repo.SetTarget(trustedRoot) }) }
+func (r *TUFRepo) SetTarget(trustedRoot []byte) {
+	r.do(func() error { return r.repo.SetTarget(trustedRoot) })
+}
 
 // RotateRoot publishes the next root.json version, every key new, signed
 // by the old and the new root key.

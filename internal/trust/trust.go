@@ -129,9 +129,12 @@ type tracked struct {
 	spec Spec
 	cur  atomic.Pointer[State]
 
-	// mu serializes refreshes and guards what follows.
+	// refreshing serializes refreshes; snap, the verified state they
+	// start from, is theirs.
+	refreshing sync.Mutex
+	snap       *snapshot
+	// mu guards what follows, briefly: never across a refresh.
 	mu           sync.Mutex
-	snap         *snapshot
 	refreshes    int
 	failures     int // in a row
 	failedTotal  int
@@ -276,8 +279,8 @@ func (m *Manager) first(ctx context.Context, t *tracked) (warning string, err er
 // verified state; on success the new state is in force and written to
 // the cache. A failure leaves the state in force as it was.
 func (m *Manager) refresh(ctx context.Context, t *tracked) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.refreshing.Lock()
+	defer t.refreshing.Unlock()
 	tu := t.spec.TUF
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
@@ -286,6 +289,7 @@ func (m *Manager) refresh(ctx context.Context, t *tracked) error {
 	if err == nil {
 		err = t.install(snap, tu.Mirror, now)
 	}
+	t.mu.Lock()
 	if err != nil {
 		err = errors.New(describe(err))
 		t.failures++
@@ -294,10 +298,12 @@ func (m *Manager) refresh(ctx context.Context, t *tracked) error {
 			t.failingSince = now
 		}
 		t.lastErr = err.Error()
+		t.mu.Unlock()
 		return err
 	}
 	t.refreshes++
 	t.failures, t.failingSince, t.lastErr = 0, time.Time{}, ""
+	t.mu.Unlock()
 	if tu.Cache != "" {
 		if err := snap.write(tu.Cache); err != nil {
 			m.o.Logger.Warn("trust root: the cache could not be written; the root in force is unchanged", "root", t.spec.Name, "cache", tu.Cache, "err", err.Error())
@@ -307,7 +313,7 @@ func (m *Manager) refresh(ctx context.Context, t *tracked) error {
 }
 
 // install puts the verified snap in force, read from source at now;
-// t.mu is held, or t is not shared yet.
+// t.refreshing is held, or t is not shared yet.
 func (t *tracked) install(snap *snapshot, source string, now time.Time) error {
 	r, err := verify.ParseTrustedRoot(snap.target)
 	if err != nil {
