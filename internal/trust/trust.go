@@ -79,9 +79,9 @@ const (
 	// interval).
 	firstRetry = 30 * time.Second
 	maxRetry   = time.Hour
-	// WarnBefore is how long before an expiry the log warns (and the
+	// warnBefore is how long before an expiry the log warns (and the
 	// expiring metric holds) while nothing renews it.
-	WarnBefore = 7 * 24 * time.Hour
+	warnBefore = 7 * 24 * time.Hour
 	// warnEvery is how often a warning is repeated.
 	warnEvery = time.Hour
 )
@@ -317,7 +317,7 @@ func (m *Manager) refresh(ctx context.Context, t *tracked) error {
 func (t *tracked) install(snap *snapshot, source string, now time.Time) error {
 	r, err := verify.ParseTrustedRoot(snap.target)
 	if err != nil {
-		return fmt.Errorf("the repository's %s: %w", TargetName, err)
+		return fmt.Errorf("the repository's %s: %w", targetName, err)
 	}
 	expires, role := snap.expires()
 	st := &State{
@@ -572,11 +572,11 @@ type Status struct {
 	LastError                            string
 	// Withdrawn says why the root verifies nothing now (expired).
 	Withdrawn string
-	// Expiring says what expires soon: TUF metadata within WarnBefore
+	// Expiring says what expires soon: TUF metadata within warnBefore
 	// that nothing renews (the refresh failing, or the repository not
 	// re-signing it within half its life), or signing material (the
 	// newest certificate authority, log or timestamp authority) ending
-	// within WarnBefore; "" when nothing does.
+	// within warnBefore; "" when nothing does.
 	Expiring string
 }
 
@@ -585,15 +585,6 @@ func (s *Set) Status(now time.Time) []Status {
 	out := make([]Status, 0, len(s.roots))
 	for _, t := range s.roots {
 		out = append(out, t.status(now))
-	}
-	return out
-}
-
-// Names are the roots of s, in order.
-func (s *Set) Names() []string {
-	out := make([]string, 0, len(s.roots))
-	for _, t := range s.roots {
-		out = append(out, t.spec.Name)
 	}
 	return out
 }
@@ -614,13 +605,13 @@ func (t *tracked) status(now time.Time) Status {
 		s.Withdrawn = t.withdrawal(st)
 	}
 	var soon []string
-	if left := st.Expires.Sub(now); !st.Expires.IsZero() && left < WarnBefore && !st.expired(now) {
+	if left := st.Expires.Sub(now); !st.Expires.IsZero() && left < warnBefore && !st.expired(now) {
 		life := st.Expires.Sub(st.ExpiresSeen)
 		if s.Failures > 0 || t.spec.TUF == nil || left < life/2 {
 			soon = append(soon, fmt.Sprintf("its TUF metadata (%s) expires at %s, in %s, and has not been renewed", st.ExpiresRole, st.Expires.UTC().Format(time.RFC3339), left.Round(time.Minute)))
 		}
 	}
-	if u := s.Summary.SigningUntil; !u.IsZero() && u.Sub(now) < WarnBefore {
+	if u := s.Summary.SigningUntil; !u.IsZero() && u.Sub(now) < warnBefore {
 		soon = append(soon, fmt.Sprintf("the last of its %s ends at %s: signatures made after that do not verify", s.Summary.SigningUntilWhat, u.UTC().Format(time.RFC3339)))
 	}
 	s.Expiring = strings.Join(soon, "; ")

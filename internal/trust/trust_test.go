@@ -319,8 +319,8 @@ func TestFileRootsLoadAndAKeptSpecKeepsItsState(t *testing.T) {
 	fileSpec := trust.Spec{Name: "file", Where: "config.yaml:9: trustRoots[1]", File: file}
 	m, s := load(t, trust.Options{}, spec(repo, ""), fileSpec)
 	m.Use(s)
-	if names := s.Names(); strings.Join(names, ",") != "lab,file" {
-		t.Fatalf("roots %v", names)
+	if sts := s.Status(time.Now()); len(sts) != 2 || sts[0].Name != "lab" || sts[1].Name != "file" {
+		t.Fatalf("roots %+v", sts)
 	}
 	if st := s.Status(time.Now())[1]; st.Kind != "file" || st.Source != file || st.Summary.CertificateAuthorities != 1 {
 		t.Errorf("the file root: %+v", st)

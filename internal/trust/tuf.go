@@ -22,8 +22,8 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 )
 
-// TargetName is the TUF target that holds the Sigstore trusted root.
-const TargetName = "trusted_root.json"
+// targetName is the TUF target that holds the Sigstore trusted root.
+const targetName = "trusted_root.json"
 
 // snapshot is verified TUF metadata and the trusted_root.json it
 // delivered, as the bytes the repository served: what a refresh starts
@@ -110,7 +110,7 @@ func update(ctx context.Context, f *fetcher, mirror string, anchor []byte, prev 
 	if err := up.Refresh(); err != nil {
 		return nil, err
 	}
-	ti, err := up.GetTargetInfo(TargetName)
+	ti, err := up.GetTargetInfo(targetName)
 	if err != nil {
 		return nil, err
 	}
@@ -166,11 +166,11 @@ func (s *snapshot) write(dir string) error {
 			return err
 		}
 	}
-	names := []string{"targets/" + TargetName}
+	names := []string{"targets/" + targetName}
 	if consistent {
 		names = nil
 		for _, h := range s.targetRef.Hashes {
-			names = append(names, fmt.Sprintf("targets/%x.%s", []byte(h), TargetName))
+			names = append(names, fmt.Sprintf("targets/%x.%s", []byte(h), targetName))
 		}
 	}
 	for _, n := range names {
@@ -197,7 +197,7 @@ func (s *snapshot) write(dir string) error {
 		}
 	}
 	// What an older state left: its snapshot, targets and target files.
-	for _, pattern := range []string{"*.snapshot.json", "*.targets.json", "snapshot.json", "targets.json", "targets/*" + TargetName} {
+	for _, pattern := range []string{"*.snapshot.json", "*.targets.json", "snapshot.json", "targets.json", "targets/*" + targetName} {
 		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, m := range matches {
 			rel, _ := filepath.Rel(dir, m)
