@@ -55,15 +55,16 @@ policy:
     - {name: bench, images: ["lab/bench/**"], require: [{signature: {attestors: [ci]}}]}
     - {name: open, images: ["lab/open/**"], action: allow}
 YML
+BASE_ADDR=127.0.0.1:$(port); BASE_METRICS=127.0.0.1:$(port)
+sed -e "s|addr: $AUTHZ|addr: $BASE_ADDR|; s|addr: $METRICS|addr: $BASE_METRICS|" "$work/config.yaml" > "$work/config-baseline.yaml"
 # TUF_ROOT=1: a keyless attestor whose trust root a TUF repository (a
 # local folder the seed wrote) keeps current, refreshed every TUF_REFRESH
 # (1s), for a rule that the load never matches: the judged path with a
-# TUF root configured and refreshing.
+# TUF root configured and refreshing. Not in the baseline's configuration:
+# BASELINE=. TUF_ROOT=1 compares the two, round by round.
 if [ -n "${TUF_ROOT:-}" ]; then
   sed -i "s|^attestors: \[|trustRoots: [{name: bench, tuf: {mirror: \"file://$work/tuf\", root: $work/tuf/1.root.json, refresh: ${TUF_REFRESH:-1s}}}]\nattestors: [{name: release, keyless: {issuer: https://ci.example, subject: release@ci.example, trustRoots: [bench]}}, |; s|^    - {name: open,|    - {name: keyless, images: [\"lab/keyless/**\"], require: [{signature: {attestors: [release]}}]}\n    - {name: open,|" "$work/config.yaml"
 fi
-BASE_ADDR=127.0.0.1:$(port); BASE_METRICS=127.0.0.1:$(port)
-sed -e "s|addr: $AUTHZ|addr: $BASE_ADDR|; s|addr: $METRICS|addr: $BASE_METRICS|" "$work/config.yaml" > "$work/config-baseline.yaml"
 # The profiler, for `go tool pprof http://$METRICS/debug/pprof/profile`
 # (KEEP=1 keeps the binary for it); the baseline may not have one.
 sed -i "s|^metrics: {addr: $METRICS}|metrics: {addr: $METRICS, pprof: true}|" "$work/config.yaml"
