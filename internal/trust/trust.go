@@ -148,7 +148,8 @@ type tracked struct {
 
 // State is a root in force.
 type State struct {
-	// Root is the trusted root, named; nil while pending.
+	// Root is the trusted root, named; one that verifies nothing while
+	// pending.
 	Root *verify.TrustedRoot
 	// Source is where it was read: the mirror, "cache DIR" or the file.
 	Source string
@@ -206,7 +207,10 @@ func (s *Set) find(sp Spec) *tracked {
 		return nil
 	}
 	for _, t := range s.roots {
-		if reflect.DeepEqual(t.spec, sp) {
+		// Where it is written in the configuration does not matter.
+		a, b := t.spec, sp
+		a.Where, b.Where = "", ""
+		if reflect.DeepEqual(a, b) {
 			return t
 		}
 	}
