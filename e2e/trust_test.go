@@ -118,14 +118,14 @@ func TestCosignV3SignatureUnderANewCAPassesOnceTheTUFMirrorServesIt(t *testing.T
 	}
 
 	p := startTestProxy(t, "trust", trustPolicy(repo.URL(), rootFile, filepath.Join(dir, "tuf-cache")))
-	pull := func() (string, error, decision) {
+	pull := func() (decision, string, error) {
 		t.Helper()
 		mark := p.mark()
 		out, err := crane(t, "pull", "--insecure", p.addr+"/lab/trust/app:v1", filepath.Join(t.TempDir(), "image.tar"))
-		return out, err, p.decisionFor(t, mark, d.String(), "")
+		return p.decisionFor(t, mark, d.String(), ""), out, err
 	}
 	t.Run("before the mirror serves the new CA: denied", func(t *testing.T) {
-		out, err, dec := pull()
+		dec, out, err := pull()
 		out = mustFail(t, "crane pull", out, err)
 		checkDecision(t, dec, "deny", "lab/trust/app", "private-ca")
 		wantContains(t, "crane pull", out, "DENIED", "does not chain to a certificate authority of the trusted root")
@@ -142,7 +142,7 @@ func TestCosignV3SignatureUnderANewCAPassesOnceTheTUFMirrorServesIt(t *testing.T
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		out, err, dec := pull()
+		dec, out, err := pull()
 		mustSucceed(t, "crane pull", out, err)
 		checkDecision(t, dec, "allow", "lab/trust/app", "private-ca")
 		if len(dec.VerifiedBy) != 1 || dec.VerifiedBy[0].TrustRoot != "lab" || dec.VerifiedBy[0].TrustRootVersion != targets {
