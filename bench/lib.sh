@@ -37,7 +37,7 @@ YML
 wait_up "$REG"
 
 echo "seeding the registry ($COLD signed images, a $BLOB_MIB MiB blob, a ${COLD_BLOB_MIB:-256} MiB blob)..." >&2
-"$work/seed" -registry "$REG" -out "$work" -cold "$COLD" -blob-mib "$BLOB_MIB" -cold-blob-mib "${COLD_BLOB_MIB:-256}" 2>>"$work/seed.log"
+"$work/seed" -registry "$REG" -out "$work" -cold "$COLD" -blob-mib "$BLOB_MIB" -cold-blob-mib "${COLD_BLOB_MIB:-256}" -tuf "$work/tuf" 2>>"$work/seed.log"
 SIGNED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["signed"])' "$work/seed.json")
 BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blob"])' "$work/seed.json")
 COLD_BLOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coldBlob"])' "$work/seed.json")
@@ -57,6 +57,14 @@ policy:
 YML
 BASE_ADDR=127.0.0.1:$(port); BASE_METRICS=127.0.0.1:$(port)
 sed -e "s|addr: $AUTHZ|addr: $BASE_ADDR|; s|addr: $METRICS|addr: $BASE_METRICS|" "$work/config.yaml" > "$work/config-baseline.yaml"
+# TUF_ROOT=1: a keyless attestor whose trust root a TUF repository (a
+# local folder the seed wrote) keeps current, refreshed every TUF_REFRESH
+# (1s), for a rule that the load never matches: the judged path with a
+# TUF root configured and refreshing. Not in the baseline's configuration:
+# BASELINE=. TUF_ROOT=1 compares the two, round by round.
+if [ -n "${TUF_ROOT:-}" ]; then
+  sed -i "s|^attestors: \[|trustRoots: [{name: bench, tuf: {mirror: \"file://$work/tuf\", root: $work/tuf/1.root.json, refresh: ${TUF_REFRESH:-1s}}}]\nattestors: [{name: release, keyless: {issuer: https://ci.example, subject: release@ci.example, trustRoots: [bench]}}, |; s|^    - {name: open,|    - {name: keyless, images: [\"lab/keyless/**\"], require: [{signature: {attestors: [release]}}]}\n    - {name: open,|" "$work/config.yaml"
+fi
 # The profiler, for `go tool pprof http://$METRICS/debug/pprof/profile`
 # (KEEP=1 keeps the binary for it); the baseline may not have one.
 sed -i "s|^metrics: {addr: $METRICS}|metrics: {addr: $METRICS, pprof: true}|" "$work/config.yaml"

@@ -39,11 +39,14 @@ func TestPackageLayering(t *testing.T) {
 		// source is what the judge and the edge read of an upstream: it
 		// decides nothing and renders nothing.
 		"source": {in + "proxy", in + "policy", in + "config", in + "verify", in + "replay", in + "report"},
-		"policy": {in + "proxy", in + "upstream", in + "store", in + "source", in + "metrics", in + "replay", in + "report"},
+		"policy": {in + "proxy", in + "upstream", in + "store", in + "source", in + "metrics", in + "replay", in + "report", in + "trust"},
 		// Re-validation and replay read registries through policy.Registry
 		// only (cmd hands them the sources).
 		"revalidate": {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
 		"replay":     {in + "proxy", in + "upstream", in + "store", in + "metrics", in + "source"},
+		// trust fetches and keeps roots; verify holds them, the
+		// command wires them into the policy.
+		"trust": {in + "proxy", in + "policy", in + "upstream", in + "store", in + "source", in + "metrics", in + "config", in + "cache", in + "audit", in + "replay", in + "report", in + "revalidate"},
 	}
 	// verify may use oci, the registry vocabulary (media types,
 	// annotations, evidence types) below every package.

@@ -2,7 +2,7 @@
 // one unsigned (bench/app:unsigned), many signed images for cold
 // verifications, one large blob, and another for cold pulls. It signs in the layout
 // cosign writes, with a key it makes, and writes the public key and the
-// digests to -out.
+// digests to -out; with -tuf, a TUF repository for a trust root too.
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -32,6 +33,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/authz-proxy/authz-proxy/internal/sign"
+	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
 )
 
 func main() {
@@ -40,8 +42,17 @@ func main() {
 	cold := flag.Int("cold", 2000, "signed images for cold verifications")
 	blobMiB := flag.Int64("blob-mib", 1024, "size of the large blob, MiB")
 	coldBlobMiB := flag.Int64("cold-blob-mib", 256, "size of the blob for concurrent cold pulls, MiB")
+	tufDir := flag.String("tuf", "", "also write there a TUF repository whose trusted_root.json lists a test CA (a trust root for the proxy's configuration)")
 	flag.Parse()
 	ctx := context.Background()
+	if *tufDir != "" {
+		ca, err := virtual.NewCA("bench CA", time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour))
+		check(err)
+		root, err := virtual.TrustedRoot(virtual.Parts{Authorities: []*virtual.CA{ca}})
+		check(err)
+		_, err = sign.NewTUFRepo(*tufDir, root, time.Now().Add(30*24*time.Hour))
+		check(err)
+	}
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	check(err)

@@ -1,9 +1,9 @@
 // Command authz-proxy is an OCI registry pull-through proxy that enforces
 // signature and attestation policy at pull time. Its commands: serve, demo,
-// check, validate, replay, revalidate, audit verify, report, node-config,
-// canary, credential-provider and version. This package
-// parses flags, loads the configuration and wires the internal packages
-// together (with reload on SIGHUP or a changed file, and graceful
+// check, validate, replay, revalidate, audit verify, report, trust fetch
+// and status, node-config, canary, credential-provider and version. This
+// package parses flags, loads the configuration and wires the internal
+// packages together (with reload on SIGHUP or a changed file, and graceful
 // shutdown); the judging, the verifying and the serving live in internal/.
 package main
 
@@ -59,6 +59,13 @@ Usage:
                        [--every D --metrics ADDR --node NAME]
                                             pull through the node's runtime: is the proxy enforcing here?
                                             exit 0 enforced, 1 not, 2 error
+  authz-proxy trust fetch [--config FILE] --root NAME --out DIR
+                                            write a verified snapshot of a TUF trust root
+                                            (public-good without --config) for a proxy
+                                            without network: its cache, or mirror file://DIR
+  authz-proxy trust status --config FILE [--output text|json] [--offline]
+                                            each trust root's source, version, expiry
+                                            and what it trusts
   authz-proxy version
 `
 
@@ -118,6 +125,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return revalidateCmd(ctx, args[1:], stdout, stderr, time.Now())
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
+	case "trust":
+		return trustCmd(ctx, args[1:], stdout, stderr)
 	case "report":
 		return reportCmd(args[1:], stdout, stderr, time.Now())
 	case "credential-provider":

@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/config"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
+	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/trust"
 )
 
 // reloader puts a changed configuration in force while serving: it loads
@@ -41,6 +45,41 @@ type reloader struct {
 	audit   *audit.Log
 	metrics *metrics.Metrics
 	logger  *slog.Logger
+	// trust is cur's trust roots, for the metrics' scrapes.
+	trust atomic.Pointer[trust.Set]
+}
+
+// trustChanged puts in force the policy in force compiled anew with the
+// trust roots as they are now: after a refresh brought a new
+// trusted_root.json, or a root's metadata expired. Requests in flight
+// finish under the old policy; outcomes cached under it are not used
+// again.
+func (r *reloader) trustChanged() {
+	pol, err := policy.Compile(r.cur.cfg, policy.WithTrustRoots(r.cur.trust.Roots(time.Now())))
+	if err != nil {
+		r.logger.Error("trust roots changed, and the policy does not compile with them; the one in force stays", "err", err.Error())
+		return
+	}
+	if pol.Generation == r.cur.policy.Generation {
+		return
+	}
+	l := *r.cur
+	l.policy = pol
+	if err := r.proxy.Reload(proxyOptions(&l, r.audit, r.logger, r.metrics)); err != nil {
+		r.logger.Error("trust roots changed, and the policy could not be put in force; the one in force stays", "err", err.Error())
+		return
+	}
+	old := r.cur.policy.Generation
+	r.cur = &l
+	var roots []string
+	for _, s := range l.trust.Status(time.Now()) {
+		state := fmt.Sprintf("%s version %d (%s)", s.Name, s.TargetsVersion, s.Digest)
+		if s.Withdrawn != "" {
+			state = s.Name + " withdrawn: " + s.Withdrawn
+		}
+		roots = append(roots, state)
+	}
+	r.logger.Info("trust roots changed; the policy is in force with them", "from", old, "policyGeneration", pol.Generation, "roots", strings.Join(roots, "; "))
 }
 
 // reload loads the configuration anew and puts it in force, or logs why
@@ -69,6 +108,8 @@ func (r *reloader) reload(trigger string) {
 	old := r.cur.cfg.Generation
 	r.mu.Lock()
 	r.cur, r.fingerprint = l, fp
+	l.trustRoots.Use(l.trust)
+	r.trust.Store(l.trust)
 	r.mu.Unlock()
 	select {
 	case r.reloaded <- struct{}{}:
@@ -89,7 +130,7 @@ func (r *reloader) current() *loaded {
 // prepare loads and checks the new configuration, and builds its TLS
 // settings: everything that can fail, before anything is swapped.
 func (r *reloader) prepare() (*loaded, *tls.Config, error) {
-	l, err := loadReusing(r.path, r.cur)
+	l, err := loadReusing(r.path, r.cur, r.cur.trustRoots)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -132,6 +133,19 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	m.WatchOutages(handler.Outages)
 	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
 	r.tried = r.fingerprint
+	r.trust.Store(l.trust)
+	m.WatchTrust(func() []metrics.TrustRoot { return trustMetrics(r.trust.Load().Status(time.Now())) })
+	// A trust root that changes what it trusts is put in force by the
+	// loop below, as a reload is.
+	trustChanged := make(chan struct{}, 1)
+	l.trustRoots.Observe(logger, func() {
+		select {
+		case trustChanged <- struct{}{}:
+		default:
+		}
+	})
+	defer l.trustRoots.Close()
+	l.trustRoots.Use(l.trust)
 	// Re-validation stops before the decision log closes.
 	rvCtx, stopRevalidating := context.WithCancel(ctx)
 	revalidated := make(chan struct{})
@@ -200,6 +214,16 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 				logger.Error("reopening the audit file; decisions still go to the old one", "file", auditLog.Path(), "err", err.Error())
 			}
 			r.reload("SIGHUP")
+			// And the TUF roots are asked for news, without holding up
+			// the loop.
+			tm := r.cur.trustRoots
+			go func() {
+				if err := tm.Refresh(ctx); err != nil {
+					logger.Warn("trust roots: refresh on SIGHUP failed; the last verified roots stay", "err", err.Error())
+				}
+			}()
+		case <-trustChanged:
+			r.trustChanged()
 		case <-tick:
 			if fp := fingerprint(path); fp != r.tried && fp != r.fingerprint {
 				r.reload("file changed")
@@ -299,7 +323,7 @@ func defaultLogID(keyID string) string {
 }
 
 func logWarnings(logger *slog.Logger, l *loaded) {
-	for _, w := range append(l.cfg.Warnings, l.policy.Warnings...) {
+	for _, w := range slices.Concat(l.cfg.Warnings, l.trust.Warnings, l.policy.Warnings) {
 		logger.Warn("configuration", "warning", w)
 	}
 	if l.cfg.Clients == nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/source"
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/trust"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
 )
 
@@ -52,16 +54,22 @@ type loaded struct {
 	sources map[string]*source.Source
 	// clients authenticate and authorize who pulls; nil: anyone.
 	clients *clients.Clients
+	// trustRoots keeps the trust roots current (one per process, kept
+	// across reloads), and trust is this configuration's roots.
+	trustRoots *trust.Manager
+	trust      *trust.Set
 }
 
-// load reads, validates and compiles the configuration at path.
+// load reads, validates and compiles the configuration at path, with its
+// trust roots read from their caches and mirrors.
 func load(path string) (*loaded, error) {
-	return loadReusing(path, nil)
+	return loadReusing(path, nil, trust.New(trust.Options{UserAgent: "authz-proxy/" + versionString()}))
 }
 
 // loadReusing is load for a reload: an upstream whose options are the same
-// as in prev keeps prev's client, with its connections and tokens.
-func loadReusing(path string, prev *loaded) (*loaded, error) {
+// as in prev keeps prev's client, with its connections and tokens, and a
+// trust root that tm has in use and that is configured the same is kept.
+func loadReusing(path string, prev *loaded, tm *trust.Manager) (*loaded, error) {
 	if path == "" {
 		return nil, usageErr("--config FILE is required")
 	}
@@ -69,7 +77,11 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy.Compile(cfg)
+	roots, err := loadTrust(context.Background(), cfg, tm)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Compile(cfg, policy.WithTrustRoots(roots.Roots(time.Now())))
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +93,8 @@ func loadReusing(path string, prev *loaded) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp, clients: cl}
+	l := &loaded{cfg: cfg, policy: pol, byName: map[string]*upstream.Client{}, budget: budget.New(cfg.Limits.MaxManifestBytesInFlight, budgetWait), store: sp, clients: cl,
+		trustRoots: tm, trust: roots}
 	if prev != nil {
 		l.budget = prev.budget
 	}
@@ -216,16 +229,18 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageErr("validate: unexpected argument %q", fs.Arg(0))
 	}
-	l, err := load(*path)
+	// No network: TUF roots are read from their caches, or reported
+	// pending.
+	l, err := loadReusing(*path, nil, trust.New(trust.Options{Offline: true}))
 	if err != nil {
 		return err
 	}
 	c := l.cfg
-	for _, w := range append(c.Warnings, l.policy.Warnings...) {
+	for _, w := range slices.Concat(c.Warnings, l.trust.Warnings, l.policy.Warnings) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d environment(s), %d attestor(s), %d rule(s), %d allowlist entr%s, %d breakglass entr%s\n",
-		c.File, c.Generation, len(c.Upstreams), len(c.Environments), len(c.Attestors), len(c.Policy.Rules),
+	fmt.Fprintf(stdout, "%s: OK (generation %s): %d upstream(s), %d environment(s), %d trust root(s), %d attestor(s), %d rule(s), %d allowlist entr%s, %d breakglass entr%s\n",
+		c.File, c.Generation, len(c.Upstreams), len(c.Environments), len(c.TrustRoots), len(c.Attestors), len(c.Policy.Rules),
 		len(c.Policy.Allowlist), plural(len(c.Policy.Allowlist), "y", "ies"), len(c.Policy.Breakglass), plural(len(c.Policy.Breakglass), "y", "ies"))
 	return nil
 }

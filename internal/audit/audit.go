@@ -126,6 +126,15 @@ type Verification struct {
 	// DSSE envelope (the envelope itself in the .att tag, a Sigstore
 	// bundle in a referrer); empty for a signature.
 	Attestation string `json:"attestation,omitempty"`
+	// TrustRoot names the Sigstore trusted root that judged a keyless
+	// signature, or a key's transparency-log proof: a trust root's name,
+	// or the trustedRootFile as configured. TrustRootVersion is the TUF
+	// targets version that delivered it (0 for a file), TrustRootDigest
+	// "sha256:<hex>" of its trusted_root.json: what `authz-proxy trust
+	// status` shows of the root in force.
+	TrustRoot        string `json:"trustRoot,omitempty"`
+	TrustRootVersion int64  `json:"trustRootVersion,omitempty"`
+	TrustRootDigest  string `json:"trustRootDigest,omitempty"`
 	// Suppressed are, for the vulnerability scan that a vulnerabilities
 	// requirement judged, the findings that VEX or an exception took off
 	// the list.

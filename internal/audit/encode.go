@@ -133,6 +133,12 @@ func appendVerification(b []byte, v *Verification) []byte {
 	b = appendJSONString(b, v.Source)
 	field("predicateType", v.PredicateType)
 	field("attestation", v.Attestation)
+	field("trustRoot", v.TrustRoot)
+	if v.TrustRootVersion != 0 {
+		b = append(b, `,"trustRootVersion":`...)
+		b = strconv.AppendInt(b, v.TrustRootVersion, 10)
+	}
+	field("trustRootDigest", v.TrustRootDigest)
 	if len(v.Suppressed) > 0 {
 		b = append(b, `,"suppressed":[`...)
 		for i := range v.Suppressed {

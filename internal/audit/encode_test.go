@@ -41,7 +41,9 @@ func TestDecisionLineIsWhatSlogWrites(t *testing.T) {
 		{"every verification field", slog.LevelInfo, Record{Decision: Allow, Reasons: []string{"a", "b"}, VerifiedBy: []Verification{
 			{Attestor: "release", Issuer: "https://token.actions.githubusercontent.com", Subject: "https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main",
 				LogIndex: &logIndex, SignedAt: &signedAt, TimeSource: "tlog", X509Subject: "CN=x,O=<acme> & co", Logged: []string{"revocation", "expiry"},
-				Source: "referrer sha256:1", PredicateType: "https://slsa.dev/provenance/v1", Attestation: "sha256:2"},
+				Source: "referrer sha256:1", PredicateType: "https://slsa.dev/provenance/v1", Attestation: "sha256:2",
+				TrustRoot: "public-good", TrustRootVersion: 142, TrustRootDigest: "sha256:3"},
+			{Attestor: "lab", Issuer: "https://ci.acme.example", Subject: "release@acme.example", Source: "s", TrustRoot: "lab", TrustRootVersion: -1},
 			{Attestor: "second", Source: "s", Logged: []string{}},
 			{Attestor: "security", Source: "tag x.att", PredicateType: "https://cosign.sigstore.dev/attestation/vuln/v1", Attestation: "sha256:3", Suppressed: []Suppression{
 				{ID: "CVE-2026-0001", Severity: "CRITICAL", Package: "openssl", Version: "3.0.1", By: SuppressedByVEX, Detail: "not_affected (<justification> & co), attestor vendor"},
@@ -83,6 +85,7 @@ func FuzzDecisionLineIsWhatSlogWrites(f *testing.F) {
 		at := time.Unix(1_800_000_000, duration%1_000_000_000)
 		r := Record{Decision: decision, Image: image, Reference: reason, Digest: source, Rule: env, Cached: cached,
 			Reasons: []string{reason, source}, VerifiedBy: []Verification{{Attestor: image, KeyID: reason, LogIndex: &logIndex, Source: source, Logged: []string{env},
+				TrustRoot: reason, TrustRootVersion: logIndex, TrustRootDigest: env,
 				Suppressed: []Suppression{{ID: reason, Severity: env, Package: image, Version: source, By: decision, Detail: reason, Expires: &at}}}},
 			Client: Client{Addr: env, Identity: decision, Environment: reason}, Duration: time.Duration(duration), Source: env,
 			Evidence: reason, EvidenceAge: time.Duration(logIndex), Principal: image}

@@ -36,6 +36,7 @@ type Config struct {
 	Cache           Cache         `yaml:"cache"`
 	Limits          limits.Limits `yaml:"limits"`
 	Store           *Store        `yaml:"store"`
+	TrustRoots      []TrustRoot   `yaml:"trustRoots"`
 	Attestors       []Attestor    `yaml:"attestors"`
 	Policy          Policy        `yaml:"policy"`
 	Revalidate      *Revalidate   `yaml:"revalidate"`
@@ -282,6 +283,55 @@ type Store struct {
 	MaxBytes int64 `yaml:"-"`
 }
 
+// TrustRoot is a named Sigstore trusted root that keyless attestors name
+// (Keyless.TrustRoots): a TUF repository that keeps it current, or a plain
+// trusted_root.json file; exactly one of the two.
+type TrustRoot struct {
+	// Name is how attestors refer to it, e.g. public-good.
+	Name string `yaml:"name"`
+	TUF  *TUF   `yaml:"tuf"`
+	// File is a trusted_root.json read at load, like trustedRootFile (a
+	// change reloads the configuration); nothing is fetched.
+	File string `yaml:"file"`
+}
+
+// TUF is a Sigstore TUF repository whose target trusted_root.json is the
+// trusted root, fetched with the TUF client workflow and refreshed in the
+// background.
+type TUF struct {
+	// Mirror is the repository's URL: https://, http:// (TUF metadata is
+	// signed and expires, so the transport needs no trust), or
+	// file:///DIR for a snapshot that `authz-proxy trust fetch` wrote
+	// (relative: file:DIR, from the configuration's folder). Default
+	// https://tuf-repo-cdn.sigstore.dev (Sigstore's public-good instance),
+	// only with Root embedded.
+	Mirror string `yaml:"mirror"`
+	// Root is the TUF root.json the client starts trusting: "embedded"
+	// (the public-good root that the binary ships, sigstore-go's) or a
+	// file. Default embedded for the public-good mirror; required for any
+	// other.
+	Root string `yaml:"root"`
+	// Refresh is how often the repository is asked for a new
+	// trusted_root.json. Default 24h; at least 1s.
+	Refresh *time.Duration `yaml:"refresh"`
+	// Cache is a folder that keeps the last verified metadata and
+	// trusted_root.json across restarts, in a TUF repository's layout: a
+	// start verifies it from Root and starts from it when the mirror does
+	// not answer. Optional; without it a start needs the mirror.
+	Cache string `yaml:"cache"`
+}
+
+// EmbeddedRoot is TUF.Root's value for the public-good root.json that the
+// binary ships.
+const EmbeddedRoot = "embedded"
+
+// DefaultTUFMirror is Sigstore's public-good TUF repository.
+const DefaultTUFMirror = "https://tuf-repo-cdn.sigstore.dev"
+
+// DefaultTUFRefresh is how often a TUF trust root is refreshed unless its
+// refresh says otherwise.
+const DefaultTUFRefresh = 24 * time.Hour
+
 // Store drivers.
 const (
 	StoreFilesystem = "filesystem"
@@ -341,9 +391,13 @@ type Keyless struct {
 	// (trusted_root.json: the Fulcio CAs, Rekor keys, CT logs and timestamp
 	// authorities), read at load; nothing is fetched from the network. A
 	// signature counts when it verifies under any one of them (say,
-	// Sigstore's public-good root and GitHub's). At least one is required.
+	// Sigstore's public-good root and GitHub's). At least one of these
+	// or of TrustRoots is required.
 	TrustedRootFile  string   `yaml:"trustedRootFile"`
 	TrustedRootFiles []string `yaml:"trustedRootFiles"`
+	// TrustRoots names entries of the configuration's trustRoots (kept
+	// current by TUF, or files); they add to the files above.
+	TrustRoots []string `yaml:"trustRoots"`
 	// RequireTlog demands a verified transparency-log proof, and
 	// RequireTimestamp a verified RFC 3161 timestamp from a timestamp
 	// authority of the trusted root. With neither, the certificate is
@@ -636,6 +690,12 @@ func (c *Config) Files() []string {
 			add(t.JWKSFile)
 		}
 	}
+	for _, r := range c.TrustRoots {
+		add(r.File)
+		if r.TUF != nil && r.TUF.Root != EmbeddedRoot {
+			add(r.TUF.Root)
+		}
+	}
 	for _, a := range c.Attestors {
 		for _, k := range a.PublicKeys {
 			add(k.File)
@@ -750,7 +810,13 @@ func (c *Config) Path(name string) string {
 // example Errorf([]any{"attestors", 0, "publicKeys", 1}, "bad key: %v", err)
 // gives "config.yaml:12: attestors[0].publicKeys[1]: bad key: ...".
 func (c *Config) Errorf(path []any, format string, args ...any) error {
-	return fmt.Errorf("%s:%d: %s: %s", c.File, c.line(path), fieldName(path), fmt.Sprintf(format, args...))
+	return fmt.Errorf("%s: %s", c.Where(path), fmt.Sprintf(format, args...))
+}
+
+// Where names the field that path names, as Errorf does:
+// "config.yaml:12: trustRoots[0]".
+func (c *Config) Where(path []any) string {
+	return fmt.Sprintf("%s:%d: %s", c.File, c.line(path), fieldName(path))
 }
 
 func fieldName(path []any) string {
@@ -824,6 +890,22 @@ func (c *Config) setDefaults() {
 			c.Upstreams[i].StaleIfError = &d
 		}
 	}
+	for _, r := range c.TrustRoots {
+		t := r.TUF
+		if t == nil {
+			continue
+		}
+		if t.Mirror == "" {
+			t.Mirror = DefaultTUFMirror
+		}
+		if t.Root == "" && t.Mirror == DefaultTUFMirror {
+			t.Root = EmbeddedRoot
+		}
+		if t.Refresh == nil {
+			d := DefaultTUFRefresh
+			t.Refresh = &d
+		}
+	}
 	if cp := c.Audit.Checkpoint; cp != nil && cp.Every == 0 {
 		cp.Every = time.Minute
 	}
@@ -887,6 +969,16 @@ func (c *Config) generation(data []byte) (string, error) {
 		}
 		h.Write(b)
 		return nil
+	}
+	for i, r := range c.TrustRoots {
+		if err := hashFile([]any{"trustRoots", i, "file"}, r.File); err != nil {
+			return "", err
+		}
+		if t := r.TUF; t != nil && t.Root != EmbeddedRoot {
+			if err := hashFile([]any{"trustRoots", i, "tuf", "root"}, t.Root); err != nil {
+				return "", err
+			}
+		}
 	}
 	for i, a := range c.Attestors {
 		for j, k := range a.PublicKeys {

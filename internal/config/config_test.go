@@ -269,6 +269,36 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		{"a re-validation interval under a second", func(s string) string {
 			return s + "revalidate: {interval: 10ms}\n"
 		}, "revalidate.interval: 10ms: want an interval of at least 1s"},
+		{"trust root without a name", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - file: ci.pub\nattestors:\n", 1)
+		}, "config.yaml:11: trustRoots[0]: name is required"},
+		{"trust root named twice", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: ci.pub}\n  - {name: a, file: ci.pub}\nattestors:\n", 1)
+		}, `trustRoots[1].name: "a" is used twice`},
+		{"trust root both tuf and file", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: ci.pub, tuf: {}}\nattestors:\n", 1)
+		}, "trustRoots[0]: set exactly one of tuf and file"},
+		{"trust root file missing", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, file: nope.json}\nattestors:\n", 1)
+		}, "trustRoots[0].file: open"},
+		{"tuf mirror of another scheme", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, tuf: {mirror: ftp://x, root: ci.pub}}\nattestors:\n", 1)
+		}, `trustRoots[0].tuf.mirror: "ftp://x": want https://host[/path], http://host[/path] or file:///folder`},
+		{"tuf mirror of another instance without its root", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: github, tuf: {mirror: https://tuf-repo.github.com}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.root: required for a mirror other than https://tuf-repo-cdn.sigstore.dev"},
+		{"tuf root file missing", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: github, tuf: {mirror: https://tuf-repo.github.com, root: nope.json}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.root: open"},
+		{"tuf refresh under a second", func(s string) string {
+			return strings.Replace(s, "attestors:\n", "trustRoots:\n  - {name: a, tuf: {refresh: 10ms}}\nattestors:\n", 1)
+		}, "trustRoots[0].tuf.refresh: 10ms: want a duration of at least 1s"},
+		{"keyless naming an unknown trust root", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless: {issuer: https://x, subject: a, trustRoots: [public-good]}", 1)
+		}, `attestors[0].keyless.trustRoots[0]: "public-good" is not a trust root: name one of trustRoots`},
+		{"keyless with no root at all", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    keyless: {issuer: https://x, subject: a}", 1)
+		}, "attestors[0].keyless: trustRoots, trustedRootFile or trustedRootFiles is required"},
 		{"not yaml", func(string) string { return "listen: [" }, "config.yaml:1: did not find expected node content"},
 		{"empty", func(string) string { return "" }, "config.yaml: the file is empty"},
 	}
@@ -684,5 +714,50 @@ func TestAnExceptionNearOrPastItsExpiryIsAWarning(t *testing.T) {
 	}
 	if len(c.Warnings) != 2 || !strings.HasPrefix(c.Warnings[0], filepath.Join(dir, want[0])) || !strings.HasPrefix(c.Warnings[1], filepath.Join(dir, want[1])) {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(c.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestTrustRootsLoadWithDefaultsAndCountInGenerationAndWatchedFiles(t *testing.T) {
+	dir := t.TempDir()
+	testkit.WriteFile(t, filepath.Join(dir, "ci.pub"), "key")
+	testkit.WriteFile(t, filepath.Join(dir, "github-root.json"), "tuf root one")
+	testkit.WriteFile(t, filepath.Join(dir, "lab.json"), "trusted root one")
+	text := strings.Replace(validYAML, "attestors:\n", `trustRoots:
+  - {name: public-good, tuf: {cache: tuf}}
+  - {name: github, tuf: {mirror: https://tuf-repo.github.com, root: github-root.json, refresh: 1h}}
+  - {name: lab, file: lab.json}
+attestors:
+  - name: keyless
+    keyless: {issuer: https://x, subject: a, trustRoots: [public-good, github, lab]}
+`, 1)
+	path := testkit.WriteFile(t, filepath.Join(dir, "config.yaml"), text)
+	a, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := a.TrustRoots[0].TUF
+	if pg.Mirror != config.DefaultTUFMirror || pg.Root != config.EmbeddedRoot || *pg.Refresh != 24*time.Hour || a.Path(pg.Cache) != filepath.Join(dir, "tuf") {
+		t.Errorf("public-good's defaults: %+v (refresh %s)", pg, *pg.Refresh)
+	}
+	if gh := a.TrustRoots[1].TUF; gh.Root != "github-root.json" || *gh.Refresh != time.Hour {
+		t.Errorf("github: %+v", gh)
+	}
+	for _, files := range [][]string{a.Files(), config.ReferencedFiles(path)} {
+		for _, want := range []string{"github-root.json", "lab.json"} {
+			if !slices.Contains(files, filepath.Join(dir, want)) {
+				t.Errorf("files %v do not include %s", files, want)
+			}
+		}
+	}
+	for _, f := range []string{"github-root.json", "lab.json"} {
+		testkit.WriteFile(t, filepath.Join(dir, f), "changed "+f)
+		b, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Generation == a.Generation {
+			t.Errorf("changing %s kept the generation", f)
+		}
+		a = b
 	}
 }

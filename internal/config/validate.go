@@ -84,7 +84,8 @@ func (c *Config) validate() error {
 	}
 	v.store()
 	v.clients()
-	attestors := v.attestors()
+	roots := v.trustRoots()
+	attestors := v.attestors(roots)
 	v.policy(attestors, environments)
 	return errors.Join(v.errs...)
 }
@@ -486,7 +487,65 @@ func (v *validator) upstreamURL(i int, up Upstream) {
 	}
 }
 
-func (v *validator) attestors() map[string]bool {
+// trustRoots checks the named trust roots and returns their names.
+func (v *validator) trustRoots() map[string]bool {
+	names := map[string]bool{}
+	for i, r := range v.c.TrustRoots {
+		path := p("trustRoots", i)
+		switch {
+		case r.Name == "":
+			v.errorf(path, "name is required")
+		case names[r.Name]:
+			v.errorf(p("trustRoots", i, "name"), "%q is used twice", r.Name)
+		}
+		names[r.Name] = true
+		switch {
+		case (r.TUF == nil) == (r.File == ""):
+			v.errorf(path, "set exactly one of tuf and file: a TUF repository that keeps trusted_root.json current, or a trusted_root.json file")
+		case r.File != "":
+			v.readable(p("trustRoots", i, "file"), r.File)
+		default:
+			v.tuf(append(path, "tuf"), r.TUF)
+		}
+	}
+	return names
+}
+
+// tuf checks a TUF repository's settings; the root.json is parsed when the
+// trust roots load.
+func (v *validator) tuf(path []any, t *TUF) {
+	u, err := url.Parse(t.Mirror)
+	switch {
+	case err != nil:
+		v.errorf(append(p(path...), "mirror"), "%v", err)
+	case u.Scheme == "file":
+		if u.Host != "" || (u.Path == "" && u.Opaque == "") {
+			v.errorf(append(p(path...), "mirror"), "%q: want file:///absolute/folder or file:relative/folder (a snapshot written by authz-proxy trust fetch)", t.Mirror)
+		}
+	case u.Scheme != "https" && u.Scheme != "http":
+		v.errorf(append(p(path...), "mirror"), "%q: want https://host[/path], http://host[/path] or file:///folder", t.Mirror)
+	case u.Host == "":
+		v.errorf(append(p(path...), "mirror"), "%q has no host", t.Mirror)
+	case u.RawQuery != "" || u.User != nil:
+		v.errorf(append(p(path...), "mirror"), "%q: give no query or credentials", t.Mirror)
+	}
+	switch {
+	case t.Root == "":
+		v.errorf(append(p(path...), "root"), "required for a mirror other than %s: the repository's root.json that the client starts trusting (embedded is the public-good root)", DefaultTUFMirror)
+	case t.Root != EmbeddedRoot:
+		v.readable(append(p(path...), "root"), t.Root)
+	}
+	if t.Refresh != nil && *t.Refresh < time.Second {
+		v.errorf(append(p(path...), "refresh"), "%s: want a duration of at least 1s, such as 24h", *t.Refresh)
+	}
+	if t.Cache != "" {
+		if fi, err := os.Stat(v.c.Path(t.Cache)); err == nil && !fi.IsDir() {
+			v.errorf(append(p(path...), "cache"), "%s is not a folder", t.Cache)
+		}
+	}
+}
+
+func (v *validator) attestors(roots map[string]bool) map[string]bool {
 	names := map[string]bool{}
 	for i, a := range v.c.Attestors {
 		switch {
@@ -506,7 +565,7 @@ func (v *validator) attestors() map[string]bool {
 		case kinds > 1:
 			v.errorf(p("attestors", i), "set exactly one of publicKeys, keyless and notation: an attestor is key holders, a keyless identity or a Notary Project signer")
 		case a.Keyless != nil:
-			v.keyless(i, a)
+			v.keyless(i, a, roots)
 		case a.Notation != nil:
 			v.notation(i, a)
 		case len(a.PublicKeys) == 0:
@@ -526,7 +585,7 @@ func (v *validator) attestors() map[string]bool {
 }
 
 // keyless checks the keyless identity of attestor i.
-func (v *validator) keyless(i int, a Attestor) {
+func (v *validator) keyless(i int, a Attestor, trustRoots map[string]bool) {
 	k := a.Keyless
 	path := p("attestors", i, "keyless")
 	if a.RequireTlog {
@@ -567,9 +626,19 @@ func (v *validator) keyless(i int, a Attestor) {
 	if g := k.GitHub; g != nil {
 		v.github(append(p(path...), "github"), g)
 	}
-	roots := k.TrustedRoots()
-	if len(roots) == 0 {
-		v.errorf(path, "trustedRootFile (or trustedRootFiles) is required: the Sigstore trusted root (trusted_root.json) to verify certificates and log entries offline")
+	if len(k.TrustedRoots()) == 0 && len(k.TrustRoots) == 0 {
+		v.errorf(path, "trustRoots, trustedRootFile or trustedRootFiles is required: the Sigstore trusted roots (trusted_root.json) to verify certificates and log entries offline")
+	}
+	seen := map[string]bool{}
+	for j, name := range k.TrustRoots {
+		fp := append(p(path...), "trustRoots", j)
+		switch {
+		case !trustRoots[name]:
+			v.errorf(fp, "%q is not a trust root: name one of trustRoots", name)
+		case seen[name]:
+			v.errorf(fp, "%q is listed twice", name)
+		}
+		seen[name] = true
 	}
 	v.readable(append(p(path...), "trustedRootFile"), k.TrustedRootFile)
 	for j, f := range k.TrustedRootFiles {

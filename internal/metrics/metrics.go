@@ -731,3 +731,120 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(storeReads, float64(s.Reads))
 	gauge(storeWrites, float64(s.WritesInFlight))
 }
+
+// TrustRoot is what /metrics and /readyz show of one trust root (package
+// trust's Status, as the command wires them).
+type TrustRoot struct {
+	Name string
+	// Kind is tuf or file.
+	Kind string
+	// Digest is that of the trusted_root.json in force, Version the TUF
+	// targets version that delivered it (0 for a file).
+	Digest  string
+	Version int64
+	// Mirror and Refresh are a TUF root's repository and interval.
+	Mirror  string
+	Refresh time.Duration
+	// Refreshed is when the root in force was last verified; Expires
+	// when its first TUF metadata expires (zero for a file);
+	// SigningUntil when its last signing material ends (zero: never).
+	Refreshed, Expires, SigningUntil time.Time
+	// Refreshes and FailedRefreshes count refreshes since start,
+	// Failures those failed in a row since FailingSince, LastError the
+	// last one's.
+	Refreshes, FailedRefreshes, Failures int
+	FailingSince                         time.Time
+	LastError                            string
+	// Usable is false while the root verifies nothing: Withdrawn says
+	// why. Expiring says what of it expires soon, unrenewed ("" if
+	// nothing).
+	Usable              bool
+	Withdrawn, Expiring string
+}
+
+// WatchTrust exports, at each scrape, the state of each trust root that
+// roots returns, and adds to /readyz a line for each root that is
+// withdrawn, expiring, or failing to refresh: the proxy stays ready
+// (keyless signatures that a withdrawn root alone judges fail closed,
+// everything else is served).
+func (m *Metrics) WatchTrust(roots func() []TrustRoot) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(trustCollector(roots))
+	m.AddReadinessNote(func() []string {
+		var lines []string
+		for _, s := range roots() {
+			switch {
+			case s.Withdrawn != "":
+				lines = append(lines, "trust root "+s.Name+": WITHDRAWN: "+s.Withdrawn)
+			case s.Expiring != "":
+				lines = append(lines, "trust root "+s.Name+": expiring: "+s.Expiring)
+			case s.LastError != "":
+				lines = append(lines, fmt.Sprintf("trust root %s: refreshing from %s fails since %s (%d in a row): %s; the root verified at %s stays, valid until %s",
+					s.Name, s.Mirror, s.FailingSince.UTC().Format(time.RFC3339), s.Failures, s.LastError, s.Refreshed.UTC().Format(time.RFC3339), s.Expires.UTC().Format(time.RFC3339)))
+			}
+		}
+		return lines
+	})
+}
+
+type trustCollector func() []TrustRoot
+
+func trustDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(namespace+"_trust_root_"+name, help, append([]string{"root"}, labels...), nil)
+}
+
+var (
+	trustInfoDesc      = trustDesc("info", "1 for each trust root, with its kind (tuf, file) and the sha256 digest of the trusted_root.json in force.", "kind", "digest")
+	trustVersionDesc   = trustDesc("version", "The TUF targets metadata version of the trusted_root.json in force (0 for a file).")
+	trustRefreshDesc   = trustDesc("last_refresh_timestamp_seconds", "When the trust root in force was last verified (loaded, or refreshed from its mirror), in Unix seconds.")
+	trustIntervalDesc  = trustDesc("refresh_interval_seconds", "How often a TUF trust root is refreshed (tuf.refresh).")
+	trustExpiryDesc    = trustDesc("expiry_seconds", "Seconds until the first of a TUF trust root's metadata (root, timestamp, snapshot, targets) expires; negative once it has: it then verifies nothing.")
+	trustSigningDesc   = trustDesc("signing_expiry_seconds", "Seconds until the last signing material of a kind the trust root lists (certificate authorities, transparency logs, timestamp authorities) ends; absent when none ends.")
+	trustUsableDesc    = trustDesc("usable", "1 while the trust root verifies, 0 while it is withdrawn (its TUF metadata expired) or not loaded.")
+	trustExpiringDesc  = trustDesc("expiring", "1 while something of the trust root expires within 7 days and nothing renews it (the log warns): TUF metadata that no refresh renews, or its last signing material.")
+	trustRefreshesDesc = trustDesc("refreshes_total", "Refreshes of a TUF trust root from its mirror since start, by result (success, failure).", "result")
+	trustFailuresDesc  = trustDesc("refresh_failures", "Refreshes of a TUF trust root that failed in a row, up to now (0 once one succeeds).")
+)
+
+func (c trustCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{trustInfoDesc, trustVersionDesc, trustRefreshDesc, trustIntervalDesc, trustExpiryDesc, trustSigningDesc, trustUsableDesc, trustExpiringDesc, trustRefreshesDesc, trustFailuresDesc} {
+		ch <- d
+	}
+}
+
+func (c trustCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	bit := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, s := range c() {
+		gauge(trustInfoDesc, 1, s.Name, s.Kind, s.Digest)
+		gauge(trustVersionDesc, float64(s.Version), s.Name)
+		gauge(trustUsableDesc, bit(s.Usable), s.Name)
+		gauge(trustExpiringDesc, bit(s.Expiring != ""), s.Name)
+		if !s.Refreshed.IsZero() {
+			gauge(trustRefreshDesc, float64(s.Refreshed.Unix()), s.Name)
+		}
+		if !s.SigningUntil.IsZero() {
+			gauge(trustSigningDesc, s.SigningUntil.Sub(now).Seconds(), s.Name)
+		}
+		if s.Kind != "tuf" {
+			continue
+		}
+		gauge(trustIntervalDesc, s.Refresh.Seconds(), s.Name)
+		if !s.Expires.IsZero() {
+			gauge(trustExpiryDesc, s.Expires.Sub(now).Seconds(), s.Name)
+		}
+		gauge(trustFailuresDesc, float64(s.Failures), s.Name)
+		ch <- prometheus.MustNewConstMetric(trustRefreshesDesc, prometheus.CounterValue, float64(s.Refreshes), s.Name, "success")
+		ch <- prometheus.MustNewConstMetric(trustRefreshesDesc, prometheus.CounterValue, float64(s.FailedRefreshes), s.Name, "failure")
+	}
+}

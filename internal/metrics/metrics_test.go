@@ -167,3 +167,27 @@ func TestEachEventShowsInMetricsAsAnOperatorQueriesIt(t *testing.T) {
 		})
 	}
 }
+
+func TestReadyzNotesTrustRootsThatNeedAttentionAndStaysReady(t *testing.T) {
+	since := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		root metrics.TrustRoot
+		want string
+	}{
+		{"a root in good health: no line", metrics.TrustRoot{Name: "public-good", Kind: "tuf", Usable: true}, ""},
+		{"withdrawn", metrics.TrustRoot{Name: "public-good", Withdrawn: "its TUF metadata expired"}, "trust root public-good: WITHDRAWN: its TUF metadata expired\n"},
+		{"expiring", metrics.TrustRoot{Name: "github", Usable: true, Expiring: "its TUF metadata (timestamp.json) expires at …"}, "trust root github: expiring: its TUF metadata (timestamp.json) expires at …\n"},
+		{"failing to refresh", metrics.TrustRoot{Name: "lab", Usable: true, Mirror: "https://tuf.example", Failures: 3, FailingSince: since, LastError: "connection refused", Refreshed: since.Add(-time.Hour), Expires: since.Add(72 * time.Hour)},
+			"trust root lab: refreshing from https://tuf.example fails since 2026-12-01T08:00:00Z (3 in a row): connection refused; the root verified at 2026-12-01T07:00:00Z stays, valid until 2026-12-04T08:00:00Z\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := metrics.New()
+			m.SetReady(true)
+			m.WatchTrust(func() []metrics.TrustRoot { return []metrics.TrustRoot{tt.root} })
+			if code, body := get(t, m.Handler(), "/readyz"); code != http.StatusOK || body != "ready\n"+tt.want {
+				t.Errorf("/readyz: %d %q, want 200 %q", code, body, "ready\n"+tt.want)
+			}
+		})
+	}
+}

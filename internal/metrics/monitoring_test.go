@@ -49,6 +49,9 @@ func exported(t *testing.T) map[string]bool {
 	m.WatchOutages(func() map[string]time.Time { return map[string]time.Time{"lab": time.Now()} })
 	m.Revalidated("lab", RevalidationRevoked)
 	m.RevalidationDone(time.Now())
+	m.WatchTrust(func() []TrustRoot {
+		return []TrustRoot{{Name: "public-good", Kind: "tuf", Refreshed: time.Now(), Expires: time.Now(), SigningUntil: time.Now(), Usable: true}}
+	})
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

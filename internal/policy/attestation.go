@@ -183,10 +183,18 @@ func (m miss) closer(n miss) miss {
 // threshold of 1, the newest of all the attestors'), any one, or all.
 // When fewer are satisfied, the reason names the closest miss of each
 // other attestor.
-func (req *attestationRequirement) check(ctx context.Context, as *attestations) outcome {
-	cands, misses := as.candidates(req.predicateType, req.attestors)
+//
+// An error means the outcome rests on an attestation that could not be
+// decided (its trusted root is withdrawn): with select: any, when the
+// requirement is not met without it; otherwise always, since it might be
+// the newest or the one that fails.
+func (req *attestationRequirement) check(ctx context.Context, as *attestations) (outcome, error) {
+	cands, misses, undecided := as.candidates(req.predicateType, req.attestors)
+	if undecided != nil && req.selection != config.SelectAny {
+		return outcome{}, undecided
+	}
 	if req.selection == config.SelectNewest && req.threshold == 1 {
-		return req.checkNewest(ctx, as, cands, misses)
+		return req.checkNewest(ctx, as, cands, misses), nil
 	}
 	hits := make([][]hit, len(req.attestors))
 	for i := range req.attestors {
@@ -211,7 +219,10 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 	}
 	by, spare := count(req.attestors, hits)
 	if len(by) >= req.threshold {
-		return req.satisfied(by)
+		return req.satisfied(by), nil
+	}
+	if undecided != nil {
+		return outcome{}, undecided
 	}
 	var unsatisfied []string
 	for i, a := range req.attestors {
@@ -219,7 +230,7 @@ func (req *attestationRequirement) check(ctx context.Context, as *attestations) 
 			unsatisfied = append(unsatisfied, a.name+": "+misses[i].reason)
 		}
 	}
-	return req.unsatisfied(len(by), append(unsatisfied, spare...))
+	return req.unsatisfied(len(by), append(unsatisfied, spare...)), nil
 }
 
 // checkNewest judges the requirement with a threshold of 1 and the

@@ -33,7 +33,7 @@ type attestor struct {
 
 // compileAttestor parses attestor i's keys or trusted root; errors carry
 // the configuration's positions.
-func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[string]*verify.TrustedRoot) (*attestor, []error) {
+func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[string]*verify.TrustedRoot, named map[string]*verify.TrustedRoot) (*attestor, []error) {
 	at := &attestor{name: a.Name}
 	var errs []error
 	for j, k := range a.PublicKeys {
@@ -84,6 +84,14 @@ func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[strin
 		}
 		for j, f := range k.TrustedRootFiles {
 			add([]any{"trustedRootFiles", j}, f)
+		}
+		for j, name := range k.TrustRoots {
+			r, ok := named[name]
+			if !ok {
+				errs = append(errs, c.Errorf(slices.Concat(path, []any{"trustRoots", j}), "trust root %q is not loaded", name))
+				continue
+			}
+			rs = append(rs, r)
 		}
 		id, idErrs := keylessIdentity(c, path, k)
 		if errs = append(errs, idErrs...); len(errs) > 0 {
@@ -163,6 +171,7 @@ func trustedRoot(c *config.Config, path []any, name string, roots map[string]*ve
 	if err != nil {
 		return nil, c.Errorf(path, "%s: %v", name, err)
 	}
+	r = r.WithOrigin(name, 0)
 	roots[file] = r
 	return r, nil
 }
@@ -231,7 +240,8 @@ func (a *attestor) verifySigned(s *verify.Signed, digest, source string) (*audit
 
 func verification(name, keyID, source string, res *verify.Result) *audit.Verification {
 	v := &audit.Verification{Attestor: name, KeyID: keyID, Source: source, Issuer: res.Issuer, Subject: res.Subject, TimeSource: res.TimeSource,
-		X509Subject: res.X509Subject, Logged: res.Logged}
+		X509Subject: res.X509Subject, Logged: res.Logged,
+		TrustRoot: res.Root.Name, TrustRootVersion: res.Root.Version, TrustRootDigest: res.Root.Digest}
 	if res.LogIndex >= 0 {
 		v.LogIndex = &res.LogIndex
 	}

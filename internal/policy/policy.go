@@ -14,6 +14,8 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -171,18 +173,42 @@ type rule struct {
 	reqs         []*requirement
 }
 
+// Option is an option of Compile.
+type Option func(*options) error
+
+type options struct {
+	trustRoots map[string]*verify.TrustedRoot
+}
+
+// WithTrustRoots gives the trust roots that keyless attestors name
+// (trustRoots), by name, as they are in force now. A policy compiled with
+// them has a generation of its own: when a root changes, the policy
+// compiled anew caches nothing judged under the old one.
+func WithTrustRoots(roots map[string]*verify.TrustedRoot) Option {
+	return func(o *options) error {
+		o.trustRoots = roots
+		return nil
+	}
+}
+
 // Compile turns a loaded configuration into a Policy: it parses every key and
 // pattern once. Errors carry the configuration's file, line and field.
-func Compile(c *config.Config) (*Policy, error) {
+func Compile(c *config.Config, opts ...Option) (*Policy, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
 	var errs []error
 	attestors := map[string]*attestor{}
 	roots := map[string]*verify.TrustedRoot{}
 	for i, a := range c.Attestors {
-		at, aerrs := compileAttestor(c, i, a, roots)
+		at, aerrs := compileAttestor(c, i, a, roots, o.trustRoots)
 		errs = append(errs, aerrs...)
 		attestors[a.Name] = at
 	}
-	p := &Policy{Generation: c.Generation, allowTTL: c.Cache.AllowTTL, denyTTL: c.Cache.DenyTTL, timeout: c.Limits.VerifyTimeout}
+	p := &Policy{Generation: generation(c, o.trustRoots), allowTTL: c.Cache.AllowTTL, denyTTL: c.Cache.DenyTTL, timeout: c.Limits.VerifyTimeout}
 	for _, a := range c.Attestors {
 		p.Warnings = append(p.Warnings, attestors[a.Name].warnings...)
 	}
@@ -276,6 +302,29 @@ func (p *Policy) index() {
 		}
 	}
 	p.images = pattern.NewIndex(images)
+}
+
+// generation is c's generation, followed, when attestors name trust
+// roots, by a hash of what those roots trust now: each one's
+// trusted_root.json and whether it is withdrawn.
+func generation(c *config.Config, roots map[string]*verify.TrustedRoot) string {
+	var used []string
+	for _, a := range c.Attestors {
+		if a.Keyless != nil {
+			used = append(used, a.Keyless.TrustRoots...)
+		}
+	}
+	if len(used) == 0 {
+		return c.Generation
+	}
+	slices.Sort(used)
+	h := sha256.New()
+	for _, name := range slices.Compact(used) {
+		if r := roots[name]; r != nil {
+			fmt.Fprintf(h, "%s %s %q\n", name, r.Origin().Digest, r.Withdrawal())
+		}
+	}
+	return c.Generation + "+" + hex.EncodeToString(h.Sum(nil))[:8]
 }
 
 // Environment returns the name of the first environment that c belongs to,

@@ -197,14 +197,18 @@ func check(ctx context.Context, s Subject, ev *oci.Evidence, reqs []*requirement
 			if as == nil {
 				as = newAttestations(ev, s, time.Now())
 			}
+			var err error
 			if q.vul != nil {
-				o = q.vul.check(ctx, as)
+				o, err = q.vul.check(ctx, as)
 			} else {
-				o = q.att.check(ctx, as)
+				o, err = q.att.check(ctx, as)
 			}
 			// A condition interrupted because time ran out failed for
 			// want of time, not on its merits: that is no outcome to keep.
-			if err := ctx.Err(); err != nil {
+			if err == nil {
+				err = ctx.Err()
+			}
+			if err != nil {
 				return nil, fmt.Errorf("judging the attestations of %s@%s: %w", s.Image(), s.Digest, err)
 			}
 			if !o.ok {
@@ -316,7 +320,7 @@ func (req *signatureRequirement) check(ctx context.Context, sigs []signature, s 
 			switch {
 			case err == nil:
 				hits[i] = append(hits[i], hit{*v, signerOf(v, sig)})
-			case errors.Is(err, verify.ErrRevocationUnavailable):
+			case errors.Is(err, verify.ErrRevocationUnavailable), errors.Is(err, verify.ErrTrustRootUnavailable):
 				undecided = cmp.Or(undecided, err)
 			case errors.Is(err, errNotMine), errors.Is(err, verify.ErrBadSignature):
 			case errors.As(err, &mismatch):

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,16 +87,18 @@ func (c *candidate) when() string {
 // candidates lists, for each of attestors, the attestations of
 // predicateType it verified about the digest, and for each the closest
 // miss among the others (or that there are none): what a requirement
-// chooses from.
-func (as *attestations) candidates(predicateType string, attestors []*attestor) ([][]candidate, []miss) {
+// chooses from. undecided is set when an attestation of the type could be
+// neither counted nor ruled out because a trusted root it needs is
+// withdrawn.
+func (as *attestations) candidates(predicateType string, attestors []*attestor) (cands [][]candidate, misses []miss, undecided error) {
 	ofType := 0
 	for _, p := range as.list {
 		if p.err == nil && p.env.Statement.PredicateType == predicateType {
 			ofType++
 		}
 	}
-	cands := make([][]candidate, len(attestors))
-	misses := make([]miss, len(attestors))
+	cands = make([][]candidate, len(attestors))
+	misses = make([]miss, len(attestors))
 	for i, a := range attestors {
 		best := miss{kind: missNone, reason: "no attestation of this type found (.att tag or referrers)"}
 		for _, p := range as.list {
@@ -110,6 +113,9 @@ func (as *attestations) candidates(predicateType string, attestors []*attestor) 
 			var mismatch *verify.DigestMismatchError
 			var failed *verify.CheckError
 			switch {
+			case errors.Is(err, verify.ErrTrustRootUnavailable):
+				undecided = cmp.Or(undecided, err)
+				continue
 			case errors.As(err, &mismatch):
 				best = best.closer(miss{missSubject, fmt.Sprintf("its attestation %s is about %s, not this digest: an attestation does not carry over to another image", p.name(), mismatch.Signed)})
 				continue
@@ -132,7 +138,7 @@ func (as *attestations) candidates(predicateType string, attestors []*attestor) 
 		}
 		misses[i] = best
 	}
-	return cands, misses
+	return cands, misses, undecided
 }
 
 // pooled is every candidate of cands once, in the attestors' order.

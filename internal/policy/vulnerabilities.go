@@ -115,19 +115,26 @@ type vexStatement struct {
 }
 
 // check judges the newest scan (each of the newest, when no order between
-// them can be known).
-func (q *vulnerabilitiesRequirement) check(ctx context.Context, as *attestations) outcome {
-	cands, misses := as.candidates(VulnPredicateType, q.attestors)
+// them can be known). An error means a scan or VEX attestation could not
+// be decided (its trusted root is withdrawn): it might be the newest word.
+func (q *vulnerabilitiesRequirement) check(ctx context.Context, as *attestations) (outcome, error) {
+	cands, misses, undecided := as.candidates(VulnPredicateType, q.attestors)
+	if undecided != nil {
+		return outcome{}, undecided
+	}
 	pool := pooled(cands)
 	if len(pool) == 0 {
 		var why []string
 		for i, a := range q.attestors {
 			why = append(why, a.name+": "+misses[i].reason)
 		}
-		return outcome{reasons: []string{"vulnerabilities: no scan (cosign attest --type vuln) found: " + strings.Join(why, "; ")}}
+		return outcome{reasons: []string{"vulnerabilities: no scan (cosign attest --type vuln) found: " + strings.Join(why, "; ")}}, nil
 	}
 	decisive, unordered := newest(pool)
-	vex, vexProblems := as.vexStatements(q.vexAttestors)
+	vex, vexProblems, err := as.vexStatements(q.vexAttestors)
+	if err != nil {
+		return outcome{}, err
+	}
 	var outs []outcome
 	ok := true
 	for i := range decisive {
@@ -151,22 +158,26 @@ func (q *vulnerabilitiesRequirement) check(ctx context.Context, as *attestations
 			o.until = j.until
 		}
 	}
-	return o
+	return o, nil
 }
 
 // vexStatements gathers the OpenVEX statements of the attestations that
 // attestors verified about the digest, once per check. An attestation of
 // theirs that cannot be read might hold the latest word on any finding:
-// while there is one, VEX suppresses nothing (problems says why).
-func (as *attestations) vexStatements(attestors []*attestor) (map[string][]vexStatement, []string) {
+// while there is one, VEX suppresses nothing (problems says why). One that
+// cannot be decided (its trusted root is withdrawn) is an error.
+func (as *attestations) vexStatements(attestors []*attestor) (map[string][]vexStatement, []string, error) {
 	if len(attestors) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	byID := map[string][]vexStatement{}
 	var problems []string
 	seen := map[*parsedAttestation]bool{}
 	for _, pt := range vuln.OpenVEXPredicateTypes {
-		cands, _ := as.candidates(pt, attestors)
+		cands, _, undecided := as.candidates(pt, attestors)
+		if undecided != nil {
+			return nil, nil, undecided
+		}
 		for _, cs := range cands {
 			for k := range cs {
 				c := &cs[k]
@@ -192,9 +203,9 @@ func (as *attestations) vexStatements(attestors []*attestor) (map[string][]vexSt
 		}
 	}
 	if len(problems) > 0 {
-		return nil, problems
+		return nil, problems, nil
 	}
-	return byID, nil
+	return byID, nil, nil
 }
 
 // vexVerdict is what the latest VEX statements say of f in the image of

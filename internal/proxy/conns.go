@@ -155,7 +155,8 @@ func (l *listener) loop() {
 			select {
 			case c.slots <- struct{}{}:
 			case <-l.done:
-				// Closed while full: Accept must still return.
+				// Closed while full: Accept must learn it too, or a
+				// server's Shutdown waits for it forever.
 				l.end(net.ErrClosed)
 				return
 			}

@@ -38,6 +38,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/store"
 	"github.com/authz-proxy/authz-proxy/internal/testkit"
 	"github.com/authz-proxy/authz-proxy/internal/upstream"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 // env is one upstream registry (go-containerregistry's, in process), keys
@@ -61,6 +62,8 @@ type env struct {
 	decisions *testkit.Buffer
 	// labName is the first upstream's name (lab by default).
 	labName string
+	// trustRoots are what the policy is compiled with (withTrustRoots).
+	trustRoots map[string]*verify.TrustedRoot
 	// clock is the proxy's clock of verdict and breakglass expiry, moved
 	// by hand.
 	clock    *testkit.Clock
@@ -123,6 +126,8 @@ type envConfig struct {
 	// labName, otherName and other: see withUpstreams.
 	labName, otherName string
 	other              http.Handler
+	// trustRoots are the trust roots the policy is compiled with.
+	trustRoots map[string]*verify.TrustedRoot
 }
 
 // withLimits sets the upstream limits and the verification timeout.
@@ -143,6 +148,11 @@ func withCredentials(user, pass string) envOption {
 func withoutReferrersAPI() envOption { return func(c *envConfig) { c.referrers = false } }
 
 func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p } }
+
+// withTrustRoots compiles the policy with the trust roots given, by name.
+func withTrustRoots(roots map[string]*verify.TrustedRoot) envOption {
+	return func(c *envConfig) { c.trustRoots = roots }
+}
 
 // withStore puts blobs, manifests and tags through st.
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
@@ -177,7 +187,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		ec.limits.ResponseTimeout = 5 * time.Second
 	}
 	e := &env{t: t, dir: t.TempDir(), keys: map[string]signature.Signer{}, decisions: &testkit.Buffer{}, clock: testkit.NewClock(time.Now()), limits: fmt.Sprintf("verifyTimeout: %s", ec.verifyTimeout), tags: ec.tags,
-		policyText: ec.policy, labName: ec.labName, otherName: ec.otherName}
+		policyText: ec.policy, labName: ec.labName, otherName: ec.otherName, trustRoots: ec.trustRoots}
 	if ec.moreLimits != "" {
 		e.limits += ", " + ec.moreLimits
 	}
@@ -285,7 +295,7 @@ func (e *env) compile(upstreamURL, policyText string) (*config.Config, *policy.P
 	cfgText := fmt.Sprintf("upstreams:\n  - name: %q\n    url: %s\n    insecure: true\n  - name: %q\n    url: %s\n    insecure: true\n", e.labName, upstreamURL, e.otherName, otherURL) +
 		fmt.Sprintf("cache: {allowTTL: 1m, denyTTL: 1m}\nlimits: {%s}\n", e.limits) + policyText
 	cfg := testkit.LoadConfig(e.t, e.dir, cfgText, nil)
-	pol, err := policy.Compile(cfg)
+	pol, err := policy.Compile(cfg, policy.WithTrustRoots(e.trustRoots))
 	if err != nil {
 		e.t.Fatal(err)
 	}

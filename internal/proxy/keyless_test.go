@@ -15,6 +15,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
+	"github.com/authz-proxy/authz-proxy/internal/verify"
 )
 
 const (
@@ -398,4 +399,85 @@ func (e *env) manifest(repo string, digest v1.Hash) ([]byte, error) {
 	buf := new(strings.Builder)
 	_, err = io.Copy(buf, resp.Body)
 	return []byte(buf.String()), err
+}
+
+func TestAKeylessPullUnderAnExpiredTrustRootFailsClosed(t *testing.T) {
+	vs, err := virtual.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := virtual.TrustedRoot(virtual.Parts{CA: vs, Log: vs, TSA: vs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := verify.ParseTrustedRoot(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root = root.WithOrigin("public-good", 142)
+	const why = "trust root public-good: its TUF metadata (timestamp.json, version 142) expired at 2026-12-08T00:00:00Z and verifies nothing"
+	policyRequiring := func(requirement string) string {
+		return `trustRoots: [{name: public-good, tuf: {}}]
+attestors:
+  - name: release
+    keyless: {issuer: ` + ghIssuer + `, subject: ` + ghRelease + `, trustRoots: [public-good], requireTlog: true}
+policy:
+  rules:
+    - name: release
+      images: ["lab/release/**"]
+      require:
+        - ` + requirement + "\n"
+	}
+	// Each evidence under a withdrawn root is neither counted nor ruled
+	// out: whichever requirement reads it, the pull is undecided.
+	for _, req := range []struct {
+		name, requirement string
+		evidence          func(e *env, d v1.Hash)
+	}{
+		{"signature", "signature: {attestors: [release]}", func(e *env, d v1.Hash) {
+			e.keylessSign(vs, "release/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
+		}},
+		{"attestation, the newest deciding", "attestation: {predicateType: " + slsaV1 + ", attestors: [release]}", func(e *env, d v1.Hash) {
+			e.keylessAttest(vs, "release/app", d, "https://github.com/actions/runner")
+		}},
+		{"attestation, any one", "attestation: {predicateType: " + slsaV1 + ", attestors: [release], select: any}", func(e *env, d v1.Hash) {
+			e.keylessAttest(vs, "release/app", d, "https://github.com/actions/runner")
+		}},
+	} {
+		for _, tt := range []struct {
+			name       string
+			root       *verify.TrustedRoot
+			wantStatus int
+			wantCode   string
+			wantIn     string
+		}{
+			{"the root in force verifies, and the decision names it", root, http.StatusOK, "", ""},
+			{"the root withdrawn: 503, the reason says which root and why", root.Withdraw(why), http.StatusServiceUnavailable, "UNAVAILABLE", why},
+		} {
+			t.Run(req.name+"/"+tt.name, func(t *testing.T) {
+				e := newEnv(t, withPolicy(policyRequiring(req.requirement)), withTrustRoots(map[string]*verify.TrustedRoot{"public-good": tt.root}))
+				d := e.push("release/app:v1")
+				req.evidence(e, d)
+				resp := e.get(http.MethodGet, "/v2/lab/release/app/manifests/"+d.String())
+				rec := e.lastDecision(d.String())
+				if tt.wantStatus != http.StatusOK {
+					if msg := expectError(t, resp, tt.wantStatus, tt.wantCode); !strings.Contains(msg, tt.wantIn) {
+						t.Errorf("message %q does not say %q", msg, tt.wantIn)
+					}
+					if rec.Decision != "error" {
+						t.Errorf("decision %q, want error (not a denial)", rec.Decision)
+					}
+					// Not cached: asked again, it is judged again.
+					e.get(http.MethodGet, "/v2/lab/release/app/manifests/"+d.String())
+					if again := e.lastDecision(d.String()); again.Cached {
+						t.Errorf("the undecided outcome was cached: %s", again)
+					}
+					return
+				}
+				if resp.StatusCode != http.StatusOK || len(rec.VerifiedBy) != 1 || rec.VerifiedBy[0].TrustRoot != "public-good" || rec.VerifiedBy[0].TrustRootVersion != 142 {
+					t.Errorf("status %d, decision %s", resp.StatusCode, rec)
+				}
+			})
+		}
+	}
 }

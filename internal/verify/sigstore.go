@@ -33,12 +33,31 @@ import (
 // transparency logs and timestamp authorities, each with its validity
 // period. It is the trusted material; nothing is fetched.
 type TrustedRoot struct {
-	root *root.TrustedRoot
+	root   *root.TrustedRoot
+	origin RootOrigin
+	// withdrawn, when set, says why this root verifies nothing now (its
+	// TUF metadata expired): a verification that needs it cannot be
+	// decided.
+	withdrawn string
+}
+
+// RootOrigin says which trusted root judged a keyless signature, for the
+// decision log.
+type RootOrigin struct {
+	// Name is the trust root's name (trustRoots), or the file name of a
+	// trustedRootFile.
+	Name string
+	// Version is the TUF targets metadata version that delivered it; 0
+	// for a file.
+	Version int64
+	// Digest is "sha256:<hex>" of the trusted_root.json bytes.
+	Digest string
 }
 
 // ParseTrustedRoot parses trusted_root.json. A root that trusts nothing
 // (no certificate authority, transparency log or timestamp authority) is
-// an error: it would verify nothing.
+// an error: it would verify nothing. Its origin names no root yet and
+// carries the digest of data.
 func ParseTrustedRoot(data []byte) (*TrustedRoot, error) {
 	tr, err := root.NewTrustedRootFromJSON(data)
 	if err != nil {
@@ -47,7 +66,114 @@ func ParseTrustedRoot(data []byte) (*TrustedRoot, error) {
 	if len(tr.FulcioCertificateAuthorities()) == 0 && len(tr.RekorLogs()) == 0 && len(tr.TimestampingAuthorities()) == 0 {
 		return nil, errors.New("the trusted root lists no certificate authority, transparency log or timestamp authority")
 	}
-	return &TrustedRoot{root: tr}, nil
+	sum := sha256.Sum256(data)
+	return &TrustedRoot{root: tr, origin: RootOrigin{Digest: "sha256:" + hex.EncodeToString(sum[:])}}, nil
+}
+
+// Origin is where r came from, as WithOrigin named it.
+func (r *TrustedRoot) Origin() RootOrigin { return r.origin }
+
+// WithOrigin is r named name, delivered as TUF targets version (0 for a
+// file); the digest stays that of its bytes.
+func (r *TrustedRoot) WithOrigin(name string, version int64) *TrustedRoot {
+	c := *r
+	c.origin.Name, c.origin.Version = name, version
+	return &c
+}
+
+// Withdraw is r verifying nothing, for the reason why (its TUF metadata
+// expired): a signature that only it could judge is undecided
+// (ErrTrustRootUnavailable), never a verdict.
+func (r *TrustedRoot) Withdraw(why string) *TrustedRoot {
+	c := *r
+	c.withdrawn = why
+	return &c
+}
+
+// Withdrawal says why r verifies nothing; "" when it verifies.
+func (r *TrustedRoot) Withdrawal() string { return r.withdrawn }
+
+// UnavailableRoot is a root not loaded, for the reason why: it verifies
+// nothing, as a withdrawn one.
+func UnavailableRoot(why string) *TrustedRoot { return &TrustedRoot{withdrawn: why} }
+
+// ErrTrustRootUnavailable: a keyless signature could only be judged by a
+// trusted root that is withdrawn now (its TUF metadata expired). The
+// verification could not be decided, which is not a denial.
+var ErrTrustRootUnavailable = errors.New("trusted root unavailable")
+
+// RootSummary is what a trusted root trusts, and until when.
+type RootSummary struct {
+	// CertificateAuthorities, TransparencyLogs, CTLogs and
+	// TimestampAuthorities count what the root lists.
+	CertificateAuthorities, TransparencyLogs, CTLogs, TimestampAuthorities int
+	// SigningUntil is when the last of the signing material ends: for
+	// each kind the root lists (certificate authorities, transparency
+	// logs, timestamp authorities), the latest end of validity among
+	// them (a certificate's expiry counting), and of those the earliest.
+	// Past it, something signed then no longer verifies. Zero: no end.
+	SigningUntil time.Time
+	// SigningUntilWhat names the material that ends at SigningUntil.
+	SigningUntilWhat string
+}
+
+// Summary is what r trusts; nothing for a root not loaded.
+func (r *TrustedRoot) Summary() RootSummary {
+	if r.root == nil {
+		return RootSummary{}
+	}
+	s := RootSummary{
+		CertificateAuthorities: len(r.root.FulcioCertificateAuthorities()), TransparencyLogs: len(r.root.RekorLogs()),
+		CTLogs: len(r.root.CTLogs()), TimestampAuthorities: len(r.root.TimestampingAuthorities()),
+	}
+	// latest is the latest end among ends; zero when one has none.
+	latest := func(ends []time.Time) (time.Time, bool) {
+		if len(ends) == 0 {
+			return time.Time{}, false
+		}
+		var last time.Time
+		for _, e := range ends {
+			if e.IsZero() {
+				return time.Time{}, true
+			}
+			if e.After(last) {
+				last = e
+			}
+		}
+		return last, true
+	}
+	certEnd := func(end time.Time, certs ...*x509.Certificate) time.Time {
+		for _, c := range certs {
+			if c != nil && (end.IsZero() || c.NotAfter.Before(end)) {
+				end = c.NotAfter
+			}
+		}
+		return end
+	}
+	var cas, logs, tsas []time.Time
+	for _, ca := range r.root.FulcioCertificateAuthorities() {
+		if f, ok := ca.(*root.FulcioCertificateAuthority); ok {
+			cas = append(cas, certEnd(f.ValidityPeriodEnd, append([]*x509.Certificate{f.Root}, f.Intermediates...)...))
+		}
+	}
+	for _, l := range r.root.RekorLogs() {
+		logs = append(logs, l.ValidityPeriodEnd)
+	}
+	for _, t := range r.root.TimestampingAuthorities() {
+		if a, ok := t.(*root.SigstoreTimestampingAuthority); ok {
+			tsas = append(tsas, certEnd(a.ValidityPeriodEnd, append([]*x509.Certificate{a.Root, a.Leaf}, a.Intermediates...)...))
+		}
+	}
+	for _, kind := range []struct {
+		what string
+		ends []time.Time
+	}{{"certificate authorities", cas}, {"transparency logs", logs}, {"timestamp authorities", tsas}} {
+		end, ok := latest(kind.ends)
+		if ok && !end.IsZero() && (s.SigningUntil.IsZero() || end.Before(s.SigningUntil)) {
+			s.SigningUntil, s.SigningUntilWhat = end, kind.what
+		}
+	}
+	return s
 }
 
 // Check names the step of a Sigstore verification that failed.
@@ -121,6 +247,9 @@ type Result struct {
 	// Logged are the checks that failed but that the verification level
 	// only logs (notation's permissive level), each with why.
 	Logged []string
+	// Root is the trusted root that judged a keyless signature, or the
+	// log of a key's; zero otherwise.
+	Root RootOrigin
 }
 
 // Signed is one signed thing in Sigstore's terms, parsed but not
@@ -487,7 +616,12 @@ func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
 		return nil, fail(CheckSignature, "signed with a key, not a Fulcio certificate")
 	}
 	var first error
+	var withdrawn []string
 	for _, r := range k.roots {
+		if r.withdrawn != "" {
+			withdrawn = append(withdrawn, r.withdrawn)
+			continue
+		}
 		// The root whose certificate authority issued the certificate
 		// judges it; another root's opinion says nothing.
 		if _, err := sgverify.VerifyLeafCertificate(s.cert.NotBefore, s.cert, r.root); err != nil {
@@ -499,6 +633,7 @@ func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
 		}
 		res, err := verifyEntity(v, r.root, s, digest, sgverify.WithCertificateIdentity(k.identity), k)
 		if err == nil {
+			res.Root = r.origin
 			return res, nil
 		}
 		if first == nil {
@@ -507,6 +642,10 @@ func (k *Keyless) Verify(s *Signed, digest string) (*Result, error) {
 	}
 	if first != nil {
 		return nil, first
+	}
+	if len(withdrawn) > 0 {
+		// A withdrawn root might have issued it: undecided.
+		return nil, fmt.Errorf("%w: the certificate (issued by %q) chains to no usable trusted root, and %s", ErrTrustRootUnavailable, s.cert.Issuer.String(), strings.Join(withdrawn, "; "))
 	}
 	roots := "the trusted root"
 	if len(k.roots) > 1 {
@@ -569,6 +708,7 @@ func (s *Signed) CertificateFields() (map[string]string, error) {
 type LogVerifier struct {
 	material root.TrustedMaterial
 	v        *sgverify.Verifier
+	origin   RootOrigin
 }
 
 // NewLogVerifier checks key's signatures and their transparency-log
@@ -581,7 +721,7 @@ func NewLogVerifier(key *PublicKey, r *TrustedRoot) (*LogVerifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LogVerifier{material: material, v: v}, nil
+	return &LogVerifier{material: material, v: v, origin: r.origin}, nil
 }
 
 // Verify checks that s was signed by the key, for digest, and logged.
@@ -589,7 +729,12 @@ func (l *LogVerifier) Verify(s *Signed, digest string) (*Result, error) {
 	if s.cert != nil {
 		return nil, fail(CheckSignature, "signed with a certificate, not a key")
 	}
-	return verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), nil)
+	res, err := verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), nil)
+	if err != nil {
+		return nil, err
+	}
+	res.Root = l.origin
+	return res, nil
 }
 
 // verifyEntity runs sigstore-go's verification of s for digest and, when

@@ -86,3 +86,31 @@ func FuzzParseCosignSignature(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTrustedRoot feeds the parser of trusted_root.json, which a TUF
+// mirror serves (verified against targets, but written by whoever signs
+// them) or a file holds, and what `trust status` reads of it: it must
+// never panic.
+func FuzzParseTrustedRoot(f *testing.F) {
+	vs, err := virtual.New()
+	if err != nil {
+		f.Fatal(err)
+	}
+	raw, err := vs.TrustedRoot()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw)
+	f.Add([]byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`))
+	f.Add([]byte(`{"certificateAuthorities":[{"certChain":{"certificates":[]},"validFor":{"start":"2021-01-01T00:00:00Z"}}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := verify.ParseTrustedRoot(raw)
+		if err != nil {
+			return
+		}
+		s := r.Summary()
+		if s.CertificateAuthorities+s.TransparencyLogs+s.TimestampAuthorities == 0 {
+			t.Errorf("a root that trusts nothing parsed: %+v", s)
+		}
+	})
+}

@@ -187,3 +187,54 @@ func TestParseTrustedRootRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestWithdrawnTrustRootsJudgeNothing(t *testing.T) {
+	vs, other := newSigstore(t), newSigstore(t)
+	image := digestOf("image")
+	raw, err := vs.DSSEBundle(ghSubject, ghIssuer, virtual.CosignStatement(image), virtual.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := verify.ParseBundle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuing := mustRoot(t, virtual.Parts{CA: vs, Log: vs, TSA: vs}).WithOrigin("public-good", 142)
+	foreign := mustRoot(t, virtual.Parts{CA: other, Log: other, TSA: other}).WithOrigin("github", 7)
+	expired := "trust root public-good: its TUF metadata (timestamp.json, version 142) expired at 2026-12-08T00:00:00Z and verifies nothing"
+	for _, tt := range []struct {
+		name  string
+		roots []*verify.TrustedRoot
+		// wantRoot is the root that judged it; wantErr, else, the error.
+		wantRoot    string
+		wantErr     string
+		undecidable bool
+	}{
+		{"the issuing root judges, and the result names it", []*verify.TrustedRoot{foreign, issuing}, "public-good", "", false},
+		{"the issuing root withdrawn: undecided, naming why", []*verify.TrustedRoot{issuing.Withdraw(expired)}, "", expired, true},
+		{"the issuing root withdrawn beside another: still undecided", []*verify.TrustedRoot{foreign, issuing.Withdraw(expired)}, "", "chains to no usable trusted root", true},
+		{"a root not loaded verifies nothing", []*verify.TrustedRoot{verify.UnavailableRoot("trust root lab is not loaded (no cache)")}, "", "not loaded", true},
+		{"another root withdrawn, the issuing one usable: verified", []*verify.TrustedRoot{foreign.Withdraw("expired"), issuing}, "public-good", "", false},
+		{"only a foreign root: a denial, not undecided", []*verify.TrustedRoot{foreign}, "", "does not chain", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := verify.NewKeyless(tt.roots, verify.Identity{Issuer: ghIssuer, Subject: ghSubject}, verify.SigningTime{RequireTlog: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := k.Verify(s, image)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Root.Name != tt.wantRoot || res.Root.Version != 142 || !strings.HasPrefix(res.Root.Digest, "sha256:") {
+					t.Errorf("judged by %+v, want %s version 142", res.Root, tt.wantRoot)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || errors.Is(err, verify.ErrTrustRootUnavailable) != tt.undecidable {
+				t.Errorf("error %v (undecided: %v), want %q (undecided: %v)", err, errors.Is(err, verify.ErrTrustRootUnavailable), tt.wantErr, tt.undecidable)
+			}
+		})
+	}
+}
