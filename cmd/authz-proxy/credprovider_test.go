@@ -69,9 +69,12 @@ clients:
 		t.Fatalf("with the provider's credential: %d, want 200", got)
 	}
 	var principal string
-	for _, rec := range testkit.Decisions(t, in.decisions.String()) {
-		if rec.Decision == "allow" {
-			principal = rec.Principal
+	// The decision line is written just after the answer.
+	for deadline := time.Now().Add(10 * time.Second); principal == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, rec := range testkit.Decisions(t, in.decisions.String()) {
+			if rec.Decision == "allow" {
+				principal = rec.Principal
+			}
 		}
 	}
 	if principal != "k8s:system:serviceaccount:prod:api" {

@@ -120,16 +120,22 @@ policy:
 // decisionFor is the last decision about digest d.
 func (in *instance) decisionFor(d v1.Hash) testkit.Decision {
 	in.t.Helper()
-	var found *testkit.Decision
-	for _, dec := range in.decisionLines() {
-		if dec.Digest == d.String() {
-			found = &dec
+	// serve's decision log is written by a writer of its own, just after
+	// the answer.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var found *testkit.Decision
+		for _, dec := range in.decisionLines() {
+			if dec.Digest == d.String() {
+				found = &dec
+			}
+		}
+		if found != nil {
+			return *found
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("no decision about %s:\n%s", d, in.decisions.String())
 		}
 	}
-	if found == nil {
-		in.t.Fatalf("no decision about %s:\n%s", d, in.decisions.String())
-	}
-	return *found
 }
 
 func TestANewTrustedRootFromTUFIsInForceWithoutRestart(t *testing.T) {
