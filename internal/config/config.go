@@ -349,14 +349,18 @@ type Attestor struct {
 	Notation   *Notation   `yaml:"notation"`
 	// RequireTlog, for a key-based attestor, demands a transparency-log
 	// proof (a Rekor entry's signed timestamp or inclusion proof) verified
-	// against TrustedRootFile, as `cosign verify` does unless told
-	// --insecure-ignore-tlog. Default false. A keyless attestor sets it
-	// under keyless instead.
+	// against TrustedRootFile or TrustRoots, as `cosign verify` does unless
+	// told --insecure-ignore-tlog. Default false. A keyless attestor sets
+	// it under keyless instead.
 	RequireTlog bool `yaml:"requireTlog"`
-	// TrustedRootFile is the Sigstore trusted root (trusted_root.json)
+	// TrustedRootFile is a Sigstore trusted root (trusted_root.json)
 	// whose Rekor keys verify the transparency-log proofs of a key-based
-	// attestor; required with RequireTlog.
+	// attestor; with RequireTlog, it or TrustRoots is required.
 	TrustedRootFile string `yaml:"trustedRootFile"`
+	// TrustRoots names entries of the configuration's trustRoots whose
+	// Rekor keys verify those proofs (kept current by TUF): a proof
+	// counts when one of them, or TrustedRootFile, verifies it.
+	TrustRoots []string `yaml:"trustRoots"`
 }
 
 // PublicKey is a PEM public key, inline or in a file.

@@ -204,7 +204,16 @@ func TestLoadRejectsBrokenConfigs(t *testing.T) {
 		}, "config.yaml:12: attestors[0].requireTlog: for a keyless attestor, set keyless.requireTlog instead"},
 		{"requireTlog without a trusted root", func(s string) string {
 			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    requireTlog: true", 1)
-		}, "config.yaml:14: attestors[0].requireTlog: needs trustedRootFile"},
+		}, "config.yaml:14: attestors[0].requireTlog: needs trustRoots or trustedRootFile"},
+		{"a key's trust roots without requireTlog", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    trustedRootFile: ci.pub", 1)
+		}, "attestors[0]: trustRoots and trustedRootFile verify transparency-log proofs: set requireTlog: true, or remove them"},
+		{"a key's requireTlog naming an unknown trust root", func(s string) string {
+			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    requireTlog: true\n    trustRoots: [public-good]", 1)
+		}, `attestors[0].trustRoots[0]: "public-good" is not a trust root: name one of trustRoots`},
+		{"a keyless attestor's trust roots outside keyless", func(s string) string {
+			return strings.Replace(s, "    publicKeys:\n      - file: ci.pub", "    trustRoots: [a]\n    keyless: {issuer: https://x, subject: a, trustedRootFile: ci.pub}", 1)
+		}, "attestors[0].trustRoots: for a keyless attestor, set keyless.trustRoots instead"},
 		{"key trusted root that is missing", func(s string) string {
 			return strings.Replace(s, "      - file: ci.pub", "      - file: ci.pub\n    requireTlog: true\n    trustedRootFile: nope.json", 1)
 		}, "config.yaml:15: attestors[0].trustedRootFile: open"},

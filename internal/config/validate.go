@@ -570,10 +570,13 @@ func (v *validator) attestors(roots map[string]bool) map[string]bool {
 			v.notation(i, a)
 		case len(a.PublicKeys) == 0:
 			v.errorf(p("attestors", i), "publicKeys, keyless or notation is required")
-		case a.RequireTlog && a.TrustedRootFile == "":
-			v.errorf(p("attestors", i, "requireTlog"), "needs trustedRootFile: the Sigstore trusted root (trusted_root.json) whose Rekor keys verify the transparency-log proofs")
+		case a.RequireTlog && a.TrustedRootFile == "" && len(a.TrustRoots) == 0:
+			v.errorf(p("attestors", i, "requireTlog"), "needs trustRoots or trustedRootFile: the Sigstore trusted roots (trusted_root.json) whose Rekor keys verify the transparency-log proofs")
+		case !a.RequireTlog && (a.TrustedRootFile != "" || len(a.TrustRoots) > 0):
+			v.errorf(p("attestors", i), "trustRoots and trustedRootFile verify transparency-log proofs: set requireTlog: true, or remove them")
 		default:
 			v.readable(p("attestors", i, "trustedRootFile"), a.TrustedRootFile)
+			v.rootNames(p("attestors", i, "trustRoots"), a.TrustRoots, roots)
 		}
 		for j, k := range a.PublicKeys {
 			if (k.File == "") == (k.PEM == "") {
@@ -593,6 +596,9 @@ func (v *validator) keyless(i int, a Attestor, trustRoots map[string]bool) {
 	}
 	if a.TrustedRootFile != "" {
 		v.errorf(p("attestors", i, "trustedRootFile"), "for a keyless attestor, set keyless.trustedRootFile instead")
+	}
+	if len(a.TrustRoots) > 0 {
+		v.errorf(p("attestors", i, "trustRoots"), "for a keyless attestor, set keyless.trustRoots instead")
 	}
 	if k.Issuer == "" && k.GitHub == nil {
 		v.errorf(path, "issuer is required: the OIDC issuer of the signing identity, e.g. https://token.actions.githubusercontent.com")
@@ -629,17 +635,7 @@ func (v *validator) keyless(i int, a Attestor, trustRoots map[string]bool) {
 	if len(k.TrustedRoots()) == 0 && len(k.TrustRoots) == 0 {
 		v.errorf(path, "trustRoots, trustedRootFile or trustedRootFiles is required: the Sigstore trusted roots (trusted_root.json) to verify certificates and log entries offline")
 	}
-	seen := map[string]bool{}
-	for j, name := range k.TrustRoots {
-		fp := append(p(path...), "trustRoots", j)
-		switch {
-		case !trustRoots[name]:
-			v.errorf(fp, "%q is not a trust root: name one of trustRoots", name)
-		case seen[name]:
-			v.errorf(fp, "%q is listed twice", name)
-		}
-		seen[name] = true
-	}
+	v.rootNames(append(p(path...), "trustRoots"), k.TrustRoots, trustRoots)
 	v.readable(append(p(path...), "trustedRootFile"), k.TrustedRootFile)
 	for j, f := range k.TrustedRootFiles {
 		if f == "" {
@@ -956,5 +952,21 @@ func (v *validator) requirementAttestors(path []any, names []string, threshold i
 	}
 	if threshold < 1 || threshold > len(names) {
 		v.errorf(append(path, "threshold"), "%d: want 1 to %d (the number of attestors listed)", threshold, len(names))
+	}
+}
+
+// rootNames checks that names, at path, each name one of the trust roots
+// once.
+func (v *validator) rootNames(path []any, names []string, trustRoots map[string]bool) {
+	seen := map[string]bool{}
+	for j, name := range names {
+		fp := append(p(path...), j)
+		switch {
+		case !trustRoots[name]:
+			v.errorf(fp, "%q is not a trust root: name one of trustRoots", name)
+		case seen[name]:
+			v.errorf(fp, "%q is listed twice", name)
+		}
+		seen[name] = true
 	}
 }

@@ -55,13 +55,22 @@ func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[strin
 		}
 		at.keys = append(at.keys, key)
 	}
-	if a.RequireTlog && a.TrustedRootFile != "" {
-		r, err := trustedRoot(c, []any{"attestors", i, "trustedRootFile"}, a.TrustedRootFile, roots)
-		if err != nil {
-			return at, append(errs, err)
+	if a.RequireTlog {
+		var rs []*verify.TrustedRoot
+		if a.TrustedRootFile != "" {
+			r, err := trustedRoot(c, []any{"attestors", i, "trustedRootFile"}, a.TrustedRootFile, roots)
+			if err != nil {
+				return at, append(errs, err)
+			}
+			rs = append(rs, r)
 		}
+		nrs, err := namedRoots(c, []any{"attestors", i, "trustRoots"}, a.TrustRoots, named)
+		if err != nil {
+			return at, append(errs, err...)
+		}
+		rs = append(rs, nrs...)
 		for _, k := range at.keys {
-			lv, err := verify.NewLogVerifier(k, r)
+			lv, err := verify.NewLogVerifier(k, rs...)
 			if err != nil {
 				return at, append(errs, c.Errorf([]any{"attestors", i}, "%v", err))
 			}
@@ -85,14 +94,8 @@ func compileAttestor(c *config.Config, i int, a config.Attestor, roots map[strin
 		for j, f := range k.TrustedRootFiles {
 			add([]any{"trustedRootFiles", j}, f)
 		}
-		for j, name := range k.TrustRoots {
-			r, ok := named[name]
-			if !ok {
-				errs = append(errs, c.Errorf(slices.Concat(path, []any{"trustRoots", j}), "trust root %q is not loaded", name))
-				continue
-			}
-			rs = append(rs, r)
-		}
+		nrs, nerrs := namedRoots(c, slices.Concat(path, []any{"trustRoots"}), k.TrustRoots, named)
+		rs, errs = append(rs, nrs...), append(errs, nerrs...)
 		id, idErrs := keylessIdentity(c, path, k)
 		if errs = append(errs, idErrs...); len(errs) > 0 {
 			return at, errs
@@ -155,6 +158,21 @@ func compileNotation(c *config.Config, i int, n *config.Notation, at *attestor) 
 		return []error{c.Errorf(path, "%v", err)}
 	}
 	return nil
+}
+
+// namedRoots are the trust roots that names, at path, name.
+func namedRoots(c *config.Config, path []any, names []string, named map[string]*verify.TrustedRoot) ([]*verify.TrustedRoot, []error) {
+	var rs []*verify.TrustedRoot
+	var errs []error
+	for j, name := range names {
+		r, ok := named[name]
+		if !ok {
+			errs = append(errs, c.Errorf(slices.Concat(path, []any{j}), "trust root %q is not loaded", name))
+			continue
+		}
+		rs = append(rs, r)
+	}
+	return rs, errs
 }
 
 // trustedRoot reads and parses a trusted root file once per Compile.

@@ -310,6 +310,7 @@ func (p *Policy) index() {
 func generation(c *config.Config, roots map[string]*verify.TrustedRoot) string {
 	var used []string
 	for _, a := range c.Attestors {
+		used = append(used, a.TrustRoots...)
 		if a.Keyless != nil {
 			used = append(used, a.Keyless.TrustRoots...)
 		}

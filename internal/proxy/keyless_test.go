@@ -401,7 +401,7 @@ func (e *env) manifest(repo string, digest v1.Hash) ([]byte, error) {
 	return []byte(buf.String()), err
 }
 
-func TestAKeylessPullUnderAnExpiredTrustRootFailsClosed(t *testing.T) {
+func TestAPullJudgedUnderAnExpiredTrustRootFailsClosed(t *testing.T) {
 	vs, err := virtual.New()
 	if err != nil {
 		t.Fatal(err)
@@ -421,6 +421,10 @@ func TestAKeylessPullUnderAnExpiredTrustRootFailsClosed(t *testing.T) {
 attestors:
   - name: release
     keyless: {issuer: ` + ghIssuer + `, subject: ` + ghRelease + `, trustRoots: [public-good], requireTlog: true}
+  - name: ci-logged
+    publicKeys: [{file: ci.pub}]
+    requireTlog: true
+    trustRoots: [public-good]
 policy:
   rules:
     - name: release
@@ -436,6 +440,18 @@ policy:
 	}{
 		{"signature", "signature: {attestors: [release]}", func(e *env, d v1.Hash) {
 			e.keylessSign(vs, "release/app", ghRelease, ghIssuer, d, d, virtual.Options{}, false)
+		}},
+		{"signature by a key, its log proof under the root", "signature: {attestors: [ci-logged]}", func(e *env, d v1.Hash) {
+			sig, err := sign.New(e.keys["ci"], e.repo("release/app"), d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sig.RekorBundle, err = vs.LogKeySignature(e.keys["ci"], sig.Payload, sig.Sig); err != nil {
+				t.Fatal(err)
+			}
+			if err := sign.AttachTag(context.Background(), e.repo("release/app"), d.String(), []sign.Signature{sig}); err != nil {
+				t.Fatal(err)
+			}
 		}},
 		{"attestation, the newest deciding", "attestation: {predicateType: " + slsaV1 + ", attestors: [release]}", func(e *env, d v1.Hash) {
 			e.keylessAttest(vs, "release/app", d, "https://github.com/actions/runner")

@@ -706,35 +706,75 @@ func (s *Signed) CertificateFields() (map[string]string, error) {
 // LogVerifier verifies signatures of a key together with their
 // transparency-log proof, for attestors that require one.
 type LogVerifier struct {
+	under []logUnder // one per trusted root
+}
+
+// logUnder checks a key's logged signatures against the logs of one root.
+type logUnder struct {
 	material root.TrustedMaterial
 	v        *sgverify.Verifier
 	origin   RootOrigin
+	// withdrawn says why the root judges nothing now ("": it does).
+	withdrawn string
 }
 
 // NewLogVerifier checks key's signatures and their transparency-log
-// proof against the Rekor logs of r.
-func NewLogVerifier(key *PublicKey, r *TrustedRoot) (*LogVerifier, error) {
-	material := root.TrustedMaterialCollection{r.root, root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) {
-		return root.NewExpiringKey(keyVerifier{key}, time.Time{}, time.Time{}), nil
-	})}
-	v, err := sgverify.NewVerifier(material, sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1))
-	if err != nil {
-		return nil, err
+// proof against the Rekor logs of roots: a proof counts when one of them
+// verifies it.
+func NewLogVerifier(key *PublicKey, roots ...*TrustedRoot) (*LogVerifier, error) {
+	if len(roots) == 0 {
+		return nil, errors.New("no trusted root")
 	}
-	return &LogVerifier{material: material, v: v, origin: r.origin}, nil
+	l := &LogVerifier{}
+	for _, r := range roots {
+		if r.withdrawn != "" {
+			l.under = append(l.under, logUnder{origin: r.origin, withdrawn: r.withdrawn})
+			continue
+		}
+		material := root.TrustedMaterialCollection{r.root, root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) {
+			return root.NewExpiringKey(keyVerifier{key}, time.Time{}, time.Time{}), nil
+		})}
+		v, err := sgverify.NewVerifier(material, sgverify.WithTransparencyLog(1), sgverify.WithObserverTimestamps(1))
+		if err != nil {
+			return nil, err
+		}
+		l.under = append(l.under, logUnder{material: material, v: v, origin: r.origin})
+	}
+	return l, nil
 }
 
-// Verify checks that s was signed by the key, for digest, and logged.
+// Verify checks that s was signed by the key, for digest, and logged in a
+// log of one of the roots. When no usable root verifies the proof and one
+// is withdrawn, that one might have: the error is ErrTrustRootUnavailable.
 func (l *LogVerifier) Verify(s *Signed, digest string) (*Result, error) {
 	if s.cert != nil {
 		return nil, fail(CheckSignature, "signed with a certificate, not a key")
 	}
-	res, err := verifyEntity(l.v, l.material, s, digest, sgverify.WithKey(), nil)
-	if err != nil {
-		return nil, err
+	var first error
+	var withdrawn []string
+	for _, u := range l.under {
+		if u.withdrawn != "" {
+			withdrawn = append(withdrawn, u.withdrawn)
+			continue
+		}
+		res, err := verifyEntity(u.v, u.material, s, digest, sgverify.WithKey(), nil)
+		if err == nil {
+			res.Root = u.origin
+			return res, nil
+		}
+		// A signature for another digest is that under every root.
+		if first == nil || errors.As(err, new(*DigestMismatchError)) {
+			first = err
+		}
 	}
-	res.Root = l.origin
-	return res, nil
+	if len(withdrawn) > 0 && !errors.As(first, new(*DigestMismatchError)) {
+		why := "the key's signature has no log proof that a usable trusted root verifies"
+		if first != nil {
+			why += " (" + first.Error() + ")"
+		}
+		return nil, fmt.Errorf("%w: %s, and %s", ErrTrustRootUnavailable, why, strings.Join(withdrawn, "; "))
+	}
+	return nil, first
 }
 
 // verifyEntity runs sigstore-go's verification of s for digest and, when
