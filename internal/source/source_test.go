@@ -133,7 +133,9 @@ func (l *lab) source(st *store.Store) *source.Source {
 // settle waits for the store's background writes.
 func (l *lab) settle() {
 	l.t.Helper()
-	for deadline := time.Now().Add(time.Minute); l.st.Stats().WritesInFlight > 0; time.Sleep(time.Millisecond) {
+	// A fill still writing links its blob when it ends: wait for both.
+	busy := func() bool { st := l.st.Stats(); return st.FillsInFlight > 0 || st.WritesInFlight > 0 }
+	for deadline := time.Now().Add(time.Minute); busy(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			l.t.Fatal("the store still writes after a minute")
 		}
