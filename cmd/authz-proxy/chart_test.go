@@ -218,6 +218,7 @@ func chartValuesSchema() schema {
 			"enabled": boolean, "size": quantity, "storageClassName": str,
 			"accessModes": schema{"type": "array", "items": enum("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")},
 		}),
+		"trustCache":    obj(schema{"enabled": boolean, "sizeLimit": quantity}),
 		"networkPolicy": obj(schema{"enabled": boolean, "metricsFrom": anyList, "egress": anyList}),
 		"metrics": obj(schema{
 			"serviceMonitor":   obj(schema{"enabled": boolean, "interval": duration, "labels": anyObject}),

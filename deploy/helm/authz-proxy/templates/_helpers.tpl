@@ -183,4 +183,7 @@ volumeMounts:
   {{- if .Values.persistence.enabled }}
   - {name: store, mountPath: /var/lib/authz-proxy}
   {{- end }}
+  {{- if .Values.trustCache.enabled }}
+  - {name: trust-cache, mountPath: /var/cache/authz-proxy}
+  {{- end }}
 {{- end -}}
