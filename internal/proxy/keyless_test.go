@@ -377,7 +377,14 @@ func (e *env) keyBundle(repo string, digest v1.Hash) {
 // referrer.
 func (e *env) keylessAttest(vs *virtual.Sigstore, repo string, digest v1.Hash, builder string) {
 	e.t.Helper()
-	st, err := sign.Statement(oci.StatementV1, e.repo(repo).Name(), digest.String(), slsaV1, provenance(builder))
+	e.keylessAttestation(vs, repo, digest, slsaV1, provenance(builder))
+}
+
+// keylessAttestation stores an attestation of predicateType about digest,
+// signed keylessly by the release workflow, as a bundle referrer.
+func (e *env) keylessAttestation(vs *virtual.Sigstore, repo string, digest v1.Hash, predicateType string, predicate any) {
+	e.t.Helper()
+	st, err := sign.Statement(oci.StatementV1, e.repo(repo).Name(), digest.String(), predicateType, predicate)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -385,7 +392,7 @@ func (e *env) keylessAttest(vs *virtual.Sigstore, repo string, digest v1.Hash, b
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.attachBundle(repo, digest, b, "dsse-envelope", slsaV1, false)
+	e.attachBundle(repo, digest, b, "dsse-envelope", predicateType, false)
 }
 
 // manifest reads the manifest of digest upstream, the artifact a message
@@ -458,6 +465,9 @@ policy:
 		}},
 		{"attestation, any one", "attestation: {predicateType: " + slsaV1 + ", attestors: [release], select: any}", func(e *env, d v1.Hash) {
 			e.keylessAttest(vs, "release/app", d, "https://github.com/actions/runner")
+		}},
+		{"vulnerabilities, the newest scan deciding", "vulnerabilities: {attestors: [release], maximumFixableSeverity: HIGH, maximumUnfixableSeverity: HIGH}", func(e *env, d v1.Hash) {
+			e.keylessAttestation(vs, "release/app", d, vuln, scan(time.Now().Add(-time.Hour), "LOW"))
 		}},
 	} {
 		for _, tt := range []struct {
