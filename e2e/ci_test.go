@@ -19,6 +19,7 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/oci"
 	"github.com/authz-proxy/authz-proxy/internal/sign"
 	"github.com/authz-proxy/authz-proxy/internal/sign/virtual"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 const (
@@ -110,27 +111,12 @@ func TestCISigningIdentities(t *testing.T) {
 
 	// A long-lived signing certificate, as a private CA issues them, and
 	// its key imported into cosign's format.
-	leaf, err := private.Issue(virtual.Leaf{Subject: privateIdentity, Issuer: privateIssuer, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := leaf.CertPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := leaf.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, imported := privateSigner(ctx, t, dir, private)
 	chainPEM, err := private.ChainPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, chainFile, keyFile := write("leaf.pem", certPEM), write("chain.pem", chainPEM), write("leaf.key", keyPEM)
-	imported := filepath.Join(dir, "imported")
-	if out, err := lab.tool(ctx, nil, "cosign3", "import-key-pair", "--key", keyFile, "--output-key-prefix", imported); err != nil {
-		t.Fatalf("cosign3 import-key-pair: %v\n%s", err, out)
-	}
+	chainFile := write("chain.pem", chainPEM)
 
 	roots := map[string]virtual.Parts{
 		"private.json": {Authorities: []*virtual.CA{private}},
@@ -268,4 +254,32 @@ func TestCISigningIdentities(t *testing.T) {
 			wantContains(t, "decision", d.String(), c.wantWhy)
 		})
 	}
+}
+
+// privateSigner issues a long-lived certificate of ca to privateIdentity,
+// as a private CA issues them, writes it under dir and imports its key into
+// cosign's format: the certificate's file and the imported key's prefix
+// (cosign sign --key PREFIX.key --certificate FILE).
+func privateSigner(ctx context.Context, t *testing.T, dir string, ca *virtual.CA) (certFile, imported string) {
+	t.Helper()
+	now := time.Now()
+	leaf, err := ca.Issue(virtual.Leaf{Subject: privateIdentity, Issuer: privateIssuer, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := leaf.CertPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := leaf.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = testkit.WriteFile(t, filepath.Join(dir, "leaf.pem"), string(certPEM))
+	keyFile := testkit.WriteFile(t, filepath.Join(dir, "leaf.key"), string(keyPEM))
+	imported = filepath.Join(dir, "imported")
+	if out, err := lab.tool(ctx, nil, "cosign3", "import-key-pair", "--key", keyFile, "--output-key-prefix", imported); err != nil {
+		t.Fatalf("cosign3 import-key-pair: %v\n%s", err, out)
+	}
+	return certFile, imported
 }

@@ -5,7 +5,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,14 +58,6 @@ func TestCosignV3SignatureUnderANewCAPassesOnceTheTUFMirrorServesIt(t *testing.T
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		t.Helper()
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
 	now := time.Now()
 	ca := func(name string) *virtual.CA {
 		c, err := virtual.NewCA(name, now.Add(-24*time.Hour), now.Add(365*24*time.Hour))
@@ -84,27 +75,11 @@ func TestCosignV3SignatureUnderANewCAPassesOnceTheTUFMirrorServesIt(t *testing.T
 		return b
 	}
 	repo := testkit.NewTUFRepo(t, trustedRoot(oldCA))
-	rootFile := write("lab-root.json", repo.FirstRoot())
+	rootFile := testkit.WriteFile(t, filepath.Join(dir, "lab-root.json"), string(repo.FirstRoot()))
 
 	// A long-lived certificate of the new CA, its key imported into
 	// cosign's format, and an image signed with both by cosign v3.
-	leaf, err := newCA.Issue(virtual.Leaf{Subject: privateIdentity, Issuer: privateIssuer, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(90 * 24 * time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := leaf.CertPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := leaf.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := write("leaf.pem", certPEM), write("leaf.key", keyPEM)
-	imported := filepath.Join(dir, "imported")
-	if out, err := lab.tool(ctx, nil, "cosign3", "import-key-pair", "--key", keyFile, "--output-key-prefix", imported); err != nil {
-		t.Fatalf("cosign3 import-key-pair: %v\n%s", err, out)
-	}
+	certFile, imported := privateSigner(ctx, t, dir, newCA)
 	img, err := ociImage("linux", "amd64")
 	if err != nil {
 		t.Fatal(err)
