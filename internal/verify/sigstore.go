@@ -709,13 +709,12 @@ type LogVerifier struct {
 	under []logUnder // one per trusted root
 }
 
-// logUnder checks a key's logged signatures against the logs of one root.
+// logUnder checks a key's logged signatures against the logs of one root
+// (a withdrawn one has no verifier).
 type logUnder struct {
+	root     *TrustedRoot
 	material root.TrustedMaterial
 	v        *sgverify.Verifier
-	origin   RootOrigin
-	// withdrawn says why the root judges nothing now ("": it does).
-	withdrawn string
 }
 
 // NewLogVerifier checks key's signatures and their transparency-log
@@ -728,7 +727,7 @@ func NewLogVerifier(key *PublicKey, roots ...*TrustedRoot) (*LogVerifier, error)
 	l := &LogVerifier{}
 	for _, r := range roots {
 		if r.withdrawn != "" {
-			l.under = append(l.under, logUnder{origin: r.origin, withdrawn: r.withdrawn})
+			l.under = append(l.under, logUnder{root: r})
 			continue
 		}
 		material := root.TrustedMaterialCollection{r.root, root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) {
@@ -738,7 +737,7 @@ func NewLogVerifier(key *PublicKey, roots ...*TrustedRoot) (*LogVerifier, error)
 		if err != nil {
 			return nil, err
 		}
-		l.under = append(l.under, logUnder{material: material, v: v, origin: r.origin})
+		l.under = append(l.under, logUnder{root: r, material: material, v: v})
 	}
 	return l, nil
 }
@@ -753,13 +752,13 @@ func (l *LogVerifier) Verify(s *Signed, digest string) (*Result, error) {
 	var first error
 	var withdrawn []string
 	for _, u := range l.under {
-		if u.withdrawn != "" {
-			withdrawn = append(withdrawn, u.withdrawn)
+		if u.root.withdrawn != "" {
+			withdrawn = append(withdrawn, u.root.withdrawn)
 			continue
 		}
 		res, err := verifyEntity(u.v, u.material, s, digest, sgverify.WithKey(), nil)
 		if err == nil {
-			res.Root = u.origin
+			res.Root = u.root.origin
 			return res, nil
 		}
 		// A signature for another digest is that under every root.
