@@ -56,8 +56,8 @@ cputicks() { [ -n "${1:-}" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 
 pidof_target() { case $1 in *minproxy) echo "$MINPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
 # the registry's count of requests answered, by handler and method
 regcounts() { curl -fs "http://$REG_METRICS/metrics" | awk '/^registry_http_request_duration_seconds_count/ {print $1, $2}'; }
-attack() { # attack NAME TARGETFILE [DURATION] -> JSON report in $work/NAME.json, CPU ticks of the target (.cpu) and of the registry (.regcpu), the registry's requests before and after (.req0, .req1)
-  local pid; pid=$(pidof_target "$1"); local t0 r0; t0=$(cputicks "$pid"); r0=$(cputicks "$REGPID")
+attack() { # attack NAME TARGETFILE [DURATION [PID]] -> JSON report in $work/NAME.json, CPU ticks of the target (.cpu; PID, else named by NAME) and of the registry (.regcpu), the registry's requests before and after (.req0, .req1)
+  local pid; pid=${4:-$(pidof_target "$1")}; local t0 r0; t0=$(cputicks "$pid"); r0=$(cputicks "$REGPID")
   regcounts > "$work/$1.req0"
   "$tools/vegeta" attack -targets "$2" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "${3:-$DURATION}" -keepalive \
     | "$tools/vegeta" report -type json > "$work/$1.json"
@@ -285,10 +285,7 @@ for r in $(seq "$ROUNDS"); do
   for s in digest tag; do
     for v in $order; do
       echo "load: chain $v, $s, round $r" >&2
-      t0=$(cputicks "${CHAIN_PID[$v]}")
-      "$tools/vegeta" attack -targets "$work/chain-$s-$v.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
-        | "$tools/vegeta" report -type json > "$work/chain-$s-$v-$r.json"
-      echo $(( $(cputicks "${CHAIN_PID[$v]}") - t0 )) > "$work/chain-$s-$v-$r.cpu"
+      attack "chain-$s-$v-$r" "$work/chain-$s-$v.targets" "$DURATION" "${CHAIN_PID[$v]}"
     done
   done
 done
@@ -352,10 +349,7 @@ for r in $(seq "$ROUNDS"); do
   order="10 10000"; [ $((r % 2)) = 0 ] && order="10000 10"
   for n in $order; do
     echo "load: cached GET by digest, $n rules, round $r" >&2
-    t0=$(cputicks "${RULES_PID[$n]}")
-    "$tools/vegeta" attack -targets "$work/rules-$n.targets" -rate 0 -workers "$CONCURRENCY" -max-workers "$CONCURRENCY" -duration "$DURATION" -keepalive \
-      | "$tools/vegeta" report -type json > "$work/rules-$n-$r.json"
-    echo $(( $(cputicks "${RULES_PID[$n]}") - t0 )) > "$work/rules-$n-$r.cpu"
+    attack "rules-$n-$r" "$work/rules-$n.targets" "$DURATION" "${RULES_PID[$n]}"
   done
 done
 for n in 10 10000; do kill "${RULES_PID[$n]}"; done
