@@ -18,7 +18,6 @@ import (
 	"github.com/authz-proxy/authz-proxy/internal/policy"
 	"github.com/authz-proxy/authz-proxy/internal/proxy"
 	"github.com/authz-proxy/authz-proxy/internal/store"
-	"github.com/authz-proxy/authz-proxy/internal/trust"
 )
 
 // reloader puts a changed configuration in force while serving: it loads
@@ -45,8 +44,6 @@ type reloader struct {
 	audit   *audit.Log
 	metrics *metrics.Metrics
 	logger  *slog.Logger
-	// trust is cur's trust roots, for the metrics' scrapes.
-	trust atomic.Pointer[trust.Set]
 }
 
 // trustChanged puts in force the policy in force compiled anew with the
@@ -70,7 +67,9 @@ func (r *reloader) trustChanged() {
 		return
 	}
 	old := r.cur.policy.Generation
+	r.mu.Lock()
 	r.cur = &l
+	r.mu.Unlock()
 	var roots []string
 	for _, s := range l.trust.Status(time.Now()) {
 		state := fmt.Sprintf("%s version %d (%s)", s.Name, s.TargetsVersion, s.Digest)
@@ -109,7 +108,6 @@ func (r *reloader) reload(trigger string) {
 	r.mu.Lock()
 	r.cur, r.fingerprint = l, fp
 	l.trustRoots.Use(l.trust)
-	r.trust.Store(l.trust)
 	r.mu.Unlock()
 	select {
 	case r.reloaded <- struct{}{}:

@@ -133,8 +133,7 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	m.WatchOutages(handler.Outages)
 	r := &reloader{path: path, cur: l, fingerprint: fingerprint(path), proxy: handler, store: st, audit: auditLog, metrics: m, logger: logger, reloaded: make(chan struct{}, 1)}
 	r.tried = r.fingerprint
-	r.trust.Store(l.trust)
-	m.WatchTrust(func() []metrics.TrustRoot { return trustMetrics(r.trust.Load().Status(time.Now())) })
+	m.WatchTrust(func() []metrics.TrustRoot { return trustMetrics(r.current().trust.Status(time.Now())) })
 	// A trust root that changes what it trusts is put in force by the
 	// loop below, as a reload is.
 	trustChanged := make(chan struct{}, 1)
