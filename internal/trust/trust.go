@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -390,7 +391,7 @@ func (m *Manager) Use(s *Set) {
 	m.inUse = s
 	if old != nil {
 		for _, t := range old.roots {
-			if !containsTracked(s.roots, t) && t.cancel != nil {
+			if !slices.Contains(s.roots, t) && t.cancel != nil {
 				t.cancel()
 			}
 		}
@@ -407,15 +408,6 @@ func (m *Manager) Use(s *Set) {
 			m.keepCurrent(ctx, t)
 		}()
 	}
-}
-
-func containsTracked(ts []*tracked, t *tracked) bool {
-	for _, u := range ts {
-		if u == t {
-			return true
-		}
-	}
-	return false
 }
 
 // Close stops every refresher and waits for them.
