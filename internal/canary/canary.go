@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -101,7 +102,7 @@ func Run(ctx context.Context, p Puller, c Config, now time.Time) Report {
 		}
 		ch := Check{Name: "mirror configured", OK: len(problems) == 0}
 		if ch.OK {
-			ch.Detail = fmt.Sprintf("the %s files send %s to %s only", c.Runtime, strings.Join(keys(seen), " and "), c.Server)
+			ch.Detail = fmt.Sprintf("the %s files send %s to %s only", c.Runtime, strings.Join(slices.Sorted(maps.Keys(seen)), " and "), c.Server)
 		} else {
 			ch.Detail = strings.Join(problems, "; ")
 			r.Enforced = false
@@ -161,15 +162,6 @@ func pull(ctx context.Context, p Puller, image string, timeout time.Duration) (s
 func Registry(image string) string {
 	host, _, _ := strings.Cut(image, "/")
 	return host
-}
-
-func keys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // WriteText writes the report as a person reads it.

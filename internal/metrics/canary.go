@@ -66,6 +66,7 @@ func (c *Canary) Handler() http.Handler {
 	return mux
 }
 
+// b2f is a gauge's value for b: 1 or 0.
 func b2f(b bool) float64 {
 	if b {
 		return 1

@@ -819,17 +819,11 @@ func (c trustCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	bit := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
 	for _, s := range c() {
 		gauge(trustInfoDesc, 1, s.Name, s.Kind, s.Digest)
 		gauge(trustVersionDesc, float64(s.Version), s.Name)
-		gauge(trustUsableDesc, bit(s.Usable), s.Name)
-		gauge(trustExpiringDesc, bit(s.Expiring != ""), s.Name)
+		gauge(trustUsableDesc, b2f(s.Usable), s.Name)
+		gauge(trustExpiringDesc, b2f(s.Expiring != ""), s.Name)
 		if !s.Refreshed.IsZero() {
 			gauge(trustRefreshDesc, float64(s.Refreshed.Unix()), s.Name)
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -379,7 +380,7 @@ func Configured(dir, runtime, upstream, server string) error {
 			return fmt.Errorf("%s: server is %q, not the proxy %s", path, h.Server, u.Scheme+"://"+u.Host)
 		}
 		if len(h.Host) > 0 {
-			return fmt.Errorf("%s: lists other hosts (%s): containerd falls back to them past the proxy's refusal", path, strings.Join(sortedKeys(h.Host), ", "))
+			return fmt.Errorf("%s: lists other hosts (%s): containerd falls back to them past the proxy's refusal", path, strings.Join(slices.Sorted(maps.Keys(h.Host)), ", "))
 		}
 		return nil
 	default:
@@ -412,13 +413,4 @@ func Configured(dir, runtime, upstream, server string) error {
 		}
 		return fmt.Errorf("%s: no [[registry]] for %s: CRI-O pulls it from the registry itself", path, upstream)
 	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }

@@ -29,11 +29,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{- define "authz-proxy.upstreamNames" -}}
-{{- range .Values.config.upstreams }}{{ .name }}
-{{ end -}}
-{{- end -}}
-
 {{- define "authz-proxy.tlsSecret" -}}
 {{- default (printf "%s-tls" (include "authz-proxy.fullname" .)) .Values.tls.secretName -}}
 {{- end -}}
