@@ -53,9 +53,6 @@ func NewIndex(pats []Pattern) *Index {
 	return x
 }
 
-// Len is the number of patterns indexed.
-func (x *Index) Len() int { return len(x.pats) }
-
 // First returns the position of the first pattern that matches img and
 // that ok (nil: any) accepts, and -1 when there is none: the same answer
 // as testing every pattern in order.

@@ -46,11 +46,7 @@ func manyRules(t testing.TB, n int, r *rand.Rand) []pattern.Pattern {
 		if r.IntN(1000) == 0 {
 			text = fmt.Sprintf("*/team-%d/**", r.IntN(n))
 		}
-		p, err := pattern.Parse(text)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pats = append(pats, p)
+		pats = append(pats, mustParse(t, text))
 	}
 	return append(pats, mustParse(t, "**"))
 }

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -141,6 +142,36 @@ func TestConcurrentPullsOfOneTagShareOneUpstreamHead(t *testing.T) {
 			}
 			if n := e.count(http.MethodHead, "/v2/signed/app/manifests/v1") - heads; n != 1 {
 				t.Errorf("%d concurrent %ss of one tag cost %d upstream HEADs, want 1", clients, method, n)
+			}
+		})
+	}
+}
+
+// TestATagConfirmedWithinTagTTLIsNeverAnotherRepositorysDigest: within
+// tagTTL a tag is answered from the digest its own repository's upstream
+// confirmed; the same tag of another repository is asked of the upstream,
+// and gets its own digest.
+func TestATagConfirmedWithinTagTTLIsNeverAnotherRepositorysDigest(t *testing.T) {
+	for _, store := range []bool{false, true} {
+		t.Run(fmt.Sprintf("store %v", store), func(t *testing.T) {
+			opts := []envOption{withTags(map[string]source.Tags{"lab": {TTL: time.Hour, StaleIfError: config.DefaultStaleIfError}})}
+			if store {
+				opts = append(opts, withStore(tempStore(t)))
+			}
+			e := newEnv(t, opts...)
+			mine, theirs := e.signed("signed/app:v1"), e.signed("other/app:v1")
+			for _, method := range []string{http.MethodHead, http.MethodGet} {
+				if got := e.pullDigest(method, "/v2/lab/signed/app/manifests/v1"); got != mine.String() {
+					t.Fatalf("%s signed/app:v1: %s, want %s", method, got, mine)
+				}
+			}
+			for _, method := range []string{http.MethodHead, http.MethodGet} {
+				if got := e.pullDigest(method, "/v2/lab/other/app/manifests/v1"); got != theirs.String() {
+					t.Errorf("%s other/app:v1: %s, want its own %s", method, got, theirs)
+				}
+			}
+			if n, m := e.count(http.MethodHead, "/v2/other/app/manifests/v1"), e.count(http.MethodHead, "/v2/signed/app/manifests/v1"); n != m {
+				t.Errorf("other/app:v1 was asked of the upstream %d times, signed/app:v1 %d: want the same, each its own", n, m)
 			}
 		})
 	}

@@ -130,8 +130,7 @@ func (b *tagBook) served(k tagKey, e tagEntry) {
 // forget drops k, if it is known: the upstream says the tag does not
 // exist (any more).
 func (b *tagBook) forget(ctx context.Context, k tagKey) {
-	_, ok := b.mem.Get(k)
-	b.mem.Remove(k)
+	ok := b.mem.Remove(k)
 	if b.store == nil {
 		return
 	}
