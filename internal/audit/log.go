@@ -434,19 +434,7 @@ func encode(ctx context.Context, t time.Time, level slog.Level, msg string, attr
 // with a key, its signature, and returns the line written (without its
 // newline). The caller reports a failure. l.mu is held.
 func (l *Log) append(line []byte, sign bool) ([]byte, error) {
-	buf := make([]byte, 0, len(line)+200)
-	buf = append(buf, bytes.TrimSuffix(line, []byte("}\n"))...)
-	if l.logID != "" {
-		buf = append(buf, `,"logId":`...)
-		buf = appendSlogString(buf, l.logID)
-	}
-	if l.opts.chain {
-		buf = append(buf, `,"seq":`...)
-		buf = strconv.AppendUint(buf, l.seq+1, 10)
-		buf = append(buf, `,"prev":"`...)
-		buf = append(buf, l.head...)
-		buf = append(buf, '"')
-	}
+	buf := l.appendPlace(make([]byte, 0, len(line)+200), line, l.seq+1, l.head)
 	if sign && l.opts.key != nil {
 		sig, err := signCheckpoint(l.opts.key, append(buf, '}'))
 		if err != nil {
@@ -462,10 +450,35 @@ func (l *Log) append(line []byte, sign bool) ([]byte, error) {
 	}
 	if l.opts.chain {
 		l.seq++
-		sum := sha256.Sum256(buf[:len(buf)-1])
-		l.head = hex.AppendEncode(append(l.head[:0], "sha256:"...), sum[:])
+		l.head = nextHead(l.head, buf[:len(buf)-1])
 	}
 	return buf[:len(buf)-1], nil
+}
+
+// appendPlace appends line, one JSON object as encode made it, without its
+// closing brace and completed with the log id and, in a chain, its place:
+// seq, and prev, the head of the chain before it.
+func (l *Log) appendPlace(buf, line []byte, seq uint64, prev []byte) []byte {
+	buf = append(buf, bytes.TrimSuffix(line, []byte("}\n"))...)
+	if l.logID != "" {
+		buf = append(buf, `,"logId":`...)
+		buf = appendSlogString(buf, l.logID)
+	}
+	if l.opts.chain {
+		buf = append(buf, `,"seq":`...)
+		buf = strconv.AppendUint(buf, seq, 10)
+		buf = append(buf, `,"prev":"`...)
+		buf = append(buf, prev...)
+		buf = append(buf, '"')
+	}
+	return buf
+}
+
+// nextHead is the head of the chain after line (without its newline),
+// written over head's bytes: "sha256:<hex>", as lineHash says.
+func nextHead(head, line []byte) []byte {
+	sum := sha256.Sum256(line)
+	return hex.AppendEncode(append(head[:0], "sha256:"...), sum[:])
 }
 
 // emit writes buf to the file and to standard output, and returns the

@@ -2,10 +2,7 @@ package audit
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -109,23 +106,10 @@ func (l *Log) writeBatch(batch []queued) {
 	buf := l.batchBuf[:0]
 	for _, q := range batch {
 		start := len(buf)
-		buf = append(buf, bytes.TrimSuffix(q.line.Bytes(), []byte("}\n"))...)
-		if l.logID != "" { // as append completes a line
-			buf = append(buf, `,"logId":`...)
-			buf = appendSlogString(buf, l.logID)
-		}
-		if l.opts.chain {
-			buf = append(buf, `,"seq":`...)
-			buf = strconv.AppendUint(buf, seq+1, 10)
-			buf = append(buf, `,"prev":"`...)
-			buf = append(buf, head...)
-			buf = append(buf, '"')
-		}
-		buf = append(buf, "}\n"...)
+		buf = append(l.appendPlace(buf, q.line.Bytes(), seq+1, head), "}\n"...)
 		if l.opts.chain {
 			seq++
-			sum := sha256.Sum256(buf[start : len(buf)-1])
-			head = hex.AppendEncode(append(head[:0], "sha256:"...), sum[:])
+			head = nextHead(head, buf[start:len(buf)-1])
 		}
 	}
 	err := l.emit(buf)
