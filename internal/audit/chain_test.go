@@ -489,8 +489,8 @@ func failingWrite(t *testing.T, opts ...audit.Option) {
 }
 
 type observer struct {
-	mu             sync.Mutex
-	ok, failed, cp int
+	mu                    sync.Mutex
+	ok, failed, cp, waits int
 }
 
 func (o *observer) AuditWrite(ok bool) {
@@ -503,7 +503,11 @@ func (o *observer) AuditWrite(ok bool) {
 	}
 }
 
-func (o *observer) AuditQueueFull() {}
+func (o *observer) AuditQueueFull() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.waits++
+}
 
 func (o *observer) AuditCheckpoint(time.Time) {
 	o.mu.Lock()

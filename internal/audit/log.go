@@ -196,7 +196,9 @@ type Log struct {
 	written     chan struct{}
 	qmu         sync.RWMutex
 	qclosed     bool
-	queueWarned atomic.Int64 // unix nanoseconds of the last warning
+	smu         sync.Mutex
+	shares      map[string]*share // by client, those with lines queued
+	queueWarned atomic.Int64      // unix nanoseconds of the last warning
 	// batchBuf and batchHead are the writer's, reused from batch to batch.
 	batchBuf, batchHead []byte
 }
@@ -257,7 +259,7 @@ func New(stdout io.Writer, path string, opts ...Option) (*Log, error) {
 		go l.tick()
 	}
 	if l.opts.queue > 0 {
-		l.queue, l.written = make(chan queued, l.opts.queue), make(chan struct{})
+		l.queue, l.written, l.shares = make(chan queued, l.opts.queue), make(chan struct{}), map[string]*share{}
 		go l.writer()
 	}
 	return l, nil
@@ -336,7 +338,7 @@ func (l *Log) Write(ctx context.Context, r Record) error {
 	r.Time = time.Now()
 	line := encodeDecision(ctx, r.Time, level, &r)
 	if l.queue != nil {
-		if ok, err := l.enqueue(line); ok {
+		if ok, err := l.enqueue(line, &r); ok {
 			l.follow(err, r)
 			return err // the writer returns line to the pool
 		}

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -15,7 +16,10 @@ const DefaultQueue = 8192
 // writer takes every line queued at once, completes each with its place
 // in the chain, and writes them with one write per sink. A full queue
 // makes the next request wait for room (a line is never dropped), which
-// is counted and logged. With WithRequired, a request waits for its own
+// is counted and logged. Each client (its verified identity, else its
+// address) holds at most an eighth of the queue: a client past its share
+// waits for its own lines to be written, so that one client's burst while
+// the disk is slow never makes another's request wait. With WithRequired, a request waits for its own
 // line to be written (together with the others queued), so that nothing is
 // served unlogged.
 func WithQueue(n int) Option {
@@ -31,9 +35,62 @@ func WithQueue(n int) Option {
 // queued is one decision line waiting for the writer; done, when not nil,
 // receives the result of writing it.
 type queued struct {
-	line *bytes.Buffer
-	done chan error
+	line  *bytes.Buffer
+	done  chan error
+	share *share
 }
+
+// share is the room one client has in the queue: a slot per line it may
+// hold there; users counts those holding or waiting for one, so that a
+// share nobody uses can be forgotten.
+type share struct {
+	key   string // the client
+	slots chan struct{}
+	users int
+}
+
+// shareOf is the share of the client of r, taken for one line: the caller
+// waits for a slot, and the writer gives it back (release).
+func (l *Log) shareOf(r *Record) *share {
+	key := r.Client.Identity
+	if key == "" {
+		key = r.Client.Addr
+		if host, _, err := net.SplitHostPort(key); err == nil {
+			key = host
+		}
+	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	s := l.shares[key]
+	if s == nil {
+		if len(l.shares) >= keptShares {
+			for k, o := range l.shares {
+				if o.users == 0 {
+					delete(l.shares, k)
+				}
+			}
+		}
+		s = &share{key: key, slots: make(chan struct{}, l.perClient())}
+		l.shares[key] = s
+	}
+	s.users++
+	return s
+}
+
+// perClient is the lines one client may hold in the queue.
+func (l *Log) perClient() int { return max(1, cap(l.queue)/8) }
+
+// release gives back the slot of one line of s, written.
+func (l *Log) release(s *share) {
+	<-s.slots
+	l.smu.Lock()
+	s.users--
+	l.smu.Unlock()
+}
+
+// keptShares is how many clients' shares are kept between their lines
+// (not made anew for each), those unused forgotten past it.
+const keptShares = 1024
 
 // maxBatch bounds the lines written at once.
 const maxBatch = 512
@@ -41,20 +98,26 @@ const maxBatch = 512
 // enqueue hands line to the writer, waiting for room when the queue is
 // full, and, when the log is required, for the line to be written. It
 // reports false when the log is closed: the caller writes the line itself.
-func (l *Log) enqueue(line *bytes.Buffer) (bool, error) {
+func (l *Log) enqueue(line *bytes.Buffer, r *Record) (bool, error) {
 	l.qmu.RLock()
 	defer l.qmu.RUnlock()
 	if l.qclosed {
 		return false, nil
 	}
-	q := queued{line: line}
+	q := queued{line: line, share: l.shareOf(r)}
 	if l.opts.required {
 		q.done = make(chan error, 1)
 	}
 	select {
+	case q.share.slots <- struct{}{}:
+	default:
+		l.queueFull("a client's share of the decision log's queue is full: its requests wait for the disk until its lines are written (no line is dropped; other clients' are not held up)", "client", q.share.key, "share", cap(q.share.slots))
+		q.share.slots <- struct{}{}
+	}
+	select {
 	case l.queue <- q:
 	default:
-		l.queueFull()
+		l.queueFull("the decision log's queue is full: requests wait for the disk until it has room (no line is dropped)", "queue", cap(l.queue))
 		l.queue <- q
 	}
 	if q.done == nil {
@@ -63,13 +126,13 @@ func (l *Log) enqueue(line *bytes.Buffer) (bool, error) {
 	return true, <-q.done
 }
 
-// queueFull counts a request that waits for room, and says so at most
+// queueFull counts a request that waits for room, and says why at most
 // once a minute.
-func (l *Log) queueFull() {
+func (l *Log) queueFull(msg string, args ...any) {
 	l.opts.observer.AuditQueueFull()
 	now := time.Now().UnixNano()
 	if last := l.queueWarned.Load(); now-last > int64(time.Minute) && l.queueWarned.CompareAndSwap(last, now) {
-		l.opts.logger.Warn("the decision log's queue is full: requests wait for the disk until it has room (no line is dropped)", "file", l.path, "queue", cap(l.queue))
+		l.opts.logger.Warn(msg, append([]any{"file", l.path}, args...)...)
 	}
 }
 
@@ -126,6 +189,7 @@ func (l *Log) writeBatch(batch []queued) {
 	l.mu.Unlock()
 	for _, q := range batch {
 		linePool.Put(q.line)
+		l.release(q.share)
 		if q.done != nil {
 			q.done <- err
 		}
@@ -147,4 +211,24 @@ func (l *Log) closeQueue() {
 	close(l.queue)
 	l.qmu.Unlock()
 	<-l.written
+}
+
+// QueueUse is how full the queue is: the lines queued of at most size,
+// the most one client holds of its share of perClient, and how many
+// clients hold their whole share. All are 0 without a queue.
+func (l *Log) QueueUse() (queued, size, most, perClient, saturated int) {
+	if l.queue == nil {
+		return 0, 0, 0, 0, 0
+	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	perClient = l.perClient()
+	for _, s := range l.shares {
+		n := len(s.slots)
+		most = max(most, n)
+		if n >= perClient {
+			saturated++
+		}
+	}
+	return len(l.queue), cap(l.queue), most, perClient, saturated
 }

@@ -143,7 +143,7 @@ func New() *Metrics {
 		}),
 		auditWaits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: "audit", Name: "queue_full_total",
-			Help: "Requests that waited for room in the decision log's queue (the disk not keeping up); no line is dropped.",
+			Help: "Requests that waited for room in the decision log's queue, or in their client's share of it (an eighth; the disk not keeping up); no line is dropped.",
 		}),
 		auditOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "audit", Name: "last_write_successful",
@@ -401,7 +401,8 @@ func (m *Metrics) RateLimited() {
 
 // Share is one party's share of a bound, as a scrape reads it.
 type Share struct {
-	// Bound is what is shared: manifest_bytes, fills, connections.
+	// Bound is what is shared: manifest_bytes, fills, connections,
+	// decision_log_lines.
 	Bound string
 	// Party is upstream or client, or all for the bound as a whole.
 	Party string
@@ -643,6 +644,23 @@ func (m *Metrics) Handler() http.Handler {
 		_, _ = w.Write([]byte("ready\n" + m.readyNotes()))
 	})
 	return mux
+}
+
+// WatchAuditQueue exports the decision log's queue as shares, read from
+// use at each scrape: the lines queued of the whole, and the most one
+// client holds of its share (clients past it wait for their own lines;
+// authz_proxy_audit_queue_full_total counts both).
+func (m *Metrics) WatchAuditQueue(use func() (queued, size, most, perClient, saturated int)) {
+	m.WatchShares(func() []Share {
+		queued, size, most, perClient, saturated := use()
+		if size == 0 {
+			return nil
+		}
+		return []Share{
+			{Bound: "decision_log_lines", Party: "all", InUse: float64(queued), Limit: float64(size)},
+			{Bound: "decision_log_lines", Party: "client", InUse: float64(most), Limit: float64(perClient), Saturated: saturated},
+		}
+	})
 }
 
 // WatchStore exports the content store's counters and size, read from
