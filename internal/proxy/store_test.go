@@ -206,23 +206,28 @@ func TestConcurrentColdPullsOfOneBlobFetchItOnce(t *testing.T) {
 
 func TestAStoredBlobIsServedToAnotherRepositoryOnlyWhenItHoldsIt(t *testing.T) {
 	e := newStoreEnv(t, t.TempDir())
-	l := e.image("signed/app", 64<<10)
+	// Large enough that the store keeps its chunks' tags, which serve
+	// ranges: they must not open another way in.
+	l := e.image("signed/app", 2<<20)
 	if resp, _, err := e.pull(http.MethodGet, blobPath("signed/app", l)); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("first pull: %d %v", resp.StatusCode, err)
 	}
 	e.settle()
+	if resp, body, err := e.pull(http.MethodGet, blobPath("signed/app", l), "Range", "bytes=1000-1999"); err != nil || resp.StatusCode != http.StatusPartialContent || len(body) != 1000 {
+		t.Fatalf("a range of the stored blob in its own repository: %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
 
 	// The upstream keeps repositories apart, as registries with access
 	// control do: the rival's repository does not have this layer.
 	rival := "/v2/rival/app/blobs/" + l.Digest.String()
 	asked := e.fault(pathHas(rival), func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) })
-	for _, method := range []string{http.MethodGet, http.MethodHead} {
-		resp, body, _ := e.pull(method, "/v2/lab/rival/app/blobs/"+l.Digest.String())
-		if resp.StatusCode != http.StatusNotFound || int64(len(body)) >= l.Size {
-			t.Errorf("%s of another repository's stored blob: %d, %d bytes; want 404", method, resp.StatusCode, len(body))
+	for _, tt := range []struct{ method, rng string }{{http.MethodGet, ""}, {http.MethodHead, ""}, {http.MethodGet, "bytes=1000-1999"}, {http.MethodGet, "bytes=0-"}} {
+		resp, body, _ := e.pull(tt.method, "/v2/lab/rival/app/blobs/"+l.Digest.String(), "Range", tt.rng)
+		if resp.StatusCode != http.StatusNotFound || len(body) >= 1000 {
+			t.Errorf("%s (range %q) of another repository's stored blob: %d, %d bytes; want 404", tt.method, tt.rng, resp.StatusCode, len(body))
 		}
 	}
-	if asked.Load() != 2 {
+	if asked.Load() != 4 {
 		t.Errorf("the upstream was asked %d times, want once per request", asked.Load())
 	}
 
