@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/google/renameio/v2"
 )
 
 // What a start checkpoint's "previous" says of the run before it.
@@ -77,33 +79,11 @@ func (l *Log) saveState(line []byte) {
 	if l.state == "" {
 		return
 	}
-	err := writeSynced(l.state, append(bytes.Clone(line), '\n'))
+	err := renameio.WriteFile(l.state, append(bytes.Clone(line), '\n'), 0o640)
 	if err != nil && !l.stateFailing {
 		l.opts.logger.Error("recording the decision log's last checkpoint", "file", l.state, "err", err.Error())
 	}
 	l.stateFailing = err != nil
-}
-
-func writeSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // startFrom decides where a process continues the chain of the file at

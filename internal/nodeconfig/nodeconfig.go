@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/google/renameio/v2"
 )
 
 // The runtimes written for.
@@ -323,17 +324,15 @@ func writeFile(full string, f File) error {
 	if f.Secret {
 		mode = 0o600
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(full), ".authz-proxy-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(f.Data)
-	err = errors.Join(err, tmp.Chmod(mode), tmp.Sync(), tmp.Close())
+	// Exactly mode, whatever the file it replaces had: a secret stays 0600.
+	pf, err := renameio.NewPendingFile(full, renameio.WithStaticPermissions(mode))
 	if err == nil {
-		err = os.Rename(tmp.Name(), full)
+		defer func() { _ = pf.Cleanup() }()
+		if _, err = pf.Write(f.Data); err == nil {
+			err = pf.CloseAtomicallyReplace()
+		}
 	}
 	if err != nil {
-		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("writing %s: %w", full, err)
 	}
 	return nil

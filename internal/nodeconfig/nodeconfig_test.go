@@ -171,3 +171,26 @@ func TestConfiguredSaysWhyAFileDoesNotSendTheRegistryToTheProxyAlone(t *testing.
 		})
 	}
 }
+
+func TestTheClientKeyIsWrittenOwnerOnlyEvenOverAFileReadableByAll(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "docker.io", "authz-proxy-client.key")
+	put(t, key, "an older key\n")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Runtime: Containerd, Server: "https://proxy:5000", Upstreams: []string{"docker.io"}, ClientCert: []byte("c"), ClientKey: []byte("k")}
+	if _, err := Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("the client key is %v, want -rw------- whatever the file it replaced", fi.Mode().Perm())
+	}
+	if hosts, err := os.Stat(filepath.Join(dir, "docker.io", "hosts.toml")); err != nil || hosts.Mode().Perm() != 0o644 {
+		t.Errorf("hosts.toml: %v %v, want -rw-r--r--", hosts.Mode().Perm(), err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	tufconfig "github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
@@ -155,11 +156,7 @@ func (s *snapshot) write(dir string) error {
 		if old, err := os.ReadFile(path); err == nil && string(old) == string(b) {
 			return nil
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return err
-		}
-		return os.Rename(tmp, path)
+		return renameio.WriteFile(path, b, 0o644) // synced before it replaces the old
 	}
 	for _, v := range slices.Sorted(maps.Keys(s.roots)) {
 		if err := put(fmt.Sprintf("%d.root.json", v), s.roots[v]); err != nil {
