@@ -149,9 +149,6 @@ func (s *Store) tagsOf(o object, size int64) (*chunkTags, bool) {
 	return t, true
 }
 
-// chunkBufs are the buffers of checked reads, a chunk each.
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
-
 // checked reads n bytes from off of a stored object whose chunk tags are
 // known, from rc, which starts at the chunk that holds off. No byte of a
 // chunk is given out before the chunk matched its tag.
@@ -164,9 +161,9 @@ type checked struct {
 	skip int   // bytes of chunk next before off
 	left int64 // bytes still to give out
 	// cur are the checked bytes of the last chunk read not yet given out,
-	// in buf.
+	// in buf, a chunk of the fills' pool.
 	cur  []byte
-	buf  *[]byte
+	buf  *chunk
 	once sync.Once // of the eviction
 }
 
@@ -213,9 +210,9 @@ func (c *checked) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if c.buf == nil {
-			c.buf = chunkBufs.Get().(*[]byte)
+			c.buf = c.s.chunks.Get().(*chunk)
 		}
-		b, err := c.read(c.next, *c.buf)
+		b, err := c.read(c.next, c.buf.b)
 		if err == nil {
 			err = c.check(c.next, b)
 		}
@@ -234,7 +231,7 @@ func (c *checked) Read(p []byte) (int, error) {
 // worker; checked is closed once err says how that went.
 type piece struct {
 	i       int
-	buf     *[]byte
+	buf     *chunk // of the fills' pool
 	b       []byte
 	err     error
 	checked chan struct{}
@@ -275,12 +272,12 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 		defer close(order)
 		defer close(work)
 		for i := first; i <= last; i++ {
-			p := &piece{i: i, buf: chunkBufs.Get().(*[]byte), checked: make(chan struct{})}
-			b, err := c.read(i, *p.buf)
+			p := &piece{i: i, buf: c.s.chunks.Get().(*chunk), checked: make(chan struct{})}
+			b, err := c.read(i, p.buf.b)
 			select {
 			case order <- p:
 			case <-stop:
-				chunkBufs.Put(p.buf)
+				c.s.chunks.Put(p.buf)
 				return
 			}
 			if err != nil {
@@ -305,7 +302,7 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 				close(stop)
 			}
 		}
-		chunkBufs.Put(p.buf)
+		c.s.chunks.Put(p.buf)
 	}
 	wg.Wait()
 	c.next = last + 1
@@ -314,7 +311,7 @@ func (c *checked) WriteTo(w io.Writer) (int64, error) {
 
 func (c *checked) Close() error {
 	if c.buf != nil {
-		chunkBufs.Put(c.buf)
+		c.s.chunks.Put(c.buf)
 		c.buf, c.cur = nil, nil
 	}
 	return c.rc.Close()
