@@ -218,6 +218,24 @@ func (s *Set) find(sp Spec) *tracked {
 	return nil
 }
 
+// startFromCache puts in force the state t's TUF cache holds, verified
+// from its root as a mirror's answers are: what a failing mirror leaves in
+// force, and what the mirror's next answers must not roll back.
+func (m *Manager) startFromCache(ctx context.Context, t *tracked, now time.Time) (*snapshot, error) {
+	tu := t.spec.TUF
+	if _, err := os.Stat(tu.Cache); err != nil {
+		return nil, fmt.Errorf("no cache yet (%s)", tu.Cache)
+	}
+	snap, err := update(ctx, m.fetch, FileURL(tu.Cache), tu.Root, nil)
+	if err == nil {
+		err = t.install(snap, "cache "+tu.Cache, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
 // first loads t for the first time.
 func (m *Manager) first(ctx context.Context, t *tracked) (warning string, err error) {
 	now := m.o.Now()
@@ -237,16 +255,7 @@ func (m *Manager) first(ctx context.Context, t *tracked) (warning string, err er
 	var fromCache *snapshot
 	var cacheErr error
 	if tu.Cache != "" {
-		if _, err := os.Stat(tu.Cache); err == nil {
-			fromCache, cacheErr = update(ctx, m.fetch, FileURL(tu.Cache), tu.Root, nil)
-		} else {
-			cacheErr = fmt.Errorf("no cache yet (%s)", tu.Cache)
-		}
-		if fromCache != nil {
-			if err := t.install(fromCache, "cache "+tu.Cache, now); err != nil {
-				fromCache, cacheErr = nil, err
-			}
-		}
+		fromCache, cacheErr = m.startFromCache(ctx, t, now)
 	}
 	if m.o.Offline {
 		if fromCache != nil {
@@ -624,14 +633,8 @@ func (m *Manager) Fetch(ctx context.Context, sp Spec, dir string) (Status, error
 		return Status{}, fmt.Errorf("trust root %s is a file, not a TUF repository: copy %s", sp.Name, sp.File)
 	}
 	t := &tracked{spec: sp}
-	if tu := sp.TUF; tu.Cache != "" {
-		if snap, err := update(ctx, m.fetch, FileURL(tu.Cache), tu.Root, nil); err == nil {
-			// Rollback protection against the mirror from what the
-			// cache verified.
-			if err := t.install(snap, "cache "+tu.Cache, m.o.Now()); err != nil {
-				t.snap = nil
-			}
-		}
+	if sp.TUF.Cache != "" {
+		_, _ = m.startFromCache(ctx, t, m.o.Now()) // without a usable cache, the mirror alone
 	}
 	if err := m.refresh(ctx, t); err != nil {
 		return Status{}, fmt.Errorf("trust root %s: the mirror %s: %w", sp.Name, sp.TUF.Mirror, err)
