@@ -97,10 +97,10 @@ func nodeConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if _, err := nodeconfig.Files(o); err != nil {
+	res, err := nodeconfig.Write(n.out, o)
+	if oe := (*nodeconfig.OptionsError)(nil); errors.As(err, &oe) {
 		return usageErr("node-config: %v", err)
 	}
-	res, err := nodeconfig.Write(n.out, o)
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("node-config: %w", err)}
 	}

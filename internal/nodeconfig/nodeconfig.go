@@ -201,6 +201,13 @@ type Result struct {
 	Replaced []string // files that another hand wrote, now the proxy's
 }
 
+// OptionsError is Write's error for options that would not enforce (as
+// Files says): nothing was written.
+type OptionsError struct{ err error }
+
+func (e *OptionsError) Error() string { return e.err.Error() }
+func (e *OptionsError) Unwrap() error { return e.err }
+
 // Write brings dir to what Files(o) says: each file written whole and then
 // renamed into place (a runtime never reads half a file), and whatever this
 // package wrote before that o no longer wants removed (an upstream dropped,
@@ -208,7 +215,7 @@ type Result struct {
 func Write(dir string, o Options) (Result, error) {
 	files, err := Files(o)
 	if err != nil {
-		return Result{}, err
+		return Result{}, &OptionsError{err}
 	}
 	var res Result
 	want := map[string]bool{}
