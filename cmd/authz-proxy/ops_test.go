@@ -365,6 +365,16 @@ func TestSIGHUPReopensTheAuditFileForLogrotate(t *testing.T) {
 	if status, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil || status != http.StatusOK {
 		t.Fatalf("%d %v", status, err)
 	}
+	// The decision log's writer writes the line just after the answer:
+	// rotate once it is there, as logrotate would find it.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(auditFile); strings.Contains(string(b), `"reference":"signed"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first pull's decision line was never written")
+		}
+	}
 	if err := os.Rename(auditFile, auditFile+".1"); err != nil {
 		t.Fatal(err)
 	}
