@@ -206,7 +206,6 @@ func (m *Metrics) AuditWrite(ok bool) {
 		return
 	}
 	if ok {
-		m.shares = &sharesCollector{mu: &m.mu}
 		m.auditOK.Set(1)
 		return
 	}

@@ -143,6 +143,14 @@ func TestEachEventShowsInMetricsAsAnOperatorQueriesIt(t *testing.T) {
 			m.AuditWrite(false)
 			m.AuditWrite(true)
 		}, []string{`authz_proxy_audit_write_errors_total 1`, `authz_proxy_audit_last_write_successful 1`}},
+		{"the decision log's queue as shares, watched after lines were written", func(m *metrics.Metrics) {
+			m.AuditWrite(true)
+			m.WatchAuditQueue(func() (int, int, int, int, int) { return 100, 8192, 1024, 1024, 1 })
+		}, []string{
+			`authz_proxy_share_in_use{bound="decision_log_lines",party="all",upstream=""} 100`,
+			`authz_proxy_share_limit{bound="decision_log_lines",party="client",upstream=""} 1024`,
+			`authz_proxy_share_saturated{bound="decision_log_lines",party="client",upstream=""} 1`,
+		}},
 		{"a checkpoint, when it was written and how often they are due", func(m *metrics.Metrics) {
 			m.AuditCheckpointInterval(time.Hour)
 			m.AuditCheckpoint(checkpoint)
