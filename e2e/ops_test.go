@@ -61,8 +61,17 @@ func TestSIGHUPReloadsThePolicyAndReopensTheAuditFile(t *testing.T) {
 		t.Fatalf("under dryrun: %d %s", r.status, r.body)
 	}
 
-	// logrotate renames the file, the policy changes to enforce, and the
-	// process gets SIGHUP.
+	// logrotate renames the file (once the decision log's writer wrote the
+	// dry-run line, just after the answer), the policy changes to enforce,
+	// and the process gets SIGHUP.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(p.auditFile); strings.Contains(string(b), `"decision":"dryrun-deny"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dry-run decision line was never written")
+		}
+	}
 	if err := os.Rename(p.auditFile, p.auditFile+".1"); err != nil {
 		t.Fatal(err)
 	}
