@@ -69,10 +69,12 @@ if [ "${1:-}" = --bench ]; then
 fi
 
 # From Debian: skopeo (pulls like CRI-O and podman) and chromium (opens the
-# HTML report headless).
+# HTML report headless); with --bench, wrk (the leaner load generator of
+# bench/run.sh's cross-check).
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${1:-}" = --bench ] && ! command -v wrk >/dev/null 2>&1; then missing+=(wrk); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tools: installing ${missing[*]} from Debian" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
