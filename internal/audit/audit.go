@@ -170,6 +170,10 @@ type Client struct {
 	Identity string `json:"identity,omitempty"`
 	// Environment is the environment the client belongs to.
 	Environment string `json:"environment,omitempty"`
+	// Party names the client as the shares of every shared bound do (the
+	// proxy's client key), for its share of the decision log's queue;
+	// not logged. Empty for lines no client asked for.
+	Party string `json:"-"`
 }
 
 // Errors of Parse. ErrNotDecision is a log line that is valid JSON but not

@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"time"
 )
 
@@ -16,12 +15,12 @@ const DefaultQueue = 8192
 // writer takes every line queued at once, completes each with its place
 // in the chain, and writes them with one write per sink. A full queue
 // makes the next request wait for room (a line is never dropped), which
-// is counted and logged. Each client (its verified identity, else its
-// address) holds at most an eighth of the queue: a client past its share
-// waits for its own lines to be written, so that one client's burst while
-// the disk is slow never makes another's request wait. With WithRequired, a request waits for its own
-// line to be written (together with the others queued), so that nothing is
-// served unlogged.
+// is counted and logged. Each client (Client.Party) holds at most an
+// eighth of the queue: a client past its share waits for its own lines to
+// be written, so that one client's burst while the disk is slow never
+// makes another's request wait. With WithRequired, a request waits for its
+// own line to be written (together with the others queued), so that
+// nothing is served unlogged.
 func WithQueue(n int) Option {
 	return func(o *options) error {
 		if n <= 0 {
@@ -52,13 +51,7 @@ type share struct {
 // shareOf is the share of the client of r, taken for one line: the caller
 // waits for a slot, and the writer gives it back (release).
 func (l *Log) shareOf(r *Record) *share {
-	key := r.Client.Identity
-	if key == "" {
-		key = r.Client.Addr
-		if host, _, err := net.SplitHostPort(key); err == nil {
-			key = host
-		}
-	}
+	key := r.Client.Party
 	l.smu.Lock()
 	defer l.smu.Unlock()
 	s := l.shares[key]

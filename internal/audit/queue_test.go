@@ -34,8 +34,11 @@ func TestOneClientsBurstOnAStalledDiskNeverMakesAnotherClientWait(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each client's lines name it as the proxy's shares do: its address
+	// without the port, whatever connection it came on.
 	decision := func(addr string) audit.Record {
-		return audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Client: audit.Client{Addr: addr}}
+		host, _, _ := strings.Cut(addr, ":")
+		return audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Client: audit.Client{Addr: addr, Party: host}}
 	}
 	// The noisy client sends more decisions than the whole queue holds,
 	// from many connections; past its share (2 lines) its requests wait.
@@ -90,7 +93,7 @@ func TestDecisionsOfMoreClientsThanTheSharesKeptAreAllWritten(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 3000 {
 		wg.Go(func() {
-			r := audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Client: audit.Client{Addr: fmt.Sprintf("10.1.%d.%d:4000", i/250, i%250)}}
+			r := audit.Record{Decision: audit.Allow, Image: "lab/app", Digest: "sha256:x", Client: audit.Client{Addr: fmt.Sprintf("10.1.%d.%d:4000", i/250, i%250), Party: fmt.Sprintf("10.1.%d.%d", i/250, i%250)}}
 			if err := l.Write(context.Background(), r); err != nil {
 				t.Error(err)
 			}

@@ -482,7 +482,7 @@ func policyClient(r *http.Request, who *clients.Principal) policy.Client {
 
 // clientOf describes who sent r, for the decision log.
 func clientOf(r *http.Request) audit.Client {
-	c := audit.Client{Addr: r.RemoteAddr}
+	c := audit.Client{Addr: r.RemoteAddr, Party: clientKey(r)}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cert := r.TLS.PeerCertificates[0]
 		c.Identity = cert.Subject.CommonName
