@@ -188,7 +188,7 @@ func serve(ctx context.Context, path string, l *loaded, env serveEnv) error {
 	// a goroutine and buffers; one client holds at most its share.
 	conns := proxy.NewConns(l.cfg.Limits.MaxConnections, l.cfg.Limits.MaxConnectionsPerClient)
 	m.WatchShares(conns.Shares)
-	m.WatchAuditQueue(auditLog.QueueUse)
+	m.WatchAuditQueue(auditLog.QueueStats)
 	srv.ConnState = conns.ConnState
 	env.ln = conns.Listener(env.ln)
 	errc := make(chan error, 1)

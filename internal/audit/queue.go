@@ -206,22 +206,28 @@ func (l *Log) closeQueue() {
 	<-l.written
 }
 
-// QueueUse is how full the queue is: the lines queued of at most size,
-// the most one client holds of its share of perClient, and how many
-// clients hold their whole share. All are 0 without a queue.
-func (l *Log) QueueUse() (queued, size, most, perClient, saturated int) {
+// QueueStats is how full the decision log's queue is; all 0 without one.
+type QueueStats struct {
+	Queued, Size int // lines queued, of at most Size
+	// Most is what the client holding the most holds of its share of
+	// PerClient lines, and Saturated how many clients hold it whole.
+	Most, PerClient, Saturated int
+}
+
+// QueueStats says how full the queue is now.
+func (l *Log) QueueStats() QueueStats {
 	if l.queue == nil {
-		return 0, 0, 0, 0, 0
+		return QueueStats{}
 	}
 	l.smu.Lock()
 	defer l.smu.Unlock()
-	perClient = l.perClient()
+	st := QueueStats{Queued: len(l.queue), Size: cap(l.queue), PerClient: l.perClient()}
 	for _, s := range l.shares {
 		n := len(s.slots)
-		most = max(most, n)
-		if n >= perClient {
-			saturated++
+		st.Most = max(st.Most, n)
+		if n >= st.PerClient {
+			st.Saturated++
 		}
 	}
-	return len(l.queue), cap(l.queue), most, perClient, saturated
+	return st
 }

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/store"
 
@@ -646,18 +647,18 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // WatchAuditQueue exports the decision log's queue as shares, read from
-// use at each scrape: the lines queued of the whole, and the most one
+// stats at each scrape: the lines queued of the whole, and the most one
 // client holds of its share (clients past it wait for their own lines;
 // authz_proxy_audit_queue_full_total counts both).
-func (m *Metrics) WatchAuditQueue(use func() (queued, size, most, perClient, saturated int)) {
+func (m *Metrics) WatchAuditQueue(stats func() audit.QueueStats) {
 	m.WatchShares(func() []Share {
-		queued, size, most, perClient, saturated := use()
-		if size == 0 {
+		st := stats()
+		if st.Size == 0 {
 			return nil
 		}
 		return []Share{
-			{Bound: "decision_log_lines", Party: "all", InUse: float64(queued), Limit: float64(size)},
-			{Bound: "decision_log_lines", Party: "client", InUse: float64(most), Limit: float64(perClient), Saturated: saturated},
+			{Bound: "decision_log_lines", Party: "all", InUse: float64(st.Queued), Limit: float64(st.Size)},
+			{Bound: "decision_log_lines", Party: "client", InUse: float64(st.Most), Limit: float64(st.PerClient), Saturated: st.Saturated},
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/audit"
 	"github.com/authz-proxy/authz-proxy/internal/budget"
 	"github.com/authz-proxy/authz-proxy/internal/metrics"
 )
@@ -145,7 +146,9 @@ func TestEachEventShowsInMetricsAsAnOperatorQueriesIt(t *testing.T) {
 		}, []string{`authz_proxy_audit_write_errors_total 1`, `authz_proxy_audit_last_write_successful 1`}},
 		{"the decision log's queue as shares, watched after lines were written", func(m *metrics.Metrics) {
 			m.AuditWrite(true)
-			m.WatchAuditQueue(func() (int, int, int, int, int) { return 100, 8192, 1024, 1024, 1 })
+			m.WatchAuditQueue(func() audit.QueueStats {
+				return audit.QueueStats{Queued: 100, Size: 8192, Most: 1024, PerClient: 1024, Saturated: 1}
+			})
 		}, []string{
 			`authz_proxy_share_in_use{bound="decision_log_lines",party="all",upstream=""} 100`,
 			`authz_proxy_share_limit{bound="decision_log_lines",party="client",upstream=""} 1024`,
