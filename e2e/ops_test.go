@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // withMetrics adds a metrics listener on a free loopback port to a
@@ -61,17 +63,9 @@ func TestSIGHUPReloadsThePolicyAndReopensTheAuditFile(t *testing.T) {
 		t.Fatalf("under dryrun: %d %s", r.status, r.body)
 	}
 
-	// logrotate renames the file (once the decision log's writer wrote the
-	// dry-run line, just after the answer), the policy changes to enforce,
-	// and the process gets SIGHUP.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if b, _ := os.ReadFile(p.auditFile); strings.Contains(string(b), `"decision":"dryrun-deny"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the dry-run decision line was never written")
-		}
-	}
+	// logrotate renames the file (once the dry-run line is in it), the
+	// policy changes to enforce, and the process gets SIGHUP.
+	testkit.WaitForLine(t, p.auditFile, `"decision":"dryrun-deny"`)
 	if err := os.Rename(p.auditFile, p.auditFile+".1"); err != nil {
 		t.Fatal(err)
 	}

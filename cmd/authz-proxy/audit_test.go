@@ -405,7 +405,7 @@ func TestAuditVerifyAndReportOverAFolderOfTwoReplicas(t *testing.T) {
 			if _, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil {
 				t.Fatal(err)
 			}
-			waitFileHas(t, log, `"reference":"signed"`)
+			testkit.WaitForLine(t, log, `"reference":"signed"`)
 			if err := os.Rename(log, fmt.Sprintf("%s.%d", log, gen)); err != nil {
 				t.Fatal(err)
 			}

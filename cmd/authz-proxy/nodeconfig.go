@@ -98,7 +98,7 @@ func nodeConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	res, err := nodeconfig.Write(n.out, o)
-	if oe := (*nodeconfig.OptionsError)(nil); errors.As(err, &oe) {
+	if _, ok := errors.AsType[*nodeconfig.OptionsError](err); ok {
 		return usageErr("node-config: %v", err)
 	}
 	if err != nil {

@@ -191,21 +191,6 @@ func (in *instance) waitLog(text string) {
 	}
 }
 
-// waitFileHas waits until the file at path holds text: the decision log's
-// writer writes a line just after the answer, so a test that rotates the
-// file waits for it first, as logrotate would find it.
-func waitFileHas(t *testing.T, path, text string) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if b, _ := os.ReadFile(path); strings.Contains(string(b), text) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never held %s", path, text)
-		}
-	}
-}
-
 // reload writes configText and sends SIGHUP, and waits until the new
 // generation is in force.
 func (in *instance) reload(configText string) {
@@ -380,7 +365,7 @@ func TestSIGHUPReopensTheAuditFileForLogrotate(t *testing.T) {
 	if status, err := in.pull("/v2/lab/demo/app/manifests/signed"); err != nil || status != http.StatusOK {
 		t.Fatalf("%d %v", status, err)
 	}
-	waitFileHas(t, auditFile, `"reference":"signed"`)
+	testkit.WaitForLine(t, auditFile, `"reference":"signed"`)
 	if err := os.Rename(auditFile, auditFile+".1"); err != nil {
 		t.Fatal(err)
 	}

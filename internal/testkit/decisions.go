@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 )
@@ -111,4 +113,19 @@ func LastDecision(t testing.TB, log, digest string) Decision {
 	}
 	t.Fatalf("no decision logged for %s; log:\n%s", digest, log)
 	return Decision{}
+}
+
+// WaitForLine waits, for at most 20 s, until the decision log at path holds
+// text: its writer writes a line just after the answer, so a test that
+// rotates the file (as logrotate would) waits for the line first.
+func WaitForLine(t testing.TB, path, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), text) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held %s", path, text)
+		}
+	}
 }
