@@ -97,10 +97,9 @@ func nodeConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	// Options that would not enforce, or a folder that cannot be written:
+	// exit 2 either way, and for the options nothing was written.
 	res, err := nodeconfig.Write(n.out, o)
-	if _, ok := errors.AsType[*nodeconfig.OptionsError](err); ok {
-		return usageErr("node-config: %v", err)
-	}
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("node-config: %w", err)}
 	}

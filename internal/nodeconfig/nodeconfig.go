@@ -201,13 +201,6 @@ type Result struct {
 	Replaced []string // files that another hand wrote, now the proxy's
 }
 
-// OptionsError is Write's error for options that would not enforce (as
-// Files says): nothing was written.
-type OptionsError struct{ err error }
-
-func (e *OptionsError) Error() string { return e.err.Error() }
-func (e *OptionsError) Unwrap() error { return e.err }
-
 // Write brings dir to what Files(o) says: each file written whole and then
 // renamed into place (a runtime never reads half a file), and whatever this
 // package wrote before that o no longer wants removed (an upstream dropped,
@@ -215,7 +208,7 @@ func (e *OptionsError) Unwrap() error { return e.err }
 func Write(dir string, o Options) (Result, error) {
 	files, err := Files(o)
 	if err != nil {
-		return Result{}, &OptionsError{err}
+		return Result{}, err
 	}
 	var res Result
 	want := map[string]bool{}
