@@ -411,7 +411,7 @@ print(f"| cached verdicts | 1,000 | 1,000,000 | {b(v1, 'B/entry'):,.0f} B per en
 s1, s2 = "BenchmarkStoreOfManyObjects/objects=1000", "BenchmarkStoreOfManyObjects/objects=100000"
 print(f"| blobs in a filesystem store | 1,000 | 100,000 | opens in {b(s1, 'start-ms'):.1f} ms, first byte {b(s1, 'first-byte-ms'):.1f} ms, a sweep {b(s1, 'sweep-ms')/1000:.2f} s | opens in {b(s2, 'start-ms'):.1f} ms, first byte {b(s2, 'first-byte-ms'):.1f} ms, a sweep {b(s2, 'sweep-ms')/1000:.1f} s |")
 l1, l2 = "BenchmarkDecisionLogAtARate/decisions=1000/s", "BenchmarkDecisionLogAtARate/decisions=20000/s"
-print(f"| decision log (chained, file and stdout, queued) | 1,000/s | 20,000/s | {b(l1, '%cpu'):.1f} % of a core, a request waits {b(l1, 'p99-µs'):.0f} µs at p99 ({b(l1, 'max-µs'):.0f} µs at most) | {b(l2, '%cpu'):.1f} % of a core ({b(l2, 'cpu-µs/line'):.1f} µs a line), a request waits {b(l2, 'p99-µs'):.0f} µs at p99 ({b(l2, 'max-µs'):.0f} µs at most) |")
+print(f"| decision log (chained, file and stdout, queued) | 1,000/s | 20,000/s | {b(l1, '%cpu'):.1f} % of a core, a request waits {b(l1, 'p99-µs'):.0f} µs at p99 ({b(l1, 'max-µs'):.0f} µs at most) | {b(l2, '%cpu'):.1f} % of a core ({b(l2, 'cpu-µs/line'):.1f} µs a line, a write to stdout per {1 / b(l2, 'writes/line'):.0f} lines), a request waits {b(l2, 'p99-µs'):.0f} µs at p99 ({b(l2, 'max-µs'):.0f} µs at most) |")
 PY
 fi
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -120,7 +121,8 @@ func BenchmarkVerifyMillionLines(b *testing.B) {
 // to standard output (a file here) through the queue, as serve does. It
 // reports the log's CPU as a share of one core and the slowest and 99th
 // percentile wait of a request (its Write): with the queue no request waits
-// on the disk. bench/run.sh prints these in its scaling table.
+// on the disk; and the writes to standard output per line (the writer's
+// batches). bench/run.sh prints these in its scaling table.
 func BenchmarkDecisionLogAtARate(b *testing.B) {
 	rec := record(1)
 	rec.Reasons = []string{"signed by attestor ci (key sha256:8dad5d038e0d, tag sha256-957c2411d94cc9f263aa69a8e5f9aa58e7315ec5e379fc939c2401f357b366a5.sig)"}
@@ -133,7 +135,8 @@ func BenchmarkDecisionLogAtARate(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer stdout.Close()
-			l, err := audit.New(stdout, filepath.Join(dir, "d.jsonl"), audit.WithChain(), audit.WithQueue(audit.DefaultQueue))
+			out := &countingWriter{w: stdout}
+			l, err := audit.New(out, filepath.Join(dir, "d.jsonl"), audit.WithChain(), audit.WithQueue(audit.DefaultQueue))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -142,6 +145,7 @@ func BenchmarkDecisionLogAtARate(b *testing.B) {
 			var waits []time.Duration
 			for b.Loop() {
 				waits = waits[:0]
+				out.writes.Store(0)
 				cpu0 := cpuTime(b)
 				start := time.Now()
 				per := make([][]time.Duration, workers)
@@ -168,9 +172,21 @@ func BenchmarkDecisionLogAtARate(b *testing.B) {
 				b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds()), "p99-µs")
 				b.ReportMetric(float64(waits[len(waits)-1].Microseconds()), "max-µs")
 				b.ReportMetric(float64(cpu.Microseconds())/float64(len(waits)), "cpu-µs/line")
+				b.ReportMetric(float64(out.writes.Load())/float64(len(waits)), "writes/line")
 			}
 		})
 	}
+}
+
+// countingWriter counts the writes to w.
+type countingWriter struct {
+	w      io.Writer
+	writes atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.w.Write(p)
 }
 
 // cpuTime is the CPU this process spent so far, user and system.

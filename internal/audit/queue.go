@@ -12,8 +12,9 @@ const DefaultQueue = 8192
 
 // WithQueue hands the decision lines to a writer of their own through a
 // queue of at most n lines, so that no request waits on the disk: the
-// writer takes every line queued at once, completes each with its place
-// in the chain, and writes them with one write per sink. A full queue
+// writer takes every line queued within a millisecond of the first (at
+// once with WithRequired), completes each with its place in the chain,
+// and writes them with one write per sink. A full queue
 // makes the next request wait for room (a line is never dropped), which
 // is counted and logged. Each client (Client.Party) holds at most an
 // eighth of the queue: a client past its share waits for its own lines to
@@ -88,6 +89,13 @@ const keptShares = 1024
 // maxBatch bounds the lines written at once.
 const maxBatch = 512
 
+// linger is how long the writer waits after the first line of a batch for
+// more to share its writes: at thousands of decisions a second, one write
+// per sink for dozens of lines instead of one for each. Nobody waits for
+// those lines; a required log, whose requests wait for their own, writes
+// at once.
+const linger = time.Millisecond
+
 // enqueue hands line to the writer, waiting for room when the queue is
 // full, and, when the log is required, for the line to be written. It
 // reports false when the log is closed: the caller writes the line itself.
@@ -135,6 +143,9 @@ func (l *Log) writer() {
 	batch := make([]queued, 0, maxBatch)
 	for q := range l.queue {
 		batch = append(batch[:0], q)
+		if !l.opts.required {
+			time.Sleep(linger)
+		}
 	more:
 		for len(batch) < maxBatch {
 			select {
