@@ -74,6 +74,14 @@ func validComponent(c string) bool {
 	return false // empty
 }
 
+// endpoints are the kinds of path that end with /<kind>/<reference>, and
+// what separates the repository from the reference in each.
+var endpoints = [...]struct{ kind, sep string }{
+	{kindManifest, "/" + kindManifest + "/"},
+	{kindBlob, "/" + kindBlob + "/"},
+	{kindReferrers, "/" + kindReferrers + "/"},
+}
+
 // parseRoute reads the request path and query. upstreams reports whether a
 // name is a configured upstream.
 func parseRoute(r *http.Request, upstreams func(string) bool, defaultUpstream string) (route, error) {
@@ -91,16 +99,16 @@ func parseRoute(r *http.Request, upstreams func(string) bool, defaultUpstream st
 	case strings.HasSuffix(rest, "/tags/list"):
 		rt.kind, rt.repo = kindTags, strings.TrimSuffix(rest, "/tags/list")
 	default:
-		at := -1
-		for _, k := range []string{kindManifest, kindBlob, kindReferrers} {
-			if i := strings.LastIndex(rest, "/"+k+"/"); i > at {
-				at, rt.kind = i, k
+		at, end := -1, 0
+		for _, k := range endpoints {
+			if i := strings.LastIndex(rest, k.sep); i > at {
+				at, end, rt.kind = i, i+len(k.sep), k.kind
 			}
 		}
 		if at < 0 {
 			return route{}, errorf(errNotRegistryPath, "not a registry API path: %s", path)
 		}
-		rt.repo, ref = rest[:at], rest[at+len(rt.kind)+2:]
+		rt.repo, ref = rest[:at], rest[end:]
 	}
 	var ns string
 	if r.URL.RawQuery != "" {
