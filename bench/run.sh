@@ -33,6 +33,7 @@
 #   PARTS=manifests COLD_ROUNDS=5 BASELINE=/tmp/base bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH=bench${PYTHONPATH:+:$PYTHONPATH}   # the reports read the runs through bench/report.py
 
 DURATION=${DURATION:-10s}
 COLD_DURATION=${COLD_DURATION:-$DURATION}
@@ -120,16 +121,11 @@ for r in $(seq "$COLD_ROUNDS"); do
 done
 
 python3 - "$work" "$CONCURRENCY" "$DURATION" "$COLD_DURATION" "$COLD_ROUNDS" "${TARGETS[*]}" "${PROXIES[*]}" <<'PY'
-import json, os, statistics, sys
+import json, statistics, sys
+from report import TICK, vegeta
 work, conc, dur, cold_dur, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 targets, proxies = sys.argv[6].split(), sys.argv[7].split()
-tick = os.sysconf("SC_CLK_TCK")
-def rep(name):
-    r = json.load(open(f"{work}/{name}.json"))
-    return r["throughput"], r["latencies"]["50th"] / 1e6, r["latencies"]["99th"] / 1e6, r["success"], r["requests"]
-def cpu_us(name, what="cpu"):
-    """CPU time the target process (or, with what="regcpu", the registry) spent per request: robust to a busy machine."""
-    return int(open(f"{work}/{name}.{what}").read()) / tick * 1e6 / max(rep(name)[4], 1)
+rep = lambda name: vegeta(work, name)
 def reqs(name):
     """The registry's requests during the run, by handler and method."""
     def read(f):
@@ -147,11 +143,11 @@ print(f"{'scenario':34} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {
 summary_out = {}
 for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)"), ("head", "manifest HEAD by tag (cached)")]:
     base = {t: rep(f"{s}-{t}") for t in targets}
-    summary_out[s] = {"rps": base["authz-proxy"][0], "direct": base["authz-proxy"][0] / base["direct"][0], "minproxy": base["authz-proxy"][0] / base["minproxy"][0], "cpu": cpu_us(f"{s}-authz-proxy"), "mincpu": cpu_us(f"{s}-minproxy")}
-    for t, (rps, p50, p99, ok, _) in base.items():
-        vd = rps / base["direct"][0]; vm = rps / base["minproxy"][0]
-        print(f"{title:34} {t:12} {rps:9.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%}  {vd:8.2f}x {vm:10.2f}x {cpu_us(f'{s}-{t}'):10.0f}")
-    print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {base['authz-proxy'][2]-base['minproxy'][2]:+.2f} ms")
+    a, d, m = base["authz-proxy"], base["direct"], base["minproxy"]
+    summary_out[s] = {"rps": a.rps, "direct": a.rps / d.rps, "minproxy": a.rps / m.rps, "cpu": a.cpu, "mincpu": m.cpu}
+    for t, x in base.items():
+        print(f"{title:34} {t:12} {x.rps:9.0f} {x.p50:8.2f} {x.p99:8.2f} {x.ok:6.1%}  {x.rps / d.rps:8.2f}x {x.rps / m.rps:10.2f}x {x.cpu:10.0f}")
+    print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {a.p99 - m.p99:+.2f} ms")
 head, tag = summary_out["head"], summary_out["tag"]
 print(f"\nHEAD by tag: {head['minproxy']:.2f}x minproxy (target >= 1.5x), {head['rps'] / tag['rps']:.2f}x GET by tag's req/s (target within 20 %: 0.8-1.2x); GET by digest: {summary_out['digest']['direct']:.2f}x direct (target >= 6x)")
 def wrk(t):
@@ -159,13 +155,13 @@ def wrk(t):
     out = open(f"{work}/wrk-{t}.out").read()
     n = int(out.split(" requests in ")[0].split()[-1])
     rps = float(out.split("Requests/sec:")[1].split()[0])
-    return rps, int(open(f"{work}/wrk-{t}.cpu").read()) / tick * 1e6 / max(n, 1), "Non-2xx" not in out
+    return rps, int(open(f"{work}/wrk-{t}.cpu").read()) / TICK * 1e6 / max(n, 1), "Non-2xx" not in out
 (wd, wd_cpu, wd_ok), (wf, wf_cpu, wf_ok), (wa, wa_cpu, wa_ok) = wrk("direct"), wrk("net-http"), wrk("authz-proxy")
 print(f"GET by digest with wrk: direct {wd:.0f} req/s ({wd_cpu:.0f} us CPU/req), authz-proxy {wa:.0f} req/s ({wa_cpu:.0f} us CPU/req): {wa / wd:.2f}x direct, CPU {wd_cpu / wa_cpu:.2f}x less{'' if wd_ok and wa_ok else ' (NOT ALL 2xx)'}")
-vf = rep("digest-static")[0] / rep("digest-direct")[0]
+vf = rep("digest-static").rps / rep("digest-direct").rps
 print(f"  the ceiling of a Go server here, net/http answering the manifest from memory: {wf:.0f} req/s ({wf_cpu:.0f} us CPU/req), {wf / wd:.2f}x direct with wrk, {vf:.2f}x with vegeta{'' if wf_ok else ' (NOT ALL 2xx)'}; authz-proxy spends {wa_cpu - wf_cpu:.0f} us/req more (route, policy, metrics, the decision line)")
 summary_out["digest"].update(wrk=wa / wd, ceiling=wf / wd, vceiling=vf, above=wa_cpu - wf_cpu)
-reg_get = cpu_us("digest-direct")
+reg_get = rep("digest-direct").cpu
 print(f"\ncold decisions (a new key-signed digest each, .sig tag), {cold_dur} per round, {rounds} rounds, each on a fresh proxy")
 print(f"the registry's CPU per manifest GET (by digest, direct, above): {reg_get:.0f} us\n")
 print(f"{'target':12} {'round':>5} {'dec/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'CPU us/dec':>10} {'vs reg GET':>10} {'upstream req/dec':>17} {'registry CPU us/req':>19}")
@@ -174,14 +170,12 @@ for t in proxies:
     rows = []
     for r in range(1, rounds + 1):
         name = f"cold-{t}-{r}"
-        rps, p50, p99, ok, n = rep(name)
-        rq = reqs(name)
-        total = sum(rq.values())
-        cpu = cpu_us(name)
-        regcpu = int(open(f"{work}/{name}.regcpu").read()) / tick * 1e6 / max(total, 1)
+        x, rq = rep(name), reqs(name)
+        n, total = max(x.requests, 1), sum(rq.values())
         detail = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(rq.items()))
-        rows.append((rps, cpu, total / n, p50, p99))
-        print(f"{t:12} {r:5} {rps:7.0f} {p50:8.2f} {p99:8.2f} {ok:6.1%} {cpu:10.0f} {cpu / reg_get:9.2f}x {total / n:17.2f} {regcpu:19.0f}   ({detail})")
+        rows.append((x.rps, x.cpu, total / n, x.p50, x.p99))
+        # the registry's CPU per request it answered
+        print(f"{t:12} {r:5} {x.rps:7.0f} {x.p50:8.2f} {x.p99:8.2f} {x.ok:6.1%} {x.cpu:10.0f} {x.cpu / reg_get:9.2f}x {total / n:17.2f} {x.regcpu * n / max(total, 1):19.0f}   ({detail})")
     med = lambda i: statistics.median(x[i] for x in rows)
     lo = lambda i: min(x[i] for x in rows)
     hi = lambda i: max(x[i] for x in rows)
@@ -325,23 +319,19 @@ for r in $(seq "$ROUNDS"); do
 done
 "$work/authz-proxy" audit verify --log "$work/decisions-chain-on.jsonl" >"$work/chain-verify.txt" 2>&1 || { echo "the chained log does not verify:" >&2; cat "$work/chain-verify.txt" >&2; exit 1; }
 python3 - "$work" "$ROUNDS" "$(grep -c . "$work/decisions-chain-on.jsonl")" "$(grep "^OK:" "$work/chain-verify.txt" | cut -c1-70)" <<'PY'
-import json, os, statistics, sys
+import sys
+from report import median, vegeta
 work, rounds = sys.argv[1], int(sys.argv[2])
-tick = os.sysconf("SC_CLK_TCK")
-def run(s, v, r):
-    rep = json.load(open(f"{work}/chain-{s}-{v}-{r}.json"))
-    cpu = int(open(f"{work}/chain-{s}-{v}-{r}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
-    return rep["throughput"], rep["latencies"]["99th"] / 1e6, cpu, rep["success"]
+run = lambda s, v, r: vegeta(work, f"chain-{s}-{v}-{r}")
 print(f"\ndecision-log hash chain, audit.file on both; chain on also signs an Ed25519 checkpoint every second ({rounds} alternating rounds, medians)\n")
 print(f"{'scenario':34} {'chain off':>10} {'chain on':>10} {'on/off':>7} {'p99 off':>8} {'p99 on':>7} {'CPU us/req off':>15} {'on':>6} {'CPU cost':>9}")
 for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifest GET by tag (cached)")]:
     off = [run(s, "off", r) for r in range(1, rounds + 1)]
     on = [run(s, "on", r) for r in range(1, rounds + 1)]
-    med = lambda xs, i: statistics.median(x[i] for x in xs)
-    ok = min(x[3] for x in off + on)
-    rps_off, rps_on, cpu_off, cpu_on = med(off, 0), med(on, 0), med(off, 2), med(on, 2)
-    print(f"{title:34} {rps_off:10.0f} {rps_on:10.0f} {rps_on/rps_off:6.3f}x {med(off,1):8.2f} {med(on,1):7.2f} {cpu_off:15.0f} {cpu_on:6.0f} {(cpu_on/cpu_off-1)*100:+8.1f}%  ok {ok:.1%}")
-    print(f"{'':34} per round on/off: " + ", ".join(f"{b[0]/a[0]:.3f}" for a, b in zip(off, on)))
+    ok = min(x.ok for x in off + on)
+    rps_off, rps_on, cpu_off, cpu_on = median(off, "rps"), median(on, "rps"), median(off, "cpu"), median(on, "cpu")
+    print(f"{title:34} {rps_off:10.0f} {rps_on:10.0f} {rps_on/rps_off:6.3f}x {median(off, 'p99'):8.2f} {median(on, 'p99'):7.2f} {cpu_off:15.0f} {cpu_on:6.0f} {(cpu_on/cpu_off-1)*100:+8.1f}%  ok {ok:.1%}")
+    print(f"{'':34} per round on/off: " + ", ".join(f"{b.rps / a.rps:.3f}" for a, b in zip(off, on)))
 print(f"\nthe chained log: {sys.argv[3]} lines; audit verify: {sys.argv[4]}")
 PY
 fi
@@ -394,15 +384,10 @@ echo "scale: Go benchmarks (cached verdicts, rule matching, a store of many blob
   go test -run '^$' -bench 'BenchmarkDecisionLogAtARate$' -benchtime 1x ./internal/audit
 } > "$work/scale-bench.txt" 2>&1 || { cat "$work/scale-bench.txt" >&2; exit 1; }
 python3 - "$work" "$ROUNDS" <<'PY'
-import json, os, re, statistics, sys
+import json, re, sys
+from report import median, vegeta
 work, rounds = sys.argv[1], int(sys.argv[2])
-tick = os.sysconf("SC_CLK_TCK")
-def run(n, r):
-    rep = json.load(open(f"{work}/rules-{n}-{r}.json"))
-    cpu = int(open(f"{work}/rules-{n}-{r}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
-    return rep["throughput"], rep["latencies"]["50th"] / 1e6, cpu
-rules = {n: [run(n, r) for r in range(1, rounds + 1)] for n in (10, 10000)}
-med = lambda n, i: statistics.median(x[i] for x in rules[n])
+rules = {n: [vegeta(work, f"rules-{n}-{r}") for r in range(1, rounds + 1)] for n in (10, 10000)}
 bench = {}
 for line in open(f"{work}/scale-bench.txt"):
     m = re.match(r"^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$", line)
@@ -412,7 +397,7 @@ for line in open(f"{work}/scale-bench.txt"):
     bench[m.group(1)] = vals
 def b(name, unit):
     return bench.get(name, {}).get(unit, float("nan"))
-out = {"rules": {n: {"rps": med(n, 0), "p50": med(n, 1), "cpu": med(n, 2)} for n in (10, 10000)}, "bench": bench}
+out = {"rules": {n: {f: median(rules[n], f) for f in ("rps", "p50", "cpu")} for n in (10, 10000)}, "bench": bench}
 json.dump(out, open(f"{work}/summary-scale.json", "w"))
 print(f"\nscaling: each row at 1x and at 100x or more the work (one run; rules: {rounds} alternating rounds, medians)\n")
 print("| work | at 1x | at 100x or more | cost at 1x | cost at the most |")
@@ -477,22 +462,18 @@ done
 STALE=$(metric 'authz_proxy_stale_tags_total{upstream="lab"}')
 
 python3 - "$work" "$ROUNDS" "${#PULLED[@]}" "$UP_OK" "$DOWN_OK" "${#NEVER_REFS[@]}" "$NEVER_503" "$STALE" <<'PY'
-import json, os, statistics, sys
+import sys
+from report import median, vegeta
 work, rounds = sys.argv[1], int(sys.argv[2])
 pulled, up_ok, down_ok, never, never_503, stale = map(lambda x: int(float(x)), sys.argv[3:9])
-tick = os.sysconf("SC_CLK_TCK")
-def run(name):
-    rep = json.load(open(f"{work}/{name}.json"))
-    cpu = int(open(f"{work}/{name}.cpu").read()) / tick * 1e6 / max(rep["requests"], 1)
-    return rep["throughput"], rep["latencies"]["50th"] / 1e6, rep["latencies"]["99th"] / 1e6, cpu, rep["success"]
-d = [run(f"immutable-direct-{r}") for r in range(1, rounds + 1)]
-s = [run(f"immutable-store-{r}") for r in range(1, rounds + 1)]
-med = lambda xs, i: statistics.median(x[i] for x in xs)
+d = [vegeta(work, f"immutable-direct-{r}") for r in range(1, rounds + 1)]
+s = [vegeta(work, f"immutable-store-{r}") for r in range(1, rounds + 1)]
+row = lambda xs: f"{median(xs, 'rps'):9.0f} {median(xs, 'p50'):8.2f} {median(xs, 'p99'):8.2f} {median(xs, 'cpu'):10.0f} {min(x.ok for x in xs):6.1%}"
 print(f"\ncontent store, tags ({rounds} alternating rounds, medians)\n")
 print(f"{'scenario':52} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'ok':>6}")
-print(f"{'manifest GET by tag, the registry itself':52} {med(d,0):9.0f} {med(d,1):8.2f} {med(d,2):8.2f} {med(d,3):10.0f} {min(x[4] for x in d):6.1%}")
-print(f"{'manifest GET by an immutable tag, authz-proxy + store':52} {med(s,0):9.0f} {med(s,1):8.2f} {med(s,2):8.2f} {med(s,3):10.0f} {min(x[4] for x in s):6.1%}")
-print(f"  {med(s,0)/med(d,0):.2f}x the registry's own req/s (target >= 3x); per round: " + ", ".join(f"{b[0]/a[0]:.2f}" for a, b in zip(d, s)))
+print(f"{'manifest GET by tag, the registry itself':52} {row(d)}")
+print(f"{'manifest GET by an immutable tag, authz-proxy + store':52} {row(s)}")
+print(f"  {median(s, 'rps') / median(d, 'rps'):.2f}x the registry's own req/s (target >= 3x); per round: " + ", ".join(f"{b.rps / a.rps:.2f}" for a, b in zip(d, s)))
 print(f"\nupstream stopped (the registry killed): of {pulled} references pulled before (tags and digests, crane and skopeo each), {down_ok} still pull ({up_ok} did with it up); {stale:.0f} tags served stale; never pulled: {never_503}/{never} get 503")
 PY
 fi

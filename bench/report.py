@@ -1,0 +1,39 @@
+"""What bench/run.sh's load left in its work folder, read one way.
+
+`attack NAME` leaves vegeta's JSON report in NAME.json and the CPU ticks
+its target spent in NAME.cpu (and the registry's in NAME.regcpu);
+vegeta(work, NAME) reads them as one Run.
+"""
+import json
+import os
+import statistics
+from typing import NamedTuple
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Run(NamedTuple):
+    rps: float  # requests/s
+    p50: float  # ms
+    p99: float  # ms
+    ok: float  # the share of 2xx answers
+    requests: int
+    cpu: float  # µs of the target's CPU per request: robust to a busy machine
+    regcpu: float | None  # µs of the registry's, when counted
+
+
+def vegeta(work, name):
+    r = json.load(open(f"{work}/{name}.json"))
+    n = max(r["requests"], 1)
+
+    def cpu(what):
+        path = f"{work}/{name}.{what}"
+        return int(open(path).read()) / TICK * 1e6 / n if os.path.exists(path) else None
+
+    lat = r["latencies"]
+    return Run(r["throughput"], lat["50th"] / 1e6, lat["99th"] / 1e6, r["success"], r["requests"], cpu("cpu"), cpu("regcpu"))
+
+
+def median(runs, field):
+    """The median of one field of runs."""
+    return statistics.median(getattr(r, field) for r in runs)
