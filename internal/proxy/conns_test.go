@@ -53,9 +53,16 @@ func idleFrom(t *testing.T, from, addr string) net.Conn {
 // pullFrom GETs /v2/ on a new connection from the local address from.
 func pullFrom(t *testing.T, from, url string) (int, error) {
 	t.Helper()
+	return getFrom(t, from, url+"/v2/")
+}
+
+// getFrom GETs url (a manifest, say) from the address from.
+func getFrom(t *testing.T, from, url string) (int, error) {
+	t.Helper()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}}
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url+"/v2/", nil)
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err

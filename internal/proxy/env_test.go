@@ -128,6 +128,10 @@ type envConfig struct {
 	other              http.Handler
 	// trustRoots are the trust roots the policy is compiled with.
 	trustRoots map[string]*verify.TrustedRoot
+	// auditQueue, when not 0, queues the decision log's lines (as serve
+	// does), and its writes wait for auditGate to close.
+	auditQueue int
+	auditGate  <-chan struct{}
 }
 
 // withLimits sets the upstream limits and the verification timeout.
@@ -152,6 +156,23 @@ func withPolicy(p string) envOption { return func(c *envConfig) { c.policy = p }
 // withTrustRoots compiles the policy with the trust roots given, by name.
 func withTrustRoots(roots map[string]*verify.TrustedRoot) envOption {
 	return func(c *envConfig) { c.trustRoots = roots }
+}
+
+// withStalledAuditQueue queues the decision log's lines, at most n, as
+// serve does, on a disk that writes nothing until gate is closed.
+func withStalledAuditQueue(n int, gate <-chan struct{}) envOption {
+	return func(c *envConfig) { c.auditQueue, c.auditGate = n, gate }
+}
+
+// gated writes to w once gate is closed.
+type gated struct {
+	w    io.Writer
+	gate <-chan struct{}
+}
+
+func (g gated) Write(p []byte) (int, error) {
+	<-g.gate
+	return g.w.Write(p)
 }
 
 // withStore puts blobs, manifests and tags through st.
@@ -230,9 +251,17 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		}
 		ups = append(ups, c)
 	}
-	al, err := audit.New(e.decisions, "")
+	var sink io.Writer = e.decisions
+	var aopts []audit.Option
+	if ec.auditQueue > 0 {
+		sink, aopts = gated{w: e.decisions, gate: ec.auditGate}, []audit.Option{audit.WithQueue(ec.auditQueue)}
+	}
+	al, err := audit.New(sink, "", aopts...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ec.auditQueue > 0 {
+		t.Cleanup(func() { _ = al.Close() }) // the queue's writer
 	}
 	e.metrics = metrics.New()
 	e.metrics.WatchBudget(b.Snapshot)

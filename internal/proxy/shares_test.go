@@ -232,3 +232,45 @@ func TestAbandonedFillsKeepNoWindowAndStayWithinTheirBound(t *testing.T) {
 		t.Fatalf("a pull while 150 fills were abandoned: %v", err)
 	}
 }
+
+// The decision log's queue is shared by the clients as the proxy names
+// them in every other share (its source address here): while the disk
+// stalls, a client whose lines fill its share waits for its next answer,
+// and another client's pull is answered meanwhile.
+func TestAClientWhoseDecisionLinesFillItsShareNeverHoldsUpAnothersPull(t *testing.T) {
+	gate := make(chan struct{})
+	write := sync.OnceFunc(func() { close(gate) })
+	// Written before the log's writer is waited for, whatever failed.
+	defer write()
+	e := newEnv(t, withStalledAuditQueue(16, gate)) // 2 lines a client
+	open := e.push("open/app:v1")
+	url := e.proxy.URL + "/v2/lab/open/app/manifests/" + open.String()
+	for i := range 2 {
+		if code, err := getFrom(t, "127.0.0.2", url); err != nil || code != http.StatusOK {
+			t.Fatalf("pull %d of the first client, its line queued: %d, %v", i+1, code, err)
+		}
+	}
+	third := make(chan int, 1)
+	go func() {
+		code, _ := getFrom(t, "127.0.0.2", url)
+		third <- code
+	}()
+	if code, err := getFrom(t, "127.0.0.3", url); err != nil || code != http.StatusOK {
+		t.Fatalf("another client, while the first is at its share of the stalled log: %d, %v", code, err)
+	}
+	select {
+	case code := <-third:
+		t.Fatalf("a third pull of a client whose 2 lines fill its share was answered (%d) before the disk wrote them", code)
+	case <-time.After(200 * time.Millisecond):
+	}
+	write()
+	if code := <-third; code != http.StatusOK {
+		t.Errorf("once the disk wrote: %d", code)
+	}
+	lines := func() int { return strings.Count(e.decisions.String(), `"digest":"`+open.String()+`"`) }
+	for deadline := time.Now().Add(10 * time.Second); lines() < 4; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the decision log holds %d lines of the 4 pulls", lines())
+		}
+	}
+}
