@@ -6,14 +6,12 @@ import (
 	"strings"
 )
 
-// The distribution spec's grammar of tags and digests, checked by hand on
-// every request (a regular expression cost a microsecond of each cached
-// pull; reference_test.go fuzzes these against the grammar written as
-// one):
-//
-//	tag    [A-Za-z0-9_][A-Za-z0-9._-]{0,127}
-//	digest sha256:[a-f0-9]{64} | sha512:[a-f0-9]{128}
-func validTag(s string) bool {
+// ValidTag reports whether s is a tag of the distribution spec's grammar,
+// [A-Za-z0-9_][A-Za-z0-9._-]{0,127}. Tags and digests are checked by hand
+// on every request (a regular expression cost a microsecond of each
+// cached pull); reference_test.go fuzzes both against the grammar written
+// as regular expressions.
+func ValidTag(s string) bool {
 	if len(s) == 0 || len(s) > 128 || s[0] == '.' || s[0] == '-' {
 		return false
 	}
@@ -25,7 +23,9 @@ func validTag(s string) bool {
 	return true
 }
 
-func validDigest(s string) bool {
+// ValidDigest reports whether s is a digest of the OCI image spec, lower
+// case: sha256:[a-f0-9]{64} or sha512:[a-f0-9]{128}.
+func ValidDigest(s string) bool {
 	alg, hex, _ := strings.Cut(s, ":")
 	if !(alg == "sha256" && len(hex) == 64 || alg == "sha512" && len(hex) == 128) {
 		return false
@@ -61,7 +61,7 @@ func ParseReference(s string) (Reference, error) {
 		d, err := ParseDigest(s)
 		return Reference{Digest: d}, err
 	}
-	if !validTag(s) {
+	if !ValidTag(s) {
 		return Reference{}, fmt.Errorf("%w %q: a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'", ErrInvalidTag, s)
 	}
 	return Reference{Tag: s}, nil
@@ -70,7 +70,7 @@ func ParseReference(s string) (Reference, error) {
 // ParseDigest checks that s is a sha256 or sha512 digest. The error wraps
 // ErrInvalidDigest.
 func ParseDigest(s string) (string, error) {
-	if !validDigest(s) {
+	if !ValidDigest(s) {
 		return "", fmt.Errorf("%w %q: want sha256:<64 hex digits> or sha512:<128 hex digits>", ErrInvalidDigest, s)
 	}
 	return s, nil

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/authz-proxy/authz-proxy/internal/oci"
 )
 
 // Small content: manifests by digest, the notes kept about a manifest for
@@ -28,10 +30,7 @@ const (
 	tagRecordTTL = 30 * 24 * time.Hour
 )
 
-var (
-	noteKeyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-	tagRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-)
+var noteKeyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // PutManifest stores data, the bytes of manifest dgst that scope's
 // upstream served in scope's repository, and lets that repository read it.
@@ -245,7 +244,7 @@ func tagPath(scope Scope, tag string) string {
 // Tag returns the last resolution of tag in scope stored by any process
 // sharing the store; ErrNotStored when there is none.
 func (s *Store) Tag(ctx context.Context, scope Scope, tag string) (TagRecord, error) {
-	if !scope.valid() || !tagRE.MatchString(tag) {
+	if !scope.valid() || !oci.ValidTag(tag) {
 		return TagRecord{}, ErrNotStored
 	}
 	b, err := s.small(ctx, tagPath(scope, tag), 4096)
@@ -266,7 +265,7 @@ func (s *Store) Tag(ctx context.Context, scope Scope, tag string) (TagRecord, er
 // resolution of tag in scope. It returns at once; the write happens in the
 // background.
 func (s *Store) SetTag(scope Scope, tag string, r TagRecord) {
-	if _, ok := parseDigest(r.Digest); !ok || !scope.valid() || !tagRE.MatchString(tag) {
+	if _, ok := parseDigest(r.Digest); !ok || !scope.valid() || !oci.ValidTag(tag) {
 		return
 	}
 	r.Written = time.Now().UTC()
@@ -283,7 +282,7 @@ func (s *Store) SetTag(scope Scope, tag string, r TagRecord) {
 // ForgetTag deletes the record of tag in scope: the upstream said the tag
 // is gone.
 func (s *Store) ForgetTag(scope Scope, tag string) {
-	if !scope.valid() || !tagRE.MatchString(tag) {
+	if !scope.valid() || !oci.ValidTag(tag) {
 		return
 	}
 	s.inBackground("tag", func(ctx context.Context) error {

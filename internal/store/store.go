@@ -62,6 +62,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/authz-proxy/authz-proxy/internal/oci"
+
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -296,19 +298,12 @@ type digest struct {
 	alg, hex, str string
 }
 
-// parseDigest accepts sha256:<64 hex> and sha512:<128 hex>, lower case:
-// the digests of the OCI image spec. It is on the path of every manifest
-// served (Link), so it matches by hand.
+// parseDigest accepts the digests of the OCI image spec (oci.ValidDigest).
 func parseDigest(s string) (digest, bool) {
-	alg, hx, _ := strings.Cut(s, ":")
-	if !(alg == "sha256" && len(hx) == 64 || alg == "sha512" && len(hx) == 128) {
+	if !oci.ValidDigest(s) {
 		return digest{}, false
 	}
-	for i := 0; i < len(hx); i++ {
-		if c := hx[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return digest{}, false
-		}
-	}
+	alg, hx, _ := strings.Cut(s, ":")
 	return digest{alg, hx, s}, true
 }
 
