@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -10,27 +9,15 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
-// stalledSink is standard output on a disk that does not answer until
-// resumed.
-type stalledSink struct {
-	resume chan struct{}
-	mu     sync.Mutex
-	buf    bytes.Buffer
-}
-
-func (s *stalledSink) Write(p []byte) (int, error) {
-	<-s.resume
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
 func TestOneClientsBurstOnAStalledDiskNeverMakesAnotherClientWait(t *testing.T) {
-	sink := &stalledSink{resume: make(chan struct{})}
+	// Standard output on a disk that does not answer until resumed.
+	var out testkit.Buffer
+	resume := make(chan struct{})
 	var obs observer
-	l, err := audit.New(sink, "", audit.WithQueue(16), audit.WithObserver(&obs))
+	l, err := audit.New(testkit.Gated{W: &out, Gate: resume}, "", audit.WithQueue(16), audit.WithObserver(&obs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,18 +37,11 @@ func TestOneClientsBurstOnAStalledDiskNeverMakesAnotherClientWait(t *testing.T) 
 			}
 		})
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testkit.WaitFor(t, "the noisy client's requests to wait for room", func() bool {
 		obs.mu.Lock()
-		waits := obs.waits
-		obs.mu.Unlock()
-		if waits > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the noisy client's requests never waited for room")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer obs.mu.Unlock()
+		return obs.waits > 0
+	})
 	quiet := make(chan error, 1)
 	go func() { quiet <- l.Write(context.Background(), decision("10.0.0.2:4000")) }()
 	select {
@@ -72,21 +52,19 @@ func TestOneClientsBurstOnAStalledDiskNeverMakesAnotherClientWait(t *testing.T) 
 	case <-time.After(10 * time.Second):
 		t.Fatal("another client's decision waited for the noisy client's lines on the stalled disk")
 	}
-	close(sink.resume)
+	close(resume)
 	noisy.Wait()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	out := sink.buf.String()
-	if n, q := strings.Count(out, `"addr":"10.0.0.1:`), strings.Count(out, `"addr":"10.0.0.2:4000"`); n != 40 || q != 1 {
+	if n, q := strings.Count(out.String(), `"addr":"10.0.0.1:`), strings.Count(out.String(), `"addr":"10.0.0.2:4000"`); n != 40 || q != 1 {
 		t.Errorf("decision lines: %d of the noisy client, %d of the other; want all 40 and 1, none dropped", n, q)
 	}
 }
 
 func TestDecisionsOfMoreClientsThanTheSharesKeptAreAllWritten(t *testing.T) {
-	sink := &stalledSink{resume: make(chan struct{})}
-	close(sink.resume)
-	l, err := audit.New(sink, "", audit.WithQueue(16))
+	var out testkit.Buffer
+	l, err := audit.New(&out, "", audit.WithQueue(16))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +81,7 @@ func TestDecisionsOfMoreClientsThanTheSharesKeptAreAllWritten(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(sink.buf.String(), `"decision":"allow"`); n != 3000 {
+	if n := strings.Count(out.String(), `"decision":"allow"`); n != 3000 {
 		t.Errorf("%d decision lines of 3000 clients; want every one", n)
 	}
 }

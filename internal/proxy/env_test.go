@@ -164,17 +164,6 @@ func withStalledAuditQueue(n int, gate <-chan struct{}) envOption {
 	return func(c *envConfig) { c.auditQueue, c.auditGate = n, gate }
 }
 
-// gated writes to w once gate is closed.
-type gated struct {
-	w    io.Writer
-	gate <-chan struct{}
-}
-
-func (g gated) Write(p []byte) (int, error) {
-	<-g.gate
-	return g.w.Write(p)
-}
-
 // withStore puts blobs, manifests and tags through st.
 func withStore(st *store.Store) envOption { return func(c *envConfig) { c.store = st } }
 
@@ -254,7 +243,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	var sink io.Writer = e.decisions
 	var aopts []audit.Option
 	if ec.auditQueue > 0 {
-		sink, aopts = gated{w: e.decisions, gate: ec.auditGate}, []audit.Option{audit.WithQueue(ec.auditQueue)}
+		sink, aopts = testkit.Gated{W: e.decisions, Gate: ec.auditGate}, []audit.Option{audit.WithQueue(ec.auditQueue)}
 	}
 	al, err := audit.New(sink, "", aopts...)
 	if err != nil {

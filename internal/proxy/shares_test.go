@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/limits"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
 
 // hanging is an upstream that holds every manifest request until released
@@ -267,10 +268,7 @@ func TestAClientWhoseDecisionLinesFillItsShareNeverHoldsUpAnothersPull(t *testin
 	if code := <-third; code != http.StatusOK {
 		t.Errorf("once the disk wrote: %d", code)
 	}
-	lines := func() int { return strings.Count(e.decisions.String(), `"digest":"`+open.String()+`"`) }
-	for deadline := time.Now().Add(10 * time.Second); lines() < 4; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the decision log holds %d lines of the 4 pulls", lines())
-		}
-	}
+	testkit.WaitFor(t, "the decision log to hold the 4 pulls' lines", func() bool {
+		return strings.Count(e.decisions.String(), `"digest":"`+open.String()+`"`) >= 4
+	})
 }

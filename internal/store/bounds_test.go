@@ -5,20 +5,10 @@ import (
 	"errors"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/store"
+	"github.com/authz-proxy/authz-proxy/internal/testkit"
 )
-
-// waitFor polls cond until it holds, for at most a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
-		}
-	}
-}
 
 // startAbandoned starts a fill of a blob of size bytes whose upstream holds
 // the body after 64 KiB, and hangs up once the upstream answered: a fill
@@ -134,7 +124,7 @@ func TestTheWindowsOfAllFillsStayWithinTheirBound(t *testing.T) {
 		readers = append(readers, r)
 	}
 	// Nobody reads past the first bytes while the fills run to their end.
-	waitFor(t, "the fills to end", func() bool { return s.Stats().FillsInFlight == 0 })
+	testkit.WaitFor(t, "the fills to end", func() bool { return s.Stats().FillsInFlight == 0 })
 	if w := s.Stats().WindowBytes; w > bound+4*(256<<10) {
 		t.Errorf("%d window bytes, over the bound of %d (and a chunk a fill)", w, bound)
 	}

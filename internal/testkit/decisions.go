@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/authz-proxy/authz-proxy/internal/audit"
 )
@@ -115,17 +114,13 @@ func LastDecision(t testing.TB, log, digest string) Decision {
 	return Decision{}
 }
 
-// WaitForLine waits, for at most 20 s, until the decision log at path holds
-// text: its writer writes a line just after the answer, so a test that
-// rotates the file (as logrotate would) waits for the line first.
+// WaitForLine waits until the decision log at path holds text: its writer
+// writes a line just after the answer, so a test that rotates the file (as
+// logrotate would) waits for the line first.
 func WaitForLine(t testing.TB, path, text string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if b, _ := os.ReadFile(path); strings.Contains(string(b), text) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never held %s", path, text)
-		}
-	}
+	WaitFor(t, path+" to hold "+text, func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), text)
+	})
 }
