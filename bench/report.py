@@ -2,7 +2,8 @@
 
 `attack NAME` leaves vegeta's JSON report in NAME.json and the CPU ticks
 its target spent in NAME.cpu (and the registry's in NAME.regcpu);
-vegeta(work, NAME) reads them as one Run.
+vegeta(work, NAME) reads them as one Run. The wrk cross-check leaves
+wrk-TARGET.out and wrk-TARGET.cpu, which wrk(work, TARGET) reads.
 """
 import json
 import os
@@ -32,6 +33,14 @@ def vegeta(work, name):
 
     lat = r["latencies"]
     return Run(r["throughput"], lat["50th"] / 1e6, lat["99th"] / 1e6, r["success"], r["requests"], cpu("cpu"), cpu("regcpu"))
+
+
+def wrk(work, target):
+    """wrk's requests/s, the target's µs of CPU per request, and whether every answer was 2xx."""
+    out = open(f"{work}/wrk-{target}.out").read()
+    n = int(out.split(" requests in ")[0].split()[-1])
+    rps = float(out.split("Requests/sec:")[1].split()[0])
+    return rps, int(open(f"{work}/wrk-{target}.cpu").read()) / TICK * 1e6 / max(n, 1), "Non-2xx" not in out
 
 
 def median(runs, field):

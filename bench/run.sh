@@ -57,7 +57,7 @@ TARGETS=(direct minproxy authz-proxy); PROXIES=(authz-proxy)
 if [ -n "${BASELINE:-}" ]; then TARGETS=(direct minproxy baseline authz-proxy); PROXIES=(baseline authz-proxy); fi
 
 cputicks() { [ -n "${1:-}" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-pidof_target() { case $1 in *minproxy) echo "$MINPID";; net/http) echo "$STATICPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
+pidof_target() { case $1 in *minproxy) echo "$MINPID";; static) echo "$STATICPID";; *baseline*) echo "$BASEPID";; *authz-proxy*) echo "$AUTHZPID";; immutable-store*) echo "$STOREPID";; *) echo "$REGPID";; esac; }
 # the registry's count of requests answered, by handler and method
 regcounts() { curl -fs "http://$REG_METRICS/metrics" | awk '/^registry_http_request_duration_seconds_count/ {print $1, $2}'; }
 attack() { # attack NAME TARGETFILE [DURATION [PID]] -> JSON report in $work/NAME.json, CPU ticks of the target (.cpu; PID, else named by NAME) and of the registry (.regcpu), the registry's requests before and after (.req0, .req1)
@@ -93,15 +93,15 @@ curl -fso "$work/signed.manifest" -H "$ACCEPT" "${BASE[direct]}/manifests/$SIGNE
 STATIC=127.0.0.1:$(port)
 "$work/minproxy" -listen "$STATIC" -static "$work/signed.manifest" >>"$work/minproxy.log" 2>&1 & pids+=($!); STATICPID=$!
 wait_up "$STATIC"
-BASE[net/http]="http://$STATIC/v2/bench/app"
-for t in direct net/http authz-proxy; do
+BASE[static]="http://$STATIC/v2/bench/app"
+for t in direct static authz-proxy; do
   echo "load: digest via $t (wrk)" >&2
   pid=$(pidof_target "$t"); c0=$(cputicks "$pid")
-  wrk -t2 -c"$CONCURRENCY" -d"$DURATION" -s "$work/accept.lua" "${BASE[$t]}/manifests/$SIGNED" > "$work/wrk-${t//\//-}.out"
-  echo $(( $(cputicks "$pid") - c0 )) > "$work/wrk-${t//\//-}.cpu"
+  wrk -t2 -c"$CONCURRENCY" -d"$DURATION" -s "$work/accept.lua" "${BASE[$t]}/manifests/$SIGNED" > "$work/wrk-$t.out"
+  echo $(( $(cputicks "$pid") - c0 )) > "$work/wrk-$t.cpu"
 done
-echo "load: digest via net/http" >&2
-target GET "${BASE[net/http]}/manifests/$SIGNED" > "$work/digest-static.targets"
+echo "load: digest via static" >&2
+target GET "${BASE[static]}/manifests/$SIGNED" > "$work/digest-static.targets"
 attack digest-static "$work/digest-static.targets" "$DURATION" "$STATICPID"
 
 # Cold decisions: a new signed digest (.sig tag scheme) each request, over
@@ -122,7 +122,7 @@ done
 
 python3 - "$work" "$CONCURRENCY" "$DURATION" "$COLD_DURATION" "$COLD_ROUNDS" "${TARGETS[*]}" "${PROXIES[*]}" <<'PY'
 import json, statistics, sys
-from report import TICK, vegeta
+from report import vegeta, wrk
 work, conc, dur, cold_dur, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 targets, proxies = sys.argv[6].split(), sys.argv[7].split()
 rep = lambda name: vegeta(work, name)
@@ -150,13 +150,7 @@ for s, title in [("digest", "manifest GET by digest (cached)"), ("tag", "manifes
     print(f"{'':34} {'':12} p99 authz-proxy - minproxy: {a.p99 - m.p99:+.2f} ms")
 head, tag = summary_out["head"], summary_out["tag"]
 print(f"\nHEAD by tag: {head['minproxy']:.2f}x minproxy (target >= 1.5x), {head['rps'] / tag['rps']:.2f}x GET by tag's req/s (target within 20 %: 0.8-1.2x); GET by digest: {summary_out['digest']['direct']:.2f}x direct (target >= 6x)")
-def wrk(t):
-    """wrk's requests/s and the target's CPU per request, and whether every answer was 2xx."""
-    out = open(f"{work}/wrk-{t}.out").read()
-    n = int(out.split(" requests in ")[0].split()[-1])
-    rps = float(out.split("Requests/sec:")[1].split()[0])
-    return rps, int(open(f"{work}/wrk-{t}.cpu").read()) / TICK * 1e6 / max(n, 1), "Non-2xx" not in out
-(wd, wd_cpu, wd_ok), (wf, wf_cpu, wf_ok), (wa, wa_cpu, wa_ok) = wrk("direct"), wrk("net-http"), wrk("authz-proxy")
+(wd, wd_cpu, wd_ok), (wf, wf_cpu, wf_ok), (wa, wa_cpu, wa_ok) = (wrk(work, t) for t in ("direct", "static", "authz-proxy"))
 print(f"GET by digest with wrk: direct {wd:.0f} req/s ({wd_cpu:.0f} us CPU/req), authz-proxy {wa:.0f} req/s ({wa_cpu:.0f} us CPU/req): {wa / wd:.2f}x direct, CPU {wd_cpu / wa_cpu:.2f}x less{'' if wd_ok and wa_ok else ' (NOT ALL 2xx)'}")
 vf = rep("digest-static").rps / rep("digest-direct").rps
 print(f"  the ceiling of a Go server here, net/http answering the manifest from memory: {wf:.0f} req/s ({wf_cpu:.0f} us CPU/req), {wf / wd:.2f}x direct with wrk, {vf:.2f}x with vegeta{'' if wf_ok else ' (NOT ALL 2xx)'}; authz-proxy spends {wa_cpu - wf_cpu:.0f} us/req more (route, policy, metrics, the decision line)")
