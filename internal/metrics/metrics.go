@@ -712,10 +712,12 @@ var (
 	storeBlobs        = storeDesc("blobs", "Blobs stored at the last sweep.")
 	storeReads        = storeDesc("reads_total", "Manifests and signature layers read whole from the store, each checked against its digest.")
 	storeWrites       = storeDesc("writes_in_flight", "Background writes running or waiting: manifests, the evidence they were judged on, tag records, links and use marks.")
+	storeSweeps       = storeDesc("sweeps_total", "Sweeps completed: the store measured, least recently used blobs evicted past maxSize, leftovers deleted.")
+	storeLastSweep    = storeDesc("last_sweep_seconds", "How long the last sweep took; it walks every object, and the store rests nine times as long before the next regular one.")
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{storeRequests, storeBytes, storeInFlight, storeFills, storeFillErrors, storeEvictions, storeEvictedBytes, storeCorrupt, storeErrors, storeSize, storeMaxSize, storeBlobs, storeReads, storeWrites} {
+	for _, d := range []*prometheus.Desc{storeRequests, storeBytes, storeInFlight, storeFills, storeFillErrors, storeEvictions, storeEvictedBytes, storeCorrupt, storeErrors, storeSize, storeMaxSize, storeBlobs, storeReads, storeWrites, storeSweeps, storeLastSweep} {
 		ch <- d
 	}
 }
@@ -748,6 +750,8 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(storeBlobs, float64(s.Blobs))
 	counter(storeReads, float64(s.Reads))
 	gauge(storeWrites, float64(s.WritesInFlight))
+	counter(storeSweeps, float64(s.Sweeps))
+	gauge(storeLastSweep, s.LastSweep.Seconds())
 }
 
 // TrustRoot is what /metrics and /readyz show of one trust root (package

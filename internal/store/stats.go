@@ -3,6 +3,7 @@ package store
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Stats are the store's counters since it was opened, and its size.
@@ -47,8 +48,10 @@ type Stats struct {
 	// Size is the bytes stored, as of the last sweep and since; Blobs, the
 	// blobs stored at the last sweep; MaxSize, the bound.
 	Size, Blobs, MaxSize int64
-	// Sweeps completed.
-	Sweeps uint64
+	// Sweeps completed, and how long the last one took (a sweep walks
+	// every object: it grows with the store).
+	Sweeps    uint64
+	LastSweep time.Duration
 	// Reads are manifests (and other small content) read whole from the
 	// store.
 	Reads uint64
@@ -67,6 +70,7 @@ type counters struct {
 	evictedBytes, blobs                     atomic.Int64
 	reads                                   atomic.Uint64
 	writesInFlight                          atomic.Int64
+	lastSweep                               atomic.Int64
 
 	mu          sync.Mutex
 	fillErrors  map[string]uint64
@@ -100,7 +104,8 @@ func (s *Store) Stats() Stats {
 		FillsInFlight: c.fillsInFlight.Load(), FillsStored: c.fillsStored.Load(),
 		Evictions: c.evictions.Load(), EvictedBytes: c.evictedBytes.Load(),
 		Corrupt: c.corrupt.Load(), Sweeps: c.sweeps.Load(),
-		Size: s.size.Load(), Blobs: c.blobs.Load(), MaxSize: s.o.MaxSize,
+		LastSweep: time.Duration(c.lastSweep.Load()),
+		Size:      s.size.Load(), Blobs: c.blobs.Load(), MaxSize: s.o.MaxSize,
 		Reads: c.reads.Load(), WritesInFlight: c.writesInFlight.Load(),
 		FillErrors: map[string]uint64{}, StoreErrors: map[string]uint64{},
 		FillsCancelled: c.fillsCancelled.Load(), FillsRefused: c.fillsRefused.Load(),

@@ -673,6 +673,43 @@ func TestLeastRecentlyUsedBlobsAreEvictedPastMaxSize(t *testing.T) {
 	}
 }
 
+func TestASweepKeepsTheLinksOfStoredBlobsAndDeletesThoseOfBlobsNeverStoredADayOn(t *testing.T) {
+	root := t.TempDir()
+	s := fsStore(t, root, store.Options{})
+	b, stored := blob(t, 1<<10)
+	mustGet(t, s, app, stored, &origin{blob: b})
+	_, never := blob(t, 1<<10)
+	// The manifest served to app names both: the client had the second.
+	s.LinkBlobs(app, manifestDigest, stored, never)
+	testkit.WaitFor(t, "the links written", func() bool { return s.Stats().WritesInFlight == 0 })
+	dir := func(d string) string { return filepath.Join(root, "content", "lab", "blobs", "sha256", d[7:9], d[7:]) }
+	twoDaysAgo := time.Now().Add(-48 * time.Hour)
+	for _, d := range []string{stored, never} {
+		if err := filepath.Walk(dir(d), func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Chtimes(p, twoDaysAgo, twoDaysAgo)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir(never)); !os.IsNotExist(err) {
+		t.Errorf("the link of a blob never stored, written two days ago, after a sweep: %v, want it deleted", err)
+	}
+	s.Close()
+
+	// Another process serves the stored blob to app by its link alone.
+	s = fsStore(t, root, store.Options{})
+	o := &origin{blob: b, confirmErr: errNotFound}
+	if !mustGet(t, s, app, stored, o) || o.confirms.Load() != 0 || o.fetches.Load() != 0 {
+		t.Errorf("the stored blob after a sweep: upstream asked %d times to confirm, %d to fetch; want it served from the store by its link", o.confirms.Load(), o.fetches.Load())
+	}
+}
+
 func TestLeftoversOfAKilledFillAreClearedAtStart(t *testing.T) {
 	root := t.TempDir()
 	b, d := blob(t, 1<<20)

@@ -38,19 +38,53 @@ func (s *Store) clearOwnUploads(ctx context.Context) {
 	}
 }
 
-// sweeper sweeps at start, every SweepInterval, and when asked to.
+// sweeper sweeps at start, every SweepInterval, and when asked to (the
+// store grew past MaxSize), resting between sweeps as rest says.
 func (s *Store) sweeper() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.o.SweepInterval)
-	defer t.Stop()
 	for {
+		began := time.Now()
 		_ = s.Sweep(s.ctx)
+		took := time.Since(began)
+		s.stats.lastSweep.Store(int64(took))
+		regular, asked := rest(s.o.SweepInterval, took)
+		next := time.NewTimer(regular)
 		select {
 		case <-s.ctx.Done():
+			next.Stop()
 			return
-		case <-t.C:
+		case <-next.C:
 		case <-s.sweepNow:
+			next.Stop()
+			if !sleep(s.ctx, asked-time.Since(began.Add(took))) {
+				return
+			}
 		}
+	}
+}
+
+// rest is how long the sweeper waits after a sweep that took took: for
+// the next regular sweep, until interval has passed since this one began
+// but at least nine times as long as it took, so that a store too large
+// to walk in a fraction of the interval is swept a tenth of the time, not
+// back to back; for a sweep asked for, as long as it took (the store is
+// over its size: half the time at most).
+func rest(interval, took time.Duration) (regular, asked time.Duration) {
+	return max(interval-took, 9*took), took
+}
+
+// sleep waits for d or until ctx is done, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -89,7 +123,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 	var staleTags []string
 	err := s.d.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
 		if fi.IsDir() {
-			return nil
+			return skipLinksOfStored(entries, fi.Path())
 		}
 		mod := fi.ModTime()
 		o, leaf, ok := parseObjectPath(fi.Path())
@@ -192,6 +226,22 @@ func (s *Store) removeOldLayout(ctx context.Context) {
 		}
 		s.log.Info("store: removed the content of an earlier layout, which did not keep content per upstream", "folder", dir)
 	}
+}
+
+// skipLinksOfStored skips the links of an object whose data the walk has
+// seen (walks list a folder's entries in order, "data" before "links"):
+// they matter to a sweep only for an object not stored, and a stored blob
+// has a folder of them per repository that pulled it, most of the
+// folders of a store.
+func skipLinksOfStored(entries map[objKey]*entry, dir string) error {
+	o, leaf, ok := parseObjectPath(dir)
+	if !ok || leaf != "links" {
+		return nil
+	}
+	if e := entries[o.key()]; e != nil && e.stored {
+		return storagedriver.ErrSkipDir
+	}
+	return nil
 }
 
 func countStored(entries map[objKey]*entry) int {
