@@ -25,9 +25,15 @@ const (
 // accesskey, secretkey). s3 without accesskey and secretkey takes its
 // credentials from the environment (AWS_ACCESS_KEY_ID and
 // AWS_SECRET_ACCESS_KEY, a shared credentials file, or an instance role).
+// The filesystem driver walks its folders with a walk of its own (on
+// Linux; see localDriver).
 func NewDriver(ctx context.Context, name string, params map[string]any) (storagedriver.StorageDriver, error) {
 	if name == S3 {
 		name = "s3aws"
 	}
-	return factory.Create(ctx, name, params)
+	d, err := factory.Create(ctx, name, params)
+	if root, ok := params["rootdirectory"].(string); ok && root != "" && name == Filesystem && err == nil {
+		return newLocalDriver(d, root), nil
+	}
+	return d, err
 }
