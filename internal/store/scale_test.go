@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // noOrigin is an upstream never asked: every blob read is stored.
@@ -86,30 +88,26 @@ func layOut(b *testing.B, root string, scope Scope, n int) string {
 		return "sha256:" + hex.EncodeToString(sum[:])
 	}
 	const workers = 4
-	errs := make(chan error, workers)
+	var g errgroup.Group
 	for w := range workers {
-		go func() {
-			errs <- func() error {
-				for i := w; i < n; i += workers {
-					o, _ := scope.object(blobKind, digest(i))
-					link := filepath.Join(root, filepath.FromSlash(o.linkPath(scope.Repository)))
-					if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		g.Go(func() error {
+			for i := w; i < n; i += workers {
+				o, _ := scope.object(blobKind, digest(i))
+				link := filepath.Join(root, filepath.FromSlash(o.linkPath(scope.Repository)))
+				if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+					return err
+				}
+				for path, body := range map[string][]byte{o.dataPath(): fmt.Appendf(nil, "blob %d", i), o.usedPath(): nil, o.linkPath(scope.Repository): nil} {
+					if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(path)), body, 0o644); err != nil {
 						return err
 					}
-					for path, body := range map[string][]byte{o.dataPath(): fmt.Appendf(nil, "blob %d", i), o.usedPath(): nil, o.linkPath(scope.Repository): nil} {
-						if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(path)), body, 0o644); err != nil {
-							return err
-						}
-					}
 				}
-				return nil
-			}()
-		}()
+			}
+			return nil
+		})
 	}
-	for range workers {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
 	}
 	return digest(n - 1)
 }

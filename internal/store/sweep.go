@@ -51,13 +51,14 @@ func (s *Store) sweeper() {
 		next := time.NewTimer(regular)
 		select {
 		case <-s.ctx.Done():
-			next.Stop()
 			return
 		case <-next.C:
 		case <-s.sweepNow:
-			next.Stop()
-			if !sleep(s.ctx, asked-time.Since(began.Add(took))) {
+			next.Reset(asked - time.Since(began.Add(took)))
+			select {
+			case <-s.ctx.Done():
 				return
+			case <-next.C:
 			}
 		}
 	}
@@ -71,21 +72,6 @@ func (s *Store) sweeper() {
 // over its size: half the time at most).
 func rest(interval, took time.Duration) (regular, asked time.Duration) {
 	return max(interval-took, 9*took), took
-}
-
-// sleep waits for d or until ctx is done, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // sweepSoon asks the sweeper for a sweep now.
